@@ -1,0 +1,124 @@
+"""The input tree (SPEC §1): frontal images, video frames, and what changed since last time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featstore.errors import InputError
+from featstore.images import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class IdentityInputs:
+    """One identity's files: its frontal image (if any) and its frames, ordered by name."""
+
+    identity: str
+    face: Path | None
+    frames: tuple[Path, ...]
+    has_video_dir: bool
+
+    def fingerprint(self) -> str:
+        """A digest of every input file's name, size and mtime: a changed file changes it.
+
+        Names, not full paths, so moving the whole dataset does not force a redo (a
+        changed base dir is caught separately, by the model's provenance).
+
+        Files that cannot be stat'ed contribute a marker, so they are retried next run.
+        """
+        entries: list[object] = [self.identity, self.has_video_dir]
+        for path in ([self.face] if self.face else []) + list(self.frames):
+            try:
+                st = path.stat()
+                entries.append([path.name, st.st_size, st.st_mtime_ns])
+            except OSError as exc:
+                entries.append([path.name, "unstat", type(exc).__name__])
+        payload = json.dumps(entries, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass
+class InputTree:
+    """Everything found under the face and video folders."""
+
+    identities: list[IdentityInputs]
+    face_without_video: list[str] = field(default_factory=list)
+    video_without_face: list[str] = field(default_factory=list)
+    ambiguous_faces: list[str] = field(default_factory=list)  # several files, one stem
+    ignored_files: int = 0  # files without an image extension
+
+    @property
+    def image_count(self) -> int:
+        return sum((1 if i.face else 0) + len(i.frames) for i in self.identities)
+
+
+def _image_files(folder: Path) -> tuple[list[Path], int]:
+    images, ignored = [], 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.is_file():
+                continue
+            if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(Path(entry.path))
+            else:
+                ignored += 1
+    return sorted(images, key=lambda p: p.name), ignored
+
+
+def _require_dir(path: Path, option: str) -> None:
+    if not path.exists():
+        raise InputError(f"{option} {path} does not exist.\nHint: check the path.")
+    if not path.is_dir():
+        raise InputError(f"{option} {path} is not a folder.")
+
+
+def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
+    """Walk `<face_dir>/<identity>.<ext>` and `<video_dir>/<identity>/<frame>.<ext>`.
+
+    The identity is the frontal image's file stem, byte for byte. A video folder with
+    no frontal image still yields an identity (its frames get rows, never angles).
+    """
+    _require_dir(face_dir, "--face-dir")
+    _require_dir(video_dir, "--video-dir")
+    face_files, ignored = _image_files(face_dir)
+    faces: dict[str, Path] = {}
+    ambiguous: list[str] = []
+    for path in face_files:  # sorted, so the first of `a.jpg`, `a.png` wins, reproducibly
+        if path.stem in faces:
+            ambiguous.append(path.stem)
+        else:
+            faces[path.stem] = path
+    with os.scandir(video_dir) as entries:
+        video_dirs = {e.name: Path(e.path) for e in entries if e.is_dir()}
+
+    tree = InputTree(identities=[], ambiguous_faces=sorted(set(ambiguous)), ignored_files=ignored)
+    for identity in sorted(faces.keys() | video_dirs.keys()):
+        frames: list[Path] = []
+        if identity in video_dirs:
+            frames, skipped = _image_files(video_dirs[identity])
+            tree.ignored_files += skipped
+        elif identity in faces:
+            tree.face_without_video.append(identity)
+        if identity not in faces:
+            tree.video_without_face.append(identity)
+        tree.identities.append(
+            IdentityInputs(
+                identity=identity,
+                face=faces.get(identity),
+                frames=tuple(frames),
+                has_video_dir=identity in video_dirs,
+            )
+        )
+    return tree
+
+
+def relative_path(path: Path, base_dir: Path) -> str:
+    """`path` relative to `base_dir` with forward slashes; absolute when impossible."""
+    try:
+        rel = os.path.relpath(path, base_dir)
+    except ValueError:  # another drive on Windows
+        return Path(path).absolute().as_posix()
+    return Path(rel).as_posix()

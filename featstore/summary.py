@@ -1,0 +1,106 @@
+"""What an extraction did and what the store now holds, for people and for code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featstore.store import model_dir
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """One model's rows in the store, counted by role and status."""
+
+    identities: int = 0
+    valid_identities: int = 0  # frontal image ok and at least one frame ok (SPEC §3)
+    faces: dict[str, int] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def frame_total(self) -> int:
+        return sum(self.frames.values())
+
+
+def store_counts(store: Path, model: str) -> StoreCounts:
+    """Count a model's rows with DuckDB, reading only the small columns."""
+    import duckdb
+
+    files = sorted(model_dir(store, model).glob("identity=*/data.parquet"))
+    if not files:
+        return StoreCounts()
+    rows = "(SELECT identity, role, status FROM read_parquet($files, hive_partitioning=false))"
+    params = {"files": [str(f) for f in files]}
+    with duckdb.connect() as con:
+        by_status: dict[str, dict[str, int]] = {"face": {}, "frame": {}}
+        grouped = con.execute(f"SELECT role, status, count(*) FROM {rows} GROUP BY ALL", params)
+        for role, status, n in grouped.fetchall():
+            by_status[role][status] = n
+        identities, valid = con.execute(
+            f"""SELECT count(*), count(*) FILTER (WHERE face_ok AND frames_ok > 0) FROM (
+                   SELECT identity,
+                          bool_or(role = 'face' AND status = 'ok') AS face_ok,
+                          count(*) FILTER (WHERE role = 'frame' AND status = 'ok') AS frames_ok
+                   FROM {rows} GROUP BY identity)""",
+            params,
+        ).fetchone() or (0, 0)
+    return StoreCounts(identities, valid, by_status["face"], by_status["frame"])
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """The result of `featstore.extract`."""
+
+    store: Path
+    models: tuple[str, ...]
+    device: str
+    detector_providers: tuple[str, ...]
+    identities_in_input: int
+    identities_extracted: int
+    images_extracted: int
+    run_counts: dict[str, int]  # this run's images by status
+    face_without_video: tuple[str, ...]
+    video_without_face: tuple[str, ...]
+    ambiguous_faces: tuple[str, ...]
+    ignored_files: int
+    elapsed_s: float
+    store_counts: dict[str, StoreCounts]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_extracted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def identities_skipped(self) -> int:
+        return self.identities_in_input - self.identities_extracted
+
+    def format(self) -> str:
+        """A human summary in the spirit of the seed script's closing report."""
+        c = self.run_counts
+        lines = [
+            f"extracted {self.images_extracted} images of {self.identities_extracted} identities "
+            f"in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s) on {self.device}; "
+            f"{self.identities_skipped} identities already up to date",
+            f"  this run: ok {c.get('ok', 0)}, no_face {c.get('no_face', 0)}, "
+            f"unreadable {c.get('unreadable', 0)}",
+        ]
+        for model, s in self.store_counts.items():
+            rate = s.valid_identities / s.identities if s.identities else 0.0
+            frames = s.frames
+            lines.append(
+                f"  store [{model}]: {s.identities} identities, {s.valid_identities} valid "
+                f"({rate:.1%}); {s.frame_total} frames: ok {frames.get('ok', 0)}, "
+                f"no_face {frames.get('no_face', 0)}, unreadable {frames.get('unreadable', 0)}"
+            )
+        for label, names in (
+            ("frontal image but no video folder", self.face_without_video),
+            ("video folder but no frontal image", self.video_without_face),
+            ("frontal image under two names (first by name used)", self.ambiguous_faces),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                lines.append(f"  note: {len(names)} identities with a {label}: {shown}")
+        if self.ignored_files:
+            lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
+        lines.append(f"store: {self.store}")
+        return "\n".join(lines)
