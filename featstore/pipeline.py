@@ -34,7 +34,7 @@ from featstore.embedding import (
     check_precision,
     resolve_model,
 )
-from featstore.errors import InputError
+from featstore.errors import FeatstoreError, InputError
 from featstore.geometry import ANGLE_DEFINITION
 from featstore.inputs import IdentityInputs, InputTree, scan_inputs
 from featstore.rows import NO_FACE, OK, UNREADABLE, ImageResult, identity_table
@@ -279,6 +279,9 @@ def _run(
         worker_init_fn=init_worker if workers else None,
         pin_memory=device.startswith("cuda"),
         prefetch_factor=4 if workers else None,
+        # Never fork: a process that already ran OpenCV or OpenMP thread pools (a notebook
+        # that extracted before, a caller that decoded images) deadlocks its forked children.
+        multiprocessing_context=_worker_start_method() if workers else None,
     )
     # Each task's slot in its identity's result list, in task order.
     slots = [(pending, i) for pending in plan for i in range(len(pending.results))]
@@ -309,7 +312,7 @@ def _run(
     position = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer") as writer:
         try:
-            for batch in loader:
+            for batch in _batches(loader):
                 results = _process_batch(batch, detector, embedders, slots, position)
                 for result in results:
                     pending, slot = slots[position]
@@ -324,6 +327,26 @@ def _run(
             _drain(writes, keep=0)
         finally:
             bar.close()
+
+
+def _batches(loader: Iterable[DecodedBatch]) -> Iterable[DecodedBatch]:
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        raise FeatstoreError(
+            f"a decoding worker process died: {exc}\nHint: workers are started fresh (not "
+            "forked), so a script that calls featstore.extract must keep its top-level code "
+            "under `if __name__ == \"__main__\":`; or pass workers=0 / --workers 0."
+        ) from exc
+
+
+def _worker_start_method() -> str:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _drain(writes: list[Future[None]], *, keep: int) -> list[Future[None]]:

@@ -133,8 +133,15 @@ def _tmp_suffix() -> str:
 
 
 def remove_stale_temporaries(store: Path) -> int:
-    """Delete temporary files left by killed runs of this host (not by live ones)."""
+    """Delete temporary files left by killed runs of this host (not by live ones).
+
+    Also deletes model folders that an overwrite moved aside (`_trash-*`) but was killed
+    before it finished deleting: their rows would otherwise show up in `**/*.parquet`.
+    """
     removed = 0
+    for trash in store.glob("_trash-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+        removed += 1
     host = socket.gethostname()
     for path in store.glob("model=*/**/*.tmp-*"):
         parts = path.name.rsplit(".tmp-", 1)[1].split("-")
@@ -192,7 +199,10 @@ def claim_model(store: Path, model: str, provenance: Mapping[str, Any], *, overw
     folder = model_dir(store, model)
     if stored is not None:
         diffs = provenance_differences(stored, provenance)
-        if diffs and not overwrite:
+        # A claim without rows (a run that failed before its first partition, e.g. on a
+        # wrong checkpoint) has nothing to mix with: replace it instead of refusing.
+        has_rows = any(folder.glob(f"identity=*/{DATA_FILE}"))
+        if diffs and not overwrite and has_rows:
             raise ProvenanceMismatchError(
                 f"{folder} holds rows extracted differently from this run:\n  "
                 + "\n  ".join(diffs)

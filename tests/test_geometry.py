@@ -243,8 +243,11 @@ def test_spherical_angle_sign_rules(
 # u · v = cos a / (1 + 1e-8)² and m = degrees(acos(cos a / (1 + 1e-8)²)). Near 0 the 1e-8
 # matters (acos is steep there): m ≈ sqrt(a² + 0.0114592²) degrees, i.e.
 #   a = 0.05 -> m = 0.0512963,  a = 0.2 -> m = 0.2003280,
-#   a = 10   -> m = 10.0000065, a = 25  -> m = 25.0000025.
+#   a = 10   -> m = 10.0000065, a = 25  -> m = 25.0000025,
+#   a = 0.098 -> m = 0.0986677 (just below the 0.1 floor),
+#   a = 0.102 -> m = 0.1026417 (just above it).
 M_005 = 0.051296317780715174
+M_0102 = 0.10264166850022063
 M_02 = 0.2003280103172772
 M_10 = 10.000006498808023
 M_25 = 25.000002457423737
@@ -256,6 +259,8 @@ M_25 = 25.000002457423737
         # dy == 0: m = 0.0513 <= 0.1 -> 0 exactly; m = 0.2003 > 0.1 -> +m.
         pytest.param(0.05, 0.0, 0.0, id="dy==0-below-floor"),
         pytest.param(0.2, 0.0, M_02, id="dy==0-above-floor"),
+        pytest.param(0.098, 0.0, 0.0, id="dy==0-just-below-floor"),
+        pytest.param(0.102, 0.0, M_0102, id="dy==0-just-above-floor"),
         pytest.param(10.0, 0.0, M_10, id="dy==0-ten"),
         # dy != 0: the floor does not apply, the sign follows dy.
         pytest.param(0.05, -1.0, M_005, id="dy<0-small"),

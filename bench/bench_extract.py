@@ -1,0 +1,125 @@
+"""Extraction throughput, as ratios against baselines measured in the same run.
+
+    .venv/bin/python bench/bench_extract.py [--identities 25] [--frames 8] [--batch-size 32]
+
+Stand-in models (no network here): a random-weight dinov2_vits14 with the official
+architecture (same compute as the real one) and the synthetic InsightFace detector
+(much cheaper than buffalo_l's det_10g, which makes the I/O share of the pipeline look
+*larger* than with the real detector, i.e. the ratio below is conservative).
+
+Figures:
+  models-only   detector + DINOv2 on pre-decoded tensors, same batches, same work
+  pipeline      `featstore.extract` end to end, fp32 (goal: >= 0.85 x models-only)
+  pipeline bf16 the same with --precision bf16
+  naive loop    the seed's way: one image at a time through decode, detect, DINOv2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featstore.decoding import DecodeDataset, collate
+from featstore.detection import DetectorSettings, FaceDetector
+from featstore.embedding import DinoEmbedder, resolve_model
+from featstore.images import decode_image, dinov2_input
+from featstore.inputs import scan_inputs
+from featstore.pipeline import RuntimeOptions, _tasks, extract
+from featstore.synthetic.detector import write_synthetic_insightface_pack
+from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
+from featstore.synthetic.images import generate_face_tree
+
+MODEL = "dinov2_vits14"
+
+
+def models_only(face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, batch: int) -> float:
+    tasks = [t for i in scan_inputs(face_dir, video_dir).identities for t in _tasks(i)]
+    dataset = DecodeDataset(tasks, settings.det_size)
+    batches = [collate([dataset[i] for i in range(s, min(s + batch, len(tasks)))]) for s in range(0, len(tasks), batch)]
+    detector = FaceDetector(settings)
+    embedder = DinoEmbedder(resolve_model(MODEL, weights), device="cpu")
+    start = time.perf_counter()
+    for b in batches:
+        scales = np.array([b.images[i].det_scale for i in b.decoded])
+        found = [r for r, d in enumerate(detector.detect(b.det_blobs.numpy(), scales)) if d is not None]
+        if found:
+            embedder.embed(b.pixels[found])
+    return len(tasks) / (time.perf_counter() - start)
+
+
+def pipeline(face_dir: Path, video_dir: Path, store: Path, settings: DetectorSettings, weights: Path, batch: int, precision: str, workers: int | None) -> float:
+    shutil.rmtree(store, ignore_errors=True)
+    summary = extract(
+        face_dir, video_dir, store, models=[MODEL], weights={MODEL: weights}, detector=settings,
+        runtime=RuntimeOptions(device="cpu", batch_size=batch, precision=precision, workers=workers, progress=False),  # type: ignore[arg-type]
+    )
+    return summary.images_per_s
+
+
+def naive_loop(face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, out: Path) -> float:
+    """The seed's script: per image decode, InsightFace detect, DINOv2 forward, one JSON."""
+    from insightface.model_zoo import get_model
+
+    det = get_model(str(settings.pack_dir / "det_10g.onnx"), providers=["CPUExecutionProvider"])
+    det.prepare(-1, det_thresh=settings.det_thresh, input_size=(settings.det_size,) * 2)
+    embedder = DinoEmbedder(resolve_model(MODEL, weights), device="cpu")
+    paths = [t.path for i in scan_inputs(face_dir, video_dir).identities for t in _tasks(i)]
+    records = {}
+    start = time.perf_counter()
+    for path in paths:
+        try:
+            img = decode_image(path)
+        except Exception:
+            continue
+        boxes, kpss = det.detect(np.asarray(img)[:, :, ::-1], input_size=(settings.det_size,) * 2)
+        if len(boxes) == 0:
+            continue
+        feature = embedder.embed(torch.from_numpy(dinov2_input(img))[None])[0]
+        records[str(path)] = {"features": feature.tolist(), "box": boxes[0][:4].tolist(), "kps": kpss[0].tolist()}
+    out.write_text(json.dumps(records))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--identities", type=int, default=25)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="featstore-bench-"))
+    try:
+        face_dir, video_dir = generate_face_tree(work / "data", identities=args.identities, frames_per_identity=args.frames)
+        weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
+        settings = DetectorSettings(root=write_synthetic_insightface_pack(work / "if").parent.parent)
+        n = args.identities * (args.frames + 1)
+        print(f"{n} images of 320x240, {MODEL} (random weights), synthetic detector, batch {args.batch_size}, "
+              f"torch threads {torch.get_num_threads()}")
+        pipeline(face_dir, video_dir, work / "warmup", settings, weights, args.batch_size, "fp32", args.workers)
+        base = models_only(face_dir, video_dir, settings, weights, args.batch_size)
+        fp32 = pipeline(face_dir, video_dir, work / "store", settings, weights, args.batch_size, "fp32", args.workers)
+        bf16 = pipeline(face_dir, video_dir, work / "store16", settings, weights, args.batch_size, "bf16", args.workers)
+        naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
+        rows = [
+            ("models only (baseline)", base, "1.00"),
+            ("pipeline fp32", fp32, f"{fp32 / base:.2f}  (goal >= 0.85)"),
+            ("pipeline bf16", bf16, f"{bf16 / base:.2f}"),
+            ("naive one-at-a-time loop", naive, f"{naive / base:.2f}"),
+        ]
+        print(f"{'':28s}{'images/s':>10s}  ratio to models only")
+        for name, value, ratio in rows:
+            print(f"{name:28s}{value:10.1f}  {ratio}")
+        print(f"pipeline fp32 / naive loop: {fp32 / naive:.2f}x; bf16 / fp32: {bf16 / fp32:.2f}x")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Shared, session-scoped stand-ins: models, datasets and one extracted store.
+
+Everything is built once per test session under pytest's temporary folder, offline:
+a synthetic InsightFace pack, random-weight DINOv2 checkpoints, a small dataset with
+every awkward input of `featstore.synthetic.awkward`, and that dataset extracted once
+into a store that read-only tests share (tests that modify a store copy it first).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from featstore.detection import DetectorSettings
+from featstore.pipeline import RuntimeOptions, extract
+from featstore.summary import ExtractSummary
+from featstore.synthetic.awkward import write_awkward_identities, write_bad_frames, write_orphans
+from featstore.synthetic.detector import write_synthetic_insightface_pack
+from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
+from featstore.synthetic.images import generate_face_tree
+
+MODEL = "dinov2_vits14"
+MODEL_REG = "dinov2_vits14_reg"
+DIM = 384
+# The main dataset: 3 synthetic identities x 4 frames (frame 4 of each shows no face).
+IDENTITIES = 3
+FRAMES = 4
+AWKWARD_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class Models:
+    """Stand-in model files."""
+
+    insightface_root: Path
+    weights: Path  # random dinov2_vits14
+    weights_reg: Path  # random dinov2_vits14_reg
+
+    def detector(self, **kwargs: Any) -> DetectorSettings:
+        return DetectorSettings(root=self.insightface_root, **kwargs)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An input tree: `<root>/face`, `<root>/video`."""
+
+    root: Path
+    face_dir: Path
+    video_dir: Path
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """The main dataset extracted once (read-only for tests: copy before modifying)."""
+
+    dataset: Dataset
+    store: Path
+    summary: ExtractSummary
+
+
+def fast_runtime(**kwargs: Any) -> RuntimeOptions:
+    """In-process decoding, no progress bar, CPU: the quickest settings for small inputs."""
+    options: dict[str, Any] = {"device": "cpu", "workers": 0, "progress": False, "batch_size": 8}
+    options.update(kwargs)
+    return RuntimeOptions(**options)
+
+
+def run_extract(dataset: Dataset, store: Path, models: Models, /, **kwargs: Any) -> ExtractSummary:
+    """`featstore.extract` of `dataset` with the stand-in models (kwargs override)."""
+    options: dict[str, Any] = {
+        "models": [MODEL],
+        "weights": {MODEL: models.weights},
+        "detector": models.detector(),
+        "runtime": fast_runtime(),
+    }
+    options.update(kwargs)
+    return extract(dataset.face_dir, dataset.video_dir, store, **options)
+
+
+def copy_store(store: Path, dest: Path) -> Path:
+    """A copy of `store` that keeps file times (the store's own checks do not need them)."""
+    shutil.copytree(store, dest)
+    return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No downloads, and a private torch hub folder so no real cache is read or written."""
+    saved = {k: os.environ.get(k) for k in ("FEATSTORE_NO_DOWNLOAD", "TORCH_HOME")}
+    os.environ["FEATSTORE_NO_DOWNLOAD"] = "1"
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    root = tmp_path_factory.mktemp("models")
+    write_synthetic_insightface_pack(root / "insightface")
+    return Models(
+        insightface_root=root / "insightface",
+        weights=write_random_dinov2_checkpoint(root / "vits14_random.pth", MODEL, seed=0),
+        weights_reg=write_random_dinov2_checkpoint(
+            root / "vits14_reg_random.pth", MODEL_REG, seed=1
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """3 identities x 4 frames, the awkward identities, the bad frames and the orphans."""
+    root = tmp_path_factory.mktemp("dataset")
+    face_dir, video_dir = generate_face_tree(
+        root, identities=IDENTITIES, frames_per_identity=FRAMES, no_face_every=4
+    )
+    write_awkward_identities(face_dir, video_dir, frames=AWKWARD_FRAMES)
+    write_bad_frames(face_dir, video_dir)
+    write_orphans(face_dir, video_dir)
+    return Dataset(root, face_dir, video_dir)
+
+
+@pytest.fixture(scope="session")
+def mini_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """2 identities x 3 frames (the third shows no face): for tests that extract again."""
+    root = tmp_path_factory.mktemp("mini")
+    face_dir, video_dir = generate_face_tree(
+        root, identities=2, frames_per_identity=3, no_face_every=3, seed=5
+    )
+    return Dataset(root, face_dir, video_dir)
+
+
+@pytest.fixture(scope="session")
+def extracted(
+    tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, models: Models
+) -> Extracted:
+    store = tmp_path_factory.mktemp("extracted") / "store"
+    summary = run_extract(dataset, store, models)
+    return Extracted(dataset, store, summary)
