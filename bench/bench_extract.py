@@ -54,13 +54,15 @@ def models_only(face_dir: Path, video_dir: Path, settings: DetectorSettings, wei
     return len(tasks) / (time.perf_counter() - start)
 
 
-def pipeline(face_dir: Path, video_dir: Path, store: Path, settings: DetectorSettings, weights: Path, batch: int, precision: str, workers: int | None) -> float:
+def pipeline(face_dir: Path, video_dir: Path, store: Path, settings: DetectorSettings, weights: Path, batch: int, precision: str, workers: int | None) -> tuple[float, float]:
+    """End-to-end images/s (wall time of `extract`, start-up included) and streaming images/s."""
     shutil.rmtree(store, ignore_errors=True)
     summary = extract(
         face_dir, video_dir, store, models=[MODEL], weights={MODEL: weights}, detector=settings,
         runtime=RuntimeOptions(device="cpu", batch_size=batch, precision=precision, workers=workers, progress=False),  # type: ignore[arg-type]
     )
-    return summary.images_per_s
+    streaming = summary.images_extracted / summary.timings["processing_s"]
+    return summary.images_per_s, streaming
 
 
 def naive_loop(face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, out: Path) -> float:
@@ -104,12 +106,13 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}")
         pipeline(face_dir, video_dir, work / "warmup", settings, weights, args.batch_size, "fp32", args.workers)
         base = models_only(face_dir, video_dir, settings, weights, args.batch_size)
-        fp32 = pipeline(face_dir, video_dir, work / "store", settings, weights, args.batch_size, "fp32", args.workers)
-        bf16 = pipeline(face_dir, video_dir, work / "store16", settings, weights, args.batch_size, "bf16", args.workers)
+        fp32, fp32_stream = pipeline(face_dir, video_dir, work / "store", settings, weights, args.batch_size, "fp32", args.workers)
+        bf16, _ = pipeline(face_dir, video_dir, work / "store16", settings, weights, args.batch_size, "bf16", args.workers)
         naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
         rows = [
             ("models only (baseline)", base, "1.00"),
             ("pipeline fp32", fp32, f"{fp32 / base:.2f}  (goal >= 0.85)"),
+            ("  its streaming phase", fp32_stream, f"{fp32_stream / base:.2f}  (after model loading)"),
             ("pipeline bf16", bf16, f"{bf16 / base:.2f}"),
             ("naive one-at-a-time loop", naive, f"{naive / base:.2f}"),
         ]

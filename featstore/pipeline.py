@@ -69,6 +69,7 @@ class _Pending:
     """An identity in flight: its results fill up as batches come back."""
 
     inputs: IdentityInputs
+    fingerprint: str  # taken when planned: a file changed mid-run is redone next run
     models: tuple[str, ...]
     results: list[ImageResult | None]
     remaining: int = field(init=False)
@@ -134,15 +135,11 @@ def extract(
     tasks = [task for pending in plan for task in _tasks(pending.inputs)]
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
-    embedders = {
-        ref.name: DinoEmbedder(
-            ref, device=device, precision=runtime.precision, source=runtime.dinov2_source
-        )
-        for ref in refs
-    } if tasks else {}
     counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0}
+    timings = {"setup_s": time.perf_counter() - started, "processing_s": 0.0}
     if tasks:
-        _run(tasks, plan, detector_runner, embedders, store_path, base, provenance, runtime, device, counts)
+        context = _RunContext(detector_runner, store_path, base, provenance, runtime, device)
+        timings.update(_run(tasks, plan, refs, context, counts))
     elapsed = time.perf_counter() - started
     return ExtractSummary(
         store=store_path,
@@ -158,6 +155,7 @@ def extract(
         ambiguous_faces=tuple(tree.ambiguous_faces),
         ignored_files=tree.ignored_files,
         elapsed_s=elapsed,
+        timings=timings,
         store_counts={m: store_counts(store_path, m) for m in models},
     )
 
@@ -244,7 +242,7 @@ def _plan(
         )
         if needed:
             size = (1 if inputs.face else 0) + len(inputs.frames)
-            plan.append(_Pending(inputs, needed, [None] * size))
+            plan.append(_Pending(inputs, fingerprint, needed, [None] * size))
     return plan
 
 
@@ -255,21 +253,31 @@ def _tasks(inputs: IdentityInputs) -> Iterable[ImageTask]:
         yield ImageTask(inputs.identity, "frame", frame, index)
 
 
+@dataclass(frozen=True)
+class _RunContext:
+    """What every batch and every write of one run needs."""
+
+    detector: FaceDetector
+    store: Path
+    base_dir: Path
+    provenance: Mapping[str, Mapping[str, Any]]
+    runtime: RuntimeOptions
+    device: str
+
+
 def _run(
     tasks: list[ImageTask],
     plan: list[_Pending],
-    detector: FaceDetector,
-    embedders: Mapping[str, DinoEmbedder],
-    store: Path,
-    base_dir: Path,
-    provenance: Mapping[str, Mapping[str, Any]],
-    runtime: RuntimeOptions,
-    device: str,
+    refs: Sequence[DinoModelRef],
+    ctx: _RunContext,
     counts: dict[str, int],
-) -> None:
+) -> dict[str, float]:
+    """Decode, detect, embed and write `tasks`; returns the time spent by phase."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    started = time.perf_counter()
+    runtime, detector = ctx.runtime, ctx.detector
     workers = runtime.workers if runtime.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
     loader = DataLoader(
         DecodeDataset(tasks, detector.settings.det_size),
@@ -277,12 +285,21 @@ def _run(
         num_workers=workers,
         collate_fn=collate,
         worker_init_fn=init_worker if workers else None,
-        pin_memory=device.startswith("cuda"),
+        pin_memory=ctx.device.startswith("cuda"),
         prefetch_factor=4 if workers else None,
         # Never fork: a process that already ran OpenCV or OpenMP thread pools (a notebook
         # that extracted before, a caller that decoded images) deadlocks its forked children.
         multiprocessing_context=_worker_start_method() if workers else None,
     )
+    # Workers start now and decode ahead while the DINOv2 weights load.
+    batches = iter(loader)
+    embedders = {
+        ref.name: DinoEmbedder(
+            ref, device=ctx.device, precision=runtime.precision, source=runtime.dinov2_source
+        )
+        for ref in refs
+    }
+    loaded = time.perf_counter()
     # Each task's slot in its identity's result list, in task order.
     slots = [(pending, i) for pending in plan for i in range(len(pending.results))]
     extracted_at = datetime.now(timezone.utc)
@@ -290,29 +307,28 @@ def _run(
 
     def write(pending: _Pending) -> None:
         results = [r for r in pending.results if r is not None]
-        fingerprint = pending.inputs.fingerprint()
         for model in pending.models:
             table = identity_table(
                 results,
                 model=model,
                 dim=embedders[model].ref.dim,
-                base_dir=base_dir,
+                base_dir=ctx.base_dir,
                 extracted_at=extracted_at,
             )
             write_partition(
-                store,
+                ctx.store,
                 model,
                 pending.inputs.identity,
                 table,
-                fingerprint=fingerprint,
-                provenance=provenance[model],
+                fingerprint=pending.fingerprint,
+                provenance=ctx.provenance[model],
             )
 
     bar = tqdm(total=len(tasks), unit="img", disable=not runtime.progress, dynamic_ncols=True)
     position = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer") as writer:
         try:
-            for batch in _batches(loader):
+            for batch in _batches(batches):
                 results = _process_batch(batch, detector, embedders, slots, position)
                 for result in results:
                     pending, slot = slots[position]
@@ -327,6 +343,7 @@ def _run(
             _drain(writes, keep=0)
         finally:
             bar.close()
+    return {"models_s": loaded - started, "processing_s": time.perf_counter() - loaded}
 
 
 def _batches(loader: Iterable[DecodedBatch]) -> Iterable[DecodedBatch]:

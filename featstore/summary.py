@@ -64,6 +64,7 @@ class ExtractSummary:
     ambiguous_faces: tuple[str, ...]
     ignored_files: int
     elapsed_s: float
+    timings: dict[str, float]  # setup_s, models_s (DINOv2 loading), processing_s
     store_counts: dict[str, StoreCounts]
 
     @property
