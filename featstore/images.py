@@ -48,19 +48,28 @@ def decode_image(path: Path) -> Image.Image:
         raise UnreadableImageError(reason) from exc
 
 
+def dinov2_resize(img: Image.Image) -> NDArray[np.uint8]:
+    """`[224, 224, 3]` uint8 RGB: the whole image, bilinear, aspect ratio not kept."""
+    return np.asarray(img.resize((DINOV2_SIZE, DINOV2_SIZE), Image.BILINEAR))
+
+
+def normalize_dinov2(rgb: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    """`[3, 224, 224]` float32: scale to [0, 1], ImageNet mean/std (into `out` if given)."""
+    chw = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return np.divide(chw - IMAGENET_MEAN, IMAGENET_STD, out=out)
+
+
 def dinov2_input(img: Image.Image) -> NDArray[np.float32]:
     """`[3, 224, 224]` float32: bilinear resize, scale to [0, 1], ImageNet normalise."""
-    resized = img.resize((DINOV2_SIZE, DINOV2_SIZE), Image.BILINEAR)
-    chw = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return ((chw - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    return normalize_dinov2(dinov2_resize(img))
 
 
-def detector_input(img: Image.Image, det_size: int) -> tuple[NDArray[np.float32], float]:
-    """InsightFace's letterbox and blob for one image.
+def letterbox(img: Image.Image, det_size: int) -> tuple[NDArray[np.uint8], float]:
+    """InsightFace's letterbox: BGR, resized to fit `det_size` square, zero padded.
 
     Returns:
-        The `[3, det_size, det_size]` float32 blob and the scale from original pixels
-        to letterboxed pixels (detections are divided by it).
+        The `[det_size, det_size, 3]` uint8 BGR canvas and the scale from original
+        pixels to letterboxed pixels (detections are divided by it).
     """
     import cv2
 
@@ -77,7 +86,22 @@ def detector_input(img: Image.Image, det_size: int) -> tuple[NDArray[np.float32]
     scale = float(new_height) / height
     canvas = np.zeros((det_size, det_size, 3), dtype=np.uint8)
     canvas[:new_height, :new_width] = cv2.resize(np.ascontiguousarray(bgr), (new_width, new_height))
-    blob = cv2.dnn.blobFromImage(
-        canvas, 1.0 / DETECTOR_STD, (det_size, det_size), (DETECTOR_MEAN,) * 3, swapRB=True
-    )
-    return blob[0], scale
+    return canvas, scale
+
+
+def detector_blob(canvas: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    """`[3, S, S]` float32 detector input from a letterboxed BGR canvas (into `out` if given).
+
+    Equals `cv2.dnn.blobFromImage(canvas, 1/128, size, (127.5,)*3, swapRB=True)[0]` bit for
+    bit: (x - 127.5) and the scale 1/128 are exact in float32.
+    """
+    rgb_chw = canvas[:, :, ::-1].transpose(2, 0, 1)
+    out = np.subtract(rgb_chw, np.float32(DETECTOR_MEAN), out=out, dtype=np.float32)
+    out *= np.float32(1.0 / DETECTOR_STD)
+    return out
+
+
+def detector_input(img: Image.Image, det_size: int) -> tuple[NDArray[np.float32], float]:
+    """InsightFace's letterbox and blob for one image (see `letterbox`, `detector_blob`)."""
+    canvas, scale = letterbox(img, det_size)
+    return detector_blob(canvas), scale
