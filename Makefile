@@ -25,13 +25,13 @@ bench: install
 	$(PY) bench/bench_extract.py
 
 lint: install
-	$(VENV)/bin/ruff check featstore cli tests bench examples
-	$(VENV)/bin/ruff format --check featstore cli tests bench examples
+	$(VENV)/bin/ruff check featstore cli tests bench
+	$(VENV)/bin/ruff format --check featstore cli tests bench
 	$(VENV)/bin/mypy
 
 fmt: install
-	$(VENV)/bin/ruff format featstore cli tests bench examples
-	$(VENV)/bin/ruff check --fix featstore cli tests bench examples
+	$(VENV)/bin/ruff format featstore cli tests bench
+	$(VENV)/bin/ruff check --fix featstore cli tests bench
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -39,33 +39,58 @@ from featstore.synthetic.images import generate_face_tree
 MODEL = "dinov2_vits14"
 
 
-def models_only(face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, batch: int) -> float:
+def models_only(
+    face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, batch: int
+) -> float:
     tasks = [t for i in scan_inputs(face_dir, video_dir).identities for t in _tasks(i)]
     dataset = DecodeDataset(tasks, settings.det_size)
-    batches = [collate([dataset[i] for i in range(s, min(s + batch, len(tasks)))]) for s in range(0, len(tasks), batch)]
+    batches = [
+        collate([dataset[i] for i in range(s, min(s + batch, len(tasks)))])
+        for s in range(0, len(tasks), batch)
+    ]
     detector = FaceDetector(settings)
     embedder = DinoEmbedder(resolve_model(MODEL, weights), device="cpu")
     start = time.perf_counter()
     for b in batches:
         scales = np.array([b.images[i].det_scale for i in b.decoded])
-        found = [r for r, d in enumerate(detector.detect(b.det_blobs.numpy(), scales)) if d is not None]
+        found = [
+            r for r, d in enumerate(detector.detect(b.det_blobs.numpy(), scales)) if d is not None
+        ]
         if found:
             embedder.embed(b.pixels[found])
     return len(tasks) / (time.perf_counter() - start)
 
 
-def pipeline(face_dir: Path, video_dir: Path, store: Path, settings: DetectorSettings, weights: Path, batch: int, precision: str, workers: int | None) -> tuple[float, float]:
+def pipeline(
+    face_dir: Path,
+    video_dir: Path,
+    store: Path,
+    settings: DetectorSettings,
+    weights: Path,
+    batch: int,
+    precision: str,
+    workers: int | None,
+) -> tuple[float, float]:
     """End-to-end images/s (wall time of `extract`, start-up included) and streaming images/s."""
     shutil.rmtree(store, ignore_errors=True)
     summary = extract(
-        face_dir, video_dir, store, models=[MODEL], weights={MODEL: weights}, detector=settings,
-        runtime=RuntimeOptions(device="cpu", batch_size=batch, precision=precision, workers=workers, progress=False),  # type: ignore[arg-type]
+        face_dir,
+        video_dir,
+        store,
+        models=[MODEL],
+        weights={MODEL: weights},
+        detector=settings,
+        runtime=RuntimeOptions(
+            device="cpu", batch_size=batch, precision=precision, workers=workers, progress=False
+        ),  # type: ignore[arg-type]
     )
     streaming = summary.images_extracted / summary.timings["processing_s"]
     return summary.images_per_s, streaming
 
 
-def naive_loop(face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, out: Path) -> float:
+def naive_loop(
+    face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, out: Path
+) -> float:
     """The seed's script: per image decode, InsightFace detect, DINOv2 forward, one JSON."""
     from insightface.model_zoo import get_model
 
@@ -84,35 +109,87 @@ def naive_loop(face_dir: Path, video_dir: Path, settings: DetectorSettings, weig
         if len(boxes) == 0:
             continue
         feature = embedder.embed(torch.from_numpy(dinov2_input(img))[None])[0]
-        records[str(path)] = {"features": feature.tolist(), "box": boxes[0][:4].tolist(), "kps": kpss[0].tolist()}
+        records[str(path)] = {
+            "features": feature.tolist(),
+            "box": boxes[0][:4].tolist(),
+            "kps": kpss[0].tolist(),
+        }
     out.write_text(json.dumps(records))
     return len(paths) / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--identities", type=int, default=25)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-"))
     try:
-        face_dir, video_dir = generate_face_tree(work / "data", identities=args.identities, frames_per_identity=args.frames)
+        face_dir, video_dir = generate_face_tree(
+            work / "data", identities=args.identities, frames_per_identity=args.frames
+        )
         weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
-        settings = DetectorSettings(root=write_synthetic_insightface_pack(work / "if").parent.parent)
+        settings = DetectorSettings(
+            root=write_synthetic_insightface_pack(work / "if").parent.parent
+        )
         n = args.identities * (args.frames + 1)
-        print(f"{n} images of 320x240, {MODEL} (random weights), synthetic detector, batch {args.batch_size}, "
-              f"torch threads {torch.get_num_threads()}")
-        pipeline(face_dir, video_dir, work / "warmup", settings, weights, args.batch_size, "fp32", args.workers)
-        base = models_only(face_dir, video_dir, settings, weights, args.batch_size)
-        fp32, fp32_stream = pipeline(face_dir, video_dir, work / "store", settings, weights, args.batch_size, "fp32", args.workers)
-        bf16, _ = pipeline(face_dir, video_dir, work / "store16", settings, weights, args.batch_size, "bf16", args.workers)
+        print(
+            f"{n} images of 320x240, {MODEL} (random weights), synthetic detector, "
+            f"batch {args.batch_size}, "
+            f"torch threads {torch.get_num_threads()}"
+        )
+        pipeline(
+            face_dir,
+            video_dir,
+            work / "warmup",
+            settings,
+            weights,
+            args.batch_size,
+            "fp32",
+            args.workers,
+        )
+        # Best of `--repeat` for the two figures the goal compares: the machine is shared.
+        base = max(
+            models_only(face_dir, video_dir, settings, weights, args.batch_size)
+            for _ in range(args.repeat)
+        )
+        fp32, fp32_stream = max(
+            pipeline(
+                face_dir,
+                video_dir,
+                work / "store",
+                settings,
+                weights,
+                args.batch_size,
+                "fp32",
+                args.workers,
+            )
+            for _ in range(args.repeat)
+        )
+        bf16, _ = pipeline(
+            face_dir,
+            video_dir,
+            work / "store16",
+            settings,
+            weights,
+            args.batch_size,
+            "bf16",
+            args.workers,
+        )
         naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
         rows = [
             ("models only (baseline)", base, "1.00"),
             ("pipeline fp32", fp32, f"{fp32 / base:.2f}  (goal >= 0.85)"),
-            ("  its streaming phase", fp32_stream, f"{fp32_stream / base:.2f}  (after model loading)"),
+            (
+                "  its streaming phase",
+                fp32_stream,
+                f"{fp32_stream / base:.2f}  (after model loading)",
+            ),
             ("pipeline bf16", bf16, f"{bf16 / base:.2f}"),
             ("naive one-at-a-time loop", naive, f"{naive / base:.2f}"),
         ]

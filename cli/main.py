@@ -92,12 +92,32 @@ def main(verbose: bool) -> None:
     help="Folder holding models/<pack>/.",
 )
 @click.option("--pack", default="buffalo_l", show_default=True, help="InsightFace model pack.")
-@click.option("--det-size", default=640, show_default=True, type=click.IntRange(32), help="Detector input size.")
-@click.option("--det-thresh", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Detector score threshold.")
+@click.option(
+    "--det-size",
+    default=640,
+    show_default=True,
+    type=click.IntRange(32),
+    help="Detector input size.",
+)
+@click.option(
+    "--det-thresh",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Detector score threshold.",
+)
 @click.option("--cpu", is_flag=True, help="Run everything on the CPU.")
 @click.option("--device", help="torch device, e.g. cuda:1 [default: cuda if available].")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per model batch.")
-@click.option("--workers", type=click.IntRange(0), help="Decoding processes [default: one per spare core].")
+@click.option(
+    "--batch-size",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images per model batch.",
+)
+@click.option(
+    "--workers", type=click.IntRange(0), help="Decoding processes [default: one per spare core]."
+)
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -105,7 +125,11 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="DINOv2 compute precision (fp16 needs CUDA).",
 )
-@click.option("--overwrite", is_flag=True, help="Redo every identity, replacing rows made with other settings.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Redo every identity, replacing rows made with other settings.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_library_errors
 def extract(
@@ -183,7 +207,8 @@ def demo(workdir: Path, no_progress: bool) -> None:
         "SELECT identity, count(*) FILTER (role = 'frame') AS frames, "
         "count(*) FILTER (role = 'frame' AND status = 'ok') AS ok_frames, "
         "round(avg(avg_angle), 2) AS mean_avg_angle "
-        f"FROM read_parquet('{files}', hive_partitioning = false) GROUP BY identity ORDER BY identity"
+        f"FROM read_parquet('{files}', hive_partitioning = false) "
+        "GROUP BY identity ORDER BY identity"
     )
     click.echo(f"\nDuckDB over the store:\n{query}\n{duckdb.sql(query)}")
     click.echo(

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -84,7 +83,11 @@ class DecodeDataset(Dataset[tuple[DecodedImage, Any, Any]]):
         except UnreadableImageError as exc:
             return DecodedImage(task, error=str(exc), file_size=size), None, None
         except Exception as exc:  # a decoder bug must not stop a run of millions of images
-            return DecodedImage(task, error=f"{type(exc).__name__}: {exc}", file_size=size), None, None
+            return (
+                DecodedImage(task, error=f"{type(exc).__name__}: {exc}", file_size=size),
+                None,
+                None,
+            )
         info = DecodedImage(task, None, img.width, img.height, size, scale)
         return info, pixels, canvas  # uint8: 4x less to move than float32
 

@@ -134,7 +134,9 @@ class FaceDetector:
         self.accepts_batches = not isinstance(batch_dim, int) or batch_dim != 1
         self._anchor_cache: dict[tuple[int, int], NDArray[np.float32]] = {}
 
-    def detect(self, blobs: NDArray[np.float32], scales: NDArray[np.float64]) -> list[Detection | None]:
+    def detect(
+        self, blobs: NDArray[np.float32], scales: NDArray[np.float64]
+    ) -> list[Detection | None]:
         """Detect the best face in each letterboxed image.
 
         Args:
@@ -151,7 +153,9 @@ class FaceDetector:
                 [self._squeeze(out) for out in self._run(blobs[i : i + 1])]
                 for i in range(len(blobs))
             ]
-        return [self._decode(outs, float(scale)) for outs, scale in zip(per_image, scales)]
+        return [
+            self._decode(outs, float(scale)) for outs, scale in zip(per_image, scales, strict=True)
+        ]
 
     def _run(self, blob: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         return self.session.run(self.model.output_names, {self.model.input_name: blob})
@@ -169,7 +173,7 @@ class FaceDetector:
         key = (size, stride)
         if key not in self._anchor_cache:
             cells = size // stride
-            grid = np.stack(np.mgrid[:cells, :cells][::-1], axis=-1).astype(np.float32)
+            grid = np.stack(list(np.mgrid[:cells, :cells][::-1]), axis=-1).astype(np.float32)
             centers = (grid * stride).reshape(-1, 2)
             anchors = self.model._num_anchors
             if anchors > 1:

@@ -50,10 +50,12 @@ def decode_image(path: Path) -> Image.Image:
 
 def dinov2_resize(img: Image.Image) -> NDArray[np.uint8]:
     """`[224, 224, 3]` uint8 RGB: the whole image, bilinear, aspect ratio not kept."""
-    return np.asarray(img.resize((DINOV2_SIZE, DINOV2_SIZE), Image.BILINEAR))
+    return np.asarray(img.resize((DINOV2_SIZE, DINOV2_SIZE), Image.Resampling.BILINEAR))
 
 
-def normalize_dinov2(rgb: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+def normalize_dinov2(
+    rgb: NDArray[np.uint8], out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
     """`[3, 224, 224]` float32: scale to [0, 1], ImageNet mean/std (into `out` if given)."""
     chw = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
     return np.divide(chw - IMAGENET_MEAN, IMAGENET_STD, out=out)
@@ -89,7 +91,9 @@ def letterbox(img: Image.Image, det_size: int) -> tuple[NDArray[np.uint8], float
     return canvas, scale
 
 
-def detector_blob(canvas: NDArray[np.uint8], out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+def detector_blob(
+    canvas: NDArray[np.uint8], out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
     """`[3, S, S]` float32 detector input from a letterboxed BGR canvas (into `out` if given).
 
     Equals `cv2.dnn.blobFromImage(canvas, 1/128, size, (127.5,)*3, swapRB=True)[0]` bit for

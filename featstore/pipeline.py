@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import featstore
-from featstore.decoding import DecodedBatch, DecodeDataset, ImageTask, collate, init_worker
+from featstore.decoding import DecodeDataset, DecodedBatch, ImageTask, collate, init_worker
 from featstore.detection import DetectorSettings, FaceDetector
 from featstore.embedding import (
     PREPROCESSING,
@@ -120,7 +120,9 @@ def extract(
     if runtime.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
     tree = scan_inputs(face_path, video_path)
-    base = Path(base_dir).absolute() if base_dir else Path(os.path.commonpath([face_path, video_path]))
+    base = (
+        Path(base_dir).absolute() if base_dir else Path(os.path.commonpath([face_path, video_path]))
+    )
     store_path = open_store(Path(store))
     remove_stale_temporaries(store_path)
 
@@ -179,13 +181,13 @@ def _onnx_device(device: str, requested: str | None) -> str:
     """The detector follows the torch device; on auto, fall back loudly if ORT lacks CUDA."""
     import onnxruntime
 
-    if device.startswith("cuda") and requested is None:
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            log.warning(
-                "torch sees a GPU but onnxruntime has no CUDA provider: the detector runs on "
-                "the CPU. Install onnxruntime-gpu (featstore[gpu]) to detect on the GPU."
-            )
-            return "cpu"
+    auto_cuda = device.startswith("cuda") and requested is None
+    if auto_cuda and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        log.warning(
+            "torch sees a GPU but onnxruntime has no CUDA provider: the detector runs on "
+            "the CPU. Install onnxruntime-gpu (featstore[gpu]) to detect on the GPU."
+        )
+        return "cpu"
     return device
 
 
@@ -278,7 +280,11 @@ def _run(
 
     started = time.perf_counter()
     runtime, detector = ctx.runtime, ctx.detector
-    workers = runtime.workers if runtime.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
+    workers = (
+        runtime.workers
+        if runtime.workers is not None
+        else max(1, min(8, (os.cpu_count() or 2) - 1))
+    )
     loader = DataLoader(
         DecodeDataset(tasks, detector.settings.det_size),
         batch_size=runtime.batch_size,
@@ -355,7 +361,7 @@ def _batches(loader: Iterable[DecodedBatch]) -> Iterable[DecodedBatch]:
         raise FeatstoreError(
             f"a decoding worker process died: {exc}\nHint: workers are started fresh (not "
             "forked), so a script that calls featstore.extract must keep its top-level code "
-            "under `if __name__ == \"__main__\":`; or pass workers=0 / --workers 0."
+            'under `if __name__ == "__main__":`; or pass workers=0 / --workers 0.'
         ) from exc
 
 
@@ -398,7 +404,7 @@ def _process_batch(
     scales = np.array([batch.images[i].det_scale for i in batch.decoded])
     detections = detector.detect(batch.det_blobs.numpy(), scales)
     with_face: list[int] = []  # rows of batch.pixels whose image has a face
-    for row, (position, detection) in enumerate(zip(batch.decoded, detections)):
+    for row, (position, detection) in enumerate(zip(batch.decoded, detections, strict=True)):
         result = results[position]
         if detection is None:
             result.error = f"no face found at det_thresh {detector.settings.det_thresh}"
@@ -410,6 +416,6 @@ def _process_batch(
         if not rows:
             continue
         features = embedder.embed(batch.pixels[rows])
-        for row, vector in zip(rows, features):
+        for row, vector in zip(rows, features, strict=True):
             results[batch.decoded[row]].features[name] = vector
     return results

@@ -94,7 +94,11 @@ def identity_table(
         if has_features[i]:
             features[i] = r.features[model]
         if r.detection is not None:
-            boxes[i], lm2d[i], scores[i] = r.detection.box, r.detection.landmarks_2d, r.detection.score
+            boxes[i], lm2d[i], scores[i] = (
+                r.detection.box,
+                r.detection.landmarks_2d,
+                r.detection.score,
+            )
     lm3d, angles, has_angles = _frame_geometry(results)
     avg = np.array([average_angle(a) for a in angles], dtype=np.float32)
     schema = store_schema(dim)
@@ -108,7 +112,9 @@ def identity_table(
         "error": pa.array([r.error for r in results], pa.string()),
         "features": _fixed(features, has_features, schema.field("features").type),
         "landmarks_2d": _fixed(lm2d, detected, schema.field("landmarks_2d").type),
-        "landmarks_3d": _fixed(lm3d.astype(np.float32), detected, schema.field("landmarks_3d").type),
+        "landmarks_3d": _fixed(
+            lm3d.astype(np.float32), detected, schema.field("landmarks_3d").type
+        ),
         "box": _fixed(boxes, detected, schema.field("box").type),
         "det_score": pa.array(scores, pa.float32(), mask=~detected),
         "spherical_angles": _fixed(

@@ -108,9 +108,7 @@ def open_store(store: Path) -> Path:
             if found.get("format") != STORE_FORMAT:
                 raise StoreError(f"{manifest} is not a featstore manifest (format={found!r}).")
         else:
-            write_json_atomic(
-                manifest, {"format": STORE_FORMAT, "version": STORE_FORMAT_VERSION}
-            )
+            write_json_atomic(manifest, {"format": STORE_FORMAT, "version": STORE_FORMAT_VERSION})
         probe = store / f".write-probe-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()

@@ -56,7 +56,9 @@ def write_awkward_identities(face_dir: Path, video_dir: Path, *, frames: int = 3
             w, h = 320, 240
             center = (w / 2 + 12 * (i - 1), h / 2 + 6 * (i - 1))
             tint = (1.0 + 0.08 * (i - 1), 0.92, 0.85 - 0.06 * (i - 1))
-            _face(2000 + 10 * n + i, center=center, tint=tint).save(folder / f"{i:04d}.jpg", quality=90)
+            _face(2000 + 10 * n + i, center=center, tint=tint).save(
+                folder / f"{i:04d}.jpg", quality=90
+            )
     return list(AWKWARD_IDENTITIES)
 
 
@@ -76,7 +78,9 @@ def write_bad_frames(face_dir: Path, video_dir: Path) -> dict[str, str]:
     rgba = good.convert("RGBA")
     rgba.putalpha(255)
     rgba.save(folder / "f06_rgba.png")
-    _face(9, size=(3000, 2400), axes=(420.0, 520.0)).save(folder / "f07_large_3000x2400.jpg", quality=85)
+    _face(9, size=(3000, 2400), axes=(420.0, 520.0)).save(
+        folder / "f07_large_3000x2400.jpg", quality=85
+    )
     two = _face(10, size=(640, 480), center=(160, 240), axes=(70.0, 90.0))
     ImageDraw.Draw(two).ellipse((420, 170, 540, 310), fill=(200, 184, 170))
     two.save(folder / "f08_two_faces.jpg", quality=90)
