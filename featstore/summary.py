@@ -100,7 +100,8 @@ class ExtractSummary:
         ):
             if names:
                 shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-                lines.append(f"  note: {len(names)} identities with a {label}: {shown}")
+                noun = "identity" if len(names) == 1 else "identities"
+                lines.append(f"  note: {len(names)} {noun} with a {label}: {shown}")
         if self.ignored_files:
             lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
         lines.append(f"store: {self.store}")
