@@ -1,0 +1,174 @@
+"""SQL over the store: DuckDB in-process, with the views users query.
+
+    images        every row of every model
+    faces         role = 'face'
+    frames        role = 'frame'
+    identities    one row per (model, identity): frontal status, frame counts, valid
+    valid_frames  `ok` frames of valid identities, with the frontal image's columns
+                  alongside (`face_features`, `face_landmarks_2d`, ...)
+
+`identity` is read from the files (VARCHAR, never cast: `007` stays `007`), not from
+directory names. Fixed-size columns come out as DuckDB arrays (`FLOAT[768]`,
+`FLOAT[2][5]`), so `array_cosine_similarity` and friends work directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featstore.errors import StoreError
+from featstore.store import (
+    DATA_FILE,
+    PROVENANCE_FILE,
+    STORE_MANIFEST,
+    model_dir,
+    store_schema,
+)
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+VIEWS = ("images", "faces", "frames", "identities", "valid_frames")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model in the store, as its provenance records it."""
+
+    name: str
+    dim: int
+    provenance: dict[str, Any]
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Store:
+    """A featstore store opened for reading.
+
+    Args:
+        path: the store folder (made by `featstore extract` or `import-json`).
+
+    Raises:
+        StoreError: the folder does not exist or is not a featstore store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"store {self.path} does not exist or is not a folder.")
+        if not (self.path / STORE_MANIFEST).is_file():
+            raise StoreError(
+                f"{self.path} is not a featstore store (no {STORE_MANIFEST}).\n"
+                "Hint: point --store at a folder written by `featstore extract`."
+            )
+
+    def models(self) -> list[ModelInfo]:
+        """The models whose provenance is recorded, sorted by name."""
+        found = []
+        for path in sorted(self.path.glob(f"model=*/{PROVENANCE_FILE}")):
+            try:
+                provenance = json.loads(path.read_text("utf-8"))
+                found.append(
+                    ModelInfo(provenance["model"], int(provenance["feature_dim"]), provenance)
+                )
+            except (OSError, ValueError, KeyError) as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+        return found
+
+    def model(self, name: str | None) -> ModelInfo:
+        """The named model, or the only one when `name` is None."""
+        models = self.models()
+        names = ", ".join(m.name for m in models) or "none"
+        if name is None:
+            if len(models) != 1:
+                raise StoreError(
+                    f"store {self.path} holds {len(models)} models ({names}); choose one with --model."
+                )
+            return models[0]
+        for info in models:
+            if info.name == name:
+                return info
+        raise StoreError(f"store {self.path} has no model {name!r}; it holds: {names}.")
+
+    def connect(self, *, model: str | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the views of this module over the store.
+
+        Args:
+            model: restrict every view to one model (default: all models).
+        """
+        import duckdb
+
+        models = [self.model(model)] if model is not None else self.models()
+        con = duckdb.connect()
+        dims = {m.dim for m in models}
+        files = [
+            m for m in models if any(model_dir(self.path, m.name).glob(f"identity=*/{DATA_FILE}"))
+        ]
+        if files:
+            sources = ", ".join(
+                _sql_string((model_dir(self.path, m.name) / f"identity=*/{DATA_FILE}").as_posix())
+                for m in files
+            )
+            source = f"read_parquet([{sources}], hive_partitioning = false, union_by_name = true)"
+        else:
+            con.register("_empty_store", _empty_table(next(iter(dims), 0)))
+            source = "_empty_store"
+        features = f"features::FLOAT[{dims.pop()}]" if len(dims) == 1 else "features"
+        con.execute(
+            f"""CREATE VIEW images AS SELECT * REPLACE (
+                    {features} AS features,
+                    landmarks_2d::FLOAT[2][5] AS landmarks_2d,
+                    landmarks_3d::FLOAT[3][5] AS landmarks_3d,
+                    box::FLOAT[4] AS box,
+                    spherical_angles::FLOAT[5] AS spherical_angles)
+                FROM {source}"""
+        )
+        con.execute("CREATE VIEW faces AS SELECT * FROM images WHERE role = 'face'")
+        con.execute("CREATE VIEW frames AS SELECT * FROM images WHERE role = 'frame'")
+        con.execute(
+            """CREATE VIEW identities AS
+               SELECT model, identity,
+                      any_value(status) FILTER (role = 'face') AS face_status,
+                      count(*) FILTER (role = 'frame') AS frames_total,
+                      count(*) FILTER (role = 'frame' AND status = 'ok') AS frames_ok,
+                      count(*) FILTER (role = 'frame' AND status = 'no_face') AS frames_no_face,
+                      count(*) FILTER (role = 'frame' AND status = 'unreadable')
+                          AS frames_unreadable,
+                      coalesce(bool_or(role = 'face' AND status = 'ok'), false)
+                          AND count(*) FILTER (role = 'frame' AND status = 'ok') > 0 AS valid
+               FROM images GROUP BY model, identity"""
+        )
+        con.execute(
+            """CREATE VIEW valid_frames AS
+               SELECT f.*, face.image_path AS face_image_path, face.features AS face_features,
+                      face.landmarks_2d AS face_landmarks_2d,
+                      face.landmarks_3d AS face_landmarks_3d, face.box AS face_box
+               FROM frames f
+               JOIN identities i ON i.model = f.model AND i.identity = f.identity AND i.valid
+               JOIN faces face ON face.model = f.model AND face.identity = f.identity
+               WHERE f.status = 'ok'"""
+        )
+        return con
+
+    def sql(self, query: str, *, model: str | None = None) -> pa.Table:
+        """Run `query` over the views and return the result as an Arrow table."""
+        with self.connect(model=model) as con:
+            relation = con.sql(query)
+            return relation.to_arrow_table() if relation is not None else _empty_result()
+
+
+def _empty_table(dim: int) -> pa.Table:
+    return store_schema(max(dim, 1)).empty_table()
+
+
+def _empty_result() -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table({})
