@@ -215,3 +215,14 @@ def demo(workdir: Path, no_progress: bool) -> None:
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."
     )
+
+
+def _register_commands() -> None:
+    # Imported here, after `main` exists: these modules import `_library_errors` from here.
+    from featstore_cli.query_commands import info, query
+
+    for command in (query, info):
+        main.add_command(command)
+
+
+_register_commands()

@@ -3,7 +3,8 @@
     FeatstoreError                 base: catch this to handle any featstore failure
     ├── InputError                 the input tree or an option is unusable
     ├── StoreError                 the store cannot be read or written as asked
-    │   └── ProvenanceMismatchError  new rows would mix with rows made differently
+    │   ├── ProvenanceMismatchError  new rows would mix with rows made differently
+    │   └── QueryError             SQL over the store failed (DuckDB's message inside)
     ├── ModelNotFoundError         weights or a detector pack are not where looked
     └── ModelLoadError             a model file exists but is not the model expected
 
@@ -29,6 +30,10 @@ class StoreError(FeatstoreError):
 
 class ProvenanceMismatchError(StoreError):
     """Rows extracted with different settings would mix in one model partition."""
+
+
+class QueryError(StoreError):
+    """A SQL query (or `--where` predicate) over the store failed."""
 
 
 class ModelNotFoundError(FeatstoreError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featstore.errors import StoreError
+from featstore.errors import QueryError, StoreError
 from featstore.store import (
     DATA_FILE,
     PROVENANCE_FILE,
@@ -89,7 +89,8 @@ class Store:
         if name is None:
             if len(models) != 1:
                 raise StoreError(
-                    f"store {self.path} holds {len(models)} models ({names}); choose one with --model."
+                    f"store {self.path} holds {len(models)} models ({names}); "
+                    "choose one with --model."
                 )
             return models[0]
         for info in models:
@@ -172,3 +173,55 @@ def _empty_result() -> pa.Table:
     import pyarrow as pa
 
     return pa.table({})
+
+
+def describe_views(con: duckdb.DuckDBPyConnection) -> str:
+    """`view(col type, ...)` lines, shown when a query fails so users see what exists."""
+    lines = []
+    for view in VIEWS:
+        columns = con.execute(f"DESCRIBE {view}").fetchall()
+        lines.append(f"  {view}: " + ", ".join(f"{c[0]} {c[1]}" for c in columns))
+    return "\n".join(lines)
+
+
+def run_query(store: Store, query: str, *, model: str | None = None) -> pa.Table:
+    """`store.sql` with DuckDB's errors turned into a StoreError that lists the views."""
+    import duckdb
+
+    with store.connect(model=model) as con:
+        try:
+            relation = con.sql(query)
+        except duckdb.Error as exc:
+            raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
+        return relation.to_arrow_table() if relation is not None else _empty_result()
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What `featstore info` shows; computed without reading the feature columns."""
+
+    path: Path
+    models: list[ModelInfo]
+    identities: dict[str, int]
+    valid_identities: dict[str, int]
+    images_by_status: dict[str, dict[str, int]]  # model -> role/status -> count
+    disk_bytes: int
+
+
+def store_info(store: Store) -> StoreInfo:
+    """Counts per model from the small columns only (DuckDB pushes the projection down)."""
+    models = store.models()
+    identities: dict[str, int] = {}
+    valid: dict[str, int] = {}
+    by_status: dict[str, dict[str, int]] = {m.name: {} for m in models}
+    with store.connect() as con:
+        for name, n, n_valid in con.execute(
+            "SELECT model, count(*), count(*) FILTER (valid) FROM identities GROUP BY model"
+        ).fetchall():
+            identities[name], valid[name] = n, n_valid
+        for name, role, status, n in con.execute(
+            "SELECT model, role, status, count(*) FROM images GROUP BY ALL ORDER BY ALL"
+        ).fetchall():
+            by_status.setdefault(name, {})[f"{role}/{status}"] = n
+    disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
+    return StoreInfo(store.path, models, identities, valid, by_status, disk)
