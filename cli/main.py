@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from featstore_cli.common import library_errors
+from featstore_cli.query_commands import info, query
+from featstore_cli.validate_command import validate
 
 from featstore import __version__
-from featstore.errors import FeatstoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MODEL = "dinov2_vitb14"
-
-
-def _library_errors(func: F) -> F:
-    """Turn featstore's errors into clean exits (message, code 1, no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except FeatstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted; finished identities are saved, rerun the same command to resume"
-            ) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _existing_dir(option: str, help_text: str) -> Callable[[F], F]:
@@ -131,7 +115,7 @@ def main(verbose: bool) -> None:
     help="Redo every identity, replacing rows made with other settings.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_library_errors
+@library_errors
 def extract(
     face_dir: Path,
     video_dir: Path,
@@ -192,7 +176,7 @@ def extract(
     help="Where the generated data, stand-in models and store go.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_library_errors
+@library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
     from featstore.demo import run_demo
@@ -217,12 +201,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
     )
 
 
-def _register_commands() -> None:
-    # Imported here, after `main` exists: these modules import `_library_errors` from here.
-    from featstore_cli.query_commands import info, query
-
-    for command in (query, info):
-        main.add_command(command)
-
-
-_register_commands()
+for _command in (query, info, validate):
+    main.add_command(_command)

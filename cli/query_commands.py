@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import click
-from featstore_cli.main import _library_errors
+from featstore_cli.common import library_errors
 
 _STORE = click.option(
     "--store", required=True, type=click.Path(path_type=Path), help="The store folder."
@@ -57,7 +57,7 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @click.option("--model", help="Restrict every view to this model.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown by --format table.")
-@_library_errors
+@library_errors
 def query(
     store: Path, sql: str, fmt: str, output: Path | None, model: str | None, max_rows: int
 ) -> None:
@@ -85,7 +85,7 @@ def query(
 
 @click.command()
 @_STORE
-@_library_errors
+@library_errors
 def info(store: Path) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
     from featstore.query import Store, store_info

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from featstore.dinov2 import MODEL_SPECS
+from featstore.dinov2_specs import MODEL_SPECS
 from featstore.errors import InputError, ModelNotFoundError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,30 @@
+"""What every command shares: turning featstore's errors into clean exits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from featstore.errors import FeatstoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def library_errors(func: F) -> F:
+    """Turn featstore's errors into clean exits (message, code 1, no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatstoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "interrupted; finished identities are saved, rerun the same command to resume"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]

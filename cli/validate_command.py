@@ -1,0 +1,51 @@
+"""`featstore validate`: check a trainer JSON (SPEC §4) and list what is wrong with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from featstore_cli.common import library_errors
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, for machines.")
+@click.option(
+    "--no-check-paths", is_flag=True, help="Do not check that the image paths name files."
+)
+@click.option(
+    "--max-problems",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Problems listed (0: all); the count always covers all of them.",
+)
+@library_errors
+def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int) -> None:
+    """Check a trainer JSON file against SPEC §4; exit 1 when anything is wrong.
+
+    Answers the seed's troubleshooting list: dims vs dinov2_model (Q1), paths that do not
+    resolve (Q2), missing fields, malformed JSON and unknown formats (Q3). Each problem is
+    one line: identity, field, what was expected, what was found, and its code.
+    """
+    from featstore.validate import validate_json
+
+    report = validate_json(file, check_paths=not no_check_paths, max_problems=max_problems or None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    elif report.ok:
+        click.echo(f"OK: {file}: {report.describe()}")
+    else:
+        for problem in report.problems:
+            click.echo(problem.format())
+        hidden = report.problem_count - len(report.problems)
+        if hidden:
+            click.echo(f"... and {hidden} more (--max-problems 0 lists all)")
+        for group, hint in report.hints.items():
+            click.echo(f"Hint ({group}): {hint}")
+        count = f"{report.problem_count} problem{'s' if report.problem_count != 1 else ''}"
+        click.echo(f"{count} in {file} ({report.describe()})")
+    if not report.ok:
+        raise SystemExit(1)
