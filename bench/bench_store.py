@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -60,7 +59,9 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
                     file_size=20000,
                 )
             )
-        table = identity_table(results, model=MODEL, dim=dim, base_dir=Path("/data"), extracted_at=now)
+        table = identity_table(
+            results, model=MODEL, dim=dim, base_dir=Path("/data"), extracted_at=now
+        )
         write_partition(store, MODEL, name, table, fingerprint="bench", provenance=provenance)
 
 
@@ -105,21 +106,43 @@ def seed_style_dump(store: Path, out: Path) -> float:
                 "video_data": [],
             },
         )
-        entry["video_data"].append({k: row[k] for k in ("image_path", "features", "landmarks_2d", "landmarks_3d", "box", "spherical_angles", "avg_angle")})
+        entry["video_data"].append(
+            {
+                k: row[k]
+                for k in (
+                    "image_path",
+                    "features",
+                    "landmarks_2d",
+                    "landmarks_3d",
+                    "box",
+                    "spherical_angles",
+                    "avg_angle",
+                )
+            }
+        )
     for entry in doc.values():
         n = len(entry["video_data"])
-        entry.update(total_video_images=n, valid_video_images=n, feature_dim=len(entry["face_features"]), dinov2_model=MODEL)
+        entry.update(
+            total_video_images=n,
+            valid_video_images=n,
+            feature_dim=len(entry["face_features"]),
+            dinov2_model=MODEL,
+        )
     with out.open("w") as f:
         json.dump(doc, f)
     return time.perf_counter() - start
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--identities", type=int, default=1000)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--grow-identities", type=int, default=10000, help="second store, same frame count")
+    parser.add_argument(
+        "--grow-identities", type=int, default=10000, help="second store, same frame count"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-store-"))
     try:
@@ -127,22 +150,33 @@ def main() -> None:
         t = time.perf_counter()
         build_store(store, args.identities, args.frames, args.dim)
         n = args.identities * args.frames
-        print(f"store: {args.identities} identities x {args.frames} frames = {n} frames x {args.dim} dims "
-              f"(built in {time.perf_counter() - t:.0f} s)")
+        print(
+            f"store: {args.identities} identities x {args.frames} frames = {n} frames "
+            f"x {args.dim} dims "
+            f"(built in {time.perf_counter() - t:.0f} s)"
+        )
         q = "SELECT identity, count(*) FROM valid_frames GROUP BY 1"
         q_s, q_rss, _ = timed([*FEATSTORE, "query", "--store", str(store), q, "--format", "csv"])
         i_s, i_rss, _ = timed([*FEATSTORE, "info", "--store", str(store)])
-        print(f"featstore query (GROUP BY over valid_frames): {q_s:.2f} s  (goal < 1 s; whole process)")
-        print(f"featstore info:                              {i_s:.2f} s  (goal < 1 s; whole process)")
+        goal = "(goal < 1 s; whole process)"
+        print(f"featstore query (GROUP BY over valid_frames): {q_s:.2f} s  {goal}")
+        print(f"featstore info:                              {i_s:.2f} s  {goal}")
 
         out = work / "export.json"
         e_s, e_rss, _ = timed([*FEATSTORE, "export-json", "--store", str(store), "--out", str(out)])
         size_mb = out.stat().st_size / 1e6
         base_s = seed_style_dump(store, work / "seed.json")
-        print(f"export-json: {size_mb:.0f} MB in {e_s:.1f} s = {size_mb / e_s:.0f} MB/s, peak RSS {e_rss:.0f} MiB")
-        print(f"seed-style json.dump of the same content: {size_mb / base_s:.0f} MB/s; "
-              f"export-json is {base_s / e_s:.1f}x faster (goal >= 10x)")
-        m_s, m_rss, _ = timed([*FEATSTORE, "import-json", str(out), "--store", str(work / "imported")])
+        print(
+            f"export-json: {size_mb:.0f} MB in {e_s:.1f} s = {size_mb / e_s:.0f} MB/s, "
+            f"peak RSS {e_rss:.0f} MiB"
+        )
+        print(
+            f"seed-style json.dump of the same content: {size_mb / base_s:.0f} MB/s; "
+            f"export-json is {base_s / e_s:.1f}x faster (goal >= 10x)"
+        )
+        m_s, m_rss, _ = timed(
+            [*FEATSTORE, "import-json", str(out), "--store", str(work / "imported")]
+        )
         print(f"import-json: {m_s:.1f} s ({size_mb / m_s:.0f} MB/s), peak RSS {m_rss:.0f} MiB")
 
         if args.grow_identities:
@@ -150,8 +184,11 @@ def main() -> None:
             frames = max(1, n // args.grow_identities)
             build_store(big, args.grow_identities, frames, args.dim, seed=1)
             g_s, _, _ = timed([*FEATSTORE, "query", "--store", str(big), q, "--format", "csv"])
-            print(f"featstore query at {args.grow_identities} identities x {frames} frames: {g_s:.2f} s "
-                  f"(vs {q_s:.2f} s at {args.identities})")
+            print(
+                f"featstore query at {args.grow_identities} identities x {frames} frames: "
+                f"{g_s:.2f} s "
+                f"(vs {q_s:.2f} s at {args.identities})"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 from featstore_cli.common import library_errors
+from featstore_cli.filter_command import filter_valid_images
+from featstore_cli.json_commands import export_json, import_json
 from featstore_cli.query_commands import info, query
 from featstore_cli.validate_command import validate
 
@@ -201,5 +203,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
     )
 
 
-for _command in (query, info, validate):
+for _command in (query, info, export_json, import_json, validate, filter_valid_images):
     main.add_command(_command)

@@ -1,4 +1,4 @@
-"""`featstore validate`: check a trainer JSON (SPEC §4) and list what is wrong with it."""
+"""`featstore validate`: check a trainer JSON and list what is wrong with it."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from featstore_cli.common import library_errors
 )
 @library_errors
 def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int) -> None:
-    """Check a trainer JSON file against SPEC §4; exit 1 when anything is wrong.
+    """Check a trainer JSON file (the new or old format); exit 1 when anything is wrong.
 
     Answers the seed's troubleshooting list: dims vs dinov2_model (Q1), paths that do not
     resolve (Q2), missing fields, malformed JSON and unknown formats (Q3). Each problem is
