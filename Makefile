@@ -23,6 +23,7 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_extract.py
+	$(PY) bench/bench_store.py
 
 lint: install
 	$(VENV)/bin/ruff check featstore cli tests bench
