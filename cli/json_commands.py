@@ -35,7 +35,8 @@ from featstore_cli.common import library_errors
     "--where",
     metavar="SQL",
     help="Keep only the frames matching this SQL predicate over the columns of the frames "
-    "view, e.g. 'abs(avg_angle) < 30'; identities left without a frame are dropped.",
+    "view, e.g. 'abs(avg_angle) < 30'; identities left without a frame are dropped "
+    "(total_video_images still counts every frame).",
 )
 @click.option(
     "--format",

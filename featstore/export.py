@@ -11,7 +11,8 @@ How it is written:
   scanned by DuckDB in that order, without ORDER BY: DuckDB keeps a scan's file and row
   order, so no sort materialises the store (the merge checks the order it gets).
 - Each identity is assembled from its rows, serialised by orjson and written before the
-  next is read: memory holds one identity and one Arrow batch, never the document.
+  next is read: memory holds one identity, one Arrow batch and the list of identity
+  names, never the document.
 - Floats are numpy float32 values handed to orjson, which writes the shortest decimal
   that parses back to the same float32.
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
@@ -30,7 +31,6 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     import duckdb
 
     from featstore.query import ModelInfo, Store
-
-log = logging.getLogger(__name__)
 
 ExportFormat = Literal["new", "old"]
 EXPORT_FORMATS: tuple[str, ...] = ("new", "old")
@@ -104,6 +102,10 @@ def export_json(
 ) -> ExportSummary:
     """Write the trainer's JSON for one model of `store` to `out`.
 
+    Valid identities only, sorted by Python's string order (Unicode code points); `ok`
+    frames only, in frame order; paths re-based from the extraction's base dir onto
+    `base_dir`. Written to a temporary file beside `out` and renamed over it.
+
     Args:
         store: the store folder, or an open `featstore.query.Store`.
         out: the JSON file to write (its folder must exist); replaced if present.
@@ -111,7 +113,7 @@ def export_json(
         base_dir: paths in the file are relative to it; default: `out`'s folder.
         where: an SQL predicate over the columns of the `frames` view (e.g.
             `abs(avg_angle) < 30`); frames it rejects are left out, and so are
-            identities left without a frame.
+            identities left without a frame. `total_video_images` is not affected.
         format: "new" (features, landmarks, angles) or "old" (paths only).
         indent: None for a compact file, else spaces per level, like `json.dumps`.
 
@@ -147,7 +149,8 @@ def export_json(
                 f"model {info.name} in {opened.path} has no rows yet.\n"
                 "Hint: run `featstore extract` (or `featstore import-json`) into it first."
             )
-        frame_filter = _check_where(con, where)
+        columns = _columns(con, "frames")  # for messages: the result streams hold `con`
+        frame_filter = _check_where(con, where, columns)
         scan = _Scan(con, opened.path, info, frame_filter, new=format == "new")
         rebase = _Rebaser(source_base, export_base)
         writer = _AtomicWriter(out_path)
@@ -165,7 +168,7 @@ def export_json(
             message = str(exc)
             # A cast that fails on some value shows only now; DuckDB quotes the line.
             if where and where.strip().splitlines()[0] in message:
-                raise _where_error(where, message, con) from exc
+                raise _where_error(where, message, columns) from exc
             raise StoreError(f"cannot read the store {opened.path}: {message}") from exc
     size = writer.commit()
     return ExportSummary(
@@ -211,7 +214,7 @@ def _columns(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
     return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
 
 
-def _check_where(con: duckdb.DuckDBPyConnection, where: str | None) -> str:
+def _check_where(con: duckdb.DuckDBPyConnection, where: str | None, columns: list[str]) -> str:
     """The frame filter as SQL, after DuckDB has parsed and bound it against `frames`."""
     if where is None or not where.strip():
         return "true"
@@ -220,19 +223,15 @@ def _check_where(con: duckdb.DuckDBPyConnection, where: str | None) -> str:
     try:
         con.execute(f"SELECT * FROM frames WHERE {predicate} LIMIT 0").fetchall()
     except _duckdb_error() as exc:
-        raise _where_error(where, str(exc), con) from exc
+        raise _where_error(where, str(exc), columns) from exc
     return predicate
 
 
-def _where_error(where: str | None, message: str, con: duckdb.DuckDBPyConnection) -> InputError:
-    try:
-        columns = ", ".join(_columns(con, "frames"))
-    except _duckdb_error():  # the connection may be mid-query; the message still helps
-        columns = "see `featstore query 'DESCRIBE frames'`"
+def _where_error(where: str, message: str, columns: list[str]) -> InputError:
     first_line = message.strip().splitlines()[0] if message.strip() else message
     return InputError(
         f"--where {where!r} is not a usable filter over the frames: {first_line}\n"
-        f"The columns of frames: {columns}.\n"
+        f"The columns of frames: {', '.join(columns)}.\n"
         "Hint: write an SQL predicate over those columns, e.g. --where 'abs(avg_angle) < 30'."
     )
 
@@ -319,7 +318,9 @@ class _Scan:
         self.con.execute("SET preserve_insertion_order = true")
         rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
         relation = self.con.sql(sql, params={"files": [f.as_posix() for f in files]})
-        for batch in relation.to_arrow_reader(rows):
+        # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
+        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+        for batch in reader(rows):
             yield from _batch_rows(batch)
 
 

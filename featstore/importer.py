@@ -17,7 +17,14 @@ store without extracting again. What becomes of the file:
   relative to it, so `export-json` re-bases them like extracted ones.
 - Provenance: `{"source": "json", "json_file", "json_sha256", "model", "feature_dim",
   "base_dir", "featstore_version"}`. It never mixes with rows of another provenance
-  (an extraction, another file): that is refused unless `overwrite`.
+  (an extraction, another file): that is refused unless `overwrite`. Importing the
+  same file again replaces the model's rows with the same rows.
+- Leniency, for files written by other tools: `feature_dim` defaults to the length of
+  `face_features`, `dinov2_model` to `--model`, `total_video_images` and
+  `valid_video_images` (absent from the seed's note) to the frames listed; fields the
+  format does not have are ignored; a UTF-8 BOM is skipped. Strict where the trainer
+  would go wrong: one model and one dim per file, every shape, finite float32 numbers,
+  each identity once, `valid_video_images` equal to the frames listed.
 
 Nothing is written under the model's folder until the whole file has parsed and
 checked: identities are written to a staging folder inside the store (`_import-...`,
@@ -59,6 +66,7 @@ from featstore.store import (
     DATA_FILE,
     PROVENANCE_FILE,
     STORE_MANIFEST,
+    fixed_size_column,
     model_dir,
     open_store,
     provenance_differences,
@@ -69,12 +77,6 @@ from featstore.store import (
 )
 
 _NUMBER_TYPES = frozenset({Decimal, int, float})
-
-
-class _HalfwayNumber(Exception):
-    """A number parsed to float64 fell exactly halfway between two float32 values."""
-
-
 _STAGING_PREFIX = "_import-"
 _HINT = "Hint: re-export the file with the tool that made it (or featstore export-json)."
 _FACE_SHAPES: dict[str, tuple[int, ...]] = {
@@ -90,6 +92,10 @@ _FRAME_SHAPES: dict[str, tuple[int, ...]] = {
 }
 
 
+class _HalfwayNumber(Exception):
+    """A number parsed to float64 fell exactly halfway between two float32 values."""
+
+
 @dataclass(frozen=True)
 class ImportSummary:
     """What `import_json` added to the store."""
@@ -101,7 +107,7 @@ class ImportSummary:
     identities: int
     frames: int
     base_dir: Path  # relative paths of the file were resolved against it
-    replaced: bool  # the model held rows before (from an earlier import), now replaced
+    replaced: bool  # the model held rows before (an earlier import, or with overwrite)
 
     def format(self) -> str:
         """One line for people."""
@@ -147,10 +153,11 @@ def import_json(
     store_path = Path(store)
     made_store = not (store_path / STORE_MANIFEST).exists()
     made_folder = not store_path.exists()
-    store_path = open_store(store_path)
-    _remove_stale_staging(store_path)
-    stage = store_path / f"{_STAGING_PREFIX}{_owner()}-{uuid.uuid4().hex[:8]}"
+    stage: Path | None = None
     try:
+        store_path = open_store(store_path)
+        _remove_stale_staging(store_path)
+        stage = store_path / f"{_STAGING_PREFIX}{_owner()}-{uuid.uuid4().hex[:8]}"
         stage.mkdir()
         loader = _Loader(json_path, digest, base, model, stage, store_path, overwrite)
         try:
@@ -164,11 +171,12 @@ def import_json(
             loader.load(opening)
         replaced = loader.commit()
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if made_store:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if made_store:  # leave no trace of a store this call began
             (store_path / STORE_MANIFEST).unlink(missing_ok=True)
             if made_folder:
-                with contextlib.suppress(OSError):  # only if still empty: never remove others'
+                with contextlib.suppress(OSError):  # only if empty: never remove others' files
                     store_path.rmdir()
         raise
     assert loader.model is not None and loader.dim is not None
@@ -362,7 +370,8 @@ class _Loader:
             if dim is None:
                 raise check.fail("face_features", "a list of numbers", _describe(features))
             self.dim = dim
-            _check_model_dim(self.path, self.model, dim)
+            for name in {self.model, file_model} - {None}:  # --model, and the file's claim
+                _check_model_dim(self.path, str(name), dim)
             self.provenance = {
                 "model": self.model,
                 "feature_dim": dim,
@@ -409,7 +418,7 @@ class _Loader:
 
 def _check_model_dim(path: Path, model: str, dim: int) -> None:
     """A known DINOv2 model name must come with that model's dim."""
-    from featstore.dinov2 import MODEL_SPECS  # imports torch: only when importing a file
+    from featstore.dinov2_specs import MODEL_SPECS
 
     spec = MODEL_SPECS.get(model)
     if spec is not None and spec.embed_dim != dim:
@@ -629,12 +638,14 @@ def _identity_table(
         "frame_index": pa.array([None, *range(n)], pa.int32()),
         "status": pa.array(["ok"] * rows, pa.string()),
         "error": pa.nulls(rows, pa.string()),
-        "features": _fixed(features, everywhere, schema.field("features").type),
-        "landmarks_2d": _fixed(lm2d, everywhere, schema.field("landmarks_2d").type),
-        "landmarks_3d": _fixed(lm3d, everywhere, schema.field("landmarks_3d").type),
-        "box": _fixed(box, everywhere, schema.field("box").type),
+        "features": fixed_size_column(features, everywhere, schema.field("features").type),
+        "landmarks_2d": fixed_size_column(lm2d, everywhere, schema.field("landmarks_2d").type),
+        "landmarks_3d": fixed_size_column(lm3d, everywhere, schema.field("landmarks_3d").type),
+        "box": fixed_size_column(box, everywhere, schema.field("box").type),
         "det_score": pa.nulls(rows, pa.float32()),
-        "spherical_angles": _fixed(angles, on_frames, schema.field("spherical_angles").type),
+        "spherical_angles": fixed_size_column(
+            angles, on_frames, schema.field("spherical_angles").type
+        ),
         "avg_angle": pa.array(avg_angle, pa.float32(), mask=~on_frames),
         "width": pa.nulls(rows, pa.int32()),
         "height": pa.nulls(rows, pa.int32()),
@@ -650,12 +661,3 @@ def _identity_table(
 def _schema(dim: int) -> pa.Schema:
     """The store's columns plus the recorded frame total (on the frontal row only)."""
     return store_schema(dim).append(pa.field(TOTAL_COLUMN, pa.int32()))
-
-
-def _fixed(values: NDArray[np.float32], valid: NDArray[np.bool_], dtype: pa.DataType) -> pa.Array:
-    """A (nested) fixed_size_list column from `[N, ...]` values; rows not `valid` are null."""
-    flat: pa.Array = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
-    for size in reversed(values.shape[2:]):
-        flat = pa.FixedSizeListArray.from_arrays(flat, size)
-    column = pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=pa.array(~valid))
-    return column.cast(dtype)

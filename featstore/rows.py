@@ -15,7 +15,7 @@ from featstore.decoding import ImageTask
 from featstore.detection import Detection
 from featstore.geometry import average_angle, landmarks_3d, spherical_angles
 from featstore.inputs import relative_path
-from featstore.store import store_schema
+from featstore.store import fixed_size_column, store_schema
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
 STATUSES = (OK, NO_FACE, UNREADABLE)
@@ -33,16 +33,6 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     file_size: int | None = None
-
-
-def _fixed(values: NDArray[np.float32], valid: NDArray[np.bool_], dtype: pa.DataType) -> pa.Array:
-    """A (nested) fixed_size_list column from `[N, ...]` values; rows not `valid` are null."""
-    flat: pa.Array = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
-    for size in reversed(values.shape[2:]):
-        flat = pa.FixedSizeListArray.from_arrays(flat, size)
-    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=pa.array(~valid)).cast(
-        dtype
-    )
 
 
 def _frame_geometry(
@@ -110,14 +100,14 @@ def identity_table(
         "frame_index": pa.array([r.task.frame_index for r in results], pa.int32()),
         "status": pa.array([r.status for r in results], pa.string()),
         "error": pa.array([r.error for r in results], pa.string()),
-        "features": _fixed(features, has_features, schema.field("features").type),
-        "landmarks_2d": _fixed(lm2d, detected, schema.field("landmarks_2d").type),
-        "landmarks_3d": _fixed(
+        "features": fixed_size_column(features, has_features, schema.field("features").type),
+        "landmarks_2d": fixed_size_column(lm2d, detected, schema.field("landmarks_2d").type),
+        "landmarks_3d": fixed_size_column(
             lm3d.astype(np.float32), detected, schema.field("landmarks_3d").type
         ),
-        "box": _fixed(boxes, detected, schema.field("box").type),
+        "box": fixed_size_column(boxes, detected, schema.field("box").type),
         "det_score": pa.array(scores, pa.float32(), mask=~detected),
-        "spherical_angles": _fixed(
+        "spherical_angles": fixed_size_column(
             angles.astype(np.float32), has_angles, schema.field("spherical_angles").type
         ),
         "avg_angle": pa.array(avg, pa.float32(), mask=~has_angles),

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from featstore.errors import ProvenanceMismatchError, StoreError
 
@@ -87,6 +89,17 @@ def store_schema(dim: int) -> pa.Schema:
             ("extracted_at", pa.timestamp("us", tz="UTC")),
         ]
     )
+
+
+def fixed_size_column(
+    values: NDArray[np.float32], valid: NDArray[np.bool_], dtype: pa.DataType
+) -> pa.Array:
+    """A (nested) fixed_size_list column from `[N, ...]` values; rows not `valid` are null."""
+    flat: pa.Array = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+    for size in reversed(values.shape[2:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, size)
+    column = pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=pa.array(~valid))
+    return column.cast(dtype)
 
 
 def open_store(store: Path) -> Path:

@@ -22,6 +22,7 @@ from featstore_cli.json_commands import export_json as export_command
 from featstore_cli.json_commands import import_json as import_command
 
 import featstore.export
+import featstore.importer
 from featstore.errors import InputError, ProvenanceMismatchError, StoreError
 from featstore.export import ExportSummary, export_json, reindent
 from featstore.importer import import_json
@@ -321,15 +322,15 @@ def _peak(run: Callable[[], object]) -> int:
     return min(peaks)
 
 
-SIZES = (50, 1000)
+SIZES = (20, 200)
 
 
 @pytest.fixture(scope="module")
 def sized(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Files of 50 and 1000 small identities (32 dims, 4 frames) and their stores beside."""
+    """Files of 20 and 200 identities (256 dims, 3 frames) and their stores beside them."""
     root = tmp_path_factory.mktemp("sized")
     files = {
-        n: write_document(root / f"{n}.json", synthetic_document(n, 4, dim=32, model="tiny"))
+        n: write_document(root / f"{n}.json", synthetic_document(n, 3, dim=256, model="tiny"))
         for n in SIZES
     }
     for n, source in files.items():
@@ -542,7 +543,7 @@ def test_export_bad_output_paths(
     with pytest.raises(InputError, match="--indent must be 0 or more"):
         export(extracted.store, tmp_path / "x.json", indent=-1)
     with pytest.raises(InputError, match="--format 'newest'"):
-        export(extracted.store, tmp_path / "x.json", format="newest")  # type: ignore[arg-type]
+        export(extracted.store, tmp_path / "x.json", format="newest")
 
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
@@ -655,6 +656,31 @@ def test_import_bad_json_leaves_the_store_untouched(
     result = invoke(import_command, source, "--store", store, "--overwrite")
     assert_clean_error(result, message)
     assert snapshot(store) == before
+
+
+def test_interrupted_import_leaves_the_store_untouched(
+    exported: Path, small_json: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    import_json(small_json, store=store, model="mine")
+    before = snapshot(store)
+    calls = []
+    real = featstore.importer.write_partition
+
+    def interrupt(*args: Any, **kwargs: Any) -> Path:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(featstore.importer, "write_partition", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        import_json(exported, store=store)
+    assert snapshot(store) == before  # no staging folder, no new model
+    calls.clear()
+    result = invoke(import_command, exported, "--store", tmp_path / "new")
+    assert_clean_error(result, "interrupted;")
+    assert not (tmp_path / "new").exists()
 
 
 def test_import_refuses_other_folders(small_json: Path, tmp_path: Path) -> None:
