@@ -69,6 +69,7 @@ from featstore.store import (
     fixed_size_column,
     model_dir,
     open_store,
+    pid_alive,
     provenance_differences,
     read_provenance,
     store_schema,
@@ -244,18 +245,8 @@ def _remove_stale_staging(store: Path) -> None:
         if len(owner) != 3 or owner[0] != host or not owner[1].isdigit():
             continue
         pid = int(owner[1])
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _HashingReader:

@@ -159,14 +159,15 @@ def remove_stale_temporaries(store: Path) -> int:
         if len(parts) < 3 or "-".join(parts[:-2]) != host:
             continue
         pid = int(parts[-2]) if parts[-2].isdigit() else -1
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         path.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a temporary of a live run is not stale)."""
     if pid <= 0:
         return False
     try:
