@@ -117,7 +117,10 @@ class Store:
                 _sql_string((model_dir(self.path, m.name) / f"identity=*/{DATA_FILE}").as_posix())
                 for m in files
             )
-            source = f"read_parquet([{sources}], hive_partitioning = false, union_by_name = true)"
+            # union_by_name reads every file's schema up front: only pay for it when models
+            # (extracted vs imported) may differ in their extra columns.
+            union = ", union_by_name = true" if len(files) > 1 else ""
+            source = f"read_parquet([{sources}], hive_partitioning = false{union})"
         else:
             con.register("_empty_store", _empty_table(next(iter(dims), 0)))
             source = "_empty_store"
@@ -152,9 +155,10 @@ class Store:
                       face.landmarks_2d AS face_landmarks_2d,
                       face.landmarks_3d AS face_landmarks_3d, face.box AS face_box
                FROM frames f
-               JOIN identities i ON i.model = f.model AND i.identity = f.identity AND i.valid
                JOIN faces face ON face.model = f.model AND face.identity = f.identity
-               WHERE f.status = 'ok'"""
+               -- an ok frame of an identity whose frontal image is ok: the identity has
+               -- at least one ok frame, so it is valid (no aggregate over all rows needed)
+               WHERE f.status = 'ok' AND face.status = 'ok'"""
         )
         return con
 
@@ -215,13 +219,22 @@ def store_info(store: Store) -> StoreInfo:
     valid: dict[str, int] = {}
     by_status: dict[str, dict[str, int]] = {m.name: {} for m in models}
     with store.connect() as con:
+        # One scan of the three small columns: per identity, then rolled up per model.
+        con.execute(
+            """CREATE TEMP TABLE per_identity AS
+               SELECT model, identity, role, status, count(*) AS n FROM images GROUP BY ALL"""
+        )
         for name, n, n_valid in con.execute(
-            "SELECT model, count(*), count(*) FILTER (valid) FROM identities GROUP BY model"
+            """SELECT model, count(*), count(*) FILTER (face_ok AND frames_ok > 0) FROM (
+                   SELECT model, identity,
+                          bool_or(role = 'face' AND status = 'ok') AS face_ok,
+                          sum(n) FILTER (role = 'frame' AND status = 'ok') AS frames_ok
+                   FROM per_identity GROUP BY model, identity) GROUP BY model"""
         ).fetchall():
             identities[name], valid[name] = n, n_valid
         for name, role, status, n in con.execute(
-            "SELECT model, role, status, count(*) FROM images GROUP BY ALL ORDER BY ALL"
+            "SELECT model, role, status, sum(n) FROM per_identity GROUP BY ALL ORDER BY ALL"
         ).fetchall():
-            by_status.setdefault(name, {})[f"{role}/{status}"] = n
+            by_status.setdefault(name, {})[f"{role}/{status}"] = int(n)
     disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
     return StoreInfo(store.path, models, identities, valid, by_status, disk)
