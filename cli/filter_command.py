@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
+from featstore.dinov2_specs import DEFAULT_MODEL
+
 
 @click.command("filter-valid-images")
 @click.option(
@@ -37,7 +39,7 @@ from featstore_cli.common import library_errors
     type=click.Path(file_okay=False, path_type=Path),
     help="Paths in the JSON are relative to it [default: the output file's folder].",
 )
-@click.option("--dinov2_model", default="dinov2_vitb14", show_default=True, help="DINOv2 model.")
+@click.option("--dinov2_model", default=DEFAULT_MODEL, show_default=True, help="DINOv2 model.")
 @click.option("--use_cpu", is_flag=True, help="Run on the CPU (default: GPU when available).")
 @click.option(
     "--store",

@@ -15,9 +15,9 @@ from featstore_cli.query_commands import info, query
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
+from featstore.dinov2_specs import DEFAULT_MODEL
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_MODEL = "dinov2_vitb14"
 
 
 def _existing_dir(option: str, help_text: str) -> Callable[[F], F]:

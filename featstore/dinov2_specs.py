@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+DEFAULT_MODEL = "dinov2_vitb14"  # the seed's recommended model
 PATCH_SIZE = 14
 CHECKPOINT_IMG_SIZE = 518  # the released weights carry a 37x37 position grid
 

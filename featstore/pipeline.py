@@ -25,6 +25,7 @@ import numpy as np
 import featstore
 from featstore.decoding import DecodeDataset, DecodedBatch, ImageTask, collate, init_worker
 from featstore.detection import DetectorSettings, FaceDetector
+from featstore.dinov2_specs import DEFAULT_MODEL
 from featstore.embedding import (
     PREPROCESSING,
     DinoEmbedder,
@@ -48,7 +49,6 @@ from featstore.store import (
 from featstore.summary import ExtractSummary, store_counts
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "dinov2_vitb14"
 _MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,25 +201,29 @@ def run_query(store: Store, query: str, *, model: str | None = None) -> pa.Table
 
 
 @dataclass(frozen=True)
-class StoreInfo:
-    """What `featstore info` shows; computed without reading the feature columns."""
+class StoreCounts:
+    """One model's rows counted by role and status."""
 
-    path: Path
-    models: list[ModelInfo]
-    identities: dict[str, int]
-    valid_identities: dict[str, int]
-    images_by_status: dict[str, dict[str, int]]  # model -> role/status -> count
-    disk_bytes: int
+    identities: int = 0
+    valid_identities: int = 0  # frontal image ok and at least one frame ok (SPEC §3)
+    faces: dict[str, int] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def frame_total(self) -> int:
+        return sum(self.frames.values())
 
 
-def store_info(store: Store) -> StoreInfo:
-    """Counts per model from the small columns only (DuckDB pushes the projection down)."""
-    models = store.models()
-    identities: dict[str, int] = {}
-    valid: dict[str, int] = {}
-    by_status: dict[str, dict[str, int]] = {m.name: {} for m in models}
-    with store.connect() as con:
-        # One scan of the three small columns: per identity, then rolled up per model.
+def count_rows(store: Store, *, model: str | None = None) -> dict[str, StoreCounts]:
+    """Per model: identities, valid identities, images by role and status.
+
+    One scan of the three small columns (DuckDB pushes the projection down, so the
+    feature columns are never read), grouped per identity, then rolled up per model.
+    """
+    names = [model] if model is not None else [m.name for m in store.models()]
+    totals = {name: [0, 0] for name in names}
+    by_role: dict[str, dict[str, dict[str, int]]] = {n: {"face": {}, "frame": {}} for n in names}
+    with store.connect(model=model) as con:
         con.execute(
             """CREATE TEMP TABLE per_identity AS
                SELECT model, identity, role, status, count(*) AS n FROM images GROUP BY ALL"""
@@ -231,10 +235,49 @@ def store_info(store: Store) -> StoreInfo:
                           sum(n) FILTER (role = 'frame' AND status = 'ok') AS frames_ok
                    FROM per_identity GROUP BY model, identity) GROUP BY model"""
         ).fetchall():
-            identities[name], valid[name] = n, n_valid
+            totals[name] = [n, n_valid]
         for name, role, status, n in con.execute(
             "SELECT model, role, status, sum(n) FROM per_identity GROUP BY ALL ORDER BY ALL"
         ).fetchall():
-            by_status.setdefault(name, {})[f"{role}/{status}"] = int(n)
+            by_role[name][role][status] = int(n)
+    return {
+        name: StoreCounts(
+            totals[name][0], totals[name][1], by_role[name]["face"], by_role[name]["frame"]
+        )
+        for name in names
+    }
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What `featstore info` shows; computed without reading the feature columns."""
+
+    path: Path
+    models: list[ModelInfo]
+    counts: dict[str, StoreCounts]
+    disk_bytes: int
+
+    @property
+    def identities(self) -> dict[str, int]:
+        return {name: c.identities for name, c in self.counts.items()}
+
+    @property
+    def valid_identities(self) -> dict[str, int]:
+        return {name: c.valid_identities for name, c in self.counts.items()}
+
+    @property
+    def images_by_status(self) -> dict[str, dict[str, int]]:
+        """model -> "role/status" -> count."""
+        return {
+            name: {
+                **{f"face/{s}": n for s, n in c.faces.items()},
+                **{f"frame/{s}": n for s, n in c.frames.items()},
+            }
+            for name, c in self.counts.items()
+        }
+
+
+def store_info(store: Store) -> StoreInfo:
+    """Models, row counts and disk size of a store."""
     disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
-    return StoreInfo(store.path, models, identities, valid, by_status, disk)
+    return StoreInfo(store.path, store.models(), count_rows(store), disk)

@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from featstore.store import model_dir
-
-
-@dataclass(frozen=True)
-class StoreCounts:
-    """One model's rows in the store, counted by role and status."""
-
-    identities: int = 0
-    valid_identities: int = 0  # frontal image ok and at least one frame ok (SPEC §3)
-    faces: dict[str, int] = field(default_factory=dict)
-    frames: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def frame_total(self) -> int:
-        return sum(self.frames.values())
+from featstore.query import Store, StoreCounts, count_rows
 
 
 def store_counts(store: Path, model: str) -> StoreCounts:
-    """Count a model's rows with DuckDB, reading only the small columns."""
-    import duckdb
-
-    files = sorted(model_dir(store, model).glob("identity=*/data.parquet"))
-    if not files:
-        return StoreCounts()
-    rows = "(SELECT identity, role, status FROM read_parquet($files, hive_partitioning=false))"
-    params = {"files": [str(f) for f in files]}
-    with duckdb.connect() as con:
-        by_status: dict[str, dict[str, int]] = {"face": {}, "frame": {}}
-        grouped = con.execute(f"SELECT role, status, count(*) FROM {rows} GROUP BY ALL", params)
-        for role, status, n in grouped.fetchall():
-            by_status[role][status] = n
-        identities, valid = con.execute(
-            f"""SELECT count(*), count(*) FILTER (WHERE face_ok AND frames_ok > 0) FROM (
-                   SELECT identity,
-                          bool_or(role = 'face' AND status = 'ok') AS face_ok,
-                          count(*) FILTER (WHERE role = 'frame' AND status = 'ok') AS frames_ok
-                   FROM {rows} GROUP BY identity)""",
-            params,
-        ).fetchone() or (0, 0)
-    return StoreCounts(identities, valid, by_status["face"], by_status["frame"])
+    """What the store now holds for `model` (see `featstore.query.count_rows`)."""
+    return count_rows(Store(store), model=model)[model]
 
 
 @dataclass(frozen=True)
