@@ -111,18 +111,51 @@ def extract(
         InputError, StoreError, ProvenanceMismatchError, ModelNotFoundError, ModelLoadError.
     """
     started = time.perf_counter()
+    face_path, video_path = Path(face_dir).absolute(), Path(video_dir).absolute()
+    tree = scan_inputs(face_path, video_path)
+    base = (
+        Path(base_dir).absolute() if base_dir else Path(os.path.commonpath([face_path, video_path]))
+    )
+    return extract_inputs(
+        tree,
+        store,
+        base_dir=base,
+        models=models,
+        weights=weights,
+        detector=detector,
+        runtime=runtime,
+        overwrite=overwrite,
+        started=started,
+    )
+
+
+def extract_inputs(
+    tree: InputTree,
+    store: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str],
+    models: Sequence[str] = (DEFAULT_MODEL,),
+    weights: Mapping[str, str | os.PathLike[str]] | None = None,
+    detector: DetectorSettings | None = None,
+    runtime: RuntimeOptions | None = None,
+    overwrite: bool = False,
+    started: float | None = None,
+) -> ExtractSummary:
+    """`extract` of identities listed by the caller instead of found by walking a tree.
+
+    The Dataset uses it for old-format JSON files, whose paths need not follow the
+    `<face-dir>/<identity>.<ext>` layout. Arguments as for `extract`; `started` is when
+    the caller began (for the summary's timings).
+    """
+    started = time.perf_counter() if started is None else started
     runtime = runtime or RuntimeOptions()
     detector = detector or DetectorSettings()
-    face_path, video_path = Path(face_dir).absolute(), Path(video_dir).absolute()
     models = _unique_models(models)
     device = runtime.device or _default_device()
     check_precision(runtime.precision, device)
     if runtime.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
-    tree = scan_inputs(face_path, video_path)
-    base = (
-        Path(base_dir).absolute() if base_dir else Path(os.path.commonpath([face_path, video_path]))
-    )
+    base = Path(base_dir).absolute()
     store_path = open_store(Path(store))
     remove_stale_temporaries(store_path)
 
