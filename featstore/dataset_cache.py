@@ -1,0 +1,264 @@
+"""The Dataset's samples, materialised once into uncompressed Arrow IPC files and mapped.
+
+    <cache_dir>/<key>/frames.arrow      one row per sample, in sample order
+    <cache_dir>/<key>/identities.arrow  one row per identity: name, target features
+    <cache_dir>/<key>/manifest.json     written last: what the folder was made from
+
+`key` digests the source and everything that changes the samples (model, `where`, the
+store's files or the JSON file's size and time), so a changed source gets a new folder
+and never reads stale samples; the folders of older versions of the same source are
+deleted when the new one is written.
+
+Why IPC and a memory map: every DataLoader worker maps the same file read-only, so the
+features live once, in the OS page cache, whatever the number of workers; nothing is
+parsed or copied to open it (a few milliseconds), and a batch is a numpy gather from the
+mapped columns. Each file holds a single record batch, so every column is one contiguous
+buffer that numpy can view without a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from featstore.errors import StoreError
+
+CACHE_FORMAT = "featstore-dataset-cache"
+CACHE_VERSION = 1
+FRAMES_FILE = "frames.arrow"
+IDENTITIES_FILE = "identities.arrow"
+MANIFEST_FILE = "manifest.json"
+
+# Per-frame fields, with the shape of one sample's value ([] for a scalar).
+FRAME_FIELDS: dict[str, tuple[int, ...]] = {
+    "position_encoding": (5,),  # the stored `spherical_angles`
+    "landmarks_2d": (5, 2),
+    "landmarks_3d": (5, 3),
+    "box": (4,),
+    "avg_angle": (),
+    "det_score": (),
+}
+
+
+@dataclass
+class SampleColumns:
+    """Every sample's values as numpy arrays (views of the mapped files once opened).
+
+    Rows are samples (ok frames of valid identities, by identity then frame);
+    `identity_index` points into `identities` and `target_features`.
+    """
+
+    identity_index: NDArray[np.int32]  # [N]
+    input_features: NDArray[np.float32]  # [N, D]
+    fields: dict[str, NDArray[np.float32]]  # FRAME_FIELDS; det_score NaN where unknown
+    image_path: pa.Array  # [N] strings: absolute paths, forward slashes
+    identities: list[str]  # [I]
+    target_features: NDArray[np.float32]  # [I, D]
+    face_image_path: pa.Array  # [I] strings
+    model: str  # the DINOv2 model that made the features
+
+    def __len__(self) -> int:
+        return len(self.identity_index)
+
+    @functools.cached_property
+    def identity_names(self) -> NDArray[np.object_]:
+        """`identities` as a numpy array, so a batch's names are one `np.take`."""
+        return np.array(self.identities, dtype=object)
+
+    @property
+    def dim(self) -> int:
+        return int(self.input_features.shape[1])
+
+
+def cache_key(description: Mapping[str, Any]) -> str:
+    """A stable digest of what the samples are made from."""
+    payload = json.dumps(
+        {"format": CACHE_FORMAT, "version": CACHE_VERSION, **description},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/featstore/datasets`, i.e. `~/.cache/featstore/datasets` by default."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "featstore" / "datasets"
+
+
+def cached_folder(cache_dir: Path, description: Mapping[str, Any]) -> Path | None:
+    """The complete cache folder of `description`, if one was built already."""
+    folder = cache_dir / cache_key(description)
+    return folder if _complete(folder) else None
+
+
+def materialise(
+    cache_dir: Path,
+    description: Mapping[str, Any],
+    build: Callable[[], SampleColumns],
+) -> Path:
+    """The folder holding `description`'s samples, built with `build()` if not there yet.
+
+    Concurrent constructions (DataLoader-less scripts started side by side, one per
+    DDP rank) wait on a lock, so the samples are built once and the others map them.
+
+    Args:
+        cache_dir: where cache folders live (created if needed).
+        description: what the samples are made from; must identify them completely.
+            Its `source` entry names the selection (path, model, filter) independently
+            of the source's version: folders of the same `source` are older versions.
+        build: makes the samples; called at most once.
+    """
+    key = cache_key(description)
+    folder = cache_dir / key
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the dataset cache folder {cache_dir}: {exc.strerror or exc}.\n"
+            "Hint: pass cache_dir= a folder you can write to."
+        ) from exc
+    with _locked(cache_dir / f"{key}.lock"):
+        if _complete(folder):
+            return folder
+        columns = build()
+        tmp = cache_dir / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+            _write(tmp, columns, dict(description))
+            if folder.exists():  # a torn folder from a killed build
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write the dataset cache {folder}: {exc.strerror or exc}.\n"
+                "Hint: free some disk space or pass cache_dir= another folder."
+            ) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_older_versions(cache_dir, key, description.get("source"))
+    return folder
+
+
+def open_columns(folder: Path) -> SampleColumns:
+    """Map a materialised folder's files and view their columns (no copy, no parsing)."""
+    frames = _read_single_batch(folder / FRAMES_FILE)
+    identities = _read_single_batch(folder / IDENTITIES_FILE)
+    dim = frames.schema.field("input_features").type.list_size
+    return SampleColumns(
+        identity_index=frames.column("identity_index").to_numpy(),
+        input_features=_fixed_size_view(frames.column("input_features"), (dim,)),
+        fields={name: _fixed_size_view(frames.column(name), s) for name, s in FRAME_FIELDS.items()},
+        image_path=frames.column("image_path"),
+        identities=identities.column("identity").to_pylist(),
+        target_features=_fixed_size_view(identities.column("target_features"), (dim,)),
+        face_image_path=identities.column("face_image_path"),
+        model=read_manifest(folder)["model"],
+    )
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads((folder / MANIFEST_FILE).read_text("utf-8"))
+    return value
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / MANIFEST_FILE).is_file()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write(folder: Path, columns: SampleColumns, description: dict[str, Any]) -> None:
+    frames = {
+        "identity_index": pa.array(columns.identity_index.astype(np.int32, copy=False)),
+        "input_features": _fixed_size_array(columns.input_features),
+        **{name: _fixed_size_array(values) for name, values in columns.fields.items()},
+        "image_path": columns.image_path,
+    }
+    identities = {
+        "identity": pa.array(columns.identities, pa.string()),
+        "target_features": _fixed_size_array(columns.target_features),
+        "face_image_path": columns.face_image_path,
+    }
+    _write_single_batch(folder / FRAMES_FILE, pa.record_batch(frames))
+    _write_single_batch(folder / IDENTITIES_FILE, pa.record_batch(identities))
+    manifest = {
+        **description,
+        "samples": len(columns),
+        "identities": len(columns.identities),
+        "feature_dim": columns.dim,
+        "model": columns.model,
+    }
+    (folder / MANIFEST_FILE).write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True) + "\n", "utf-8"
+    )
+
+
+def _write_single_batch(path: Path, batch: pa.RecordBatch) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def _read_single_batch(path: Path) -> pa.RecordBatch:
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        if reader.num_record_batches != 1:
+            raise ValueError(f"expected 1 record batch, found {reader.num_record_batches}")
+        return reader.get_batch(0)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise StoreError(
+            f"cannot read the dataset cache file {path}: {exc}.\n"
+            f"Hint: delete the folder {path.parent}; it is rebuilt on next use."
+        ) from exc
+
+
+def _fixed_size_array(values: NDArray[np.float32]) -> pa.Array:
+    """`[N, *shape]` float32 as a flat fixed_size_list column (zero-copy from numpy)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    flat = pa.array(values.reshape(-1))
+    size = int(np.prod(values.shape[1:], dtype=np.int64))
+    return flat if values.ndim == 1 else pa.FixedSizeListArray.from_arrays(flat, size)
+
+
+def _fixed_size_view(column: pa.Array, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    flat = column.flatten() if pa.types.is_fixed_size_list(column.type) else column
+    values: NDArray[np.float32] = flat.to_numpy(zero_copy_only=True)
+    return values.reshape(len(column), *shape)
+
+
+def _remove_older_versions(cache_dir: Path, key: str, source: object) -> None:
+    """Delete complete cache folders of the same source made from an older version of it."""
+    if source is None:
+        return
+    for manifest_path in cache_dir.glob(f"*/{MANIFEST_FILE}"):
+        folder = manifest_path.parent
+        if folder.name == key:
+            continue
+        try:
+            if read_manifest(folder).get("source") == source:
+                shutil.rmtree(folder, ignore_errors=True)
+                (cache_dir / f"{folder.name}.lock").unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
