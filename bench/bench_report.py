@@ -1,0 +1,55 @@
+"""`featstore report` on a large store: time and file size (issue: report).
+
+    .venv/bin/python bench/bench_report.py [--identities 1000] [--frames 100] [--dim 768]
+
+Builds the store of `bench_store.py` (random unit features, written through the library's
+row and partition writers; its images do not exist, so the gallery shows placeholders),
+then runs `featstore report` in a fresh process. Goals: under 30 s and under 20 MB for
+100,000 frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench_store import FEATSTORE, build_store, timed
+
+GOAL_SECONDS = 30
+GOAL_MB = 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--identities", type=int, default=1000)
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--dim", type=int, default=768)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="featstore-bench-report-"))
+    try:
+        store = work / "store"
+        start = time.perf_counter()
+        build_store(store, args.identities, args.frames, args.dim)
+        n = args.identities * args.frames
+        print(
+            f"store: {args.identities} identities x {args.frames} frames = {n} frames "
+            f"x {args.dim} dims (built in {time.perf_counter() - start:.0f} s)"
+        )
+        out = work / "report.html"
+        seconds, rss, _ = timed([*FEATSTORE, "report", "--store", str(store), "--out", str(out)])
+        size_mb = out.stat().st_size / 1e6
+        print(
+            f"featstore report: {seconds:.1f} s (goal < {GOAL_SECONDS} s; whole process), "
+            f"{size_mb:.2f} MB (goal < {GOAL_MB} MB), peak RSS {rss:.0f} MiB"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

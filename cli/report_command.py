@@ -1,0 +1,42 @@
+"""`featstore report`: one self-contained HTML file to look at a store before training.
+
+A thin adapter over `featstore.report.write_report`; `featstore_cli.main` registers it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from featstore_cli.common import library_errors
+
+
+@click.command()
+@click.option(
+    "--store", required=True, type=click.Path(path_type=Path), help="Store folder to read."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="HTML file to write (its folder must exist); replaced atomically.",
+)
+@click.option(
+    "--model",
+    help="Model to report on [required when the store holds several; the others are "
+    "compared with it].",
+)
+@click.option(
+    "--where",
+    metavar="SQL",
+    help="Keep only the frames matching this SQL predicate over the columns of the frames "
+    "view, as export-json --where, e.g. 'abs(avg_angle) < 30'; the overview still counts "
+    "the whole store.",
+)
+@library_errors
+def report(store: Path, out: Path, model: str | None, where: str | None) -> None:
+    """Write an HTML report of the store: counts, distributions, a gallery, model agreement."""
+    from featstore.report import write_report
+
+    summary = write_report(store, out=out, model=model, where=where)
+    click.echo(summary.format())

@@ -1,0 +1,111 @@
+"""Histograms for `featstore report`, drawn by matplotlib into PNG bytes.
+
+Figures are `matplotlib.figure.Figure` objects with their own Agg canvas: pyplot and its
+global figure registry are never touched, so a report neither depends on nor changes the
+caller's matplotlib backend, and figures are freed when they go out of scope.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+DPI = 80
+PANEL_INCHES = (4.2, 2.9)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One set of values in a panel (drawn as one histogram, labelled in the legend)."""
+
+    label: str
+    values: NDArray[np.floating] | NDArray[np.integer]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One histogram panel.
+
+    Attributes:
+        title: shown above the axes.
+        xlabel: the unit or meaning of the x axis.
+        series: overlaid histograms; non-finite values are left out (report them apart).
+        bins: number of bins, or "integer" for one bin per whole number.
+        value_range: fixed x range, or None to fit the finite values.
+        log_y: a logarithmic count axis (for long tails).
+    """
+
+    title: str
+    xlabel: str
+    series: Sequence[Series] = field(default_factory=tuple)
+    bins: int | str = 60
+    value_range: tuple[float, float] | None = None
+    log_y: bool = False
+
+
+def histograms_png(panels: Sequence[Panel], *, columns: int = 3) -> bytes:
+    """One PNG with the panels laid out on a grid, `columns` wide."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure = Figure(
+        figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), dpi=DPI, layout="constrained"
+    )
+    FigureCanvasAgg(figure)  # Agg, for this figure only
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        _draw_panel(ax, panel)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _draw_panel(ax: object, panel: Panel) -> None:
+    from matplotlib.axes import Axes
+
+    assert isinstance(ax, Axes)
+    ax.set_title(panel.title, fontsize=10)
+    ax.set_xlabel(panel.xlabel, fontsize=9)
+    ax.set_ylabel("count", fontsize=9)
+    ax.tick_params(labelsize=8)
+    finite = [(s.label, _finite(s.values)) for s in panel.series]
+    finite = [(label, values) for label, values in finite if values.size]
+    if not finite:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+        return
+    edges = _edges(np.concatenate([v for _, v in finite]), panel)
+    for label, values in finite:
+        ax.hist(values, bins=edges.tolist(), alpha=0.6 if len(finite) > 1 else 0.9, label=label)
+    if panel.log_y:
+        ax.set_yscale("log")
+    if len(finite) > 1 or finite[0][0]:
+        ax.legend(fontsize=8)
+
+
+def _finite(values: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.float64]:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    return array[np.isfinite(array)]
+
+
+def _edges(values: NDArray[np.float64], panel: Panel) -> NDArray[np.float64]:
+    """Bin edges shared by every series of a panel, so their bars line up."""
+    low, high = panel.value_range or (float(values.min()), float(values.max()))
+    if panel.bins == "integer":
+        low, high = math.floor(low), math.ceil(high)
+        count = min(int(high - low) + 1, 100)
+        return np.linspace(low - 0.5, high + 0.5, count + 1)
+    if high <= low:  # a single value: a visible bar around it
+        pad = max(abs(low) * 1e-3, 1e-6)
+        low, high = low - pad, high + pad
+    bins = panel.bins if isinstance(panel.bins, int) else 60
+    return np.linspace(low, high, bins + 1)
