@@ -140,9 +140,13 @@ def _pss_kib(pid: int) -> int:
 
 
 def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent (which built
+    # the store), while VmHWM belongs to this process's own memory. Mapped file pages that
+    # were read count too, as in any RSS.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def probe(kind: str, path: Path, cache: Path) -> dict[str, float]:

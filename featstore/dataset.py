@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
 
 from featstore.dataset_cache import (
     SampleColumns,
@@ -185,26 +185,27 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     def __getitems__(self, indices: Sequence[int] | NDArray[np.integer]) -> FeatureBatch:
         """A collated batch: each tensor is one numpy gather from the mapped columns."""
         columns = self._open()
-        rows = np.asarray(indices, dtype=np.intp)
-        if rows.ndim != 1:
-            raise IndexError(f"indices must be a flat list, got shape {list(rows.shape)}")
-        # np.take, not fancy indexing: the same copy, a third faster for row gathers. It
-        # raises IndexError out of range and counts negative indices from the end.
+        rows = _checked_rows(indices, len(columns))
         who = np.take(columns.identity_index, rows)
-        frames = np.take(columns.input_features, rows, axis=0)
-        targets = np.take(columns.target_features, who, axis=0)
+        size, dim = len(rows), columns.dim
+        out = _batch_tensors([(size, dim)] * 3 + [(size, 5)])
+        frames, targets, residual, angles = (tensor.numpy() for tensor in out)
+        # np.take, not fancy indexing: a third faster for row gathers; "clip" lets it write
+        # into `out` directly (rows are already checked).
+        np.take(columns.input_features, rows, axis=0, out=frames, mode="clip")
+        np.take(columns.target_features, who, axis=0, out=targets, mode="clip")
+        np.subtract(targets, frames, out=residual)
+        np.take(columns.fields["position_encoding"], rows, axis=0, out=angles, mode="clip")
         batch = FeatureBatch(
-            input_features=torch.from_numpy(frames),
-            position_encoding=torch.from_numpy(
-                np.take(columns.fields["position_encoding"], rows, axis=0)
-            ),
-            target_features=torch.from_numpy(targets),
-            target_residual=torch.from_numpy(np.subtract(targets, frames)),
+            input_features=out[0],
+            position_encoding=out[3],
+            target_features=out[1],
+            target_residual=out[2],
             person_name=np.take(columns.identity_names, who).tolist(),
         )
         for name in self.extra_fields:
             batch[name] = (
-                columns.image_path.take(rows % len(columns)).to_pylist()
+                columns.image_path.take(rows).to_pylist()
                 if name == "image_path"
                 else torch.from_numpy(np.take(columns.fields[name], rows, axis=0))
             )
@@ -252,6 +253,33 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         state = self.__dict__.copy()
         state["_columns"] = None  # paths travel to spawned workers, never mapped buffers
         return state
+
+
+def _checked_rows(indices: Sequence[int] | NDArray[np.integer], size: int) -> NDArray[np.intp]:
+    """`indices` as row numbers in [0, size), negative ones counted from the end."""
+    rows = np.asarray(indices, dtype=np.intp)
+    if rows.ndim != 1:
+        raise IndexError(f"indices must be a flat list, got shape {list(rows.shape)}")
+    if rows.size and (rows.min() < -size or rows.max() >= size):
+        bad = rows[(rows < -size) | (rows >= size)][0]
+        raise IndexError(f"sample {bad} out of range for {size} samples")
+    return np.where(rows < 0, rows + size, rows)
+
+
+def _batch_tensors(shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Empty float32 tensors for a batch; in a DataLoader worker, in shared memory.
+
+    A worker's batch must reach the main process through shared memory. Allocating it
+    there at once, as one block (as torch's default_collate does, with the same storage
+    call), saves copying each tensor into a block of its own: twice the throughput with
+    workers. In the main process, separate ordinary arrays are quicker to allocate.
+    """
+    if get_worker_info() is None:
+        return [torch.from_numpy(np.empty(shape, dtype=np.float32)) for shape in shapes]
+    sizes = [rows * cols for rows, cols in shapes]
+    storage = torch.UntypedStorage._new_shared(4 * sum(sizes))
+    block = torch.empty(0, dtype=torch.float32).set_(storage)
+    return [part.view(shape) for part, shape in zip(torch.split(block, sizes), shapes, strict=True)]
 
 
 def split_by_identity(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 import pickle
 import posixpath
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from featstore.errors import InputError, StoreError
 from featstore.export import export_json
 from featstore.query import Store
 
+EXAMPLE = Path(__file__).parents[1] / "examples" / "train_minimal.py"
 STORE_FIELDS = tuple(f for f in EXTRA_FIELDS)
 JSON_FIELDS = tuple(f for f in EXTRA_FIELDS if f != "det_score")
 
@@ -136,7 +142,7 @@ def test_getitems_is_the_stacked_samples(extracted: Extracted, cache: Path) -> N
         else:
             assert torch.equal(value, torch.stack([s[key] for s in samples])), key
     assert dataset[indices]["person_name"] == batch["person_name"]  # a list index: a batch
-    with pytest.raises(IndexError, match="out of bounds"):
+    with pytest.raises(IndexError, match="out of range"):
         dataset.__getitems__([0, len(dataset)])
     with pytest.raises(IndexError, match="out of range"):
         dataset[len(dataset)]
@@ -330,6 +336,22 @@ def test_old_format_json_is_extracted_once(
     }
     FeatureDataset(out, model=MODEL, **options)
     assert {p: p.stat().st_mtime_ns for p in partitions} == partitions
+
+
+@pytest.mark.slow
+def test_example_trainer_runs(extracted: Extracted, tmp_path: Path) -> None:
+    store = copy_store(extracted.store, tmp_path / "store")  # the example caches into it
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--source", str(store), "--steps", "4", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "step    1  train loss" in result.stdout
+    found = re.search(r"after 4 steps .*validation loss (\S+),", result.stdout)
+    assert found and math.isfinite(float(found.group(1))), result.stdout
 
 
 # --- bad input: clear errors from the constructor ---------------------------------------
