@@ -44,7 +44,8 @@ import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
 from featstore.inputs import relative_path
-from featstore.store import partition_file
+from featstore.storage import StoreLocation
+from featstore.store import partition_key, present_identities
 
 if TYPE_CHECKING:
     import duckdb
@@ -137,7 +138,7 @@ def export_json(
     source_base = info.provenance.get("base_dir")
     if not isinstance(source_base, str):
         raise StoreError(
-            f"the provenance of model {info.name} in {opened.path} records no base_dir, so "
+            f"the provenance of model {info.name} in {opened.location} records no base_dir, so "
             "its image paths cannot be re-based.\nHint: extract again with this featstore."
         )
     out_path = _output_path(Path(out))
@@ -146,12 +147,12 @@ def export_json(
     with opened.connect(model=info.name) as con:
         if not con.execute("SELECT count(*) FROM images").fetchall()[0][0]:
             raise StoreError(
-                f"model {info.name} in {opened.path} has no rows yet.\n"
+                f"model {info.name} in {opened.location} has no rows yet.\n"
                 "Hint: run `featstore extract` (or `featstore import-json`) into it first."
             )
         columns = _columns(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = _check_where(con, where, columns)
-        scan = _Scan(con, opened.path, info, frame_filter, new=format == "new")
+        scan = _Scan(con, opened.location, info, frame_filter, new=format == "new")
         rebase = _Rebaser(source_base, export_base)
         writer = _AtomicWriter(out_path)
         try:
@@ -169,7 +170,7 @@ def export_json(
             # A cast that fails on some value shows only now; DuckDB quotes the line.
             if where and where.strip().splitlines()[0] in message:
                 raise _where_error(where, message, columns) from exc
-            raise StoreError(f"cannot read the store {opened.path}: {message}") from exc
+            raise StoreError(f"cannot read the store {opened.location}: {message}") from exc
     size = writer.commit()
     return ExportSummary(
         path=out_path,
@@ -185,7 +186,7 @@ def export_json(
 def _model_info(store: Store, model: str | None) -> ModelInfo:
     if not store.models():
         raise StoreError(
-            f"store {store.path} is empty: it holds no model yet.\n"
+            f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
     return store.model(model)
@@ -212,6 +213,17 @@ def _duckdb_error() -> type[Exception]:
 
 def _columns(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
     return [row[0] for row in con.execute(f"DESCRIBE {view}").fetchall()]
+
+
+def check_where(con: duckdb.DuckDBPyConnection, where: str | None) -> str:
+    """`where` as a frame filter for `con`'s views, checked against the `frames` columns.
+
+    The Dataset filters with the same predicate as `export-json --where`.
+
+    Raises:
+        InputError: DuckDB cannot parse or bind the predicate over `frames`.
+    """
+    return _check_where(con, where, _columns(con, "frames"))
 
 
 def _check_where(con: duckdb.DuckDBPyConnection, where: str | None, columns: list[str]) -> str:
@@ -260,7 +272,7 @@ class _Scan:
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
-        store: Path,
+        store: StoreLocation,
         info: ModelInfo,
         frame_filter: str,
         *,
@@ -280,13 +292,16 @@ class _Scan:
         order = sorted(totals)
         if not order:
             return
-        files = [partition_file(self.store, self.info.name, identity) for identity in order]
-        missing = next((f for f in files if not f.is_file()), None)
+        keys = [partition_key(self.info.name, identity) for identity in order]
+        present = present_identities(self.store, self.info.name)
+        missing = next((k for k in keys if k.split("/")[1] not in present), None)
         if missing is not None:
             raise StoreError(
-                f"{missing} is missing, though the store has rows of its identity; the store's "
-                "layout was changed by hand.\nHint: extract that identity again."
+                f"{self.store.describe(missing)} is missing, though the store has rows of its "
+                "identity; the store's layout was changed by hand.\n"
+                "Hint: extract that identity again."
             )
+        files = [self.store.path(key) for key in keys]
         expected = iter(order)
         for identity, rows in _grouped(self._rows(files)):
             if identity != next(expected, None):
@@ -302,7 +317,7 @@ class _Scan:
                 total = face.get(TOTAL_COLUMN)
                 yield identity, face, frames, int(totals[identity] if total is None else total)
 
-    def _rows(self, files: list[Path]) -> Iterator[dict[str, Any]]:
+    def _rows(self, files: list[str]) -> Iterator[dict[str, Any]]:
         columns = ["role", "identity", "frame_index", "image_path"]
         if self.new:
             columns += ["features", *_SHAPES, "avg_angle"]
@@ -311,13 +326,21 @@ class _Scan:
         # The columns and types of the `images` view, so --where sees what it was checked
         # against; over the files in identity order, so no ORDER BY is needed.
         casts = ", ".join(f"{_quote(n)}::{t} AS {_quote(n)}" for n, t in self.types.items())
+        params: dict[str, Any] = {}
+        if self.store.local is not None:
+            source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
+            params["files"] = files
+        else:  # object storage: pyarrow reads (see Store.connect), in the files' order
+            from featstore.query import scan_files
+
+            self.con.register("_export_files", scan_files(self.store, files))
+            source = "_export_files"
         sql = f"""SELECT {", ".join(map(_quote, columns))}
-                  FROM (SELECT {casts} FROM read_parquet($files, hive_partitioning = false,
-                                                         union_by_name = true)) AS frames
+                  FROM (SELECT {casts} FROM {source}) AS frames
                   WHERE status = 'ok' AND (role = 'face' OR {self.frame_filter})"""
         self.con.execute("SET preserve_insertion_order = true")
         rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
-        relation = self.con.sql(sql, params={"files": [f.as_posix() for f in files]})
+        relation = self.con.sql(sql, params=params or None)
         # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
         reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
         for batch in reader(rows):

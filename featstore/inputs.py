@@ -54,6 +54,51 @@ class InputTree:
     def image_count(self) -> int:
         return sum((1 if i.face else 0) + len(i.frames) for i in self.identities)
 
+    def shard(self, index: int, count: int) -> InputTree:
+        """The identities of shard `index` of `count` (see `shard_of`), notes included."""
+        check_shard(index, count)
+
+        def mine(names: list[str]) -> list[str]:
+            return [name for name in names if shard_of(name, count) == index]
+
+        return InputTree(
+            identities=[i for i in self.identities if shard_of(i.identity, count) == index],
+            face_without_video=mine(self.face_without_video),
+            video_without_face=mine(self.video_without_face),
+            ambiguous_faces=mine(self.ambiguous_faces),
+            ignored_files=self.ignored_files,
+        )
+
+
+def shard_of(identity: str, count: int) -> int:
+    """The shard (0 .. count-1) of an identity: a stable hash of its name's UTF-8 bytes.
+
+    BLAKE2b, not Python's `hash` (salted per process), so every process, host and
+    featstore version splits a dataset the same way, whatever else is in it.
+    """
+    name = identity.encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big") % count
+
+
+def check_shard(index: int, count: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"--shard: the shard count must be a whole number >= 1, got {count!r}.")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise InputError(
+            f"--shard {index}/{count}: the index must be 0 to {count - 1}.\n"
+            f"Hint: shards are numbered from 0; for a SLURM array use --array=0-{count - 1} "
+            "with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT."
+        )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"I/N"` as `(I, N)`, checked."""
+    index, sep, count = text.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise InputError(f"--shard {text!r}: write it as I/N, e.g. 0/4 (shard 0 of 4).")
+    check_shard(int(index), int(count))
+    return int(index), int(count)
+
 
 def _image_files(folder: Path) -> tuple[list[Path], int]:
     images, ignored = [], 0

@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import QueryError, StoreError
+from featstore.storage import StoreLocation, resolve_store
 from featstore.store import (
     DATA_FILE,
     PROVENANCE_FILE,
     STORE_MANIFEST,
     model_dir,
+    model_key,
+    present_identities,
     store_schema,
 )
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+    import pyarrow.dataset as pads
 
 VIEWS = ("images", "faces", "frames", "identities", "valid_frames")
 
@@ -53,33 +57,52 @@ class Store:
     """A featstore store opened for reading.
 
     Args:
-        path: the store folder (made by `featstore extract` or `import-json`).
+        path: the store folder (made by `featstore extract` or `import-json`), or its URI
+            on a filesystem pyarrow supports (`s3://bucket/prefix`, see `featstore.storage`).
 
     Raises:
         StoreError: the folder does not exist or is not a featstore store.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise StoreError(f"store {self.path} does not exist or is not a folder.")
-        if not (self.path / STORE_MANIFEST).is_file():
+    def __init__(self, path: str | os.PathLike[str] | StoreLocation) -> None:
+        self.location = resolve_store(path)
+        where = self.location
+        if where.local is not None and not where.local.is_dir():
+            raise StoreError(f"store {where} does not exist or is not a folder.")
+        try:
+            is_store = where.is_file(STORE_MANIFEST)
+        except OSError as exc:
+            raise StoreError(f"cannot read store {where}: {where.scrub(str(exc))}") from exc
+        if not is_store:
             raise StoreError(
-                f"{self.path} is not a featstore store (no {STORE_MANIFEST}).\n"
+                f"{where} is not a featstore store (no {STORE_MANIFEST}).\n"
                 "Hint: point --store at a folder written by `featstore extract`."
             )
+
+    @property
+    def path(self) -> Path:
+        """The store's local folder (a store on object storage has none: see `location`)."""
+        if self.location.local is None:
+            raise StoreError(
+                f"store {self.location} is not on the local filesystem; use `Store.location`."
+            )
+        return self.location.local
 
     def models(self) -> list[ModelInfo]:
         """The models whose provenance is recorded, sorted by name."""
         found = []
-        for path in sorted(self.path.glob(f"model=*/{PROVENANCE_FILE}")):
+        where = self.location
+        for name in where.children():
+            key = f"{name}/{PROVENANCE_FILE}"
+            if not name.startswith("model=") or not where.is_file(key):
+                continue
             try:
-                provenance = json.loads(path.read_text("utf-8"))
+                provenance = json.loads(where.read_bytes(key))
                 found.append(
                     ModelInfo(provenance["model"], int(provenance["feature_dim"]), provenance)
                 )
             except (OSError, ValueError, KeyError) as exc:
-                raise StoreError(f"cannot read {path}: {exc}") from exc
+                raise StoreError(f"cannot read {where.describe(key)}: {exc}") from exc
         return found
 
     def model(self, name: str | None) -> ModelInfo:
@@ -89,14 +112,22 @@ class Store:
         if name is None:
             if len(models) != 1:
                 raise StoreError(
-                    f"store {self.path} holds {len(models)} models ({names}); "
+                    f"store {self.location} holds {len(models)} models ({names}); "
                     "choose one with --model."
                 )
             return models[0]
         for info in models:
             if info.name == name:
                 return info
-        raise StoreError(f"store {self.path} has no model {name!r}; it holds: {names}.")
+        raise StoreError(f"store {self.location} has no model {name!r}; it holds: {names}.")
+
+    def partition_files(self, model: str) -> list[str]:
+        """The paths (in `location.fs`) of the model's partition files, sorted."""
+        key = model_key(model)
+        return [
+            self.location.path(f"{key}/{name}/{DATA_FILE}")
+            for name in sorted(present_identities(self.location, model))
+        ]
 
     def connect(self, *, model: str | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the views of this module over the store.
@@ -109,19 +140,11 @@ class Store:
         models = [self.model(model)] if model is not None else self.models()
         con = duckdb.connect()
         dims = {m.dim for m in models}
-        files = [
-            m for m in models if any(model_dir(self.path, m.name).glob(f"identity=*/{DATA_FILE}"))
-        ]
-        if files:
-            sources = ", ".join(
-                _sql_string((model_dir(self.path, m.name) / f"identity=*/{DATA_FILE}").as_posix())
-                for m in files
-            )
-            # union_by_name reads every file's schema up front: only pay for it when models
-            # (extracted vs imported) may differ in their extra columns.
-            union = ", union_by_name = true" if len(files) > 1 else ""
-            source = f"read_parquet([{sources}], hive_partitioning = false{union})"
+        if self.location.local is not None:
+            source = self._local_source(models)
         else:
+            source = self._remote_source(con, models)
+        if source is None:
             con.register("_empty_store", _empty_table(next(iter(dims), 0)))
             source = "_empty_store"
         features = f"features::FLOAT[{dims.pop()}]" if len(dims) == 1 else "features"
@@ -162,11 +185,48 @@ class Store:
         )
         return con
 
+    def _local_source(self, models: list[ModelInfo]) -> str | None:
+        """DuckDB's own Parquet reader over the model folders' glob (the fast path)."""
+        folders = [model_dir(self.path, m.name) for m in models]
+        files = [f for f in folders if any(f.glob(f"identity=*/{DATA_FILE}"))]
+        if not files:
+            return None
+        sources = ", ".join(_sql_string((f / f"identity=*/{DATA_FILE}").as_posix()) for f in files)
+        # union_by_name reads every file's schema up front: only pay for it when models
+        # (extracted vs imported) may differ in their extra columns.
+        union = ", union_by_name = true" if len(files) > 1 else ""
+        return f"read_parquet([{sources}], hive_partitioning = false{union})"
+
+    def _remote_source(self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo]) -> str | None:
+        """pyarrow datasets over the listed files, one per model, registered in DuckDB.
+
+        DuckDB's httpfs extension is not needed (nor downloaded): pyarrow's filesystem reads
+        the objects, and DuckDB pushes projections and filters into the dataset scan.
+        """
+        names = []
+        for i, m in enumerate(models):
+            files = self.partition_files(m.name)
+            if files:
+                names.append(f"_store_{i}")
+                con.register(names[-1], scan_files(self.location, files))
+        if not names:
+            return None
+        if len(names) == 1:
+            return names[0]
+        return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {n}" for n in names) + ")"
+
     def sql(self, query: str, *, model: str | None = None) -> pa.Table:
         """Run `query` over the views and return the result as an Arrow table."""
         with self.connect(model=model) as con:
             relation = con.sql(query)
             return relation.to_arrow_table() if relation is not None else _empty_result()
+
+
+def scan_files(location: StoreLocation, files: list[str]) -> pads.Dataset:
+    """A lazy pyarrow dataset over partition files of one model, in the order given."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(files, filesystem=location.fs, format="parquet")
 
 
 def _empty_table(dim: int) -> pa.Table:
@@ -252,7 +312,7 @@ def count_rows(store: Store, *, model: str | None = None) -> dict[str, StoreCoun
 class StoreInfo:
     """What `featstore info` shows; computed without reading the feature columns."""
 
-    path: Path
+    path: Path | str  # the folder, or the URI (credentials scrubbed)
     models: list[ModelInfo]
     counts: dict[str, StoreCounts]
     disk_bytes: int
@@ -279,5 +339,9 @@ class StoreInfo:
 
 def store_info(store: Store) -> StoreInfo:
     """Models, row counts and disk size of a store."""
-    disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
-    return StoreInfo(store.path, store.models(), count_rows(store), disk)
+    where = store.location
+    if where.local is not None:
+        disk = sum(p.stat().st_size for p in where.local.rglob("*") if p.is_file())
+    else:
+        disk = sum(size for _, size in where.list_files())
+    return StoreInfo(where.local or where.display, store.models(), count_rows(store), disk)

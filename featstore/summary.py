@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.query import Store, StoreCounts, count_rows
+from featstore.storage import StoreLocation
 
 
-def store_counts(store: Path, model: str) -> StoreCounts:
+def store_counts(store: Path | StoreLocation, model: str) -> StoreCounts:
     """What the store now holds for `model` (see `featstore.query.count_rows`)."""
     return count_rows(Store(store), model=model)[model]
 
@@ -17,7 +18,7 @@ def store_counts(store: Path, model: str) -> StoreCounts:
 class ExtractSummary:
     """The result of `featstore.extract`."""
 
-    store: Path
+    store: Path | str  # the folder, or the URI (credentials scrubbed)
     models: tuple[str, ...]
     device: str
     detector_providers: tuple[str, ...]
@@ -32,6 +33,8 @@ class ExtractSummary:
     elapsed_s: float
     timings: dict[str, float]  # setup_s, models_s (DINOv2 loading), processing_s
     store_counts: dict[str, StoreCounts]
+    shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
+    engine: str = "local"
 
     @property
     def images_per_s(self) -> float:
@@ -44,13 +47,17 @@ class ExtractSummary:
     def format(self) -> str:
         """A human summary in the spirit of the seed script's closing report."""
         c = self.run_counts
+        where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
             f"extracted {self.images_extracted} images of {self.identities_extracted} identities "
-            f"in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s) on {self.device}; "
+            f"in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s) on {where}; "
             f"{self.identities_skipped} identities already up to date",
             f"  this run: ok {c.get('ok', 0)}, no_face {c.get('no_face', 0)}, "
             f"unreadable {c.get('unreadable', 0)}",
         ]
+        if self.shard is not None:
+            i, n = self.shard
+            lines[0] = f"shard {i}/{n} ({self.identities_in_input} identities): " + lines[0]
         for model, s in self.store_counts.items():
             rate = s.valid_identities / s.identities if s.identities else 0.0
             frames = s.frames
