@@ -20,19 +20,24 @@ test: install
 
 demo: install
 	$(PY) -m featstore demo --workdir demo-output
+	$(PY) examples/train_minimal.py --source demo-output/store
+	@echo "the demo store's report: $(CURDIR)/demo-output/report.html"
 
 bench: install
 	$(PY) bench/bench_extract.py
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_ray.py
+	$(PY) bench/bench_dataset.py
+	$(PY) bench/bench_report.py
 
 lint: install
-	$(VENV)/bin/ruff check featstore cli tests bench
-	$(VENV)/bin/ruff format --check featstore cli tests bench
+	$(VENV)/bin/ruff check featstore cli tests bench examples
+	$(VENV)/bin/ruff format --check featstore cli tests bench examples
 	$(VENV)/bin/mypy
 
 fmt: install
-	$(VENV)/bin/ruff format featstore cli tests bench
-	$(VENV)/bin/ruff check --fix featstore cli tests bench
+	$(VENV)/bin/ruff format featstore cli tests bench examples
+	$(VENV)/bin/ruff check --fix featstore cli tests bench examples
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

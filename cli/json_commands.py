@@ -16,8 +16,8 @@ from featstore_cli.common import library_errors
 @click.option(
     "--store",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Store folder to read.",
+    metavar="PATH|URI",
+    help="Store folder to read, or its URI on object storage (s3://bucket/prefix).",
 )
 @click.option(
     "--out",
@@ -53,7 +53,7 @@ from featstore_cli.common import library_errors
 )
 @library_errors
 def export_json(
-    store: Path,
+    store: str,
     out: Path,
     model: str | None,
     base_dir: Path | None,
@@ -84,8 +84,7 @@ def export_json(
 @click.option(
     "--store",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Store folder to write (created if needed).",
+    help="Store folder to write (created if needed; a local folder).",
 )
 @click.option("--model", help="Model the rows belong to [default: the file's dinov2_model].")
 @click.option(
@@ -101,13 +100,18 @@ def export_json(
 )
 @library_errors
 def import_json(
-    file: Path, store: Path, model: str | None, base_dir: Path | None, overwrite: bool
+    file: Path, store: str, model: str | None, base_dir: Path | None, overwrite: bool
 ) -> None:
     """Load a new-format trainer JSON (e.g. the seed's valid_images.json) into the store."""
     from featstore.importer import import_json as run_import
+    from featstore.storage import require_local
+
+    folder = require_local(store, "import-json")
 
     try:
-        summary = run_import(file, store=store, model=model, base_dir=base_dir, overwrite=overwrite)
+        summary = run_import(
+            file, store=folder, model=model, base_dir=base_dir, overwrite=overwrite
+        )
     except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; {store} was left as it was") from None
+        raise click.ClickException(f"interrupted; {folder} was left as it was") from None
     click.echo(summary.format())

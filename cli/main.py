@@ -12,6 +12,7 @@ from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
 from featstore_cli.query_commands import info, query
+from featstore_cli.report_command import report
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
@@ -43,7 +44,12 @@ def main(verbose: bool) -> None:
 @main.command()
 @_existing_dir("--face-dir", "Frontal images: <face-dir>/<identity>.<ext>.")
 @_existing_dir("--video-dir", "Video frames: <video-dir>/<identity>/<frame>.<ext>.")
-@click.option("--store", required=True, type=click.Path(path_type=Path), help="Store folder.")
+@click.option(
+    "--store",
+    required=True,
+    metavar="PATH|URI",
+    help="Store folder, or a URI on object storage (s3://bucket/prefix).",
+)
 @click.option(
     "--base-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -117,11 +123,39 @@ def main(verbose: bool) -> None:
     help="Redo every identity, replacing rows made with other settings.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Extract only shard I (0..N-1) of N, split by a hash of the identity name, so N "
+    "independent jobs fill one store (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore[ray]').",
+)
+@click.option(
+    "--ray-address",
+    help="Ray cluster to use (e.g. auto, ray://head:10001) [default: RAY_ADDRESS, else a "
+    "local one].",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(0),
+    help="GPUs per Ray worker [default: 1 if the cluster has GPUs, else 0].",
+)
+@click.option(
+    "--workers-per-node",
+    type=click.IntRange(1),
+    help="Ray workers per node [default: one per --gpus-per-worker GPUs, or 1 on CPUs].",
+)
 @library_errors
 def extract(
     face_dir: Path,
     video_dir: Path,
-    store: Path,
+    store: str,
     base_dir: Path | None,
     models: tuple[str, ...],
     weights: tuple[str, ...],
@@ -137,15 +171,34 @@ def extract(
     precision: str,
     overwrite: bool,
     no_progress: bool,
+    shard: str | None,
+    engine: str,
+    ray_address: str | None,
+    gpus_per_worker: float | None,
+    workers_per_node: int | None,
 ) -> None:
     """Detect faces and extract DINOv2 features of every image into the store."""
     from featstore.detection import DetectorSettings
+    from featstore.inputs import parse_shard
     from featstore.pipeline import RuntimeOptions
     from featstore.pipeline import extract as run_extract
     from featstore.weights import parse_weights_options
 
     if cpu and device and device != "cpu":
         raise click.UsageError("--cpu and --device are exclusive; give one.")
+    ray_options = None
+    if (ray_address, gpus_per_worker, workers_per_node) != (None, None, None):
+        if engine != "ray":
+            raise click.UsageError(
+                "--ray-address, --gpus-per-worker and --workers-per-node need --engine ray."
+            )
+        from featstore.ray_engine import RayOptions
+
+        ray_options = RayOptions(
+            address=ray_address,
+            gpus_per_worker=gpus_per_worker,
+            workers_per_node=workers_per_node,
+        )
     summary = run_extract(
         face_dir,
         video_dir,
@@ -165,6 +218,9 @@ def extract(
             progress=not no_progress,
         ),
         overwrite=overwrite,
+        shard=parse_shard(shard) if shard is not None else None,
+        engine=engine,  # type: ignore[arg-type]
+        ray_options=ray_options,
     )
     click.echo(summary.format())
 
@@ -188,7 +244,7 @@ def demo(workdir: Path, no_progress: bool) -> None:
     click.echo(summary.format())
     import duckdb
 
-    files = (summary.store / "**" / "*.parquet").as_posix().replace("'", "''")
+    files = (Path(summary.store) / "**" / "*.parquet").as_posix().replace("'", "''")
     query = (
         "SELECT identity, count(*) FILTER (role = 'frame') AS frames, "
         "count(*) FILTER (role = 'frame' AND status = 'ok') AS ok_frames, "
@@ -201,7 +257,12 @@ def demo(workdir: Path, no_progress: bool) -> None:
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."
     )
+    from featstore.demo import write_demo_report
+
+    written = write_demo_report(workdir)
+    click.echo(f"\n{written.format()}\nopen it in a browser: {written.path}")
 
 
 for _command in (query, info, export_json, import_json, validate, filter_valid_images):
     main.add_command(_command)
+main.add_command(report)

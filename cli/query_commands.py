@@ -11,7 +11,10 @@ import click
 from featstore_cli.common import library_errors
 
 _STORE = click.option(
-    "--store", required=True, type=click.Path(path_type=Path), help="The store folder."
+    "--store",
+    required=True,
+    metavar="PATH|URI",
+    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
 )
 
 
@@ -59,7 +62,7 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown by --format table.")
 @library_errors
 def query(
-    store: Path, sql: str, fmt: str, output: Path | None, model: str | None, max_rows: int
+    store: str, sql: str, fmt: str, output: Path | None, model: str | None, max_rows: int
 ) -> None:
     """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
     import duckdb
@@ -86,7 +89,7 @@ def query(
 @click.command()
 @_STORE
 @library_errors
-def info(store: Path) -> None:
+def info(store: str) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
     from featstore.query import Store, store_info
 

@@ -28,6 +28,7 @@ __all__ = [
     "DetectorSettings",
     "ExtractSummary",
     "FeatstoreError",
+    "FeatureDataset",
     "InputError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -35,7 +36,10 @@ __all__ = [
     "RuntimeOptions",
     "StoreError",
     "__version__",
+    "collate",
     "extract",
+    "split_by_identity",
+    "write_report",
 ]
 
 _LAZY = {
@@ -43,11 +47,17 @@ _LAZY = {
     "RuntimeOptions": "featstore.pipeline",
     "DetectorSettings": "featstore.detection",
     "ExtractSummary": "featstore.summary",
+    "write_report": "featstore.report",
+    "FeatureDataset": "featstore.dataset",
+    "collate": "featstore.dataset",
+    "split_by_identity": "featstore.dataset",
 }
 
 if TYPE_CHECKING:
+    from featstore.dataset import FeatureDataset, collate, split_by_identity
     from featstore.detection import DetectorSettings
     from featstore.pipeline import RuntimeOptions, extract
+    from featstore.report import write_report
     from featstore.summary import ExtractSummary
 
 

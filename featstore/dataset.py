@@ -122,11 +122,15 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         detector: DetectorSettings | None = None,
         runtime: RuntimeOptions | None = None,
     ) -> None:
+        from featstore.storage import is_uri, scrub_uri
+
         self.extra_fields = _check_extra_fields(extra_fields)
         path = Path(source)
-        if path.is_dir():
+        # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
+        self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
+        if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
-            self.model, folder = _from_store(path, model, where, cache_dir)
+            self.model, folder = _from_store(source, model, where, cache_dir)
         elif path.is_file():
             self.model, folder, self.source_format = _from_json(
                 path, model, where, cache_dir, extraction_store, weights, detector, runtime
@@ -141,14 +145,13 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 f"extra_fields: det_score is not in the trainer's JSON ({path}).\n"
                 "Hint: read the store the file was exported from instead."
             )
-        self.source = path
         self.cache_folder = folder
         self._columns: SampleColumns | None = None
         self._opened_by = -1
         columns = self._open()
         if not len(columns):
             raise InputError(
-                f"{path} gives no samples"
+                f"{self.source} gives no samples"
                 + (f" after where={where!r}" if where else "")
                 + " (no ok frame of a valid identity).\nHint: check the store with "
                 "`featstore info`, or loosen the filter."
@@ -230,7 +233,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
 
     def __repr__(self) -> str:
         return (
-            f"FeatureDataset({str(self.source)!r}, model={self.model!r}, "
+            f"FeatureDataset({self.source!r}, model={self.model!r}, "
             f"samples={len(self)}, identities={len(self.identities)}, dim={self.dim})"
         )
 
@@ -318,7 +321,7 @@ def _check_extra_fields(fields: Sequence[str]) -> tuple[str, ...]:
 
 
 def _from_store(
-    path: Path,
+    source: str | os.PathLike[str],
     model: str | None,
     where: str | None,
     cache_dir: str | os.PathLike[str] | None,
@@ -326,24 +329,27 @@ def _from_store(
     from featstore.dataset_sources import describe_store, read_store
     from featstore.query import Store
 
-    store = Store(path)
+    store = Store(source)
     if not store.models():
         raise StoreError(
-            f"store {store.path} is empty: it holds no model yet.\n"
+            f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
     info = store.model(model)
     folder = materialise(
-        _store_cache_dir(store.path, cache_dir),
+        _store_cache_dir(store.location.local, cache_dir),
         describe_store(store, info, where),
         lambda: read_store(store, info, where),
     )
     return info.name, folder
 
 
-def _store_cache_dir(store: Path, cache_dir: str | os.PathLike[str] | None) -> Path:
+def _store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """`cache_dir`, else inside a local store you can write to, else the user's cache."""
     if cache_dir is not None:
         return Path(cache_dir)
+    if store is None:  # on object storage: the samples are mapped from a local disk
+        return default_cache_dir()
     inside = store / "_cache" / "datasets"
     probe = inside if inside.is_dir() else store
     return inside if os.access(probe, os.W_OK) else default_cache_dir()

@@ -27,7 +27,7 @@ from featstore.errors import InputError, StoreError
 from featstore.export import check_where
 from featstore.inputs import IdentityInputs, InputTree
 from featstore.query import ModelInfo, Store
-from featstore.store import DATA_FILE, PROVENANCE_FILE, model_dir
+from featstore.store import DATA_FILE, PROVENANCE_FILE, model_key
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
@@ -53,20 +53,26 @@ _JSON_KEYS = {
 
 
 def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str, Any]:
-    """What a store's samples are made from: its model's files (name, size, time)."""
-    folder = model_dir(store.path, info.name)
-    entries = []
-    for path in sorted(folder.glob(f"identity=*/{DATA_FILE}")) + [folder / PROVENANCE_FILE]:
-        try:
-            st = path.stat()
-        except OSError:
-            continue  # replaced while listed: the next construction sees the new one
-        entries.append(f"{path.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+    """What a store's samples are made from: its model's files (name, size, time).
+
+    Listed through the store's pyarrow filesystem, so local and object stores alike.
+    """
+    import pyarrow.fs as pafs
+
+    location = store.location
+    folder = location.path(model_key(info.name))
+    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    entries = sorted(
+        f"{entry.path[len(folder) :]}:{entry.size}:{entry.mtime_ns}"
+        for entry in location.fs.get_file_info(selector)
+        if entry.type == pafs.FileType.File and entry.base_name in (DATA_FILE, PROVENANCE_FILE)
+    )
     signature = hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape"))
     return {
         "source": {
             "kind": "store",
-            "path": os.path.abspath(store.path),
+            # Local: the absolute folder; remote: the URI without secrets.
+            "path": os.path.abspath(location.local) if location.local else location.display,
             "model": info.name,
             "where": where,
         },
@@ -94,7 +100,7 @@ def read_store(store: Store, info: ModelInfo, where: str | None) -> SampleColumn
     faces = faces.filter(pc.is_in(faces.column("identity"), value_set=identities))
     if faces.column("identity").to_pylist() != identities.to_pylist():
         raise StoreError(
-            f"model {info.name} of {store.path}: the frontal rows do not match the valid "
+            f"model {info.name} of {store.location}: the frontal rows do not match the valid "
             "frames' identities (the store was changed while read?).\nHint: try again."
         )
     base = info.provenance.get("base_dir")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from featstore.detection import DetectorSettings
 from featstore.pipeline import RuntimeOptions, extract
+from featstore.report import ReportSummary, write_report
 from featstore.summary import ExtractSummary
 from featstore.synthetic.awkward import write_awkward_identities, write_bad_frames, write_orphans
 from featstore.synthetic.detector import write_synthetic_insightface_pack
@@ -21,6 +22,7 @@ from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
 from featstore.synthetic.images import generate_face_tree
 
 DEMO_MODEL = "dinov2_vits14"
+DEMO_REPORT = "report.html"
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,8 @@ def run_demo(workdir: Path, *, progress: bool = True) -> ExtractSummary:
         detector=DetectorSettings(root=inputs.insightface_root),
         runtime=RuntimeOptions(progress=progress),
     )
+
+
+def write_demo_report(workdir: Path) -> ReportSummary:
+    """The HTML report of the demo store, written to `workdir/report.html`."""
+    return write_report(workdir / "store", out=workdir / DEMO_REPORT)

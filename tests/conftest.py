@@ -91,10 +91,13 @@ def copy_store(store: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No downloads, and a private torch hub folder so no real cache is read or written."""
-    saved = {k: os.environ.get(k) for k in ("FEATSTORE_NO_DOWNLOAD", "TORCH_HOME")}
+    """No downloads, and private torch hub and user cache folders (no real cache is touched)."""
+    saved = {
+        k: os.environ.get(k) for k in ("FEATSTORE_NO_DOWNLOAD", "TORCH_HOME", "XDG_CACHE_HOME")
+    }
     os.environ["FEATSTORE_NO_DOWNLOAD"] = "1"
     os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
     try:
         yield
     finally:

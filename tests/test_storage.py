@@ -172,3 +172,26 @@ def test_s3_errors_name_the_store_without_secrets(s3: S3, monkeypatch: pytest.Mo
     assert result.exit_code == 1
     assert "import-json needs a local --store folder" in result.output
     assert SECRET not in result.output
+
+
+def test_feature_dataset_on_s3(
+    tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dataset reads a store on S3 into a local cache: the local store's samples."""
+    import torch
+
+    from featstore.dataset import FeatureDataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    uri = s3.uri("stores/dataset")
+    run_extract(extracted.dataset, uri, models)
+    remote = FeatureDataset(uri, extra_fields=("image_path",))
+    local = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=tmp_path)
+    assert remote.cache_folder.is_relative_to(tmp_path / "user-cache")  # mapped from local disk
+    assert SECRET not in repr(remote) and remote.identities == local.identities
+    everything = list(range(len(local)))
+    a, b = remote.__getitems__(everything), local.__getitems__(everything)
+    assert a["image_path"] == b["image_path"] and a["person_name"] == b["person_name"]
+    for key in ("input_features", "position_encoding", "target_features", "target_residual"):
+        assert torch.equal(a[key], b[key]), key
+    assert FeatureDataset(uri).cache_folder == remote.cache_folder  # unchanged store: reused
