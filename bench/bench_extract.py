@@ -39,6 +39,18 @@ from featstore.synthetic.images import generate_face_tree
 MODEL = "dinov2_vits14"
 
 
+def make_inputs(
+    work: Path, identities: int, frames: int
+) -> tuple[Path, Path, Path, DetectorSettings]:
+    """A generated face tree, a random dinov2_vits14 checkpoint and the synthetic detector."""
+    face_dir, video_dir = generate_face_tree(
+        work / "data", identities=identities, frames_per_identity=frames
+    )
+    weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
+    settings = DetectorSettings(root=write_synthetic_insightface_pack(work / "if").parent.parent)
+    return face_dir, video_dir, weights, settings
+
+
 def models_only(
     face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, batch: int
 ) -> float:
@@ -130,13 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-"))
     try:
-        face_dir, video_dir = generate_face_tree(
-            work / "data", identities=args.identities, frames_per_identity=args.frames
-        )
-        weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
-        settings = DetectorSettings(
-            root=write_synthetic_insightface_pack(work / "if").parent.parent
-        )
+        face_dir, video_dir, weights, settings = make_inputs(work, args.identities, args.frames)
         n = args.identities * (args.frames + 1)
         print(
             f"{n} images of 320x240, {MODEL} (random weights), synthetic detector, "

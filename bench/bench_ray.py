@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_extract import MODEL, pipeline
+from bench_extract import MODEL, make_inputs, pipeline
 
 from featstore.detection import DetectorSettings
 from featstore.inputs import scan_inputs
 from featstore.pipeline import IdentityJob, RuntimeOptions, extract
 from featstore.ray_engine import RayOptions, import_ray
-from featstore.synthetic.detector import write_synthetic_insightface_pack
-from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
-from featstore.synthetic.images import generate_face_tree
 
 
 def ray_pipeline(
@@ -92,13 +89,7 @@ def main() -> None:
     ray = import_ray()
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-ray-"))
     try:
-        face_dir, video_dir = generate_face_tree(
-            work / "data", identities=args.identities, frames_per_identity=args.frames
-        )
-        weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
-        settings = DetectorSettings(
-            root=write_synthetic_insightface_pack(work / "if").parent.parent
-        )
+        face_dir, video_dir, weights, settings = make_inputs(work, args.identities, args.frames)
         n = args.identities * (args.frames + 1)
         print(
             f"{n} images of 320x240 in {args.identities} identities, {MODEL} (random weights), "

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from bench_store import FEATSTORE, build_store, timed
+from bench_store import FEATSTORE, build_store_verbose, timed
 
 GOAL_SECONDS = 30
 GOAL_MB = 20
@@ -33,13 +32,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-report-"))
     try:
         store = work / "store"
-        start = time.perf_counter()
-        build_store(store, args.identities, args.frames, args.dim)
-        n = args.identities * args.frames
-        print(
-            f"store: {args.identities} identities x {args.frames} frames = {n} frames "
-            f"x {args.dim} dims (built in {time.perf_counter() - start:.0f} s)"
-        )
+        build_store_verbose(store, args.identities, args.frames, args.dim)
         out = work / "report.html"
         seconds, rss, _ = timed([*FEATSTORE, "report", "--store", str(store), "--out", str(out)])
         size_mb = out.stat().st_size / 1e6

@@ -65,6 +65,16 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
         write_partition(store, MODEL, name, table, fingerprint="bench", provenance=provenance)
 
 
+def build_store_verbose(store: Path, identities: int, frames: int, dim: int) -> None:
+    """`build_store`, then a line saying what was built and how long it took."""
+    started = time.perf_counter()
+    build_store(store, identities, frames, dim)
+    print(
+        f"store: {identities} identities x {frames} frames = {identities * frames} frames "
+        f"x {dim} dims (built in {time.perf_counter() - started:.0f} s)"
+    )
+
+
 def timed(command: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MiB) and stdout of a command run in a fresh process."""
     probe = (
@@ -147,14 +157,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-store-"))
     try:
         store = work / "store"
-        t = time.perf_counter()
-        build_store(store, args.identities, args.frames, args.dim)
-        n = args.identities * args.frames
-        print(
-            f"store: {args.identities} identities x {args.frames} frames = {n} frames "
-            f"x {args.dim} dims "
-            f"(built in {time.perf_counter() - t:.0f} s)"
-        )
+        build_store_verbose(store, args.identities, args.frames, args.dim)
         q = "SELECT identity, count(*) FROM valid_frames GROUP BY 1"
         q_s, q_rss, _ = timed([*FEATSTORE, "query", "--store", str(store), q, "--format", "csv"])
         i_s, i_rss, _ = timed([*FEATSTORE, "info", "--store", str(store)])
@@ -181,7 +184,7 @@ def main() -> None:
 
         if args.grow_identities:
             big = work / "store_grow"
-            frames = max(1, n // args.grow_identities)
+            frames = max(1, args.identities * args.frames // args.grow_identities)
             build_store(big, args.grow_identities, frames, args.dim, seed=1)
             g_s, _, _ = timed([*FEATSTORE, "query", "--store", str(big), q, "--format", "csv"])
             print(

@@ -259,14 +259,7 @@ def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
             )
         targets.append(_floats(path, name, "face_features", entry["face_features"], (dim,)))
         face_paths.append(_json_path(entry.get("face_image_path"), base))
-        video = entry["video_data"]
-        if not isinstance(video, list) or not video:
-            raise InputError(
-                f"{path}: identity {name!r} has no frames (video_data is "
-                f"{'empty' if isinstance(video, list) else type(video).__name__}); every "
-                "identity needs at least one.\nHint: remove the identity or regenerate the file "
-                "with `featstore export-json`, which leaves such identities out."
-            )
+        video = _frames(path, name, "video_data", entry["video_data"])
         inputs.append(_frame_floats(path, name, video, "features", (dim,)))
         for field, key in _JSON_KEYS.items():
             fields[field].append(_frame_floats(path, name, video, key, FRAME_FIELDS[field]))
@@ -287,6 +280,18 @@ def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
         face_image_path=pa.array(face_paths, pa.string()),
         model=expected[0],
     )
+
+
+def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
+    """An identity's frame list, refused when it is not a list or is empty."""
+    if not isinstance(value, list) or not value:
+        raise InputError(
+            f"{path}: identity {name!r} has no frames ({field} is "
+            f"{'empty' if isinstance(value, list) else type(value).__name__}); every identity "
+            "needs at least one.\nHint: remove the identity, or regenerate the file with "
+            "`featstore export-json`, which leaves such identities out."
+        )
+    return value
 
 
 def _json_model(path: Path, name: str, entry: dict[str, Any]) -> tuple[str, int]:
@@ -363,13 +368,7 @@ def old_json_inputs(document: JsonDocument) -> InputTree:
     for name in sorted(document.entries):
         entry = document.entries[name]
         face = _existing(path, name, "face_image_path", entry["face_image_path"], base)
-        frames = entry["video_images"]
-        if not isinstance(frames, list) or not frames:
-            raise InputError(
-                f"{path}: identity {name!r} lists no frames (video_images is "
-                f"{'empty' if isinstance(frames, list) else type(frames).__name__}).\n"
-                "Hint: remove the identity from the file."
-            )
+        frames = _frames(path, name, "video_images", entry["video_images"])
         paths = tuple(
             _existing(path, name, f"video_images[{i}]", frame, base)
             for i, frame in enumerate(frames)

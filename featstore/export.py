@@ -141,7 +141,7 @@ def export_json(
             f"the provenance of model {info.name} in {opened.location} records no base_dir, so "
             "its image paths cannot be re-based.\nHint: extract again with this featstore."
         )
-    out_path = _output_path(Path(out))
+    out_path = output_path(Path(out))
     export_base = Path(os.path.abspath(base_dir)) if base_dir is not None else out_path.parent
 
     with opened.connect(model=info.name) as con:
@@ -192,11 +192,16 @@ def _model_info(store: Store, model: str | None) -> ModelInfo:
     return store.model(model)
 
 
-def _output_path(out: Path) -> Path:
-    """The absolute output path, after checking that its folder can take the file."""
+def output_path(out: Path, kind: str = "a JSON file") -> Path:
+    """The absolute path of an output file, after checking that its folder can take it.
+
+    Args:
+        out: the `--out` path as given.
+        kind: what the file is, for the hint ("a JSON file", "an .html file").
+    """
     out = Path(os.path.abspath(out))
     if out.is_dir():
-        raise InputError(f"--out {out} is a folder.\nHint: give the path of a JSON file.")
+        raise InputError(f"--out {out} is a folder.\nHint: give the path of {kind}.")
     if not out.parent.is_dir():
         raise InputError(
             f"--out {out}: the folder {out.parent} does not exist.\n"

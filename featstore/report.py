@@ -47,7 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.errors import InputError, StoreError
-from featstore.export import check_where
+from featstore.export import check_where, output_path
 from featstore.query import ModelInfo, Store, count_rows
 from featstore.report_data import (
     ANGLES,
@@ -230,7 +230,7 @@ def write_report(
     from featstore.report_html import render_report
 
     start = time.perf_counter()
-    out_path = _output_path(Path(out))
+    out_path = output_path(Path(out), "an .html file")
     data = read_report(
         store, model=model, where=where, seed=seed, gallery_identities=gallery_identities
     )
@@ -434,19 +434,6 @@ def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list
                 ModelComparison(info.name, other.name, info.dim, other.dim, len(rows), cosine)
             )
     return found
-
-
-def _output_path(out: Path) -> Path:
-    """The absolute output path, after checking that its folder can take the file."""
-    out = Path(os.path.abspath(out))
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder.\nHint: give the path of an .html file.")
-    if not out.parent.is_dir():
-        raise InputError(
-            f"--out {out}: the folder {out.parent} does not exist.\n"
-            "Hint: create it first, or choose another --out."
-        )
-    return out
 
 
 def _write_atomic(out: Path, data: bytes) -> int:
