@@ -147,14 +147,14 @@ def read_report(
     models = opened.models()
     if not models:
         raise StoreError(
-            f"store {opened.path} is empty: it holds no model yet.\n"
+            f"store {opened.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
     info = opened.model(model)
     counts = count_rows(opened)
     if not counts[info.name].identities:
         raise StoreError(
-            f"model {info.name} in {opened.path} has no rows yet.\n"
+            f"model {info.name} in {opened.location} has no rows yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
     recorded = info.provenance.get("base_dir")
@@ -167,7 +167,7 @@ def read_report(
             frames_selected = _scalar(con, "SELECT count(*) FROM frames")
         except _duckdb_error() as exc:
             if not where:
-                raise StoreError(f"cannot read the store {opened.path}: {exc}") from exc
+                raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
             raise InputError(
                 f"--where {where!r} failed on the rows of the store: "
                 f"{str(exc).strip().splitlines()[0]}\n"
@@ -188,9 +188,9 @@ def read_report(
             gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
         except _duckdb_error() as exc:
-            raise StoreError(f"cannot read the store {opened.path}: {exc}") from exc
+            raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
     return ReportData(
-        store=opened.path,
+        store=str(opened.location),
         model=info,
         models=models,
         counts=counts,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,7 +151,7 @@ class GalleryIdentity:
 class ReportData:
     """Everything the report shows, computed from the store's views."""
 
-    store: Path
+    store: str  # the folder, or the URI without secrets
     model: ModelInfo
     models: list[ModelInfo]
     counts: dict[str, StoreCounts]  # the whole store, per model (what `featstore info` shows)

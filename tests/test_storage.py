@@ -174,10 +174,10 @@ def test_s3_errors_name_the_store_without_secrets(s3: S3, monkeypatch: pytest.Mo
     assert SECRET not in result.output
 
 
-def test_feature_dataset_on_s3(
+def test_dataset_and_report_on_s3(
     tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Dataset reads a store on S3 into a local cache: the local store's samples."""
+    """The Dataset (through a local cache) and the report read a store on S3 as a local one."""
     import torch
 
     from featstore.dataset import FeatureDataset
@@ -195,3 +195,12 @@ def test_feature_dataset_on_s3(
     for key in ("input_features", "position_encoding", "target_features", "target_residual"):
         assert torch.equal(a[key], b[key]), key
     assert FeatureDataset(uri).cache_folder == remote.cache_folder  # unchanged store: reused
+
+    from featstore.report import read_report, write_report
+
+    written = write_report(uri, out=tmp_path / "report.html")
+    html = written.path.read_text("utf-8")
+    assert SECRET not in html and "s3://featstore-test/stores/dataset" in html
+    remote_data, local_data = read_report(uri), read_report(extracted.store)
+    assert remote_data.counts == local_data.counts
+    assert remote_data.identities == local_data.identities
