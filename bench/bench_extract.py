@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,8 +83,12 @@ def pipeline(
     batch: int,
     precision: str,
     workers: int | None,
+    **engine: Any,
 ) -> tuple[float, float]:
-    """End-to-end images/s (wall time of `extract`, start-up included) and streaming images/s."""
+    """End-to-end images/s (wall time of `extract`, start-up included) and streaming images/s.
+
+    `engine`: `extract`'s engine arguments (`engine="ray", ray_options=...`).
+    """
     shutil.rmtree(store, ignore_errors=True)
     summary = extract(
         face_dir,
@@ -95,6 +100,7 @@ def pipeline(
         runtime=RuntimeOptions(
             device="cpu", batch_size=batch, precision=precision, workers=workers, progress=False
         ),  # type: ignore[arg-type]
+        **engine,
     )
     streaming = summary.images_extracted / summary.timings["processing_s"]
     return summary.images_per_s, streaming

@@ -29,29 +29,9 @@ from typing import Any
 import torch
 from bench_extract import MODEL, make_inputs, pipeline
 
-from featstore.detection import DetectorSettings
 from featstore.inputs import scan_inputs
-from featstore.pipeline import IdentityJob, RuntimeOptions, extract
+from featstore.pipeline import IdentityJob
 from featstore.ray_engine import RayOptions, import_ray
-
-
-def ray_pipeline(
-    face_dir: Path, video_dir: Path, store: Path, settings: DetectorSettings, weights: Path
-) -> tuple[float, float]:
-    """Images/s of the Ray engine: wall time of `extract`, and of its streaming phase."""
-    shutil.rmtree(store, ignore_errors=True)
-    summary = extract(
-        face_dir,
-        video_dir,
-        store,
-        models=[MODEL],
-        weights={MODEL: weights},
-        detector=settings,
-        runtime=RuntimeOptions(device="cpu", progress=False),
-        engine="ray",
-        ray_options=RayOptions(),
-    )
-    return summary.images_per_s, summary.images_extracted / summary.timings["processing_s"]
 
 
 class _NoopWorker:
@@ -96,24 +76,38 @@ def main() -> None:
             f"synthetic detector, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
         )
 
-        def local() -> float:
-            store = work / "local"
+        def run(name: str, **engine: Any) -> tuple[float, float]:
+            """(images/s, streaming images/s), same images and settings for both engines."""
             return pipeline(
-                face_dir, video_dir, store, settings, weights, args.batch_size, "fp32", None
-            )[0]
+                face_dir,
+                video_dir,
+                work / name,
+                settings,
+                weights,
+                args.batch_size,
+                "fp32",
+                None,
+                **engine,
+            )
+
+        def local() -> float:
+            return run("local")[0]
+
+        def on_ray() -> tuple[float, float]:
+            return run("ray", engine="ray", ray_options=RayOptions())
 
         local()  # warm-up: file cache, torch kernels
         started = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         init_s = time.perf_counter() - started
         try:
-            cold, _ = ray_pipeline(face_dir, video_dir, work / "ray", settings, weights)
+            cold, _ = on_ray()
             cold = n / (n / cold + init_s)
             # Alternate, best of `--repeat` each: the machine is shared.
             local_runs, ray_runs = [], []
             for _ in range(args.repeat):
                 local_runs.append(local())
-                ray_runs.append(ray_pipeline(face_dir, video_dir, work / "ray", settings, weights))
+                ray_runs.append(on_ray())
             base = max(local_runs)
             warm, warm_stream = max(ray_runs)
             jobs = [

@@ -254,7 +254,7 @@ def _remove_older_versions(cache_dir: Path, key: str, source: object) -> None:
         return
     for manifest_path in cache_dir.glob(f"*/{MANIFEST_FILE}"):
         folder = manifest_path.parent
-        if folder.name == key:
+        if folder.name == key or ".tmp-" in folder.name:  # another process's build
             continue
         try:
             if read_manifest(folder).get("source") == source:
