@@ -229,7 +229,7 @@ def main() -> None:
         return
 
     import featstore
-    from featstore.export import export_json
+    from featstore.trainer_json.export import export_json
 
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-dataset-"))
     try:

@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from featstore.decoding import DecodeDataset, collate
-from featstore.detection import DetectorSettings, FaceDetector
-from featstore.embedding import DinoEmbedder, resolve_model
-from featstore.images import decode_image, dinov2_input
-from featstore.inputs import scan_inputs
-from featstore.pipeline import RuntimeOptions, _tasks, extract
+from featstore.extraction.decoding import DecodeDataset, collate
+from featstore.extraction.detection import DetectorSettings, FaceDetector
+from featstore.extraction.embedding import DinoEmbedder, resolve_model
+from featstore.extraction.extractor import image_tasks
+from featstore.extraction.images import decode_image, dinov2_input
+from featstore.extraction.inputs import scan_inputs
+from featstore.extraction.pipeline import RuntimeOptions, extract
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
 from featstore.synthetic.images import generate_face_tree
@@ -55,7 +56,7 @@ def make_inputs(
 def models_only(
     face_dir: Path, video_dir: Path, settings: DetectorSettings, weights: Path, batch: int
 ) -> float:
-    tasks = [t for i in scan_inputs(face_dir, video_dir).identities for t in _tasks(i)]
+    tasks = [t for i in scan_inputs(face_dir, video_dir).identities for t in image_tasks(i)]
     dataset = DecodeDataset(tasks, settings.det_size)
     batches = [
         collate([dataset[i] for i in range(s, min(s + batch, len(tasks)))])
@@ -115,7 +116,7 @@ def naive_loop(
     det = get_model(str(settings.pack_dir / "det_10g.onnx"), providers=["CPUExecutionProvider"])
     det.prepare(-1, det_thresh=settings.det_thresh, input_size=(settings.det_size,) * 2)
     embedder = DinoEmbedder(resolve_model(MODEL, weights), device="cpu")
-    paths = [t.path for i in scan_inputs(face_dir, video_dir).identities for t in _tasks(i)]
+    paths = [t.path for i in scan_inputs(face_dir, video_dir).identities for t in image_tasks(i)]
     records = {}
     start = time.perf_counter()
     for path in paths:

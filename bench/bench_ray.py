@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from bench_extract import MODEL, make_inputs, pipeline
 
-from featstore.inputs import scan_inputs
-from featstore.pipeline import IdentityJob
-from featstore.ray_engine import RayOptions, import_ray
+from featstore.extraction.extractor import IdentityJob
+from featstore.extraction.inputs import scan_inputs
+from featstore.extraction.ray_engine import RayOptions, import_ray
 
 
 class _NoopWorker:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.decoding import ImageTask
-from featstore.detection import Detection
-from featstore.rows import ImageResult, identity_table
-from featstore.store import claim_model, open_store, write_partition
+from featstore.extraction.decoding import ImageTask
+from featstore.extraction.detection import Detection
+from featstore.extraction.rows import ImageResult, identity_table
+from featstore.store.layout import claim_model, open_store, write_partition
 
 MODEL = "dinov2_vitb14"
 FEATSTORE = [sys.executable, "-m", "featstore"]
@@ -95,7 +95,7 @@ def timed(command: list[str]) -> tuple[float, float, str]:
 
 def seed_style_dump(store: Path, out: Path) -> float:
     """The seed's way: build the whole document from Python lists, then json.dump it."""
-    from featstore.query import Store
+    from featstore.store.query import Store
 
     start = time.perf_counter()
     table = Store(store).sql(

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
-from featstore.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 
 @click.command("filter-valid-images")
@@ -71,9 +71,9 @@ def filter_valid_images(
     no_progress: bool,
 ) -> None:
     """Extract, keep valid images, write the trainer's JSON (the seed script's interface)."""
-    from featstore.detection import DetectorSettings
-    from featstore.export import export_json
-    from featstore.pipeline import RuntimeOptions, extract
+    from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.pipeline import RuntimeOptions, extract
+    from featstore.trainer_json.export import export_json
 
     base = base_dir or output_file.absolute().parent
     store = store or output_file.with_name(output_file.name + ".featstore")

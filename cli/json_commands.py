@@ -1,6 +1,7 @@
 """`featstore export-json` and `featstore import-json`: the trainer's JSON out and in.
 
-Thin adapters over `featstore.export.export_json` and `featstore.importer.import_json`;
+Thin adapters over `featstore.trainer_json.export.export_json` and
+`featstore.trainer_json.importer.import_json`;
 `featstore_cli.main` registers them on the `featstore` group.
 """
 
@@ -62,7 +63,7 @@ def export_json(
     indent: int | None,
 ) -> None:
     """Write the trainer's JSON (valid identities, ok frames) for one model of the store."""
-    from featstore.export import export_json as run_export
+    from featstore.trainer_json.export import export_json as run_export
 
     try:
         summary = run_export(
@@ -103,8 +104,8 @@ def import_json(
     file: Path, store: str, model: str | None, base_dir: Path | None, overwrite: bool
 ) -> None:
     """Load a new-format trainer JSON (e.g. the seed's valid_images.json) into the store."""
-    from featstore.importer import import_json as run_import
-    from featstore.storage import require_local
+    from featstore.store.location import require_local
+    from featstore.trainer_json.importer import import_json as run_import
 
     folder = require_local(store, "import-json")
 

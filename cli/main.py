@@ -16,7 +16,7 @@ from featstore_cli.report_command import report
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
-from featstore.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -178,11 +178,11 @@ def extract(
     workers_per_node: int | None,
 ) -> None:
     """Detect faces and extract DINOv2 features of every image into the store."""
-    from featstore.detection import DetectorSettings
-    from featstore.inputs import parse_shard
-    from featstore.pipeline import RuntimeOptions
-    from featstore.pipeline import extract as run_extract
-    from featstore.weights import parse_weights_options
+    from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.inputs import parse_shard
+    from featstore.extraction.pipeline import RuntimeOptions
+    from featstore.extraction.pipeline import extract as run_extract
+    from featstore.extraction.weights import parse_weights_options
 
     if cpu and device and device != "cpu":
         raise click.UsageError("--cpu and --device are exclusive; give one.")
@@ -192,7 +192,7 @@ def extract(
             raise click.UsageError(
                 "--ray-address, --gpus-per-worker and --workers-per-node need --engine ray."
             )
-        from featstore.ray_engine import RayOptions
+        from featstore.extraction.ray_engine import RayOptions
 
         ray_options = RayOptions(
             address=ray_address,

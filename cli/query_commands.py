@@ -67,7 +67,7 @@ def query(
     """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
     import duckdb
 
-    from featstore.query import Store, run_query
+    from featstore.store.query import Store, run_query
 
     result = run_query(Store(store), sql, model=model)
     if fmt != "table":
@@ -91,7 +91,7 @@ def query(
 @library_errors
 def info(store: str) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
-    from featstore.query import Store, store_info
+    from featstore.store.query import Store, store_info
 
     found = store_info(Store(store))
     click.echo(f"store: {found.path}  ({found.disk_bytes / 2**20:.1f} MiB on disk)")

@@ -1,6 +1,6 @@
 """`featstore report`: one self-contained HTML file to look at a store before training.
 
-A thin adapter over `featstore.report.write_report`; `featstore_cli.main` registers it.
+A thin adapter over `featstore.report.build.write_report`; `featstore_cli.main` registers it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from featstore_cli.common import library_errors
 @library_errors
 def report(store: Path, out: Path, model: str | None, where: str | None) -> None:
     """Write an HTML report of the store: counts, distributions, a gallery, model agreement."""
-    from featstore.report import write_report
+    from featstore.report.build import write_report
 
     summary = write_report(store, out=out, model=model, where=where)
     click.echo(summary.format())

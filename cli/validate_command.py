@@ -30,7 +30,7 @@ def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int)
     resolve (Q2), missing fields, malformed JSON and unknown formats (Q3). Each problem is
     one line: identity, field, what was expected, what was found, and its code.
     """
-    from featstore.validate import validate_json
+    from featstore.trainer_json.validate import validate_json
 
     report = validate_json(file, check_paths=not no_check_paths, max_problems=max_problems or None)
     if as_json:

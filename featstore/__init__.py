@@ -43,25 +43,34 @@ __all__ = [
 ]
 
 _LAZY = {
-    "extract": "featstore.pipeline",
-    "RuntimeOptions": "featstore.pipeline",
-    "DetectorSettings": "featstore.detection",
-    "ExtractSummary": "featstore.summary",
-    "write_report": "featstore.report",
-    "FeatureDataset": "featstore.dataset",
-    "collate": "featstore.dataset",
-    "split_by_identity": "featstore.dataset",
+    "extract": "featstore.extraction.pipeline",
+    "RuntimeOptions": "featstore.extraction.pipeline",
+    "DetectorSettings": "featstore.extraction.detection",
+    "ExtractSummary": "featstore.extraction.summary",
+    "write_report": "featstore.report.build",
+    "FeatureDataset": "featstore.dataset.feature_dataset",
+    "collate": "featstore.dataset.feature_dataset",
+    "split_by_identity": "featstore.dataset.feature_dataset",
 }
 
 if TYPE_CHECKING:
-    from featstore.dataset import FeatureDataset, collate, split_by_identity
-    from featstore.detection import DetectorSettings
-    from featstore.pipeline import RuntimeOptions, extract
-    from featstore.report import write_report
-    from featstore.summary import ExtractSummary
+    from featstore.dataset.feature_dataset import FeatureDataset, collate, split_by_identity
+    from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.pipeline import RuntimeOptions, extract
+    from featstore.extraction.summary import ExtractSummary
+    from featstore.report.build import write_report
+
+
+# Subpackages reachable as attributes after a plain `import featstore`
+# (`featstore.query.Store(...)`, `featstore.report.read_report(...)`), loaded on first use.
+_SUBMODULES = frozenset(
+    {"dataset", "demo", "extraction", "query", "report", "store", "synthetic", "trainer_json"}
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"featstore.{name}")
     raise AttributeError(f"module 'featstore' has no attribute {name!r}")

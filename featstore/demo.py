@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from featstore.detection import DetectorSettings
-from featstore.pipeline import RuntimeOptions, extract
-from featstore.report import ReportSummary, write_report
-from featstore.summary import ExtractSummary
+from featstore.extraction.detection import DetectorSettings
+from featstore.extraction.pipeline import RuntimeOptions, extract
+from featstore.extraction.summary import ExtractSummary
+from featstore.report.build import ReportSummary, write_report
 from featstore.synthetic.awkward import write_awkward_identities, write_bad_frames, write_orphans
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint

@@ -9,7 +9,7 @@
     └── ModelLoadError             a model file exists but is not the model expected
 
 A bad *image* is never an exception: it becomes a row with a status and an error
-(see `featstore.pipeline`). Messages name the file, what was expected, what was found
+(see `featstore.extraction.pipeline`). Messages name the file, what was expected, what was found
 and, after "Hint:", what to do.
 """
 

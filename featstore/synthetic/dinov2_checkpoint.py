@@ -2,7 +2,7 @@
 
 The key/shape table below is written from the official code (facebookresearch/dinov2:
 `dinov2/hub/backbones.py`, `models/vision_transformer.py`, `layers/`), deliberately *not*
-derived from `featstore.dinov2`, so tests comparing the two catch a drift in either.
+derived from `featstore.extraction.dinov2`, so tests comparing the two catch a drift in either.
 """
 
 from __future__ import annotations

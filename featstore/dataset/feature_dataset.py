@@ -1,0 +1,424 @@
+"""`FeatureDataset`: the trainer's samples, from a store or from the trainer's JSON.
+
+    dataset = featstore.FeatureDataset("store/", model="dinov2_vitb14")
+    loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2,
+                        collate_fn=featstore.collate)
+    train, val = featstore.split_by_identity(dataset, val_fraction=0.1, seed=0)
+
+One sample per `ok` frame of a valid identity, by identity then frame, with the seed
+trainer's keys: `input_features` (the frame's DINOv2 features), `position_encoding` (its
+`spherical_angles`), `target_features` (the identity's frontal features),
+`target_residual` (target - input) and `person_name`.
+
+The constructor does all the checking and the heavy lifting once: it turns the source
+into uncompressed Arrow IPC files (`featstore.dataset.cache`) and memory-maps them, so
+a sample is a numpy index into mapped columns and a batch (`__getitems__`, which the
+DataLoader calls with a batch's indices) is a few numpy gathers. DataLoader workers,
+forked or spawned, map the same files again on first use: nothing but paths is pickled
+into them, and the features are held once, in the OS page cache, whatever the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
+
+from featstore.dataset.cache import (
+    SampleColumns,
+    cached_folder,
+    default_cache_dir,
+    materialise,
+    open_columns,
+    read_manifest,
+)
+from featstore.errors import InputError, StoreError
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from featstore.dataset.sources import JsonDocument
+    from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.pipeline import RuntimeOptions
+
+EXTRA_FIELDS = ("landmarks_2d", "landmarks_3d", "box", "avg_angle", "det_score", "image_path")
+log = logging.getLogger(__name__)
+SAMPLE_KEYS = (
+    "input_features",
+    "position_encoding",
+    "target_features",
+    "target_residual",
+    "person_name",
+)
+
+
+class FeatureBatch(dict[str, Any]):
+    """A collated batch: each key maps to a `[B, ...]` tensor, or a list of B strings."""
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(key, str):
+            # What torch's default_collate does first: `batch[0]`. Say what to do instead.
+            raise TypeError(
+                "this batch is already collated by FeatureDataset.__getitems__; "
+                "pass collate_fn=featstore.collate to the DataLoader."
+            )
+        return super().__getitem__(key)
+
+
+def collate(batch: FeatureBatch | Sequence[Mapping[str, Any]]) -> FeatureBatch:
+    """The DataLoader's `collate_fn` for FeatureDataset.
+
+    Batches from `__getitems__` arrive collated and pass through; a list of samples (from
+    a wrapper that calls `dataset[i]` one at a time) is stacked like `default_collate`.
+    """
+    if isinstance(batch, FeatureBatch):
+        return batch
+    return FeatureBatch(default_collate(list(batch)))
+
+
+class FeatureDataset(Dataset[dict[str, Any]]):
+    """The trainer's samples from a featstore store or a trainer's JSON file.
+
+    Args:
+        source: a store folder, or a JSON file in the new format (features inside) or
+            the old one (image paths only: the images are extracted once, into
+            `extraction_store`, with the model options below, and served from there).
+        model: the DINOv2 model; required for a store holding several. For a new-format
+            JSON it must match the file's `dinov2_model`; for an old-format JSON it is the
+            model to extract with (default dinov2_vitb14).
+        where: SQL predicate over the `frames` columns (store sources), the same as
+            `featstore export-json --where`, e.g. `"abs(avg_angle) < 30"`.
+        extra_fields: any of landmarks_2d, landmarks_3d, box, avg_angle, det_score
+            (stores only) and image_path (absolute, forward slashes) to add to samples.
+        cache_dir: where the memory-mapped sample files go; default `<store>/_cache/datasets`
+            for a store you can write to, else `~/.cache/featstore/datasets`.
+        extraction_store: old-format JSON only: the store the images are extracted into;
+            default `<json file>.featstore` beside it.
+        weights, detector, runtime: old-format JSON only: as for `featstore.extract`.
+
+    Raises:
+        InputError: a bad source, option, JSON content or an empty selection.
+        StoreError: the store cannot be read, holds several models and no `model` was
+            given, or the cache cannot be written.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        model: str | None = None,
+        where: str | None = None,
+        extra_fields: Sequence[str] = (),
+        cache_dir: str | os.PathLike[str] | None = None,
+        extraction_store: str | os.PathLike[str] | None = None,
+        weights: Mapping[str, str | os.PathLike[str]] | None = None,
+        detector: DetectorSettings | None = None,
+        runtime: RuntimeOptions | None = None,
+    ) -> None:
+        from featstore.store.location import is_uri, scrub_uri
+
+        self.extra_fields = _check_extra_fields(extra_fields)
+        path = Path(source)
+        # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
+        self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
+        if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
+            self.source_format = "store"
+            self.model, folder = _from_store(source, model, where, cache_dir)
+        elif path.is_file():
+            self.model, folder, self.source_format = _from_json(
+                path, model, where, cache_dir, extraction_store, weights, detector, runtime
+            )
+        else:
+            raise InputError(
+                f"source {path} does not exist.\nHint: give a store folder or a trainer's "
+                "JSON file (from `featstore export-json`)."
+            )
+        if self.source_format == "new-json" and "det_score" in self.extra_fields:
+            raise InputError(
+                f"extra_fields: det_score is not in the trainer's JSON ({path}).\n"
+                "Hint: read the store the file was exported from instead."
+            )
+        self.cache_folder = folder
+        self._columns: SampleColumns | None = None
+        self._opened_by = -1
+        columns = self._open()
+        if not len(columns):
+            raise InputError(
+                f"{self.source} gives no samples"
+                + (f" after where={where!r}" if where else "")
+                + " (no ok frame of a valid identity).\nHint: check the store with "
+                "`featstore info`, or loosen the filter."
+            )
+
+    # --- the torch Dataset protocol ---------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def __getitem__(self, index: int | Sequence[int] | NDArray[np.integer]) -> Any:
+        """One sample (a dict of tensors and `person_name`), or a batch for a list of indices."""
+        if not isinstance(index, (int, np.integer)):
+            return self.__getitems__(index)
+        columns = self._open()
+        i = self._check_index(int(index))
+        target = columns.target_features[columns.identity_index[i]]
+        frame = columns.input_features[i]
+        sample: dict[str, Any] = {
+            "input_features": torch.tensor(frame),
+            "position_encoding": torch.tensor(columns.fields["position_encoding"][i]),
+            "target_features": torch.tensor(target),
+            "target_residual": torch.from_numpy(target - frame),
+            "person_name": columns.identities[columns.identity_index[i]],
+        }
+        for name in self.extra_fields:
+            sample[name] = (
+                columns.image_path[i].as_py()
+                if name == "image_path"
+                else torch.tensor(columns.fields[name][i])
+            )
+        return sample
+
+    def __getitems__(self, indices: Sequence[int] | NDArray[np.integer]) -> FeatureBatch:
+        """A collated batch: each tensor is one numpy gather from the mapped columns."""
+        columns = self._open()
+        rows = _checked_rows(indices, len(columns))
+        who = np.take(columns.identity_index, rows)
+        size, dim = len(rows), columns.dim
+        out = _batch_tensors([(size, dim)] * 3 + [(size, 5)])
+        frames, targets, residual, angles = (tensor.numpy() for tensor in out)
+        # np.take, not fancy indexing: a third faster for row gathers; "clip" lets it write
+        # into `out` directly (rows are already checked).
+        np.take(columns.input_features, rows, axis=0, out=frames, mode="clip")
+        np.take(columns.target_features, who, axis=0, out=targets, mode="clip")
+        np.subtract(targets, frames, out=residual)
+        np.take(columns.fields["position_encoding"], rows, axis=0, out=angles, mode="clip")
+        batch = FeatureBatch(
+            input_features=out[0],
+            position_encoding=out[3],
+            target_features=out[1],
+            target_residual=out[2],
+            person_name=np.take(columns.identity_names, who).tolist(),
+        )
+        for name in self.extra_fields:
+            batch[name] = (
+                columns.image_path.take(rows).to_pylist()
+                if name == "image_path"
+                else torch.from_numpy(np.take(columns.fields[name], rows, axis=0))
+            )
+        return batch
+
+    # --- what split_by_identity and users need to know --------------------------------
+
+    @property
+    def dim(self) -> int:
+        """The features' dimension."""
+        return self._open().dim
+
+    @property
+    def identities(self) -> list[str]:
+        """The identities with samples, in sample order."""
+        return self._open().identities
+
+    @property
+    def sample_identity(self) -> NDArray[np.int32]:
+        """For each sample, its identity's index into `identities`."""
+        return self._open().identity_index
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureDataset({self.source!r}, model={self.model!r}, "
+            f"samples={len(self)}, identities={len(self.identities)}, dim={self.dim})"
+        )
+
+    # --- opening, once per process -----------------------------------------------------
+
+    def _open(self) -> SampleColumns:
+        # A forked or spawned DataLoader worker maps the files itself on first use.
+        if self._columns is None or self._opened_by != os.getpid():
+            self._columns = open_columns(self.cache_folder)
+            self._opened_by = os.getpid()
+        return self._columns
+
+    def _check_index(self, index: int) -> int:
+        size = len(self._open())
+        if not -size <= index < size:
+            raise IndexError(f"sample {index} out of range for {size} samples")
+        return index % size
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_columns"] = None  # paths travel to spawned workers, never mapped buffers
+        return state
+
+
+def _checked_rows(indices: Sequence[int] | NDArray[np.integer], size: int) -> NDArray[np.intp]:
+    """`indices` as row numbers in [0, size), negative ones counted from the end."""
+    rows = np.asarray(indices, dtype=np.intp)
+    if rows.ndim != 1:
+        raise IndexError(f"indices must be a flat list, got shape {list(rows.shape)}")
+    if rows.size and (rows.min() < -size or rows.max() >= size):
+        bad = rows[(rows < -size) | (rows >= size)][0]
+        raise IndexError(f"sample {bad} out of range for {size} samples")
+    return np.where(rows < 0, rows + size, rows)
+
+
+def _batch_tensors(shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Empty float32 tensors for a batch; in a DataLoader worker, in shared memory.
+
+    A worker's batch must reach the main process through shared memory. Allocating it
+    there at once, as one block (as torch's default_collate does, with the same storage
+    call), saves copying each tensor into a block of its own: twice the throughput with
+    workers. In the main process, separate ordinary arrays are quicker to allocate.
+    """
+    if get_worker_info() is None:
+        return [torch.from_numpy(np.empty(shape, dtype=np.float32)) for shape in shapes]
+    sizes = [rows * cols for rows, cols in shapes]
+    storage = torch.UntypedStorage._new_shared(4 * sum(sizes))
+    block = torch.empty(0, dtype=torch.float32).set_(storage)
+    return [part.view(shape) for part, shape in zip(torch.split(block, sizes), shapes, strict=True)]
+
+
+def split_by_identity(
+    dataset: FeatureDataset, val_fraction: float, seed: int = 0
+) -> tuple[Subset[dict[str, Any]], Subset[dict[str, Any]]]:
+    """Train and validation subsets with no identity in both.
+
+    `round(val_fraction * identities)` identities, drawn with `seed`, go to validation
+    (at least one when `val_fraction > 0`, and at least one stays for training); every
+    sample of an identity goes where the identity goes. Each subset keeps sample order.
+    """
+    if not 0 <= val_fraction < 1 or math.isnan(val_fraction):
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
+    count = len(dataset.identities)
+    n_val = min(count - 1, max(1 if val_fraction > 0 else 0, round(val_fraction * count)))
+    chosen = np.random.default_rng(seed).permutation(count)[:n_val]
+    in_val = np.zeros(count, dtype=bool)
+    in_val[chosen] = True
+    sample_in_val = in_val[dataset.sample_identity]
+    return (
+        Subset(dataset, np.flatnonzero(~sample_in_val).tolist()),
+        Subset(dataset, np.flatnonzero(sample_in_val).tolist()),
+    )
+
+
+def _check_extra_fields(fields: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(fields, str):
+        fields = (fields,)
+    unknown = [f for f in fields if f not in EXTRA_FIELDS]
+    if unknown:
+        raise InputError(
+            f"extra_fields: unknown {', '.join(map(repr, unknown))}; choose from "
+            f"{', '.join(EXTRA_FIELDS)}."
+        )
+    return tuple(dict.fromkeys(fields))
+
+
+def _from_store(
+    source: str | os.PathLike[str],
+    model: str | None,
+    where: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+) -> tuple[str, Path]:
+    from featstore.dataset.sources import describe_store, read_store
+    from featstore.store.query import Store
+
+    store = Store(source)
+    if not store.models():
+        raise StoreError(
+            f"store {store.location} is empty: it holds no model yet.\n"
+            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+        )
+    info = store.model(model)
+    folder = materialise(
+        _store_cache_dir(store.location.local, cache_dir),
+        describe_store(store, info, where),
+        lambda: read_store(store, info, where),
+    )
+    return info.name, folder
+
+
+def _store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """`cache_dir`, else inside a local store you can write to, else the user's cache."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if store is None:  # on object storage: the samples are mapped from a local disk
+        return default_cache_dir()
+    inside = store / "_cache" / "datasets"
+    probe = inside if inside.is_dir() else store
+    return inside if os.access(probe, os.W_OK) else default_cache_dir()
+
+
+def _from_json(
+    path: Path,
+    model: str | None,
+    where: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    extraction_store: str | os.PathLike[str] | None,
+    weights: Mapping[str, str | os.PathLike[str]] | None,
+    detector: DetectorSettings | None,
+    runtime: RuntimeOptions | None,
+) -> tuple[str, Path, str]:
+    from featstore.dataset.sources import describe_json, read_json, read_new_json
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    description = describe_json(path)  # before reading: a later change makes a new key
+    # Features of a new-format file read before: its content was checked then.
+    folder = cached_folder(cache, description)
+    if folder is None:
+        document = read_json(path)
+        if document.format == "old":
+            store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
+            name, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir)
+            return name, folder, "old-json"
+        folder = materialise(cache, description, lambda: read_new_json(document, model))
+    found = read_manifest(folder)["model"]
+    if model is not None and model != found:
+        raise InputError(
+            f"{path}: the features were made with {found}, not with model={model!r}.\n"
+            f"Hint: pass model={found!r}, or None."
+        )
+    if where is not None:
+        raise InputError(
+            f"where= filters a store's frames with SQL; {path} is a JSON file.\n"
+            "Hint: filter when exporting (`featstore export-json --where ...`), or read the "
+            "store itself."
+        )
+    return found, folder, "new-json"
+
+
+def _extract_old_json(
+    document: JsonDocument,
+    model: str | None,
+    extraction_store: str | os.PathLike[str] | None,
+    weights: Mapping[str, str | os.PathLike[str]] | None,
+    detector: DetectorSettings | None,
+    runtime: RuntimeOptions | None,
+) -> Path:
+    """Extract the images an old-format file lists into a store (skipped when current)."""
+    from featstore.dataset.sources import old_json_inputs
+    from featstore.extraction.pipeline import extract_inputs
+
+    tree = old_json_inputs(document)
+    store = (
+        Path(extraction_store)
+        if extraction_store is not None
+        else document.path.with_name(document.path.name + ".featstore")
+    )
+    summary = extract_inputs(
+        tree,
+        store,
+        base_dir=document.path.absolute().parent,
+        models=[model or DEFAULT_MODEL],
+        weights=weights,
+        detector=detector,
+        runtime=runtime,
+    )
+    log.info("old-format %s: %s", document.path, summary.format())
+    return store

@@ -1,0 +1,140 @@
+"""The local engine: one process decodes in DataLoader workers, runs the models on its
+main thread and writes behind, in a thread.
+
+    DataLoader workers        main thread                         writer thread
+    decode, resize, letterbox -> detect (batch) -> DINOv2 (batch) -> rows + angles -> store
+    (prefetching batches)        per model, faces only                 one identity at a time
+
+The models never wait on file I/O: decoding runs ahead in worker processes and
+writing happens behind, in a thread (pyarrow releases the GIL while writing).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from featstore.errors import FeatstoreError
+from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
+from featstore.extraction.detection import FaceDetector
+from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
+from featstore.extraction.rows import ImageResult
+
+_MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait
+
+
+@dataclass
+class _Pending:
+    """An identity in flight in the local engine: its results fill up as batches come back."""
+
+    job: IdentityJob
+    results: list[ImageResult | None]
+    remaining: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.results)
+
+
+def run_local(
+    plan: list[IdentityJob],
+    spec: WorkerSpec,
+    detector: FaceDetector,
+    counts: dict[str, int],
+) -> dict[str, float]:
+    """The local engine: decode, detect, embed and write `plan`; the time spent by phase."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    runtime = spec.runtime
+    pending_plan = [_Pending(job, [None] * len(job.tasks())) for job in plan]
+    tasks = [task for job in plan for task in job.tasks()]
+    workers = (
+        runtime.workers
+        if runtime.workers is not None
+        else max(1, min(8, (os.cpu_count() or 2) - 1))
+    )
+    loader = DataLoader(
+        DecodeDataset(tasks, detector.settings.det_size),
+        batch_size=runtime.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=init_worker if workers else None,
+        pin_memory=spec.device.startswith("cuda"),
+        prefetch_factor=4 if workers else None,
+        # Never fork: a process that already ran OpenCV or OpenMP thread pools (a notebook
+        # that extracted before, a caller that decoded images) deadlocks its forked children.
+        multiprocessing_context=_worker_start_method() if workers else None,
+    )
+    # Workers start now and decode ahead while the DINOv2 weights load.
+    batches = iter(loader)
+    extractor = Extractor(spec, detector)
+    loaded = time.perf_counter()
+    # Each task's slot in its identity's result list, in task order.
+    slots = [(pending, i) for pending in pending_plan for i in range(len(pending.results))]
+    writes: list[Future[None]] = []
+
+    def write(pending: _Pending) -> None:
+        extractor.write(pending.job, [r for r in pending.results if r is not None])
+
+    bar = tqdm(total=len(tasks), unit="img", disable=not runtime.progress, dynamic_ncols=True)
+    position = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer") as writer:
+        try:
+            for batch in _batches(batches):
+                results = extractor.process_batch(batch, _models_from(slots, position))
+                for result in results:
+                    pending, slot = slots[position]
+                    pending.results[slot] = result
+                    pending.remaining -= 1
+                    counts[result.status] += 1
+                    position += 1
+                    if pending.remaining == 0:
+                        writes.append(writer.submit(write, pending))
+                bar.update(len(results))
+                writes = _drain(writes, keep=_MAX_PENDING_WRITES)
+            _drain(writes, keep=0)
+        finally:
+            bar.close()
+    return {"models_s": loaded - started, "processing_s": time.perf_counter() - loaded}
+
+
+def _models_from(
+    slots: Sequence[tuple[_Pending, int]], start: int
+) -> Callable[[int], tuple[str, ...]]:
+    """The models image `i` of a batch that begins at task `start` needs."""
+    return lambda i: slots[start + i][0].job.models
+
+
+def _batches(loader: Iterable[DecodedBatch]) -> Iterable[DecodedBatch]:
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        raise FeatstoreError(
+            f"a decoding worker process died: {exc}\nHint: workers are started fresh (not "
+            "forked), so a script that calls featstore.extract must keep its top-level code "
+            'under `if __name__ == "__main__":`; or pass workers=0 / --workers 0.'
+        ) from exc
+
+
+def _worker_start_method() -> str:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _drain(writes: list[Future[None]], *, keep: int) -> list[Future[None]]:
+    """Surface writer errors now, and keep at most `keep` writes queued."""
+    done = [f for f in writes if f.done()]
+    for f in done:
+        f.result()  # re-raises a StoreError from the writer thread
+    writes = [f for f in writes if not f.done()]
+    while len(writes) > keep:
+        writes.pop(0).result()
+    return writes

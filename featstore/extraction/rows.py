@@ -1,0 +1,119 @@
+"""From per-image results to the store's rows: geometry, statuses, Arrow columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from featstore.extraction.decoding import ImageTask
+from featstore.extraction.detection import Detection
+from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
+from featstore.store.layout import fixed_size_column, store_schema
+from featstore.store.paths import relative_path
+
+OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
+STATUSES = (OK, NO_FACE, UNREADABLE)
+
+
+@dataclass
+class ImageResult:
+    """Everything extraction learned about one image, for every model run on it."""
+
+    task: ImageTask
+    status: str
+    error: str | None
+    detection: Detection | None = None
+    features: dict[str, NDArray[np.float32]] = field(default_factory=dict)
+    width: int | None = None
+    height: int | None = None
+    file_size: int | None = None
+
+
+def _frame_geometry(
+    results: Sequence[ImageResult],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """landmarks_3d for every detected face; angles for frames when the frontal image is ok.
+
+    Computed from the float32 values that are stored, so anyone can recompute them
+    from the store and get the same numbers.
+    """
+    n = len(results)
+    lm3d = np.zeros((n, 5, 3))
+    angles = np.zeros((n, 5))
+    has_angles = np.zeros(n, dtype=bool)
+    face = next((r for r in results if r.task.role == "face"), None)
+    face_ok = face is not None and face.status == OK and face.detection is not None
+    for i, r in enumerate(results):
+        if r.detection is not None:
+            lm3d[i] = landmarks_3d(r.detection.box, r.detection.landmarks_2d)
+    if face_ok:
+        assert face is not None and face.detection is not None
+        face_3d = landmarks_3d(face.detection.box, face.detection.landmarks_2d)
+        for i, r in enumerate(results):
+            if r.task.role == "frame" and r.detection is not None:
+                angles[i] = spherical_angles(
+                    face_3d, face.detection.landmarks_2d, lm3d[i], r.detection.landmarks_2d
+                )
+                has_angles[i] = True
+    return lm3d, angles, has_angles
+
+
+def identity_table(
+    results: Sequence[ImageResult],
+    *,
+    model: str,
+    dim: int,
+    base_dir: Path,
+    extracted_at: datetime,
+) -> pa.Table:
+    """The rows of one identity for one model, frontal image first, frames in order."""
+    n = len(results)
+    detected = np.array([r.detection is not None for r in results], dtype=bool)
+    has_features = np.array([model in r.features for r in results], dtype=bool)
+    features = np.zeros((n, dim), dtype=np.float32)
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    lm2d = np.zeros((n, 5, 2), dtype=np.float32)
+    scores = np.zeros(n, dtype=np.float32)
+    for i, r in enumerate(results):
+        if has_features[i]:
+            features[i] = r.features[model]
+        if r.detection is not None:
+            boxes[i], lm2d[i], scores[i] = (
+                r.detection.box,
+                r.detection.landmarks_2d,
+                r.detection.score,
+            )
+    lm3d, angles, has_angles = _frame_geometry(results)
+    avg = np.array([average_angle(a) for a in angles], dtype=np.float32)
+    schema = store_schema(dim)
+    columns = {
+        "identity": pa.array([r.task.identity for r in results], pa.string()),
+        "model": pa.array([model] * n, pa.string()),
+        "role": pa.array([r.task.role for r in results], pa.string()),
+        "image_path": pa.array([relative_path(r.task.path, base_dir) for r in results]),
+        "frame_index": pa.array([r.task.frame_index for r in results], pa.int32()),
+        "status": pa.array([r.status for r in results], pa.string()),
+        "error": pa.array([r.error for r in results], pa.string()),
+        "features": fixed_size_column(features, has_features, schema.field("features").type),
+        "landmarks_2d": fixed_size_column(lm2d, detected, schema.field("landmarks_2d").type),
+        "landmarks_3d": fixed_size_column(
+            lm3d.astype(np.float32), detected, schema.field("landmarks_3d").type
+        ),
+        "box": fixed_size_column(boxes, detected, schema.field("box").type),
+        "det_score": pa.array(scores, pa.float32(), mask=~detected),
+        "spherical_angles": fixed_size_column(
+            angles.astype(np.float32), has_angles, schema.field("spherical_angles").type
+        ),
+        "avg_angle": pa.array(avg, pa.float32(), mask=~has_angles),
+        "width": pa.array([r.width for r in results], pa.int32()),
+        "height": pa.array([r.height for r in results], pa.int32()),
+        "file_size": pa.array([r.file_size for r in results], pa.int64()),
+        "extracted_at": pa.array([extracted_at] * n, schema.field("extracted_at").type),
+    }
+    return pa.Table.from_pydict(columns, schema=schema)

@@ -1,0 +1,81 @@
+"""What an extraction did and what the store now holds, for people and for code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from featstore.store.location import StoreLocation
+from featstore.store.query import Store, StoreCounts, count_rows
+
+
+def store_counts(store: Path | StoreLocation, model: str) -> StoreCounts:
+    """What the store now holds for `model` (see `featstore.store.query.count_rows`)."""
+    return count_rows(Store(store), model=model)[model]
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """The result of `featstore.extract`."""
+
+    store: Path | str  # the folder, or the URI (credentials scrubbed)
+    models: tuple[str, ...]
+    device: str
+    detector_providers: tuple[str, ...]
+    identities_in_input: int
+    identities_extracted: int
+    images_extracted: int
+    run_counts: dict[str, int]  # this run's images by status
+    face_without_video: tuple[str, ...]
+    video_without_face: tuple[str, ...]
+    ambiguous_faces: tuple[str, ...]
+    ignored_files: int
+    elapsed_s: float
+    timings: dict[str, float]  # setup_s, models_s (DINOv2 loading), processing_s
+    store_counts: dict[str, StoreCounts]
+    shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
+    engine: str = "local"
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_extracted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def identities_skipped(self) -> int:
+        return self.identities_in_input - self.identities_extracted
+
+    def format(self) -> str:
+        """A human summary in the spirit of the seed script's closing report."""
+        c = self.run_counts
+        where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
+        lines = [
+            f"extracted {self.images_extracted} images of {self.identities_extracted} identities "
+            f"in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s) on {where}; "
+            f"{self.identities_skipped} identities already up to date",
+            f"  this run: ok {c.get('ok', 0)}, no_face {c.get('no_face', 0)}, "
+            f"unreadable {c.get('unreadable', 0)}",
+        ]
+        if self.shard is not None:
+            i, n = self.shard
+            lines[0] = f"shard {i}/{n} ({self.identities_in_input} identities): " + lines[0]
+        for model, s in self.store_counts.items():
+            rate = s.valid_identities / s.identities if s.identities else 0.0
+            frames = s.frames
+            lines.append(
+                f"  store [{model}]: {s.identities} identities, {s.valid_identities} valid "
+                f"({rate:.1%}); {s.frame_total} frames: ok {frames.get('ok', 0)}, "
+                f"no_face {frames.get('no_face', 0)}, unreadable {frames.get('unreadable', 0)}"
+            )
+        for label, names in (
+            ("frontal image but no video folder", self.face_without_video),
+            ("video folder but no frontal image", self.video_without_face),
+            ("frontal image under two names (first by name used)", self.ambiguous_faces),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                noun = "identity" if len(names) == 1 else "identities"
+                lines.append(f"  note: {len(names)} {noun} with a {label}: {shown}")
+        if self.ignored_files:
+            lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
+        lines.append(f"store: {self.store}")
+        return "\n".join(lines)

@@ -1,0 +1,455 @@
+"""`featstore report`: one self-contained HTML file to look at a store before training.
+
+    read_report(store, model=..., where=...)  ->  ReportData   (the numbers, loaded now)
+    write_report(store, out=..., ...)         ->  ReportSummary (plots, thumbnails, HTML)
+
+Every number comes from the DuckDB views of `featstore.store.query` (the ones `featstore query`
+and `featstore info` read), over one connection:
+
+- overview: `count_rows`, exactly what `featstore info` prints;
+- per-identity table: the `identities` view;
+- angles: `valid_frames`; detector scores and feature norms: `images`;
+- model comparison: `faces` of two models, `array_cosine_similarity`.
+
+`--where` has export-json's semantics: a predicate over the columns of `frames`, checked
+by the same code. It is applied once, underneath every view: on this report's private
+connection the `images` view is renamed and replaced by its frontal rows plus the frames
+the predicate keeps; `faces`, `frames`, `identities` and `valid_frames` are defined over
+`images` and DuckDB binds views when they are queried, so they all see the filtered rows.
+The overview still shows the whole store, and says how many frames `--where` kept.
+
+Decisions where the issue is silent:
+
+- "Worst first": identities that are not valid first, then by the share of their frames
+  that are not `ok` (an identity without frames counts as all lost), then by frames lost.
+- Feature norms: SPEC §2 L2-normalises every feature, so a norm further than
+  `NORM_TOLERANCE` from 1, zero, NaN or infinite is flagged: counted and listed.
+- The gallery samples identities that have a frontal image (seeded, so the same store
+  gives the same report); for each, its frontal image and up to `GALLERY_FRAMES` frames
+  spread over its frame order. Rejected frames are sampled the same way.
+- Cross-model similarity compares the frontal features of the report's model with every
+  other model of the store; models of different dimensions cannot be compared, and the
+  report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from featstore.errors import InputError, StoreError
+from featstore.report.data import (
+    ANGLES,
+    FLAGGED_LISTED,
+    FlaggedNorm,
+    GalleryIdentity,
+    GalleryImage,
+    IdentityRow,
+    ModelComparison,
+    NormCheck,
+    ReportData,
+    Stats,
+    worst_first,
+)
+from featstore.report.gallery import make_thumbnail
+from featstore.store.paths import output_path
+from featstore.store.query import ModelInfo, Store, count_rows
+from featstore.store.where import check_where
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+GALLERY_IDENTITIES = 8
+GALLERY_FRAMES = 4
+REJECTED_SAMPLE = 12
+NORM_TOLERANCE = 1e-3
+REASONS_LISTED = 12
+
+__all__ = [
+    "ANGLES",
+    "GalleryIdentity",
+    "GalleryImage",
+    "IdentityRow",
+    "ModelComparison",
+    "NormCheck",
+    "ReportData",
+    "ReportSummary",
+    "Stats",
+    "read_report",
+    "worst_first",
+    "write_report",
+]
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What `write_report` wrote."""
+
+    path: Path
+    model: str
+    identities: int
+    frames: int
+    bytes: int
+    seconds: float
+    unshown_images: int
+
+    def format(self) -> str:
+        """One line for people (and a note when some images could not be shown)."""
+        line = (
+            f"wrote the report of {self.model} ({self.identities} identities, {self.frames} "
+            f"frames, {self.bytes / (1 << 20):.1f} MiB) to {self.path} in {self.seconds:.1f} s"
+        )
+        if self.unshown_images:
+            line += (
+                f"\nnote: {self.unshown_images} gallery images could not be shown (missing or "
+                "undecodable files); the report lists them"
+            )
+        return line
+
+
+def read_report(
+    store: str | os.PathLike[str] | Store,
+    *,
+    model: str | None = None,
+    where: str | None = None,
+    seed: int = 0,
+    gallery_identities: int = GALLERY_IDENTITIES,
+) -> ReportData:
+    """Compute the numbers and pick the images of a report on one model of `store`.
+
+    Args:
+        store: the store folder, or an open `featstore.store.query.Store`.
+        model: the model to report on; required when the store holds several (the others
+            appear in the overview and the cross-model similarity).
+        where: an SQL predicate over the columns of the `frames` view, as for
+            `export-json --where`; frames it rejects are left out of everything but the
+            overview.
+        seed: the seed of the gallery's samples.
+        gallery_identities: how many identities the gallery shows.
+
+    Raises:
+        StoreError: not a store, no model, an unknown model, several models and no `model`,
+            or no rows.
+        InputError: a `where` that is not a predicate over the frames' columns.
+    """
+    if gallery_identities < 0:
+        raise InputError(f"gallery_identities must be 0 or more, got {gallery_identities}.")
+    opened = store if isinstance(store, Store) else Store(store)
+    models = opened.models()
+    if not models:
+        raise StoreError(
+            f"store {opened.location} is empty: it holds no model yet.\n"
+            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+        )
+    info = opened.model(model)
+    counts = count_rows(opened)
+    if not counts[info.name].identities:
+        raise StoreError(
+            f"model {info.name} in {opened.location} has no rows yet.\n"
+            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+        )
+    recorded = info.provenance.get("base_dir")
+    base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
+    rng = random.Random(seed)
+    with _filtered(opened, info.name, where) as con:
+        try:
+            # Counting the frames evaluates --where on every frame: a predicate that fails
+            # on some value (a CAST of text) fails here, where the blame is clear.
+            frames_selected = _scalar(con, "SELECT count(*) FROM frames")
+        except _duckdb_error() as exc:
+            if not where:
+                raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
+            raise InputError(
+                f"--where {where!r} failed on the rows of the store: "
+                f"{str(exc).strip().splitlines()[0]}\n"
+                "Hint: guard the expression (e.g. TRY_CAST instead of CAST)."
+            ) from exc
+        try:
+            identities = worst_first(_identity_rows(con))
+            angles = _angles(con)
+            det_scores = _by_role(con, "det_score", "det_score IS NOT NULL")
+            norms = _norms(con)
+            reasons = [
+                (str(s), e, int(n))
+                for s, e, n in con.execute(
+                    "SELECT status, error, count(*) AS n FROM frames WHERE status <> 'ok' "
+                    f"GROUP BY ALL ORDER BY n DESC, status, error LIMIT {REASONS_LISTED}"
+                ).fetchall()
+            ]
+            gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
+            rejected, rejected_total = _rejected(con, base_dir, rng)
+        except _duckdb_error() as exc:
+            raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
+    return ReportData(
+        store=str(opened.location),
+        model=info,
+        models=models,
+        counts=counts,
+        where=where if where and where.strip() else None,
+        frames_selected=frames_selected,
+        identities=identities,
+        angles=angles,
+        det_scores=det_scores,
+        norms=norms,
+        rejection_reasons=reasons,
+        comparisons=_comparisons(opened, info, models),
+        gallery=gallery,
+        rejected=rejected,
+        rejected_total=rejected_total,
+        seed=seed,
+    )
+
+
+def write_report(
+    store: str | os.PathLike[str] | Store,
+    *,
+    out: str | os.PathLike[str],
+    model: str | None = None,
+    where: str | None = None,
+    seed: int = 0,
+    gallery_identities: int = GALLERY_IDENTITIES,
+) -> ReportSummary:
+    """Write the HTML report of one model of `store` to `out` (see `read_report`).
+
+    The file is self-contained (plots and thumbnails are embedded as `data:` URIs, the
+    script is inline, nothing is fetched), written beside `out` under a temporary name and
+    renamed over it.
+
+    Raises:
+        StoreError, InputError: as `read_report`; InputError also for an unusable `out`.
+    """
+    from featstore.report.html import render_report
+
+    start = time.perf_counter()
+    out_path = output_path(Path(out), "an .html file")
+    data = read_report(
+        store, model=model, where=where, seed=seed, gallery_identities=gallery_identities
+    )
+    html = render_report(data)
+    size = _write_atomic(out_path, html.encode("utf-8"))
+    return ReportSummary(
+        path=out_path,
+        model=data.model.name,
+        identities=len(data.identities),
+        frames=data.frames_selected,
+        bytes=size,
+        seconds=time.perf_counter() - start,
+        unshown_images=len(data.unshown_images),
+    )
+
+
+@contextmanager
+def _filtered(store: Store, model: str, where: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store's views for `model`, with `where` applied to the frames underneath them."""
+    with store.connect(model=model) as con:
+        predicate = check_where(con, where)
+        if predicate != "true":
+            con.execute("ALTER VIEW images RENAME TO unfiltered_images")
+            con.execute(
+                "CREATE VIEW images AS SELECT * FROM unfiltered_images "
+                f"WHERE role = 'face' OR {predicate}"
+            )
+        yield con
+
+
+def _duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    rows = con.execute(sql).fetchall()  # fetch all: DuckDB refuses work on an unfinished result
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
+    return con.sql(sql, params=params or None).to_arrow_table()
+
+
+def _numpy(table: pa.Table, column: str) -> NDArray[np.float64]:
+    """A float column as float64, nulls as NaN."""
+    return np.asarray(
+        table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64
+    ).reshape(-1)
+
+
+def _identity_rows(con: duckdb.DuckDBPyConnection) -> list[IdentityRow]:
+    rows = con.execute(
+        "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
+        "frames_unreadable, valid FROM identities"
+    ).fetchall()
+    return [
+        IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
+        for i, s, t, ok, nf, ur, v in rows
+    ]
+
+
+def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, NDArray[np.float64]]:
+    columns = ", ".join(f"{name} AS a{i}" for i, name in enumerate(ANGLES))
+    table = _arrow(con, f"SELECT {columns} FROM valid_frames WHERE avg_angle IS NOT NULL")
+    return {name: _numpy(table, f"a{i}") for i, name in enumerate(ANGLES)}
+
+
+def _by_role(
+    con: duckdb.DuckDBPyConnection, expression: str, condition: str
+) -> dict[str, NDArray[np.float64]]:
+    table = _arrow(con, f"SELECT role, {expression} AS v FROM images WHERE {condition}")
+    roles = np.asarray(table.column("role").to_pylist(), dtype=object)
+    values = _numpy(table, "v")
+    return {role: values[roles == role] for role in ("face", "frame")}
+
+
+def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
+    table = _arrow(
+        con,
+        "SELECT identity, role, image_path, sqrt(array_inner_product(features, features)) AS n "
+        "FROM images WHERE features IS NOT NULL",
+    )
+    norms = _numpy(table, "n")
+    roles = np.asarray(table.column("role").to_pylist(), dtype=object)
+    finite = np.isfinite(norms)
+    zero = finite & (norms == 0)
+    non_unit = finite & ~zero & (np.abs(norms - 1.0) > NORM_TOLERANCE)
+    bad = np.flatnonzero(~finite | zero | non_unit)
+    # NaN/inf first, then by distance from 1
+    badness = np.where(finite[bad], np.abs(norms[bad] - 1.0), np.inf)
+    order = bad[np.argsort(-badness, kind="stable")][:FLAGGED_LISTED]
+    listed = table.select(["identity", "role", "image_path"]).take(order).to_pylist()
+    return NormCheck(
+        norms={role: norms[roles == role] for role in ("face", "frame")},
+        tolerance=NORM_TOLERANCE,
+        non_finite=int((~finite).sum()),
+        zero=int(zero.sum()),
+        non_unit=int(non_unit.sum()),
+        flagged=[
+            FlaggedNorm(r["identity"], r["role"], r["image_path"], float(norms[i]))
+            for r, i in zip(listed, order, strict=True)
+        ],
+    )
+
+
+_IMAGE_COLUMNS = "identity, role, frame_index, image_path, status, error, box, landmarks_2d"
+
+
+def _gallery_image(row: dict[str, Any], base_dir: str | None) -> GalleryImage:
+    thumbnail = make_thumbnail(
+        base_dir, row["image_path"], box=row["box"], landmarks=row["landmarks_2d"]
+    )
+    return GalleryImage(
+        row["identity"], row["role"], row["frame_index"], row["status"], row["error"], thumbnail
+    )
+
+
+def _gallery(
+    con: duckdb.DuckDBPyConnection,
+    identities: list[IdentityRow],
+    base_dir: str | None,
+    rng: random.Random,
+    count: int,
+) -> list[GalleryIdentity]:
+    """A seeded sample of the identities that have a frontal image, in name order."""
+    candidates = sorted(r.identity for r in identities if r.face_status is not None)
+    chosen = sorted(rng.sample(candidates, min(count, len(candidates))))
+    if not chosen:
+        return []
+    rows = _arrow(
+        con,
+        f"SELECT {_IMAGE_COLUMNS} FROM images WHERE list_contains($chosen, identity) "
+        "ORDER BY identity, role, frame_index",
+        chosen=chosen,
+    ).to_pylist()
+    gallery = []
+    for name in chosen:
+        mine = [r for r in rows if r["identity"] == name]
+        face = next((r for r in mine if r["role"] == "face"), None)
+        frames = [r for r in mine if r["role"] == "frame"]
+        picks = sorted({int(round(x)) for x in np.linspace(0, len(frames) - 1, GALLERY_FRAMES)})
+        gallery.append(
+            GalleryIdentity(
+                identity=name,
+                face=_gallery_image(face, base_dir) if face is not None else None,
+                frames=[_gallery_image(frames[i], base_dir) for i in picks] if frames else [],
+                frames_total=len(frames),
+            )
+        )
+    return gallery
+
+
+def _rejected(
+    con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random
+) -> tuple[list[GalleryImage], int]:
+    """A seeded sample of the frames that are not ok (each status in turn), and their count."""
+    table = _arrow(
+        con,
+        f"SELECT {_IMAGE_COLUMNS} FROM frames WHERE status <> 'ok' "
+        "ORDER BY status, identity, frame_index",
+    )
+    statuses = table.column("status").to_pylist()
+    groups: dict[str, list[int]] = {}
+    for i, status in enumerate(statuses):
+        groups.setdefault(status, []).append(i)
+    for rows in groups.values():
+        rng.shuffle(rows)
+    # Round robin over the statuses, so a rare status is shown next to a frequent one.
+    picks: list[int] = []
+    while len(picks) < min(REJECTED_SAMPLE, len(statuses)):
+        for rows in groups.values():
+            if rows and len(picks) < REJECTED_SAMPLE:
+                picks.append(rows.pop())
+    chosen = table.take(sorted(picks)).to_pylist() if picks else []
+    return [_gallery_image(row, base_dir) for row in chosen], table.num_rows
+
+
+def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list[ModelComparison]:
+    """The report's model against every other model: cosine of the frontal features."""
+    others = [m for m in models if m.name != info.name]
+    if not others:
+        return []
+    found = []
+    with store.connect() as con:
+        for other in others:
+            if other.dim != info.dim:
+                found.append(ModelComparison(info.name, other.name, info.dim, other.dim, 0))
+                continue
+            rows = con.execute(
+                f"""SELECT a.identity,
+                           array_cosine_similarity(a.features::FLOAT[{info.dim}],
+                                                   b.features::FLOAT[{info.dim}])
+                    FROM faces a JOIN faces b ON a.identity = b.identity
+                    WHERE a.model = $a AND b.model = $b ORDER BY a.identity""",
+                {"a": info.name, "b": other.name},
+            ).fetchall()
+            cosine = {str(i): (None if c is None else float(c)) for i, c in rows}
+            found.append(
+                ModelComparison(info.name, other.name, info.dim, other.dim, len(rows), cosine)
+            )
+    return found
+
+
+def _write_atomic(out: Path, data: bytes) -> int:
+    """Write `data` to `<out>.tmp-<pid>`, fsync, rename over `out`; returns its size."""
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"cannot write --out {out}: {exc.strerror or exc}.\n"
+            "Hint: choose a folder you can write to."
+        ) from exc
+    return len(data)

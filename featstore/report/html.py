@@ -1,0 +1,464 @@
+"""The HTML of `featstore report`: one file, nothing fetched when it is opened.
+
+Plots are PNGs and thumbnails JPEGs, both as `data:` URIs; the style and the table
+sorter are inline; a Content-Security-Policy forbids every other source, so the page
+cannot reach the network even by accident. The numbers shown are also embedded as JSON
+(`<script type="application/json" id="featstore-report">`) for tools and tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+
+import numpy as np
+
+from featstore import __version__
+from featstore.report.data import (
+    ANGLES,
+    GalleryImage,
+    IdentityRow,
+    ModelComparison,
+    ReportData,
+    Stats,
+)
+from featstore.report.gallery import LANDMARK_COLOURS, png_data_uri
+from featstore.report.page_assets import CSP, SCRIPT, STYLE
+from featstore.report.plots import Panel, Series, histograms_png
+
+TABLE_ROWS = 5000  # identities listed; the rest are counted (featstore query lists all)
+REASON_CHARS = 300
+
+
+def render_report(data: ReportData) -> str:
+    """The whole HTML document of a report."""
+    sections = [
+        _overview(data),
+        _identities(data.identities),
+        _distributions(data),
+        _rejections(data),
+        _gallery(data),
+        _comparisons(data.comparisons),
+        _unshown(data),
+    ]
+    title = f"featstore report: {data.model.name} in {data.store}"
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{escape(title)}</h1>"
+        f"<p class='muted'>featstore {escape(__version__)}, "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        "Every number comes from the views of <code>featstore query</code>.</p>"
+        + "".join(sections)
+        + _summary_json(data)
+        + f"<script>{SCRIPT}</script></body></html>\n"
+    )
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(
+    head: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    numeric: Sequence[bool] = (),
+    sortable: bool = False,
+    table_id: str = "",
+) -> str:
+    """An HTML table; cells are escaped unless given as `_Raw`."""
+    numeric = list(numeric) or [False] * len(head)
+    classes = ["n" if n else "" for n in numeric]
+    attrs = (" class='sortable'" if sortable else "") + (f" id='{table_id}'" if table_id else "")
+    parts = [f"<table{attrs}><thead><tr>"]
+    parts += [f"<th class='{c}'>{escape(h)}</th>" for h, c in zip(head, classes, strict=True)]
+    parts.append("</tr></thead><tbody>")
+    for row in rows:
+        parts.append("<tr>")
+        for value, c in zip(row, classes, strict=True):
+            parts.append(f"<td class='{c}'>{_cell(value)}</td>")
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+class _Raw(str):
+    """HTML that `_table` puts in a cell as it is."""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, _Raw):
+        return str(value)
+    if value is None:
+        return "<span class='muted'>-</span>"
+    return escape(str(value))
+
+
+def _overview(data: ReportData) -> str:
+    rows = []
+    for m in data.models:
+        c = data.counts.get(m.name)
+        if c is None:
+            continue
+        frames = c.frames
+        name = f"<b>{escape(m.name)}</b>" if m.name == data.model.name else escape(m.name)
+        rows.append(
+            [
+                _Raw(name),
+                m.dim,
+                c.identities,
+                f"{c.valid_identities} ({_pct(c.valid_identities, c.identities)})",
+                ", ".join(f"{s} {n}" for s, n in c.faces.items()) or None,
+                c.frame_total,
+                f"{frames.get('ok', 0)} ({_pct(frames.get('ok', 0), c.frame_total)})",
+                frames.get("no_face", 0),
+                frames.get("unreadable", 0),
+            ]
+        )
+    head = ["model", "dim", "identities", "valid identities", "frontal images", "frames"]
+    head += ["ok frames", "no_face", "unreadable"]
+    parts = [
+        "<h2 id='overview'>Overview</h2>",
+        f"<p>Store <code>{escape(str(data.store))}</code>; this report is about model "
+        f"<b>{escape(data.model.name)}</b> (dimension {data.model.dim}). An identity is "
+        "valid when its frontal image is ok and at least one of its frames is ok.</p>",
+        _table(head, rows, numeric=[False, True, True, True, False, True, True, True, True]),
+    ]
+    total = data.counts[data.model.name].frame_total
+    if data.where:
+        valid = sum(r.valid for r in data.identities)
+        parts.append(
+            f"<p><b>--where</b> <code>{escape(data.where)}</code> keeps "
+            f"<b id='frames-selected'>{data.frames_selected}</b> of {total} frames "
+            f"({_pct(data.frames_selected, total)}); {valid} identities stay valid. Everything "
+            "below is computed over the frames it keeps (frontal images are never filtered).</p>"
+        )
+    for m in data.models:
+        parts.append(
+            f"<details><summary>provenance of {escape(m.name)}</summary>"
+            + _table(["key", "value"], sorted(_flatten(m.provenance).items()))
+            + "</details>"
+        )
+    return "".join(parts)
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+def _identities(rows: list[IdentityRow]) -> str:
+    shown = rows[:TABLE_ROWS]
+    body = [
+        [
+            _Raw(f"{rank}"),
+            r.identity,
+            r.face_status,
+            r.frames_total,
+            r.frames_ok,
+            r.frames_no_face,
+            r.frames_unreadable,
+            _Raw(f"{100 * r.ok_share:.1f}") if r.frames_total else _Raw("0.0"),
+            _Raw("<span class='ok'>yes</span>" if r.valid else "<span class='bad'>no</span>"),
+        ]
+        for rank, r in enumerate(shown, 1)
+    ]
+    head = ["#", "identity", "frontal", "frames", "ok", "no_face", "unreadable", "ok %", "valid"]
+    note = (
+        f"<p class='muted'>The {len(shown)} worst of {len(rows)} identities; "
+        '<code>featstore query "SELECT * FROM identities"</code> lists them all.</p>'
+        if len(rows) > len(shown)
+        else ""
+    )
+    return (
+        "<h2 id='identities'>Identities, worst first</h2>"
+        "<p class='muted'>Not valid first, then by the share of frames that are not ok, then "
+        "by frames lost. Click a column to sort; <b>#</b> restores this order.</p>"
+        + note
+        + "<div class='scroll'>"
+        + _table(
+            head,
+            body,
+            numeric=[True, False, False, True, True, True, True, True, False],
+            sortable=True,
+            table_id="identity-table",
+        )
+        + "</div>"
+    )
+
+
+def _stats_table(named: Sequence[tuple[str, Stats]]) -> str:
+    head = ["values", "count", "non-finite", "mean", "std", "min", "median", "max"]
+    rows = [
+        [name, s.count, s.non_finite, _num(s.mean), _num(s.std)]
+        + [_num(s.minimum), _num(s.median), _num(s.maximum)]
+        for name, s in named
+    ]
+    return _table(head, rows, numeric=[False] + [True] * 7)
+
+
+def _plot(panels: Sequence[Panel], alt: str, columns: int = 3) -> str:
+    uri = png_data_uri(histograms_png(panels, columns=columns))
+    return f"<img class='plot' alt='{escape(alt)}' src='{uri}'>"
+
+
+def _distributions(data: ReportData) -> str:
+    angle_panels = [
+        Panel(
+            name if name == "avg_angle" else f"spherical_angles[{i}] ({_KEYPOINTS[i - 1]})",
+            "degrees",
+            [Series("", data.angles[name])],
+            bins=72,
+        )
+        for i, name in enumerate(ANGLES)
+    ]
+    norms = data.norms
+    scores = data.det_scores
+    totals = [r.frames_total for r in data.identities]
+    oks = [r.frames_ok for r in data.identities]
+    other_panels = [
+        Panel(
+            "det_score",
+            "detector score",
+            [Series(role, v) for role, v in scores.items() if v.size],
+        ),
+        Panel(
+            "feature L2 norm",
+            "norm (SPEC: 1)",
+            [Series(role, v) for role, v in norms.norms.items() if v.size],
+            log_y=True,
+        ),
+        Panel(
+            "frames per identity",
+            "frames",
+            [Series("all", np.array(totals)), Series("ok", np.array(oks))],
+            bins="integer",
+        ),
+    ]
+    flag_class = "bad" if norms.flagged_total else "ok"
+    flags = (
+        f"<p class='{flag_class}' id='norm-check'>Feature norms: {norms.checked} features "
+        f"checked, {norms.flagged_total} flagged: {norms.non_finite} NaN or infinite, "
+        f"{norms.zero} zero, {norms.non_unit} further than {norms.tolerance:g} from 1 "
+        "(SPEC: features are L2-normalised).</p>"
+    )
+    if norms.flagged:
+        flags += _table(
+            ["identity", "role", "image_path", "norm"],
+            [[f.identity, f.role, f.image_path, f"{f.norm:.6g}"] for f in norms.flagged],
+            numeric=[False, False, False, True],
+        )
+    return (
+        "<h2 id='distributions'>Distributions</h2>"
+        f"<h3>Angles (degrees, over the {data.angles['avg_angle'].size} frames of "
+        "<code>valid_frames</code>)</h3>"
+        + _plot(angle_panels, "angle histograms")
+        + _stats_table([(name, Stats.of(data.angles[name])) for name in ANGLES])
+        + "<h3>Detector scores, feature norms, frames per identity</h3>"
+        + _plot(other_panels, "score, norm and frames histograms")
+        + _stats_table(
+            [(f"det_score ({role})", Stats.of(v)) for role, v in scores.items()]
+            + [(f"norm ({role})", Stats.of(v)) for role, v in norms.norms.items()]
+            + [("frames per identity", Stats.of(np.array(totals)))]
+            + [("ok frames per identity", Stats.of(np.array(oks)))]
+        )
+        + flags
+    )
+
+
+_KEYPOINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
+
+
+def _figure(image: GalleryImage, caption: str) -> str:
+    t = image.thumbnail
+    if t.data_uri is not None:
+        picture = f"<img src='{t.data_uri}' alt='{escape(t.image_path)}'>"
+    else:
+        picture = f"<div class='placeholder'>{escape(t.problem or 'not shown')}</div>"
+    return (
+        f"<figure>{picture}<figcaption>{caption}<br>"
+        f"<span class='muted'>{escape(t.image_path)}</span></figcaption></figure>"
+    )
+
+
+def _status(image: GalleryImage) -> str:
+    css = "ok" if image.status == "ok" else "bad"
+    return f"<span class='{css}'>{escape(image.status)}</span>"
+
+
+def _rejections(data: ReportData) -> str:
+    reasons = _table(
+        ["status", "error", "frames"],
+        [[s, (e or "")[:REASON_CHARS] or None, n] for s, e, n in data.rejection_reasons],
+        numeric=[False, False, True],
+    )
+    figures = "".join(
+        _figure(
+            image,
+            f"{escape(image.identity)} #{image.frame_index} {_status(image)}"
+            f"<br>{escape((image.error or '')[:REASON_CHARS])}",
+        )
+        for image in data.rejected
+    )
+    return (
+        f"<h2 id='rejected'>Rejected frames ({data.rejected_total})</h2>"
+        + ("<h3>Most frequent reasons</h3>" + reasons if data.rejection_reasons else "")
+        + (
+            f"<h3>A sample of {len(data.rejected)} (seed {data.seed})</h3>"
+            f"<div class='strip'>{figures}</div>"
+            if data.rejected
+            else "<p>No frame was rejected.</p>"
+        )
+    )
+
+
+def _gallery(data: ReportData) -> str:
+    legend = " ".join(
+        f"<span class='swatch' style='background: rgb{colour}'></span> {name}"
+        for name, colour in zip(_KEYPOINTS, LANDMARK_COLOURS, strict=True)
+    )
+    parts = [
+        f"<h2 id='gallery'>Gallery ({len(data.gallery)} identities, seed {data.seed})</h2>",
+        f"<p class='muted'>Green: the face box. Landmarks: {legend}.</p>",
+    ]
+    for entry in data.gallery:
+        figures = []
+        if entry.face is not None:
+            figures.append(_figure(entry.face, f"frontal {_status(entry.face)}"))
+        figures += [_figure(f, f"frame #{f.frame_index} {_status(f)}") for f in entry.frames]
+        parts.append(
+            f"<div class='identity'><h3>{escape(entry.identity)} "
+            f"<span class='muted'>({entry.frames_total} frames, {len(entry.frames)} shown)"
+            f"</span></h3><div class='strip'>{''.join(figures)}</div></div>"
+        )
+    return "".join(parts)
+
+
+def _comparisons(comparisons: list[ModelComparison]) -> str:
+    if not comparisons:
+        return ""
+    parts = ["<h2 id='models'>Between models: cosine similarity of frontal features</h2>"]
+    for c in comparisons:
+        title = f"<h3>{escape(c.model)} vs {escape(c.other)}</h3>"
+        if not c.comparable:
+            parts.append(
+                title + f"<p class='bad'>Cannot be compared: {escape(c.model)} has {c.dim} "
+                f"dimensions and {escape(c.other)} has {c.other_dim}.</p>"
+            )
+            continue
+        values = c.values()
+        stats = Stats.of(values)
+        parts.append(
+            title + f"<p>{c.identities} identities have a frontal image in both models; "
+            f"{values.size} have features in both.</p>"
+            + _plot(
+                [Panel("cosine similarity", "cosine", [Series("", values)], value_range=None)],
+                f"cosine similarity {c.model} vs {c.other}",
+                columns=1,
+            )
+            + _stats_table([("cosine", stats)])
+            + "<p class='muted'>Lowest similarities:</p>"
+            + _table(
+                ["identity", "cosine"],
+                [[i, f"{v:.6f}"] for i, v in c.lowest()],
+                numeric=[False, True],
+            )
+        )
+    return "".join(parts)
+
+
+def _unshown(data: ReportData) -> str:
+    images = data.unshown_images
+    if not images:
+        return ""
+    rows = [
+        [
+            i.identity,
+            i.role,
+            i.thumbnail.image_path,
+            str(i.thumbnail.resolved or ""),
+            i.thumbnail.problem,
+        ]
+        for i in images
+    ]
+    return (
+        f"<h2 id='unshown'>Images not shown ({len(images)})</h2>"
+        "<p class='muted'>Looked for at the stored path under the base dir of the model's "
+        "provenance.</p>"
+        + _table(["identity", "role", "image_path", "looked for", "problem"], rows)
+    )
+
+
+def _summary_json(data: ReportData) -> str:
+    """The numbers shown, as JSON for tools and tests."""
+    c = data.counts[data.model.name]
+    summary = {
+        "store": str(data.store),
+        "model": data.model.name,
+        "models": {m.name: m.dim for m in data.models},
+        "where": data.where,
+        "identities": c.identities,
+        "valid_identities": c.valid_identities,
+        "faces": c.faces,
+        "frames": c.frames,
+        "frames_selected": data.frames_selected,
+        "identity_table": [
+            [r.identity, r.face_status, r.frames_total, r.frames_ok, r.frames_no_face]
+            + [r.frames_unreadable, r.valid]
+            for r in data.identities[:TABLE_ROWS]
+        ],
+        "angles": {name: _stats_dict(Stats.of(v)) for name, v in data.angles.items()},
+        "det_score": {role: _stats_dict(Stats.of(v)) for role, v in data.det_scores.items()},
+        "norms": {
+            "checked": data.norms.checked,
+            "non_finite": data.norms.non_finite,
+            "zero": data.norms.zero,
+            "non_unit": data.norms.non_unit,
+            "tolerance": data.norms.tolerance,
+        },
+        "rejected_frames": data.rejected_total,
+        "comparisons": {
+            c.other: (
+                {"identities": c.identities, "cosine": {k: _finite(v) for k, v in c.cosine.items()}}
+                if c.comparable
+                else {"comparable": False, "dims": [c.dim, c.other_dim]}
+            )
+            for c in data.comparisons
+        },
+        "unshown_images": [
+            [i.identity, i.thumbnail.image_path, i.thumbnail.problem] for i in data.unshown_images
+        ],
+    }
+    text = json.dumps(summary, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    return f"<script type='application/json' id='featstore-report'>{text}</script>"
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: a non-finite value is written as null."""
+    return value if value is not None and np.isfinite(value) else None
+
+
+def _stats_dict(stats: Stats) -> dict[str, Any]:
+    return {
+        "count": stats.count,
+        "non_finite": stats.non_finite,
+        "mean": stats.mean,
+        "min": stats.minimum,
+        "median": stats.median,
+        "max": stats.maximum,
+    }

@@ -1,0 +1,405 @@
+"""`export-json`: the store out as the trainer's JSON (SPEC §4), streamed.
+
+    {"<identity>": {"face_image_path": ..., "face_features": [...], ..., "video_data": [...],
+                    "total_video_images": n, "valid_video_images": k,
+                    "feature_dim": D, "dinov2_model": "<model>"}, ...}
+
+How it is written:
+
+- The valid identities (one small row each) are listed and sorted by Python's string
+  order, i.e. by Unicode code point. Their partition files, one per identity, are then
+  scanned by DuckDB in that order, without ORDER BY: DuckDB keeps a scan's file and row
+  order, so no sort materialises the store (the merge checks the order it gets).
+- Each identity is assembled from its rows, serialised by orjson and written before the
+  next is read: memory holds one identity, one Arrow batch and the list of identity
+  names, never the document.
+- Floats are numpy float32 values handed to orjson, which writes the shortest decimal
+  that parses back to the same float32.
+- The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
+  interrupted export never leaves a truncated file under the final name.
+
+Decisions where the spec is silent:
+
+- `total_video_images` is the identity's frame count in the store, all statuses (the
+  seed counted the images of the video folder); `--where` does not change it. For rows
+  imported from a JSON file it is the count that file recorded (see
+  `featstore.trainer_json.importer`).
+  `valid_video_images` is the number of frames written, after `--where`.
+- An identity whose frames `--where` removes entirely is left out.
+- `--indent N` writes what `json.dumps(..., indent=N)` would (newlines, N spaces a level,
+  `": "` after keys); without it the file is compact (orjson's, no spaces).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from featstore.errors import InputError, StoreError
+from featstore.store.layout import partition_key, present_identities
+from featstore.store.location import StoreLocation
+from featstore.store.paths import output_path, relative_path
+from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
+from featstore.trainer_json.json_writer import AtomicWriter, document
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from featstore.store.query import ModelInfo, Store
+
+ExportFormat = Literal["new", "old"]
+EXPORT_FORMATS: tuple[str, ...] = ("new", "old")
+# Set on the frontal row of identities imported from a JSON file (featstore.trainer_json.importer):
+# the file's total_video_images, i.e. frames of any status, which the JSON does not list.
+TOTAL_COLUMN = "total_video_images"
+_BATCH_BYTES = 8 << 20  # Arrow batches of about this many bytes of features
+_SHAPES: dict[str, tuple[int, ...]] = {
+    "landmarks_2d": (5, 2),
+    "landmarks_3d": (5, 3),
+    "box": (4,),
+    "spherical_angles": (5,),
+}
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What `export_json` wrote."""
+
+    path: Path
+    model: str
+    json_format: str  # "new" or "old"
+    identities: int
+    frames: int
+    bytes: int
+    base_dir: Path  # the paths in the file are relative to it
+
+    def format(self) -> str:
+        """One line for people."""
+        mib = self.bytes / (1 << 20)
+        line = (
+            f"wrote {self.identities} identities, {self.frames} frames of {self.model} "
+            f"({self.json_format} format, {mib:.1f} MiB) to {self.path}; "
+            f"paths relative to {self.base_dir}"
+        )
+        if not self.identities:
+            line += "\nwarning: no identity to export (no valid identity, or --where kept no frame)"
+        return line
+
+
+def export_json(
+    store: str | os.PathLike[str] | Store,
+    *,
+    out: str | os.PathLike[str],
+    model: str | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    where: str | None = None,
+    format: ExportFormat = "new",
+    indent: int | None = None,
+) -> ExportSummary:
+    """Write the trainer's JSON for one model of `store` to `out`.
+
+    Valid identities only, sorted by Python's string order (Unicode code points); `ok`
+    frames only, in frame order; paths re-based from the extraction's base dir onto
+    `base_dir`. Written to a temporary file beside `out` and renamed over it.
+
+    Args:
+        store: the store folder, or an open `featstore.store.query.Store`.
+        out: the JSON file to write (its folder must exist); replaced if present.
+        model: the model to export; required when the store holds several.
+        base_dir: paths in the file are relative to it; default: `out`'s folder.
+        where: an SQL predicate over the columns of the `frames` view (e.g.
+            `abs(avg_angle) < 30`); frames it rejects are left out, and so are
+            identities left without a frame. `total_video_images` is not affected.
+        format: "new" (features, landmarks, angles) or "old" (paths only).
+        indent: None for a compact file, else spaces per level, like `json.dumps`.
+
+    Returns:
+        An `ExportSummary`.
+
+    Raises:
+        StoreError: not a store, no model or no rows, several models and no `model`.
+        InputError: a bad `format`, `indent`, `where` or output path.
+    """
+    from featstore.store.query import Store
+
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}.")
+    if indent is not None and (isinstance(indent, bool) or not isinstance(indent, int)):
+        raise InputError(f"--indent must be a whole number of spaces, got {indent!r}.")
+    if indent is not None and indent < 0:
+        raise InputError(f"--indent must be 0 or more, got {indent}.")
+    opened = store if isinstance(store, Store) else Store(store)
+    info = _model_info(opened, model)
+    source_base = info.provenance.get("base_dir")
+    if not isinstance(source_base, str):
+        raise StoreError(
+            f"the provenance of model {info.name} in {opened.location} records no base_dir, so "
+            "its image paths cannot be re-based.\nHint: extract again with this featstore."
+        )
+    out_path = output_path(Path(out))
+    export_base = Path(os.path.abspath(base_dir)) if base_dir is not None else out_path.parent
+
+    with opened.connect(model=info.name) as con:
+        if not con.execute("SELECT count(*) FROM images").fetchall()[0][0]:
+            raise StoreError(
+                f"model {info.name} in {opened.location} has no rows yet.\n"
+                "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+            )
+        columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
+        frame_filter = check_where_with(con, where, columns)
+        scan = _Scan(con, opened.location, info, frame_filter, new=format == "new")
+        rebase = _Rebaser(source_base, export_base)
+        writer = AtomicWriter(out_path)
+        try:
+            entries = (
+                (identity, _identity_object(face, frames, total, info, format == "new", rebase))
+                for identity, face, frames, total in scan.identities()
+            )
+            written = writer.write(document(entries, indent))
+        except BaseException as exc:
+            writer.discard()
+            # DuckDB's errors while rows are read reach us through Arrow as OSError.
+            if not isinstance(exc, (duckdb_error(), OSError)):
+                raise
+            message = str(exc)
+            # A cast that fails on some value shows only now; DuckDB quotes the line.
+            if where and where.strip().splitlines()[0] in message:
+                raise where_error(where, message, columns) from exc
+            raise StoreError(f"cannot read the store {opened.location}: {message}") from exc
+    size = writer.commit()
+    return ExportSummary(
+        path=out_path,
+        model=info.name,
+        json_format=format,
+        identities=written.identities,
+        frames=written.frames,
+        bytes=size,
+        base_dir=export_base,
+    )
+
+
+def _model_info(store: Store, model: str | None) -> ModelInfo:
+    if not store.models():
+        raise StoreError(
+            f"store {store.location} is empty: it holds no model yet.\n"
+            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+        )
+    return store.model(model)
+
+
+class _Rebaser:
+    """Stored paths (relative to the extraction's base dir) re-based onto the export's."""
+
+    def __init__(self, source_base: str, export_base: Path) -> None:
+        self.source_base = source_base
+        self.export_base = export_base
+
+    def __call__(self, stored: str) -> str:
+        # A stored absolute path (one that could not be made relative) stays as it is.
+        return relative_path(Path(posixpath.join(self.source_base, stored)), self.export_base)
+
+
+class _Scan:
+    """The rows to export, identity by identity, in identity order, streamed."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        store: StoreLocation,
+        info: ModelInfo,
+        frame_filter: str,
+        *,
+        new: bool,
+    ) -> None:
+        self.con, self.store, self.info, self.new = con, store, info, new
+        self.frame_filter = frame_filter
+        self.types = {row[0]: row[1] for row in con.execute("DESCRIBE images").fetchall()}
+
+    def identities(
+        self,
+    ) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]], int]]:
+        """(identity, frontal row, ok frames in frame order, total_video_images)."""
+        totals = dict(
+            self.con.execute("SELECT identity, frames_total FROM identities WHERE valid").fetchall()
+        )
+        order = sorted(totals)
+        if not order:
+            return
+        keys = [partition_key(self.info.name, identity) for identity in order]
+        present = present_identities(self.store, self.info.name)
+        missing = next((k for k in keys if k.split("/")[1] not in present), None)
+        if missing is not None:
+            raise StoreError(
+                f"{self.store.describe(missing)} is missing, though the store has rows of its "
+                "identity; the store's layout was changed by hand.\n"
+                "Hint: extract that identity again."
+            )
+        files = [self.store.path(key) for key in keys]
+        expected = iter(order)
+        for identity, rows in _grouped(self._rows(files)):
+            if identity != next(expected, None):
+                # DuckDB returned the files out of order: stop rather than write them so.
+                raise StoreError(
+                    f"the scan of {self.store} returned identity {identity!r} out of order."
+                )
+            face = next((r for r in rows if r["role"] == "face"), None)
+            frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
+            if face is None:
+                raise StoreError(f"identity {identity!r} is valid but has no ok frontal row.")
+            if frames:  # none left when --where rejected them all
+                total = face.get(TOTAL_COLUMN)
+                yield identity, face, frames, int(totals[identity] if total is None else total)
+
+    def _rows(self, files: list[str]) -> Iterator[dict[str, Any]]:
+        columns = ["role", "identity", "frame_index", "image_path"]
+        if self.new:
+            columns += ["features", *_SHAPES, "avg_angle"]
+        if TOTAL_COLUMN in self.types:
+            columns.append(TOTAL_COLUMN)
+        # The columns and types of the `images` view, so --where sees what it was checked
+        # against; over the files in identity order, so no ORDER BY is needed.
+        casts = ", ".join(f"{_quote(n)}::{t} AS {_quote(n)}" for n, t in self.types.items())
+        params: dict[str, Any] = {}
+        if self.store.local is not None:
+            source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
+            params["files"] = files
+        else:  # object storage: pyarrow reads (see Store.connect), in the files' order
+            from featstore.store.query import scan_files
+
+            self.con.register("_export_files", scan_files(self.store, files))
+            source = "_export_files"
+        sql = f"""SELECT {", ".join(map(_quote, columns))}
+                  FROM (SELECT {casts} FROM {source}) AS frames
+                  WHERE status = 'ok' AND (role = 'face' OR {self.frame_filter})"""
+        self.con.execute("SET preserve_insertion_order = true")
+        rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
+        relation = self.con.sql(sql, params=params or None)
+        # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
+        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+        for batch in reader(rows):
+            yield from _batch_rows(batch)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _frame_index(row: dict[str, Any]) -> int:
+    return int(row["frame_index"])
+
+
+def _batch_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
+    """A batch's rows as dicts: str, int, and numpy float32 arrays (None where null)."""
+    columns: dict[str, list[Any]] = {}
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if name in _SHAPES or name in ("features", "avg_angle"):
+            columns[name] = _floats(column, _SHAPES.get(name, ()), batch, name)
+        else:
+            columns[name] = column.to_pylist()
+    for i in range(batch.num_rows):
+        yield {name: values[i] for name, values in columns.items()}
+
+
+def _floats(
+    column: pa.Array, shape: tuple[int, ...], batch: pa.RecordBatch, name: str
+) -> list[Any]:
+    """A (nested) fixed-size float32 column as one numpy value per row (None if null)."""
+    present = ~column.is_null().to_numpy(zero_copy_only=False)
+    values = column
+    while pa.types.is_fixed_size_list(values.type):
+        # `.values` is the whole child array (null rows included): slice this array's part.
+        size = values.type.list_size
+        shape = shape or (size,)  # features: [D]
+        values = values.values.slice(values.offset * size, len(values) * size)
+    array = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    array = array.reshape((len(column), *shape))
+    finite = np.isfinite(array.reshape(len(column), -1)).all(axis=1)  # null elements: NaN
+    bad = present & ~finite
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise StoreError(
+            f"image {batch.column('image_path')[row].as_py()!r} of identity "
+            f"{batch.column('identity')[row].as_py()!r} has a non-finite or incomplete "
+            f"{name}, which JSON cannot hold.\n"
+            "Hint: extract that identity again, or leave it out with --where."
+        )
+    return [array[i] if present[i] else None for i in range(len(column))]
+
+
+def _grouped(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Consecutive rows of one identity, as (identity, rows)."""
+    current: str | None = None
+    group: list[dict[str, Any]] = []
+    for row in rows:
+        if row["identity"] != current:
+            if current is not None:
+                yield current, group
+            current, group = row["identity"], []
+        group.append(row)
+    if current is not None:
+        yield current, group
+
+
+_FACE_VALUES = ("features", "landmarks_2d", "landmarks_3d", "box")
+_FRAME_VALUES = (*_FACE_VALUES, "spherical_angles", "avg_angle")
+
+
+def _identity_object(
+    face: dict[str, Any],
+    video: list[dict[str, Any]],
+    total: int,
+    info: ModelInfo,
+    new: bool,
+    rebase: _Rebaser,
+) -> dict[str, Any]:
+    """One identity's JSON object, keys in the order of SPEC §4."""
+    if not new:
+        return {
+            "face_image_path": rebase(face["image_path"]),
+            "video_images": [rebase(frame["image_path"]) for frame in video],
+        }
+    _require(face, _FACE_VALUES)
+    for frame in video:
+        _require(frame, _FRAME_VALUES)
+    return {
+        "face_image_path": rebase(face["image_path"]),
+        "face_features": face["features"],
+        "face_landmarks_2d": face["landmarks_2d"],
+        "face_landmarks_3d": face["landmarks_3d"],
+        "face_box": face["box"],
+        "video_data": [
+            {
+                "image_path": rebase(frame["image_path"]),
+                "features": frame["features"],
+                "landmarks_2d": frame["landmarks_2d"],
+                "landmarks_3d": frame["landmarks_3d"],
+                "box": frame["box"],
+                "spherical_angles": frame["spherical_angles"],
+                "avg_angle": frame["avg_angle"],
+            }
+            for frame in video
+        ],
+        "total_video_images": total,
+        "valid_video_images": len(video),
+        "feature_dim": info.dim,
+        "dinov2_model": info.name,
+    }
+
+
+def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:
+    """An `ok` row of a valid identity has every value the JSON needs."""
+    missing = [name for name in names if row[name] is None]
+    if missing:
+        raise StoreError(
+            f"{row['role']} {row['image_path']!r} of identity {row['identity']!r} is ok but has "
+            f"no {', '.join(missing)}; the store is damaged.\n"
+            "Hint: extract that identity again (featstore extract --overwrite)."
+        )

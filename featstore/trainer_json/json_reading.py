@@ -1,0 +1,90 @@
+"""Reading a trainer JSON's bytes: UTF-8 checked chunk by chunk, and the whole-file
+fallback parse that names the line and column of a syntax error."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections import Counter
+from typing import IO, Any
+
+from featstore.trainer_json.problems import Problem
+
+SNIPPET = 20  # characters shown either side of a syntax error
+
+
+class NotUtf8(Exception):
+    def __init__(self, offset: int, line: int, bad: bytes) -> None:
+        super().__init__(offset)
+        self.offset, self.line, self.bad = offset, line, bad
+
+
+class Utf8Reader:
+    """Hands a file's bytes to ijson after checking, chunk by chunk, that they are UTF-8.
+
+    yajl checks UTF-8 inside strings only and names no position; this names the byte.
+    """
+
+    def __init__(self, raw: IO[bytes], offset: int) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._offset = offset  # bytes handed out so far, from the start of the file
+        self._lines = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        pending = len(self._decoder.getstate()[0])  # a character split by the last chunk
+        try:
+            self._decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            before = max(exc.start - pending, 0)
+            line = self._lines + chunk.count(b"\n", 0, before) + 1
+            bad = exc.object[exc.start : exc.end]
+            raise NotUtf8(self._offset - pending + exc.start, line, bad) from None
+        self._offset += len(chunk)
+        self._lines += chunk.count(b"\n")
+        return chunk
+
+
+def parse_whole(raw: IO[bytes], start: int) -> tuple[Any, list[str]] | Problem:
+    """Parse the file with the standard library: (top value, repeated top-level keys)."""
+    raw.seek(start)
+    data = raw.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.end].hex(" ").upper()
+        found = f"byte {bad} at byte offset {start + exc.start} (line {line})"
+        return Problem("Q3-encoding", None, None, "UTF-8 text", found)
+    del data  # the text is all that is needed from here on
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # Called innermost object first, so the last call is the top-level object's.
+        obj = dict(pairs)
+        counts = Counter(key for key, _ in pairs) if len(obj) < len(pairs) else Counter()
+        repeated[:] = [key for key, n in counts.items() for _ in range(n - 1)]
+        return obj
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs_hook), repeated
+    except json.JSONDecodeError as exc:
+        snippet = text[max(exc.pos - SNIPPET, 0) : exc.pos + SNIPPET]
+        found = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+        found += f", near {json.dumps(snippet, ensure_ascii=False)}"
+        if text.find("]", exc.pos) < 0 and text.find("}", exc.pos) < 0:
+            # Nothing is closed after the error: the text stops inside the document.
+            found += " (the file stops inside the document: truncated?)"
+    except ValueError as exc:  # an integer of more than 4300 digits
+        found = str(exc).split(";")[0]
+    return Problem("Q3-json-syntax", None, None, "valid JSON", found)
+
+
+def first_non_space(raw: IO[bytes]) -> bytes:
+    """The first byte that is not JSON whitespace, or b"" at the end of the file."""
+    while chunk := raw.read(1 << 16):
+        stripped = chunk.lstrip(b" \t\r\n")
+        if stripped:
+            return stripped[:1]
+    return b""

@@ -1,0 +1,120 @@
+"""Writing the trainer's JSON: one identity at a time, indented like `json.dumps`, and
+atomically (`<out>.tmp-<pid>` renamed over `out`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from featstore.errors import InputError
+
+
+@dataclass
+class Document:
+    """The bytes of the document, piece by piece, and what they hold."""
+
+    chunks: Iterator[bytes]
+    counts: WriteCounts
+
+
+def document(entries: Iterable[tuple[str, dict[str, Any]]], indent: int | None) -> Document:
+    counts = WriteCounts()
+
+    def chunks() -> Iterator[bytes]:
+        options = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent is not None else 0)
+        separator = b""
+        yield b"{"
+        for identity, value in entries:
+            key = orjson.dumps(identity)
+            body = orjson.dumps(value, option=options)
+            if indent is None:
+                yield separator + key + b":" + body
+            else:
+                pad = b"\n" + b" " * indent
+                yield separator + pad + key + b": " + reindent(body, indent, depth=1)
+            separator = b","
+            counts.identities += 1
+            video = value.get("video_data", value.get("video_images", ()))
+            counts.frames += len(video)
+        yield b"\n}" if indent is not None and counts.identities else b"}"
+
+    return Document(chunks(), counts)
+
+
+def reindent(data: bytes, indent: int, *, depth: int = 0) -> bytes:
+    """orjson's 2-space indented JSON with `indent` spaces a level, nested `depth` levels.
+
+    The result is what `json.dumps(value, indent=indent)` lays out (orjson already puts
+    every element on its own line and `": "` after keys; only the spaces differ). JSON
+    strings cannot hold a raw newline, so the spaces after each newline are indentation.
+    """
+    if indent != 2:
+        deepest = 0
+        while b"\n" + b"  " * (deepest + 1) in data:
+            deepest += 1
+        # Deepest first, through a marker byte (NUL never appears raw in JSON), so a
+        # shallower pattern never matches the start of a line already converted.
+        for level in range(deepest, 0, -1):
+            data = data.replace(b"\n" + b"  " * level, b"\n" + b"\0" * level)
+        data = data.replace(b"\0", b" " * indent)
+    if depth:
+        data = data.replace(b"\n", b"\n" + b" " * (indent * depth))
+    return data
+
+
+class AtomicWriter:
+    """Write to `<out>.tmp-<pid>` beside `out`; rename over `out` once complete."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        self.file: BinaryIO | None = None
+        try:
+            self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
+        except OSError as exc:
+            raise InputError(
+                f"cannot write --out {out}: {exc.strerror or exc}.\n"
+                "Hint: choose a folder you can write to."
+            ) from exc
+
+    def write(self, document: Document) -> WriteCounts:
+        assert self.file is not None
+        # Errors reading the store come out of `document.chunks`; only writes are ours.
+        for chunk in document.chunks:
+            self._guard(self.file.write, chunk)
+        self._guard(self.file.flush)
+        self._guard(os.fsync, self.file.fileno())
+        return document.counts
+
+    def _guard(self, call: Callable[..., object], *args: Any) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            raise InputError(f"cannot write --out {self.out}: {exc.strerror or exc}.") from exc
+
+    def commit(self) -> int:
+        assert self.file is not None
+        self.file.close()
+        size = self.tmp.stat().st_size
+        try:
+            os.replace(self.tmp, self.out)
+        except OSError as exc:
+            self.discard()
+            raise InputError(f"cannot write --out {self.out}: {exc.strerror or exc}.") from exc
+        return size
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class WriteCounts:
+    identities: int = 0
+    frames: int = 0

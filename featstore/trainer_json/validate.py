@@ -1,0 +1,426 @@
+"""Check a trainer JSON (SPEC §4) and answer the seed's troubleshooting list (Q1-Q3).
+
+    report = validate_json(Path("valid_images.json"))
+    for problem in report.problems:
+        print(problem.format())
+
+Every problem has a code whose prefix names the seed's question it answers:
+
+    Q1-dim-mismatch      a feature vector's length differs from feature_dim, or
+                         dinov2_model makes features of another dim
+    Q1-unknown-model     dinov2_model is not a DINOv2 model featstore knows
+    Q1-mixed-dims        identities disagree on the feature dim
+    Q1-mixed-models      identities name different models (of the same dim)
+    Q2-missing-path      an image path does not name an existing file
+    Q2-backslash         a path uses '\\' separators
+    Q2-base-dir          no path of the file resolves (a moved file or a wrong --base-dir)
+    Q3-empty             the file is empty or only whitespace
+    Q3-encoding          not UTF-8 (byte offset given), a UTF-8 BOM, or UTF-16/32
+    Q3-json-syntax       malformed JSON (line and column given)
+    Q3-top-level         the top level is not an object keyed by identity
+    Q3-duplicate-identity  an identity appears twice (json.load keeps the last silently)
+    Q3-unknown-format    an identity has neither the new nor the old format's fields
+    Q3-mixed-format      identities of the new and the old format in one file
+    Q3-missing-field     a field of the format is absent
+    Q3-type              a field has the wrong JSON type
+    Q3-shape             a list has the wrong shape (e.g. landmarks not [5][2]), no frames
+    Q3-non-finite        NaN or +-Infinity where a number is expected
+    Q3-count             valid_video_images / total_video_images disagree with video_data
+
+`\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
+the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
+
+How the file is read: the top-level object is streamed one identity at a time with ijson
+(yajl2 C backend), so memory holds one identity, not the file. yajl rejects the tokens
+`NaN` / `Infinity` that Python's `json.dump` writes and `json.load` accepts; when it
+rejects a file, the whole file is parsed again with the standard library, which accepts
+those tokens (so they are reported per identity and field) and gives the line and column
+of real syntax errors. That fallback holds the whole file in memory; it is taken only for
+broken files and files with non-finite numbers.
+
+Per-frame problems of one identity merge into one line per (code, field, expected): a file
+whose 10,000 frames all miss `spherical_angles` says so once per identity, with a count.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import ijson
+
+from featstore.errors import InputError
+from featstore.trainer_json.json_reading import NotUtf8, Utf8Reader, first_non_space, parse_whole
+from featstore.trainer_json.problems import (
+    MISSING,
+    IdentityProblems,
+    Problem,
+    ValidationReport,
+    check_counts,
+    check_numbers,
+    describe,
+    frame_list,
+    require,
+)
+
+Format = Literal["new", "old", "unknown"]
+
+
+# Fields that mark an identity as new-format; `video_images` marks the old one.
+_NEW_KEYS = (
+    "face_features",
+    "video_data",
+    "face_landmarks_2d",
+    "face_landmarks_3d",
+    "face_box",
+    "feature_dim",
+    "dinov2_model",
+)
+_FACE_SHAPES = {"face_landmarks_2d": (5, 2), "face_landmarks_3d": (5, 3), "face_box": (4,)}
+_FRAME_SHAPES = {
+    "landmarks_2d": (5, 2),
+    "landmarks_3d": (5, 3),
+    "box": (4,),
+    "spherical_angles": (5,),
+    "avg_angle": (),  # one number
+}
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def validate_json(
+    path: Path, *, check_paths: bool = True, max_problems: int | None = None
+) -> ValidationReport:
+    """Check a trainer JSON against SPEC §4; never raises for a bad *file content*.
+
+    Args:
+        path: the JSON file.
+        check_paths: check that every image path names an existing file (relative paths
+            against the JSON file's folder, absolute ones as they are).
+        max_problems: keep at most this many problems in the report (all are counted);
+            None keeps all.
+
+    Raises:
+        InputError: the file cannot be opened or read.
+    """
+    if max_problems is not None and max_problems < 0:
+        raise ValueError(f"max_problems must be None or >= 0, got {max_problems}")
+    path = Path(path)
+    try:
+        with path.open("rb") as raw:
+            return _Validator(path, check_paths, max_problems).run(raw)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class _Validator:
+    """One run over one file: the per-identity checks and what spans identities."""
+
+    def __init__(self, path: Path, check_paths: bool, max_problems: int | None) -> None:
+        self.report = ValidationReport(path)
+        self._folder = path.resolve().parent
+        self._check_paths = check_paths
+        self._max = max_problems
+        self._seen: set[str] = set()
+        self._format_from = ""  # the identity that set report.format / dim / model
+        self._dim_from = ""
+        self._model_from = ""
+        self._paths_checked = 0
+        self._paths_found = 0
+        self._first_missing: str | None = None
+
+    # -- reading ---------------------------------------------------------------------
+
+    def run(self, raw: IO[bytes]) -> ValidationReport:
+        """Read the file: stream it when it is a UTF-8 object, else parse it whole."""
+        start = self._check_encoding_start(raw.read(4))
+        if start is None:
+            return self.report
+        raw.seek(start)
+        first = first_non_space(raw)
+        if not first:
+            found = "an empty file" if raw.seek(0, os.SEEK_END) == 0 else "only whitespace"
+            return self._file_problem("Q3-empty", "a JSON object keyed by identity", found)
+        raw.seek(start)
+        if first != b"{":
+            return self._walk(parse_whole(raw, start))  # a syntax error or a wrong top level
+        try:
+            for name, value in ijson.kvitems(Utf8Reader(raw, start), "", use_float=True):
+                self._identity(name, value)
+        except NotUtf8 as exc:
+            found = f"byte {exc.bad.hex(' ').upper()} at byte offset {exc.offset} (line {exc.line})"
+            self._file_problem("Q3-encoding", "UTF-8 text", found)
+        except ijson.JSONError:
+            parsed = parse_whole(raw, start)
+            if isinstance(parsed, Problem):
+                # Broken for Python too: keep what was streamed before the break, add where.
+                self._add(parsed)
+            else:
+                # Python reads it (NaN, Infinity, huge numbers): check it all from the start.
+                return _Validator(self.report.path, self._check_paths, self._max)._walk(parsed)
+        return self._finish()
+
+    def _check_encoding_start(self, head: bytes) -> int | None:
+        """Where the JSON text starts (after a UTF-8 BOM), or None when it is not UTF-8."""
+        if head.startswith(codecs.BOM_UTF8):
+            message = "json.load on a file opened with encoding='utf-8' rejects it"
+            self._file_problem("Q3-encoding", "UTF-8 without a BOM", "a UTF-8 BOM", message)
+            return 3
+        if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+            found = "UTF-32 text (BOM)"
+        elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            found = "UTF-16 text (BOM)"
+        elif b"\x00" in head:
+            found = "NUL bytes at the start (UTF-16 or UTF-32 without a BOM?)"
+        else:
+            return 0
+        self._file_problem("Q3-encoding", "UTF-8 text", found)
+        return None
+
+    def _walk(self, parsed: tuple[Any, list[str]] | Problem) -> ValidationReport:
+        """Check a file parsed whole: (top-level value, repeated top-level keys)."""
+        if isinstance(parsed, Problem):
+            self._add(parsed)
+            return self.report
+        top, repeated = parsed
+        if not isinstance(top, dict):
+            found = describe(top)
+            return self._file_problem("Q3-top-level", "a JSON object keyed by identity", found)
+        for name in repeated:
+            self._duplicate(name)
+        for name, value in top.items():
+            self._identity(name, value)
+        return self._finish()
+
+    # -- problems --------------------------------------------------------------------
+
+    def _add(self, problem: Problem) -> None:
+        report = self.report
+        report.problem_count += 1
+        report.counts_by_code[problem.code] = report.counts_by_code.get(problem.code, 0) + 1
+        if self._max is None or len(report.problems) < self._max:
+            report.problems.append(problem)
+
+    def _file_problem(
+        self, code: str, expected: str, found: str, message: str = ""
+    ) -> ValidationReport:
+        self._add(Problem(code, None, None, expected, found, message))
+        return self.report
+
+    def _duplicate(self, name: str) -> None:
+        self._add(
+            Problem(
+                "Q3-duplicate-identity",
+                name,
+                None,
+                "each identity once",
+                "a second entry",
+                "json.load keeps only the last entry of a repeated key",
+            )
+        )
+
+    def _finish(self) -> ValidationReport:
+        if self._check_paths and self._paths_checked and not self._paths_found:
+            found = f"none of {self._paths_checked} paths exists"
+            found += _guess_base_dir(self._first_missing, self._folder)
+            expected = f"paths relative to the JSON file's folder {self._folder}"
+            self._file_problem("Q2-base-dir", expected, found)
+        return self.report
+
+    # -- one identity ----------------------------------------------------------------
+
+    def _identity(self, name: str, value: Any) -> None:
+        report = self.report
+        if name in self._seen:
+            self._duplicate(name)
+        else:
+            self._seen.add(name)
+            report.identities += 1
+        issues = IdentityProblems()
+        frames = 0
+        if not isinstance(value, dict):
+            issues.add("Q3-type", None, "an object", describe(value))
+        else:
+            fmt = _format_of(value)
+            if fmt == "unknown":
+                keys = f"fields {', '.join(list(value)[:8])}" if value else "an empty object"
+                expected = "face_features + video_data (new format) or video_images (old)"
+                issues.add("Q3-unknown-format", None, expected, keys)
+            elif report.format == "unknown":
+                report.format, self._format_from = fmt, name
+            elif fmt != report.format:
+                expected = f"the {report.format} format, as identity {self._format_from}"
+                issues.add("Q3-mixed-format", None, expected, f"the {fmt} format")
+            if fmt == "new":
+                frames = self._check_new(name, value, issues)
+            elif fmt == "old":
+                frames = self._check_old(value, issues)
+        report.frames += frames
+        for problem in issues.problems(name, frames):
+            self._add(problem)
+
+    def _check_old(self, obj: dict[str, Any], issues: IdentityProblems) -> int:
+        self._check_path(issues, "face_image_path", require(issues, obj, "face_image_path"))
+        images = frame_list(issues, obj, "video_images", "an array of paths")
+        for i, image in enumerate(images or ()):
+            self._check_path(issues, f"video_images[{i}]", image)
+        return len(images or ())
+
+    def _check_new(self, name: str, obj: dict[str, Any], issues: IdentityProblems) -> int:
+        vectors: list[tuple[str, Any]] = []  # feature vectors, for the dim checks below
+        self._check_path(issues, "face_image_path", require(issues, obj, "face_image_path"))
+        face = require(issues, obj, "face_features")
+        if face is not MISSING:
+            vectors.append(("face_features", face))
+        for key, shape in _FACE_SHAPES.items():
+            check_numbers(issues, key, require(issues, obj, key), shape)
+        frames = frame_list(issues, obj, "video_data", "an array of frame objects")
+        for i, frame in enumerate(frames or ()):
+            where = f"video_data[{i}]"
+            if not isinstance(frame, dict):
+                issues.add("Q3-type", where, "an object", describe(frame))
+                continue
+            self._check_path(
+                issues, f"{where}.image_path", require(issues, frame, "image_path", where)
+            )
+            feats = require(issues, frame, "features", where)
+            if feats is not MISSING:
+                vectors.append((f"{where}.features", feats))
+            for key, shape in _FRAME_SHAPES.items():
+                check_numbers(issues, f"{where}.{key}", require(issues, frame, key, where), shape)
+        check_counts(issues, obj, None if frames is None else len(frames))
+        for field, vector in vectors:
+            check_numbers(issues, field, vector, (None,))
+        self._check_dims(name, obj, vectors, issues)
+        return len(frames or ())
+
+    def _check_dims(
+        self,
+        name: str,
+        obj: dict[str, Any],
+        vectors: list[tuple[str, Any]],
+        issues: IdentityProblems,
+    ) -> None:
+        """Q1: vector lengths vs feature_dim vs dinov2_model, and across identities."""
+        declared = require(issues, obj, "feature_dim")
+        declared_dim: int | None = None
+        if type(declared) is int and declared > 0:
+            declared_dim = declared
+        elif declared is not MISSING:
+            issues.add("Q3-type", "feature_dim", "an integer > 0", describe(declared))
+        lengths = Counter(len(v) for _, v in vectors if isinstance(v, list))
+        dim: int | None
+        if len(lengths) == 1:
+            (dim,) = lengths
+            if declared_dim is not None and declared_dim != dim:
+                expected = f"{dim} (the length of every feature vector)"
+                issues.add("Q1-dim-mismatch", "feature_dim", expected, str(declared_dim))
+        else:
+            # Vectors disagree (or there are none): feature_dim, when valid, is the reference.
+            dim = (
+                declared_dim
+                if declared_dim is not None
+                else max(lengths, key=lengths.__getitem__, default=None)
+            )
+            for field, vector in vectors:
+                if isinstance(vector, list) and dim is not None and len(vector) != dim:
+                    expected = f"{dim} numbers (feature_dim)"
+                    issues.add("Q1-dim-mismatch", field, expected, f"{len(vector)} numbers")
+        model = self._check_model(require(issues, obj, "dinov2_model"), dim, issues)
+        report = self.report
+        if dim is not None and report.dim is None:
+            report.dim, self._dim_from = dim, name
+        elif dim is not None and dim != report.dim:
+            expected = f"{report.dim}, as identity {self._dim_from}"
+            issues.add("Q1-mixed-dims", "feature_dim", expected, str(dim))
+            return  # a different dim already says the models differ
+        if model is not None and report.model is None:
+            report.model, self._model_from = model, name
+        elif model is not None and model != report.model:
+            expected = f"{report.model}, as identity {self._model_from}"
+            issues.add("Q1-mixed-models", "dinov2_model", expected, model)
+
+    @staticmethod
+    def _check_model(model: Any, dim: int | None, issues: IdentityProblems) -> str | None:
+        """dinov2_model when it is a known model of `dim`, else None (after reporting)."""
+        if model is MISSING:
+            return None
+        known = _model_dims()
+        if type(model) is not str or model not in known:
+            expected = f"one of {', '.join(known)}"
+            code = "Q1-unknown-model" if type(model) is str else "Q3-type"
+            issues.add(code, "dinov2_model", expected, describe(model))
+            return None
+        if dim is not None and known[model] != dim:
+            same = ", ".join(m for m, d in known.items() if d == dim) or "no DINOv2 model"
+            expected = f"a model of {dim}-dim features ({same})"
+            found = f"{model} ({known[model]}-dim)"
+            message = "the trainer builds its layers for the model's dim"
+            issues.add("Q1-dim-mismatch", "dinov2_model", expected, found, message)
+            return None  # so it is not the reference other identities are compared with
+        return model
+
+    def _check_path(self, issues: IdentityProblems, field: str, value: Any) -> None:
+        """Q2: a non-empty string with '/' separators naming an existing file."""
+        if value is MISSING:
+            return
+        if type(value) is not str or not value:
+            issues.add("Q3-type", field, "a non-empty path string", describe(value))
+            return
+        if "\\" in value:
+            message = (
+                "featstore accepts '\\', but the seed's trainer on Linux reads it as part of a name"
+            )
+            issues.add("Q2-backslash", field, "'/' separators", describe(value), message)
+        if not self._check_paths:
+            return
+        self._paths_checked += 1
+        resolved = self._folder / value.replace("\\", "/")  # an absolute path replaces the folder
+        if resolved.is_file():
+            self._paths_found += 1
+            return
+        self._first_missing = self._first_missing or value
+        why = "a folder" if resolved.is_dir() else "no such file"
+        if _WINDOWS_DRIVE.match(value) and os.name != "nt":
+            why += ", a Windows drive path"
+        issues.add(
+            "Q2-missing-path",
+            field,
+            "an existing file",
+            f"{describe(value)} -> {resolved} ({why})",
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _format_of(obj: dict[str, Any]) -> Format:
+    """SPEC §4: new when it carries the new format's fields, old with video_images."""
+    if any(key in obj for key in _NEW_KEYS):
+        return "new"
+    return "old" if "video_images" in obj else "unknown"
+
+
+def _guess_base_dir(first_missing: str | None, folder: Path) -> str:
+    """Where a missing relative path does resolve: the folder's ancestors or the cwd."""
+    if not first_missing:
+        return ""
+    relative = first_missing.replace("\\", "/")
+    if Path(relative).is_absolute():
+        return ""
+    for candidate in [*list(folder.parents)[:5], Path.cwd()]:
+        if (candidate / relative).is_file():
+            return f"; they resolve against {candidate} (the --base-dir of the export?)"
+    return ""
+
+
+@functools.cache
+def _model_dims() -> dict[str, int]:
+    """DINOv2 model name -> feature dim (imported late: the specs module is small, torch is not)."""
+    from featstore.extraction.dinov2_specs import MODEL_SPECS
+
+    return {name: spec.embed_dim for name, spec in MODEL_SPECS.items()}

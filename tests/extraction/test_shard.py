@@ -1,0 +1,151 @@
+"""`--shard I/N`: a stable split of identities, concurrent shards into one store, the
+options that go with scaling out (and the ones refused)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from conftest import MODEL, Dataset, Models, run_extract
+from featstore_cli.main import main
+from store_checks import assert_same_rows, data_files, extract_command, store_files
+
+from featstore.errors import InputError, ProvenanceMismatchError
+from featstore.extraction.inputs import parse_shard, shard_of
+from featstore.store.layout import check_claim, claim_model, open_store
+from featstore.synthetic.images import generate_face_tree
+
+
+def test_shard_of_is_a_stable_hash_of_the_name() -> None:
+    # Pinned: every process, host and featstore version must split a dataset the same way.
+    assert [shard_of(name, 4) for name in ("007", "张伟", "o'brien", "50%", "x=y")] == [
+        1,
+        3,
+        1,
+        2,
+        2,
+    ]
+    names = [f"person_{i:04d}" for i in range(400)]
+    shards = [shard_of(name, 4) for name in names]
+    assert {s: shards.count(s) for s in range(4)} == pytest.approx(
+        {s: 100 for s in range(4)}, abs=30
+    )
+    assert all(shard_of(name, 1) == 0 for name in names)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1", "write it as I/N"),
+        ("a/b", "write it as I/N"),
+        ("2/2", r"(?s)the index must be 0 to 1.*--array=0-1"),
+        ("0/0", "the shard count must be a whole number >= 1"),
+    ],
+)
+def test_bad_shards_are_refused(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_shard(text)
+
+
+def test_shards_split_the_identities_and_say_what_they_did(
+    tmp_path: Path, mini_dataset: Dataset, models: Models
+) -> None:
+    store = tmp_path / "store"
+    runs = [run_extract(mini_dataset, store, models, shard=(i, 5)) for i in range(5)]
+    # person_000 hashes to shard 0 of 5, person_001 to shard 3 (see the pinned test above).
+    assert [r.identities_in_input for r in runs] == [1, 0, 0, 1, 0]
+    assert [r.identities_extracted for r in runs] == [1, 0, 0, 1, 0]
+    assert runs[3].format().startswith("shard 3/5 (1 identities): extracted 4 images of 1 ")
+    # The store lines are the whole store's, whichever shard reports them.
+    assert runs[4].store_counts[MODEL].identities == 2
+    reference = tmp_path / "reference"
+    run_extract(mini_dataset, reference, models)
+    assert sorted(store_files(store)) == sorted(store_files(reference))
+
+
+def test_overwrite_with_a_shard_is_refused(
+    tmp_path: Path, mini_dataset: Dataset, models: Models
+) -> None:
+    with pytest.raises(InputError, match="--overwrite cannot be combined with --shard"):
+        run_extract(mini_dataset, tmp_path / "s", models, shard=(0, 2), overwrite=True)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_concurrent_claim_with_other_settings_is_caught(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+    ours, theirs = {"model": MODEL, "precision": "fp32"}, {"model": MODEL, "precision": "bf16"}
+    claim_model(store, MODEL, ours, overwrite=False)
+    threads = [
+        threading.Thread(target=claim_model, args=(store, MODEL, ours), kwargs={"overwrite": False})
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check_claim(store, MODEL, ours)  # the same settings claimed concurrently: fine
+    claim_model(store, MODEL, theirs, overwrite=False)  # no rows yet, so it takes over
+    with pytest.raises(ProvenanceMismatchError, match="claimed with other settings"):
+        check_claim(store, MODEL, ours)
+
+
+def test_ray_options_need_the_ray_engine(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["extract", "--face-dir", str(tmp_path), "--video-dir", str(tmp_path)]
+        + ["--store", str(tmp_path / "s"), "--ray-address", "auto"],
+    )
+    assert result.exit_code == 2
+    assert "need --engine ray" in result.output
+
+
+def test_without_ray_the_engine_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mini_dataset: Dataset
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is absent
+    result = CliRunner().invoke(
+        main,
+        ["extract", "--face-dir", str(mini_dataset.face_dir)]
+        + ["--video-dir", str(mini_dataset.video_dir), "--store", str(tmp_path / "s")]
+        + ["--engine", "ray"],
+    )
+    assert result.exit_code == 1
+    assert "Hint: pip install 'featstore[ray]'" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_two_shard_processes_fill_one_store_like_a_single_run(
+    tmp_path: Path, models: Models
+) -> None:
+    face_dir, video_dir = generate_face_tree(
+        tmp_path / "data", identities=6, frames_per_identity=2, seed=7
+    )
+    dataset = Dataset(tmp_path / "data", face_dir, video_dir)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen(
+            [*extract_command(dataset, store, models), "--shard", f"{i}/2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output
+    assert outputs[0].startswith("shard 0/2") and outputs[1].startswith("shard 1/2")
+
+    reference = tmp_path / "reference"
+    run_extract(dataset, reference, models)
+    assert sorted(store_files(store)) == sorted(store_files(reference))
+    provenance = f"model={MODEL}/_provenance.json"
+    assert (store / provenance).read_bytes() == (reference / provenance).read_bytes()
+    for name in data_files(reference):
+        assert_same_rows(pq.read_table(store / name), pq.read_table(reference / name))
+    assert run_extract(dataset, store, models).images_extracted == 0

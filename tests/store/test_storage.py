@@ -1,0 +1,206 @@
+"""Stores on object storage: extract, query, info and export-json through pyarrow's real S3
+client against moto's S3 server on loopback; URIs and secrets in messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from conftest import MODEL, Extracted, Models, run_extract
+from featstore_cli.main import main
+from store_checks import assert_same_rows, data_files
+
+from featstore.errors import StoreError
+from featstore.store.location import resolve_store, scrub_uri
+from featstore.store.query import Store, count_rows, store_info
+from featstore.trainer_json.export import export_json
+
+SECRET = "featstore-test-secret-key"
+
+
+def test_scrub_uri_hides_user_info_and_secret_options() -> None:
+    uri = f"s3://user:{SECRET}@bucket/p?secret_key={SECRET}&region=eu-west-1&session_token=abcd"
+    scrubbed = scrub_uri(uri)
+    assert SECRET not in scrubbed and "abcd" not in scrubbed
+    assert scrubbed == "s3://bucket/p?secret_key=***&region=eu-west-1&session_token=***"
+
+
+def test_local_paths_and_file_uris_are_local(tmp_path: Path) -> None:
+    assert resolve_store(tmp_path).local == tmp_path
+    assert resolve_store(f"file://{tmp_path}").local == tmp_path
+
+
+def test_an_unknown_scheme_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match=r"cannot open --store nosuch://b/p\?secret_key=\*\*\*"):
+        resolve_store(f"nosuch://b/p?secret_key={SECRET}")
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str  # host:port
+    bucket: str
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    """moto's S3 server on 127.0.0.1 (a free port), credentials in the usual variables."""
+    server_module = pytest.importorskip(
+        "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "featstore-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import pyarrow.fs as pafs
+
+        bucket_maker = pafs.S3FileSystem(
+            endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True
+        )
+        bucket_maker.create_dir("featstore-test")
+        yield S3(f"127.0.0.1:{port}", "featstore-test")
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_extract_query_info_and_export_on_s3(
+    tmp_path: Path, s3: S3, extracted: Extracted, models: Models
+) -> None:
+    """The awkward dataset (names with `%`, `=`, quotes, Chinese) extracted into S3."""
+    uri = s3.uri("stores/awkward")
+    summary = run_extract(extracted.dataset, uri, models)
+    local = extracted.summary
+    assert summary.store == uri
+    assert summary.images_extracted == local.images_extracted
+    assert summary.store_counts == local.store_counts
+    location = resolve_store(uri)
+    for name in data_files(extracted.store):  # same keys, same rows
+        remote = pq.read_table(location.path(name), filesystem=location.fs)
+        assert_same_rows(remote, pq.read_table(extracted.store / name))
+
+    store = Store(uri)
+    assert store.location.local is None
+    assert [m.name for m in store.models()] == [MODEL]
+    assert count_rows(store) == count_rows(Store(extracted.store))
+    query = "SELECT identity, frame_index, status, features FROM images ORDER BY ALL"
+    assert store.sql(query) == Store(extracted.store).sql(query)
+    info = store_info(store)
+    assert info.path == uri and info.disk_bytes > 0
+    assert info.counts == store_info(Store(extracted.store)).counts
+
+    ours, theirs = tmp_path / "s3.json", tmp_path / "local.json"
+    exported = export_json(uri, out=ours, where="abs(avg_angle) < 80")
+    export_json(extracted.store, out=theirs, where="abs(avg_angle) < 80")
+    assert exported.identities > 0
+    assert ours.read_bytes() == theirs.read_bytes()
+
+    again = run_extract(extracted.dataset, uri, models)
+    assert again.identities_extracted == 0 and again.images_extracted == 0
+
+
+def test_cli_on_s3_with_endpoint_in_the_uri(
+    tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint as URI options instead of AWS_ENDPOINT_URL; no secret in any output."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    uri = s3.uri(f"stores/cli?endpoint_override={s3.endpoint}&scheme=http")
+    runner = CliRunner()
+    extract = runner.invoke(
+        main,
+        ["extract", "--face-dir", str(extracted.dataset.face_dir)]
+        + ["--video-dir", str(extracted.dataset.video_dir), "--store", uri]
+        + ["--model", MODEL, "--weights", str(models.weights)]
+        + ["--insightface-root", str(models.insightface_root), "--cpu", "--no-progress"]
+        + ["--workers", "0", "--batch-size", "8"],
+    )
+    assert extract.exit_code == 0, extract.output
+    assert f"store: {uri}" in extract.output
+    info = runner.invoke(main, ["info", "--store", uri])
+    assert info.exit_code == 0, info.output
+    valid = extracted.summary.store_counts[MODEL].valid_identities
+    assert f"model {MODEL}: dim 384, " in info.output and f" {valid} valid" in info.output
+    query = runner.invoke(
+        main, ["query", "--store", uri, "--format", "csv", "SELECT count(*) AS n FROM images"]
+    )
+    assert query.exit_code == 0, query.output
+    assert query.output.splitlines()[1] == str(extracted.summary.images_extracted)
+    out = tmp_path / "valid_images.json"
+    exported = runner.invoke(main, ["export-json", "--store", uri, "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    export_json(extracted.store, out=tmp_path / "local.json")
+    assert out.read_bytes() == (tmp_path / "local.json").read_bytes()
+    for result in (extract, info, query, exported):
+        assert SECRET not in result.output
+
+
+def test_s3_errors_name_the_store_without_secrets(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = f"s3://no-such-bucket/store?secret_key={SECRET}&access_key=featstore-test"
+    with pytest.raises(StoreError) as raised:
+        Store(missing)
+    assert "no-such-bucket" in str(raised.value) and SECRET not in str(raised.value)
+    with pytest.raises(StoreError, match="is not a featstore store"):
+        Store(s3.uri("nothing-here"))
+    result = CliRunner().invoke(
+        main, ["import-json", "x.json", "--store", missing.replace("no-such-bucket", "b")]
+    )
+    assert result.exit_code == 1
+    assert "import-json needs a local --store folder" in result.output
+    assert SECRET not in result.output
+
+
+def test_dataset_and_report_on_s3(
+    tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dataset (through a local cache) and the report read a store on S3 as a local one."""
+    import torch
+
+    from featstore.dataset.feature_dataset import FeatureDataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    uri = s3.uri("stores/dataset")
+    run_extract(extracted.dataset, uri, models)
+    remote = FeatureDataset(uri, extra_fields=("image_path",))
+    local = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=tmp_path)
+    assert remote.cache_folder.is_relative_to(tmp_path / "user-cache")  # mapped from local disk
+    assert SECRET not in repr(remote) and remote.identities == local.identities
+    everything = list(range(len(local)))
+    a, b = remote.__getitems__(everything), local.__getitems__(everything)
+    assert a["image_path"] == b["image_path"] and a["person_name"] == b["person_name"]
+    for key in ("input_features", "position_encoding", "target_features", "target_residual"):
+        assert torch.equal(a[key], b[key]), key
+    assert FeatureDataset(uri).cache_folder == remote.cache_folder  # unchanged store: reused
+
+    from featstore.report.build import read_report, write_report
+
+    written = write_report(uri, out=tmp_path / "report.html")
+    html = written.path.read_text("utf-8")
+    assert SECRET not in html and "s3://featstore-test/stores/dataset" in html
+    remote_data, local_data = read_report(uri), read_report(extracted.store)
+    assert remote_data.counts == local_data.counts
+    assert remote_data.identities == local_data.identities
