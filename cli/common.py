@@ -28,3 +28,14 @@ def library_errors(func: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def table_version(func: F) -> F:
+    """`--version N`: read that version of the model's table (time travel)."""
+    return click.option(
+        "--version",
+        "version",
+        type=click.IntRange(0),
+        help="Read this version of the model's Delta table [default: the latest]; "
+        "`featstore history` lists them. Needs --model when the store holds several.",
+    )(func)

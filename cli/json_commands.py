@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors
+from featstore_cli.common import library_errors, table_version
 
 
 @click.command("export-json")
@@ -52,6 +52,7 @@ from featstore_cli.common import library_errors
     type=click.IntRange(0),
     help="Spaces per nesting level, as json.dumps(indent=N) [default: compact].",
 )
+@table_version
 @library_errors
 def export_json(
     store: str,
@@ -61,6 +62,7 @@ def export_json(
     where: str | None,
     json_format: str,
     indent: int | None,
+    version: int | None,
 ) -> None:
     """Write the trainer's JSON (valid identities, ok frames) for one model of the store."""
     from featstore.trainer_json.export import export_json as run_export
@@ -74,6 +76,7 @@ def export_json(
             where=where,
             format=json_format,  # type: ignore[arg-type]
             indent=indent,
+            version=version,
         )
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {out} was not written or changed") from None
@@ -85,7 +88,8 @@ def export_json(
 @click.option(
     "--store",
     required=True,
-    help="Store folder to write (created if needed; a local folder).",
+    metavar="PATH|URI",
+    help="Store to write (created if needed): a folder, or a URI on object storage.",
 )
 @click.option("--model", help="Model the rows belong to [default: the file's dinov2_model].")
 @click.option(
@@ -104,15 +108,10 @@ def import_json(
     file: Path, store: str, model: str | None, base_dir: Path | None, overwrite: bool
 ) -> None:
     """Load a new-format trainer JSON (e.g. the seed's valid_images.json) into the store."""
-    from featstore.store.location import require_local
     from featstore.trainer_json.importer import import_json as run_import
 
-    folder = require_local(store, "import-json")
-
     try:
-        summary = run_import(
-            file, store=folder, model=model, base_dir=base_dir, overwrite=overwrite
-        )
+        summary = run_import(file, store=store, model=model, base_dir=base_dir, overwrite=overwrite)
     except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; {folder} was left as it was") from None
+        raise click.ClickException(f"interrupted; {store} was left as it was") from None
     click.echo(summary.format())

@@ -13,6 +13,7 @@ from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
 from featstore_cli.query_commands import info, query
 from featstore_cli.report_command import report
+from featstore_cli.store_commands import compact, history, migrate, vacuum
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
@@ -242,17 +243,18 @@ def demo(workdir: Path, no_progress: bool) -> None:
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
     summary = run_demo(workdir, progress=not no_progress)
     click.echo(summary.format())
-    import duckdb
+    from featstore.store.query import Store
 
-    files = (Path(summary.store) / "**" / "*.parquet").as_posix().replace("'", "''")
     query = (
         "SELECT identity, count(*) FILTER (role = 'frame') AS frames, "
         "count(*) FILTER (role = 'frame' AND status = 'ok') AS ok_frames, "
         "round(avg(avg_angle), 2) AS mean_avg_angle "
-        f"FROM read_parquet('{files}', hive_partitioning = false) "
-        "GROUP BY identity ORDER BY identity"
+        "FROM images GROUP BY identity ORDER BY identity"
     )
-    click.echo(f"\nDuckDB over the store:\n{query}\n{duckdb.sql(query)}")
+    store = Store(summary.store)
+    with store.connect() as con:
+        shown = str(con.sql(query))
+    click.echo(f'\nfeatstore query --store {summary.store} "{query}"\n{shown}')
     click.echo(
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."
@@ -265,4 +267,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
 
 for _command in (query, info, export_json, import_json, validate, filter_valid_images):
     main.add_command(_command)
-main.add_command(report)
+for _command in (report, compact, vacuum, history, migrate):
+    main.add_command(_command)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors
+from featstore_cli.common import library_errors, table_version
 
 _STORE = click.option(
     "--store",
@@ -31,11 +31,18 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with duckdb.connect() as con:
-            con.register("result", table)
-            options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true"}
-            target = tmp.as_posix().replace("'", "''")
-            con.execute(f"COPY result TO '{target}' ({options.get(fmt, 'FORMAT parquet')})")
+        if fmt == "parquet":
+            # pyarrow, not DuckDB's COPY: DuckDB 2.0 writes FLOAT[D] columns with null rows
+            # so that pyarrow rejects the file (duckdb issue 24731).
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            with duckdb.connect() as con:
+                con.register("result", table)
+                options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true"}
+                target = tmp.as_posix().replace("'", "''")
+                con.execute(f"COPY result TO '{target}' ({options[fmt]})")
         if output is None:
             sys.stdout.write(tmp.read_text("utf-8"))
         else:
@@ -60,16 +67,23 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @click.option("--model", help="Restrict every view to this model.")
 @click.option("--max-rows", default=40, show_default=True, help="Rows shown by --format table.")
+@table_version
 @library_errors
 def query(
-    store: str, sql: str, fmt: str, output: Path | None, model: str | None, max_rows: int
+    store: str,
+    sql: str,
+    fmt: str,
+    output: Path | None,
+    model: str | None,
+    max_rows: int,
+    version: int | None,
 ) -> None:
     """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
     import duckdb
 
     from featstore.store.query import Store, run_query
 
-    result = run_query(Store(store), sql, model=model)
+    result = run_query(Store(store), sql, model=model, version=version)
     if fmt != "table":
         _write_result(result, fmt, output)
         return
@@ -88,19 +102,22 @@ def query(
 
 @click.command()
 @_STORE
+@click.option("--model", help="Only this model.")
+@table_version
 @library_errors
-def info(store: str) -> None:
+def info(store: str, model: str | None, version: int | None) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
     from featstore.store.query import Store, store_info
 
-    found = store_info(Store(store))
+    found = store_info(Store(store), model=model, version=version)
     click.echo(f"store: {found.path}  ({found.disk_bytes / 2**20:.1f} MiB on disk)")
     if not found.models:
         click.echo("  empty: no model has been extracted or imported yet")
     for m in found.models:
         p = m.provenance
         click.echo(
-            f"model {m.name}: dim {m.dim}, {found.identities.get(m.name, 0)} identities, "
+            f"model {m.name} (version {m.version}): dim {m.dim}, "
+            f"{found.identities.get(m.name, 0)} identities, "
             f"{found.valid_identities.get(m.name, 0)} valid"
         )
         counts = found.images_by_status.get(m.name, {})

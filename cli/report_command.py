@@ -8,12 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors
+from featstore_cli.common import library_errors, table_version
 
 
 @click.command()
 @click.option(
-    "--store", required=True, type=click.Path(path_type=Path), help="Store folder to read."
+    "--store",
+    required=True,
+    metavar="PATH|URI",
+    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
 )
 @click.option(
     "--out",
@@ -33,10 +36,13 @@ from featstore_cli.common import library_errors
     "view, as export-json --where, e.g. 'abs(avg_angle) < 30'; the overview still counts "
     "the whole store.",
 )
+@table_version
 @library_errors
-def report(store: Path, out: Path, model: str | None, where: str | None) -> None:
+def report(
+    store: str, out: Path, model: str | None, where: str | None, version: int | None
+) -> None:
     """Write an HTML report of the store: counts, distributions, a gallery, model agreement."""
     from featstore.report.build import write_report
 
-    summary = write_report(store, out=out, model=model, where=where)
+    summary = write_report(store, out=out, model=model, where=where, version=version)
     click.echo(summary.format())

@@ -102,6 +102,9 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         extraction_store: old-format JSON only: the store the images are extracted into;
             default `<json file>.featstore` beside it.
         weights, detector, runtime: old-format JSON only: as for `featstore.extract`.
+        version: store sources: read this version of the model's table (default: the
+            latest). `dataset.version` is the version read, whichever it was: record it
+            to read exactly the same samples again.
 
     Raises:
         InputError: a bad source, option, JSON content or an empty selection.
@@ -121,6 +124,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         weights: Mapping[str, str | os.PathLike[str]] | None = None,
         detector: DetectorSettings | None = None,
         runtime: RuntimeOptions | None = None,
+        version: int | None = None,
     ) -> None:
         from featstore.store.location import is_uri, scrub_uri
 
@@ -130,8 +134,15 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
         if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
-            self.model, folder = _from_store(source, model, where, cache_dir)
+            self.version: int | None
+            self.model, self.version, folder = _from_store(source, model, where, cache_dir, version)
         elif path.is_file():
+            if version is not None:
+                raise InputError(
+                    f"version={version}: a JSON file has no versions; pass version= only "
+                    "with a store."
+                )
+            self.version = None
             self.model, folder, self.source_format = _from_json(
                 path, model, where, cache_dir, extraction_store, weights, detector, runtime
             )
@@ -325,23 +336,24 @@ def _from_store(
     model: str | None,
     where: str | None,
     cache_dir: str | os.PathLike[str] | None,
-) -> tuple[str, Path]:
+    version: int | None,
+) -> tuple[str, int, Path]:
     from featstore.dataset.sources import describe_store, read_store
     from featstore.store.query import Store
 
     store = Store(source)
-    if not store.models():
+    if not store.model_names():
         raise StoreError(
             f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
-    info = store.model(model)
+    info = store.model(model, version)
     folder = materialise(
         _store_cache_dir(store.location.local, cache_dir),
         describe_store(store, info, where),
         lambda: read_store(store, info, where),
     )
-    return info.name, folder
+    return info.name, info.version, folder
 
 
 def _store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -375,7 +387,7 @@ def _from_json(
         document = read_json(path)
         if document.format == "old":
             store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
-            name, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir)
+            name, _, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir, None)
             return name, folder, "old-json"
         folder = materialise(cache, description, lambda: read_new_json(document, model))
     found = read_manifest(folder)["model"]

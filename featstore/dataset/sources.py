@@ -8,7 +8,6 @@ as the target. A store and its `export-json` output give identical columns.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from featstore.dataset.cache import FRAME_FIELDS, SampleColumns
 from featstore.errors import InputError, StoreError
 from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
-from featstore.store.layout import DATA_FILE, PROVENANCE_FILE, model_key
 from featstore.store.query import ModelInfo, Store
 from featstore.store.where import check_where
 
@@ -53,21 +51,13 @@ _JSON_KEYS = {
 
 
 def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str, Any]:
-    """What a store's samples are made from: its model's files (name, size, time).
+    """What a store's samples are made from: one version of the model's table.
 
-    Listed through the store's pyarrow filesystem, so local and object stores alike.
+    A Delta version never changes once committed, so (table id, version) names the rows
+    exactly: no file is listed or stat-ed, and a training run can record and reproduce
+    what it read (`FeatureDataset(..., version=N)`).
     """
-    import pyarrow.fs as pafs
-
     location = store.location
-    folder = location.path(model_key(info.name))
-    selector = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
-    entries = sorted(
-        f"{entry.path[len(folder) :]}:{entry.size}:{entry.mtime_ns}"
-        for entry in location.fs.get_file_info(selector)
-        if entry.type == pafs.FileType.File and entry.base_name in (DATA_FILE, PROVENANCE_FILE)
-    )
-    signature = hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape"))
     return {
         "source": {
             "kind": "store",
@@ -76,14 +66,14 @@ def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str
             "model": info.name,
             "where": where,
         },
-        "signature": signature.hexdigest(),
+        "signature": f"{store.table_id(info.name, info.version)}@{info.version}",
         "provenance": info.provenance,
     }
 
 
 def read_store(store: Store, info: ModelInfo, where: str | None) -> SampleColumns:
     """The samples of one model of a store, `where` applied to the frames."""
-    with store.connect(model=info.name) as con:
+    with store.connect(model=info.name, version=info.version) as con:
         predicate = check_where(con, where)
         fields = ", ".join(_STORE_COLUMNS.values())
         frames = con.sql(

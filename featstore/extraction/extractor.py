@@ -24,8 +24,9 @@ from featstore.extraction.detection import DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
 from featstore.extraction.inputs import IdentityInputs
 from featstore.extraction.rows import NO_FACE, OK, UNREADABLE, ImageResult, identity_table
-from featstore.store.layout import write_partition
 from featstore.store.location import StoreLocation
+from featstore.store.store import Store
+from featstore.store.writer import COMMIT_IDENTITIES, TableWriter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class WorkerSpec:
     base_dir: Path
     provenance: Mapping[str, Mapping[str, Any]]
     extracted_at: datetime
+    # model -> identities its table held when planned (their rows are replaced, not added)
+    present: Mapping[str, frozenset[str]]
+    commit_identities: int = COMMIT_IDENTITIES
 
 
 def onnx_device(device: str, requested: str | None) -> str:
@@ -111,6 +115,8 @@ class Extractor:
         }
         # Threads of one process share the models: decoding and writing run outside it.
         self._models_lock = threading.Lock()
+        self._writers: dict[str, TableWriter] = {}
+        self._writers_lock = threading.Lock()
 
     def extract_identity(self, job: IdentityJob) -> dict[str, int]:
         """Decode, detect, embed and write one identity; its images counted by status.
@@ -126,7 +132,9 @@ class Extractor:
             batch = collate([dataset[i] for i in range(start, min(start + size, len(tasks)))])
             with self._models_lock:
                 results += self.process_batch(batch, lambda _: job.models)
-        self.write(job, results)
+        with self._writers_lock:
+            self.write(job, results)
+            self.flush()  # an identity handed back to the driver is committed
         return dict(Counter(r.status for r in results))
 
     def process_batch(
@@ -165,7 +173,7 @@ class Extractor:
         return results
 
     def write(self, job: IdentityJob, results: Sequence[ImageResult]) -> None:
-        """One partition per model the identity needs, each written whole."""
+        """The identity's rows for each model it needs, queued for that model's commit."""
         spec = self.spec
         for model in job.models:
             table = identity_table(
@@ -175,11 +183,21 @@ class Extractor:
                 base_dir=spec.base_dir,
                 extracted_at=spec.extracted_at,
             )
-            write_partition(
-                spec.store,
-                model,
-                job.inputs.identity,
-                table,
-                fingerprint=job.fingerprint,
-                provenance=spec.provenance[model],
+            self._writer(model).add(job.inputs.identity, table, job.fingerprint)
+
+    def flush(self) -> None:
+        """Commit every model's queued identities."""
+        for writer in self._writers.values():
+            writer.flush()
+
+    def _writer(self, model: str) -> TableWriter:
+        if model not in self._writers:
+            spec = self.spec
+            self._writers[model] = TableWriter(
+                Store(spec.store).table(model),
+                spec.provenance[model],
+                present=spec.present.get(model, frozenset()),
+                command="extract",
+                max_identities=spec.commit_identities,
             )
+        return self._writers[model]

@@ -97,6 +97,7 @@ def run_local(
                 bar.update(len(results))
                 writes = _drain(writes, keep=_MAX_PENDING_WRITES)
             _drain(writes, keep=0)
+            writer.submit(extractor.flush).result()  # the last, partial batch
         finally:
             bar.close()
     return {"models_s": loaded - started, "processing_s": time.perf_counter() - loaded}

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -36,26 +35,26 @@ from featstore.extraction.extractor import (
     onnx_device,
 )
 from featstore.extraction.geometry import ANGLE_DEFINITION
-from featstore.extraction.inputs import IdentityInputs, InputTree, check_shard, scan_inputs
+from featstore.extraction.inputs import InputTree, check_shard, scan_inputs
 from featstore.extraction.local_engine import run_local
 from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
-from featstore.store.layout import (
-    check_claim,
-    claim_model,
-    encode_segment,
-    open_store,
-    partition_is_current,
-    present_identities,
-    remove_stale_temporaries,
-)
-from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.format import FINGERPRINT_COLUMN, store_schema
+from featstore.store.store import Store
+from featstore.store.table import ModelTable
+from featstore.store.writer import COMMIT_IDENTITIES
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from featstore.extraction.ray_engine import RayOptions
 
 log = logging.getLogger(__name__)
-_REMOTE_PLAN_THREADS = 16  # footers read at once when planning against object storage
+# A run that leaves this many files under COMPACT_SMALL_BYTES compacts its table at the
+# end: a lookup opens one file's footer per file, so thousands of small files would make
+# every read slow, while one compaction costs about one read and write of the table.
+COMPACT_AT_FILES = 64
+COMPACT_SMALL_BYTES = 32 << 20
 
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
@@ -198,8 +197,7 @@ def _extract(
         raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
     if shard is not None:
         tree = tree.shard(*shard)
-    location = open_store(resolve_store(store))
-    remove_stale_temporaries(location)
+    opened = Store(store, create=True)
 
     overrides = {name: Path(p) for name, p in (weights or {}).items()}
     refs = tuple(resolve_model(name, overrides.get(name)) for name in models)
@@ -212,8 +210,11 @@ def _extract(
     provenance = {
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
-    discarded = {m: claim_model(location, m, provenance[m], overwrite=overwrite) for m in models}
-    plan = _plan(tree, location, models, provenance, force=overwrite, discarded=discarded)
+    tables = {m: opened.table(m) for m in models}
+    for ref in refs:
+        tables[ref.name].claim(provenance[ref.name], row_schema(ref.dim), overwrite=overwrite)
+    done = {m: _done(tables[m], overwrite) for m in models}
+    plan = _plan(tree, models, done)
     images = sum(len(job.tasks()) for job in plan)
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
@@ -227,25 +228,28 @@ def _extract(
             device=device,
             onnx_device=ort_device,
             runtime=runtime,
-            store=location,
+            store=opened.location,
             base_dir=base,
             provenance=provenance,
             extracted_at=datetime.now(timezone.utc),
+            present={m: frozenset(done[m]) for m in models},
+            commit_identities=1 if ray is not None else COMMIT_IDENTITIES,
         )
         if ray is not None:
             from featstore.extraction.ray_engine import run_on_ray
 
             assert ray_options is not None
-            done = run_on_ray(ray, plan, spec, ray_options, counts)
-            providers, timings = done.providers, {**timings, **done.timings}
+            ray_run = run_on_ray(ray, plan, spec, ray_options, counts)
+            providers, timings = ray_run.providers, {**timings, **ray_run.timings}
         else:
             assert local_detector is not None
             timings.update(run_local(plan, spec, local_detector, counts))
-        for m in models:  # a concurrent run (another shard) that claimed differently
-            check_claim(location, m, provenance[m])
+        compacted = [m for m in models if _compact_if_fragmented(tables[m])]
+        if compacted:
+            log.info("compacted the tables of %s", ", ".join(compacted))
     elapsed = time.perf_counter() - started
     return ExtractSummary(
-        store=location.local or location.display,
+        store=opened.location.local or opened.location.display,
         models=tuple(models),
         device=device,
         detector_providers=tuple(providers),
@@ -259,7 +263,7 @@ def _extract(
         ignored_files=tree.ignored_files,
         elapsed_s=elapsed,
         timings=timings,
-        store_counts={m: store_counts(location, m) for m in models},
+        store_counts={m: store_counts(opened, m) for m in models},
         shard=shard,
         engine=engine,
     )
@@ -328,35 +332,40 @@ def _provenance(
     }
 
 
+def row_schema(dim: int) -> pa.Schema:
+    """The columns extraction writes: the store's, and each identity's input fingerprint."""
+    import pyarrow as pa
+
+    return store_schema(dim).append(pa.field(FINGERPRINT_COLUMN, pa.string()))
+
+
+def _done(table: ModelTable, overwrite: bool) -> dict[str, str]:
+    """identity -> fingerprint of what the model's table holds (nothing counts as done
+    under --overwrite: every identity is redone, replacing its rows)."""
+    fingerprints = table.fingerprints(table.open())
+    return {name: "" for name in fingerprints} if overwrite else fingerprints
+
+
 def _plan(
-    tree: InputTree,
-    store: StoreLocation,
-    models: Sequence[str],
-    provenance: Mapping[str, Mapping[str, Any]],
-    *,
-    force: bool,
-    discarded: Mapping[str, bool],
+    tree: InputTree, models: Sequence[str], done: Mapping[str, Mapping[str, str]]
 ) -> list[IdentityJob]:
-    # One listing per model, then a footer read only where a partition exists (on object
-    # storage a missing object would cost a request each, and footers are read in parallel).
-    present = {m: set() if force or discarded[m] else present_identities(store, m) for m in models}
-
-    def job(inputs: IdentityInputs) -> IdentityJob | None:
+    """The identities some model lacks or holds from other inputs, and which models."""
+    jobs = []
+    for inputs in tree.identities:
         if inputs.face is None and not inputs.frames:
-            return None  # an empty video folder without a frontal image: nothing to store
+            continue  # an empty video folder without a frontal image: nothing to store
         fingerprint = inputs.fingerprint()
-        folder = f"identity={encode_segment(inputs.identity)}"
-        needed = tuple(
-            m
-            for m in models
-            if folder not in present[m]
-            or not partition_is_current(store, m, inputs.identity, fingerprint, provenance[m])
-        )
-        return IdentityJob(inputs, fingerprint, needed) if needed else None
+        needed = tuple(m for m in models if done[m].get(inputs.identity) != fingerprint)
+        if needed:
+            jobs.append(IdentityJob(inputs, fingerprint, needed))
+    return jobs
 
-    if store.local is not None:
-        jobs = [job(inputs) for inputs in tree.identities]
-    else:
-        with ThreadPoolExecutor(_REMOTE_PLAN_THREADS, thread_name_prefix="featstore-plan") as pool:
-            jobs = list(pool.map(job, tree.identities))
-    return [j for j in jobs if j is not None]
+
+def _compact_if_fragmented(table: ModelTable) -> bool:
+    """Compact a table this run left in many small files (see COMPACT_AT_FILES)."""
+    snapshot = table.open()
+    small = sum(1 for size in table.file_sizes(snapshot) if size < COMPACT_SMALL_BYTES)
+    if small < COMPACT_AT_FILES:
+        return False
+    table.compact(snapshot, "extract (compaction)")
+    return True

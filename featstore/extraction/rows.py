@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
-from featstore.store.layout import fixed_size_column, store_schema
+from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from featstore.store.location import StoreLocation
 from featstore.store.query import Store, StoreCounts, count_rows
 
 
-def store_counts(store: Path | StoreLocation, model: str) -> StoreCounts:
+def store_counts(store: Store, model: str) -> StoreCounts:
     """What the store now holds for `model` (see `featstore.store.query.count_rows`)."""
-    return count_rows(Store(store), model=model)[model]
+    return count_rows(store, model=model)[model]
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ def read_report(
     where: str | None = None,
     seed: int = 0,
     gallery_identities: int = GALLERY_IDENTITIES,
+    version: int | None = None,
 ) -> ReportData:
     """Compute the numbers and pick the images of a report on one model of `store`.
 
@@ -136,6 +137,8 @@ def read_report(
             overview.
         seed: the seed of the gallery's samples.
         gallery_identities: how many identities the gallery shows.
+        version: report on this version of the model's table (the overview then counts
+            that version of that model only).
 
     Raises:
         StoreError: not a store, no model, an unknown model, several models and no `model`,
@@ -145,14 +148,16 @@ def read_report(
     if gallery_identities < 0:
         raise InputError(f"gallery_identities must be 0 or more, got {gallery_identities}.")
     opened = store if isinstance(store, Store) else Store(store)
-    models = opened.models()
-    if not models:
+    if not opened.model_names():
         raise StoreError(
             f"store {opened.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
-    info = opened.model(model)
-    counts = count_rows(opened)
+    info = opened.model(model, version)
+    if version is None:
+        models, counts = opened.models(), count_rows(opened)
+    else:
+        models, counts = [info], count_rows(opened, model=info.name, version=version)
     if not counts[info.name].identities:
         raise StoreError(
             f"model {info.name} in {opened.location} has no rows yet.\n"
@@ -161,7 +166,7 @@ def read_report(
     recorded = info.provenance.get("base_dir")
     base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
     rng = random.Random(seed)
-    with _filtered(opened, info.name, where) as con:
+    with _filtered(opened, info.name, where, version) as con:
         try:
             # Counting the frames evaluates --where on every frame: a predicate that fails
             # on some value (a CAST of text) fails here, where the blame is clear.
@@ -218,6 +223,7 @@ def write_report(
     where: str | None = None,
     seed: int = 0,
     gallery_identities: int = GALLERY_IDENTITIES,
+    version: int | None = None,
 ) -> ReportSummary:
     """Write the HTML report of one model of `store` to `out` (see `read_report`).
 
@@ -233,7 +239,12 @@ def write_report(
     start = time.perf_counter()
     out_path = output_path(Path(out), "an .html file")
     data = read_report(
-        store, model=model, where=where, seed=seed, gallery_identities=gallery_identities
+        store,
+        model=model,
+        where=where,
+        seed=seed,
+        gallery_identities=gallery_identities,
+        version=version,
     )
     html = render_report(data)
     size = _write_atomic(out_path, html.encode("utf-8"))
@@ -249,9 +260,11 @@ def write_report(
 
 
 @contextmanager
-def _filtered(store: Store, model: str, where: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+def _filtered(
+    store: Store, model: str, where: str | None, version: int | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store's views for `model`, with `where` applied to the frames underneath them."""
-    with store.connect(model=model) as con:
+    with store.connect(model=model, version=version) as con:
         predicate = check_where(con, where)
         if predicate != "true":
             con.execute("ALTER VIEW images RENAME TO unfiltered_images")

@@ -170,6 +170,44 @@ class StoreLocation:
             if info.type == pafs.FileType.File
         )
 
+    def delta_target(self, key: str) -> tuple[str, dict[str, str]]:
+        """Where delta-rs finds the table at `key`: its URI and storage options.
+
+        delta-rs reaches object storage through its own client (Rust object_store), which
+        reads the same AWS_* variables; the endpoint options of a pyarrow-style URI
+        (`?endpoint_override=host:port&scheme=http`) are translated for it.
+        """
+        if self.local is not None:
+            folder = (self.local / key).absolute()
+            if "%" in str(folder):
+                raise StoreError(
+                    f"store {self.local}: its path holds '%', which delta-rs decodes as an "
+                    f"escape (it would read another folder).\nHint: rename the folder, or "
+                    "reach it through a symlink whose path has no '%'."
+                )
+            return str(folder), {}
+        parts = urlsplit(self.uri)
+        options: dict[str, str] = {}
+        query = dict(parse_qsl(parts.query))
+        scheme = query.get("scheme", "https")
+        if "endpoint_override" in query:
+            options["AWS_ENDPOINT_URL"] = f"{scheme}://{query['endpoint_override']}"
+        endpoint = options.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3") or ""
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL", "")
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+        if "region" in query:
+            options["AWS_REGION"] = query["region"]
+        for name in ("access_key", "secret_key", "session_token"):
+            if name in query:
+                options[f"AWS_{name.upper()}" if name != "access_key" else "AWS_ACCESS_KEY_ID"] = (
+                    query[name]
+                )
+        if "secret_key" in query:
+            options["AWS_SECRET_ACCESS_KEY"] = options.pop("AWS_SECRET_KEY")
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        return f"{base}/{key}", options
+
     def remove_tree(self, key: str) -> None:
         """Delete `key` and everything under it (no error when absent)."""
         if self.local is not None:

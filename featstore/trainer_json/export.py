@@ -43,8 +43,6 @@ import numpy as np
 import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
-from featstore.store.layout import partition_key, present_identities
-from featstore.store.location import StoreLocation
 from featstore.store.paths import output_path, relative_path
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
 from featstore.trainer_json.json_writer import AtomicWriter, document
@@ -60,6 +58,7 @@ EXPORT_FORMATS: tuple[str, ...] = ("new", "old")
 # the file's total_video_images, i.e. frames of any status, which the JSON does not list.
 TOTAL_COLUMN = "total_video_images"
 _BATCH_BYTES = 8 << 20  # Arrow batches of about this many bytes of features
+_RANGE_ROWS = 32768  # rows of one identity range read and sorted at a time
 _SHAPES: dict[str, tuple[int, ...]] = {
     "landmarks_2d": (5, 2),
     "landmarks_3d": (5, 3),
@@ -102,6 +101,7 @@ def export_json(
     where: str | None = None,
     format: ExportFormat = "new",
     indent: int | None = None,
+    version: int | None = None,
 ) -> ExportSummary:
     """Write the trainer's JSON for one model of `store` to `out`.
 
@@ -119,6 +119,7 @@ def export_json(
             identities left without a frame. `total_video_images` is not affected.
         format: "new" (features, landmarks, angles) or "old" (paths only).
         indent: None for a compact file, else spaces per level, like `json.dumps`.
+        version: export this version of the model's table (default: the latest).
 
     Returns:
         An `ExportSummary`.
@@ -136,7 +137,7 @@ def export_json(
     if indent is not None and indent < 0:
         raise InputError(f"--indent must be 0 or more, got {indent}.")
     opened = store if isinstance(store, Store) else Store(store)
-    info = _model_info(opened, model)
+    info = _model_info(opened, model, version)
     source_base = info.provenance.get("base_dir")
     if not isinstance(source_base, str):
         raise StoreError(
@@ -146,7 +147,7 @@ def export_json(
     out_path = output_path(Path(out))
     export_base = Path(os.path.abspath(base_dir)) if base_dir is not None else out_path.parent
 
-    with opened.connect(model=info.name) as con:
+    with opened.connect(model=info.name, version=version) as con:
         if not con.execute("SELECT count(*) FROM images").fetchall()[0][0]:
             raise StoreError(
                 f"model {info.name} in {opened.location} has no rows yet.\n"
@@ -154,7 +155,7 @@ def export_json(
             )
         columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = check_where_with(con, where, columns)
-        scan = _Scan(con, opened.location, info, frame_filter, new=format == "new")
+        scan = _Scan(con, info, frame_filter, new=format == "new")
         rebase = _Rebaser(source_base, export_base)
         writer = AtomicWriter(out_path)
         try:
@@ -185,13 +186,13 @@ def export_json(
     )
 
 
-def _model_info(store: Store, model: str | None) -> ModelInfo:
-    if not store.models():
+def _model_info(store: Store, model: str | None, version: int | None) -> ModelInfo:
+    if not store.model_names():
         raise StoreError(
             f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
-    return store.model(model)
+    return store.model(model, version)
 
 
 class _Rebaser:
@@ -207,18 +208,19 @@ class _Rebaser:
 
 
 class _Scan:
-    """The rows to export, identity by identity, in identity order, streamed."""
+    """The rows to export, identity by identity, in identity order, streamed.
+
+    The valid identities (one short row each) are listed and sorted by Python's string
+    order; their rows are then read a range of identities at a time, `ORDER BY` within
+    the range only. The range is a filter on `identity`, which DuckDB pushes into the
+    Parquet scan, skipping row groups by their min/max statistics (tables are clustered
+    by identity), so memory holds one range, whatever the number of identities.
+    """
 
     def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        store: StoreLocation,
-        info: ModelInfo,
-        frame_filter: str,
-        *,
-        new: bool,
+        self, con: duckdb.DuckDBPyConnection, info: ModelInfo, frame_filter: str, *, new: bool
     ) -> None:
-        self.con, self.store, self.info, self.new = con, store, info, new
+        self.con, self.info, self.new = con, info, new
         self.frame_filter = frame_filter
         self.types = {row[0]: row[1] for row in con.execute("DESCRIBE images").fetchall()}
 
@@ -230,24 +232,11 @@ class _Scan:
             self.con.execute("SELECT identity, frames_total FROM identities WHERE valid").fetchall()
         )
         order = sorted(totals)
-        if not order:
-            return
-        keys = [partition_key(self.info.name, identity) for identity in order]
-        present = present_identities(self.store, self.info.name)
-        missing = next((k for k in keys if k.split("/")[1] not in present), None)
-        if missing is not None:
-            raise StoreError(
-                f"{self.store.describe(missing)} is missing, though the store has rows of its "
-                "identity; the store's layout was changed by hand.\n"
-                "Hint: extract that identity again."
-            )
-        files = [self.store.path(key) for key in keys]
         expected = iter(order)
-        for identity, rows in _grouped(self._rows(files)):
+        for identity, rows in _grouped(self._rows(order)):
             if identity != next(expected, None):
-                # DuckDB returned the files out of order: stop rather than write them so.
                 raise StoreError(
-                    f"the scan of {self.store} returned identity {identity!r} out of order."
+                    f"the scan of the store returned identity {identity!r} out of order."
                 )
             face = next((r for r in rows if r["role"] == "face"), None)
             frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
@@ -257,34 +246,26 @@ class _Scan:
                 total = face.get(TOTAL_COLUMN)
                 yield identity, face, frames, int(totals[identity] if total is None else total)
 
-    def _rows(self, files: list[str]) -> Iterator[dict[str, Any]]:
+    def _rows(self, order: list[str]) -> Iterator[dict[str, Any]]:
         columns = ["role", "identity", "frame_index", "image_path"]
         if self.new:
             columns += ["features", *_SHAPES, "avg_angle"]
         if TOTAL_COLUMN in self.types:
             columns.append(TOTAL_COLUMN)
-        # The columns and types of the `images` view, so --where sees what it was checked
-        # against; over the files in identity order, so no ORDER BY is needed.
-        casts = ", ".join(f"{_quote(n)}::{t} AS {_quote(n)}" for n, t in self.types.items())
-        params: dict[str, Any] = {}
-        if self.store.local is not None:
-            source = "read_parquet($files, hive_partitioning = false, union_by_name = true)"
-            params["files"] = files
-        else:  # object storage: pyarrow reads (see Store.connect), in the files' order
-            from featstore.store.query import scan_files
-
-            self.con.register("_export_files", scan_files(self.store, files))
-            source = "_export_files"
-        sql = f"""SELECT {", ".join(map(_quote, columns))}
-                  FROM (SELECT {casts} FROM {source}) AS frames
-                  WHERE status = 'ok' AND (role = 'face' OR {self.frame_filter})"""
-        self.con.execute("SET preserve_insertion_order = true")
-        rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
-        relation = self.con.sql(sql, params=params or None)
-        # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
-        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
-        for batch in reader(rows):
-            yield from _batch_rows(batch)
+        sql = f"""SELECT {", ".join(map(_quote, columns))} FROM images
+                  WHERE identity >= $lo AND identity <= $hi AND status = 'ok'
+                    AND (role = 'face' OR {self.frame_filter})
+                  ORDER BY identity, role, frame_index"""
+        batch_rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
+        # About _RANGE_ROWS rows a range (identities have ~10 frames, some have thousands).
+        step = max(1, _RANGE_ROWS // 16)
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            relation = self.con.sql(sql, params={"lo": chunk[0], "hi": chunk[-1]})
+            # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
+            reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+            for batch in reader(batch_rows):
+                yield from _batch_rows(batch)
 
 
 def _quote(name: str) -> str:

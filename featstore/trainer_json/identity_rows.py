@@ -16,7 +16,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import InputError
-from featstore.store.layout import fixed_size_column, store_schema
+from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 from featstore.trainer_json.export import TOTAL_COLUMN
 

@@ -26,10 +26,10 @@ store without extracting again. What becomes of the file:
   would go wrong: one model and one dim per file, every shape, finite float32 numbers,
   each identity once, `valid_video_images` equal to the frames listed.
 
-Nothing is written under the model's folder until the whole file has parsed and
-checked: identities are written to a staging folder inside the store (`_import-...`,
-which readers never glob) and the finished model folder is renamed into place. Any
-error removes the staging folder, so the store is left as it was.
+Nothing of the import is visible until the whole file has parsed and checked: the rows
+stream into the model's Delta table as data files, and one commit at the end makes them
+its rows (replacing what the model held). An error, or a kill, leaves only data files no
+version refers to, which readers never see and `featstore vacuum` removes.
 
 Numbers become the nearest float32 to the decimal written, rounded once. The parser
 gives float64s, and rounding those to float32 rounds twice, which is wrong only when the
@@ -41,12 +41,9 @@ with numbers as Decimal (slower) and rounded exactly.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import shutil
-import socket
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,19 +52,10 @@ from typing import IO, Any
 import pyarrow as pa
 
 import featstore
-from featstore.errors import InputError, ProvenanceMismatchError
-from featstore.store.layout import (
-    DATA_FILE,
-    PROVENANCE_FILE,
-    STORE_MANIFEST,
-    model_dir,
-    open_store,
-    pid_alive,
-    provenance_differences,
-    read_provenance,
-    write_json_atomic,
-    write_partition,
-)
+from featstore.errors import InputError, StoreError
+from featstore.store.format import delta_schema, to_delta
+from featstore.store.store import Store
+from featstore.store.table import commit_properties, writer_properties
 from featstore.trainer_json.identity_rows import (
     HINT,
     Check,
@@ -76,8 +64,6 @@ from featstore.trainer_json.identity_rows import (
     describe,
     identity_table,
 )
-
-_STAGING_PREFIX = "_import-"
 
 
 @dataclass(frozen=True)
@@ -134,39 +120,18 @@ def import_json(
     opening = _sniff(json_path)
     digest = _sha256(json_path)
     base = Path(os.path.abspath(base_dir if base_dir is not None else json_path.parent))
-    store_path = Path(store)
-    made_store = not (store_path / STORE_MANIFEST).exists()
-    made_folder = not store_path.exists()
-    stage: Path | None = None
+    opened = Store(store, create=True)
     try:
-        store_path = open_store(store_path)
-        _remove_stale_staging(store_path)
-        stage = store_path / f"{_STAGING_PREFIX}{_owner()}-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
-        loader = _Loader(json_path, digest, base, model, stage, store_path, overwrite)
-        try:
-            loader.load(opening)
-        except HalfwayNumber:
-            # Rare (see the module's docstring): read the file again, numbers as decimals.
-            shutil.rmtree(stage)
-            stage.mkdir()
-            loader = _Loader(json_path, digest, base, model, stage, store_path, overwrite)
-            loader.exact = True
-            loader.load(opening)
-        replaced = loader.commit()
-    except BaseException:
-        if stage is not None:
-            shutil.rmtree(stage, ignore_errors=True)
-        if made_store:  # leave no trace of a store this call began
-            (store_path / STORE_MANIFEST).unlink(missing_ok=True)
-            if made_folder:
-                with contextlib.suppress(OSError):  # only if empty: never remove others' files
-                    store_path.rmdir()
-        raise
+        loader = _Loader(json_path, digest, base, model)
+        replaced = _commit(opened, loader, opening, overwrite=overwrite)
+    except HalfwayNumber:
+        # Rare (see the module's docstring): read the file again, numbers as decimals.
+        loader = _Loader(json_path, digest, base, model, exact=True)
+        replaced = _commit(opened, loader, opening, overwrite=overwrite)
     assert loader.model is not None and loader.dim is not None
     return ImportSummary(
         path=json_path,
-        store=store_path,
+        store=opened.location.local or Path(opened.location.display),
         model=loader.model,
         feature_dim=loader.dim,
         identities=loader.identities,
@@ -174,6 +139,47 @@ def import_json(
         base_dir=base,
         replaced=replaced,
     )
+
+
+def _commit(store: Store, loader: _Loader, opening: int, *, overwrite: bool) -> bool:
+    """Stream the file's rows into the model's table; one commit. True when rows replaced."""
+    from deltalake import write_deltalake
+
+    rows = loader.rows(opening)
+    first = next(rows, None)
+    if first is None:
+        raise InputError(f"{loader.path} holds no identity (it is an empty object).")
+    assert loader.model is not None
+    table = store.table(loader.model)
+    had_rows = table.exists() and bool(table.active_files(table.open()))
+    table.claim(loader.provenance, first.schema, overwrite=overwrite)
+    snapshot = table.open()
+    schema = delta_schema(first.schema)
+    failure: list[BaseException] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from to_delta(first).to_batches()
+            for identity_rows in rows:
+                yield from to_delta(identity_rows).to_batches()
+        except BaseException as exc:  # delta-rs sees only that the stream failed
+            failure.append(exc)
+            raise
+
+    try:
+        write_deltalake(
+            snapshot,
+            pa.RecordBatchReader.from_batches(schema, batches()),
+            mode="overwrite",
+            schema_mode="overwrite",
+            writer_properties=writer_properties(),
+            commit_properties=commit_properties("import-json"),
+        )
+    except Exception as exc:
+        if failure:
+            raise failure[0] from None
+        raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
+    return had_rows
 
 
 def _sniff(path: Path) -> int:
@@ -216,22 +222,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _remove_stale_staging(store: Path) -> None:
-    """Delete staging folders that killed imports of this host left behind."""
-    host = socket.gethostname()
-    for folder in store.glob(f"{_STAGING_PREFIX}*"):
-        owner = folder.name[len(_STAGING_PREFIX) :].rsplit("-", 2)
-        if len(owner) != 3 or owner[0] != host or not owner[1].isdigit():
-            continue
-        pid = int(owner[1])
-        if pid != os.getpid() and not pid_alive(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 class _HashingReader:
     """A binary file that hashes what is read from it (to notice a file changed mid-import)."""
 
@@ -247,15 +237,12 @@ class _HashingReader:
 
 @dataclass
 class _Loader:
-    """Reads the file identity by identity and writes each into the staging folder."""
+    """Reads the file identity by identity, each checked and turned into its rows."""
 
     path: Path
     digest: str
     base: Path
     model: str | None
-    stage: Path
-    store: Path
-    overwrite: bool
     exact: bool = False  # numbers as Decimal (slower), not float
     dim: int | None = None
     file_model: str | None = None
@@ -270,7 +257,8 @@ class _Loader:
         default_factory=lambda: pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
     )
 
-    def load(self, start: int) -> None:
+    def rows(self, start: int) -> Iterator[pa.Table]:
+        """Each identity's rows, in file order, after the checks of the module docstring."""
         import ijson
 
         last: str | None = None
@@ -280,7 +268,7 @@ class _Loader:
             try:
                 items = ijson.kvitems(reader, "", use_float=not self.exact)
                 for identity, value in items:
-                    self._identity(identity, value)
+                    yield self._identity(identity, value)
                     last = identity
             except ijson.JSONError as exc:
                 raise _syntax_error(self.path, str(exc), last, self.identities) from exc
@@ -295,7 +283,7 @@ class _Loader:
         assert self.model is not None
         return RowTarget(self.model, self.base, self.extracted_at)
 
-    def _identity(self, identity: str, value: Any) -> None:
+    def _identity(self, identity: str, value: Any) -> pa.Table:
         check = Check(self.path, identity, self.exact)
         if not identity:
             raise check.fail("its name", "a non-empty identity", "an empty string")
@@ -313,16 +301,9 @@ class _Loader:
         self._settle_model(check, value)
         assert self.model is not None and self.dim is not None
         table, frames = identity_table(check, value, self.target(), self.dim)
-        write_partition(
-            self.stage,
-            self.model,
-            identity,
-            table,
-            fingerprint=f"json:{self.digest}",
-            provenance=self.provenance,
-        )
         self.identities += 1
         self.frames += frames
+        return table
 
     def _settle_model(self, check: Check, value: dict[str, Any]) -> None:
         """Model and dim from the first identity; later ones must agree."""
@@ -359,7 +340,6 @@ class _Loader:
                 "base_dir": self.base.as_posix(),
                 "featstore_version": featstore.__version__,
             }
-            _check_mixing(self.store, self.model, self.provenance, overwrite=self.overwrite)
             return
         if file_model != self.file_model:
             raise check.fail(
@@ -374,25 +354,6 @@ class _Loader:
                 str(dim),
             )
 
-    def commit(self) -> bool:
-        """Move the staged model folder into the store; True when it replaced one."""
-        assert self.model is not None
-        _check_mixing(self.store, self.model, self.provenance, overwrite=self.overwrite)
-        staged = model_dir(self.stage, self.model)
-        write_json_atomic(staged / PROVENANCE_FILE, self.provenance)
-        target = model_dir(self.store, self.model)
-        replaced = any(target.glob(f"identity=*/{DATA_FILE}"))
-        if target.exists():
-            # Move aside first so old and new rows never sit side by side.
-            trash = self.store / f"_trash-{uuid.uuid4().hex}"
-            os.replace(target, trash)
-            os.replace(staged, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staged, target)
-        shutil.rmtree(self.stage, ignore_errors=True)
-        return replaced
-
 
 def _check_model_dim(path: Path, model: str, dim: int) -> None:
     """A known DINOv2 model name must come with that model's dim."""
@@ -404,20 +365,6 @@ def _check_model_dim(path: Path, model: str, dim: int) -> None:
             f"{path}: model {model} makes {spec.embed_dim}-dim features, but the file's "
             f"features have {dim}.\nHint: pass the right --model, or check dinov2_model and "
             "feature_dim in the file."
-        )
-
-
-def _check_mixing(store: Path, model: str, provenance: dict[str, Any], *, overwrite: bool) -> None:
-    stored = read_provenance(store, model)
-    if stored is None or overwrite:
-        return
-    diffs = provenance_differences(stored, provenance)
-    if diffs and any(model_dir(store, model).glob(f"identity=*/{DATA_FILE}")):
-        raise ProvenanceMismatchError(
-            f"model {model} of {store} holds rows made differently from this import:\n  "
-            + "\n  ".join(diffs)
-            + "\nHint: import under another --model or into another --store, or pass "
-            "--overwrite to replace that model's rows."
         )
 
 

@@ -1,0 +1,99 @@
+"""`featstore compact`, `vacuum`, `history` and `migrate`: looking after a store's tables.
+
+Thin adapters over `featstore.store.maintenance` and `featstore.store.migrate`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+from featstore_cli.common import library_errors
+
+_STORE = click.option(
+    "--store",
+    required=True,
+    metavar="PATH|URI",
+    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
+)
+_MODEL = click.option("--model", help="Only this model [default: every model].")
+
+
+@click.command()
+@_STORE
+@_MODEL
+@library_errors
+def compact(store: str, model: str | None) -> None:
+    """Rewrite a model's many small files into a few large ones sorted by identity."""
+    from featstore.store.maintenance import compact as run_compact
+
+    for done in run_compact(store, model=model):
+        click.echo(
+            f"model {done.model}: {done.files_before} files -> {done.files_after} "
+            f"(version {done.version})"
+        )
+
+
+@click.command()
+@_STORE
+@_MODEL
+@click.option(
+    "--retain",
+    "retain_hours",
+    type=click.FloatRange(0),
+    default=168.0,
+    show_default=True,
+    help="Keep the files of every version of the last HOURS (time travel ends there).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@library_errors
+def vacuum(store: str, model: str | None, retain_hours: float, dry_run: bool) -> None:
+    """Delete data files no recent version needs (old versions, killed runs' leftovers)."""
+    from featstore.store.maintenance import vacuum as run_vacuum
+
+    for done in run_vacuum(store, model=model, retain_hours=retain_hours, dry_run=dry_run):
+        verb = "would delete" if done.dry_run else "deleted"
+        click.echo(f"model {done.model}: {verb} {len(done.removed)} files")
+
+
+@click.command()
+@_STORE
+@_MODEL
+@click.option("--limit", type=click.IntRange(1), help="Show only the newest N versions.")
+@library_errors
+def history(store: str, model: str | None, limit: int | None) -> None:
+    """List each model's versions: when, what operation, which command, rows added/removed."""
+    from featstore.store.maintenance import history as run_history
+
+    for name, versions in run_history(store, model=model, limit=limit).items():
+        click.echo(f"model {name}:")
+        click.echo(
+            "  version  time (UTC)           operation     command                +rows    -rows"
+        )
+        for v in versions:
+            when = datetime.fromtimestamp(v.timestamp_ms / 1000, timezone.utc)
+            click.echo(
+                f"  {v.version:>7}  {when:%Y-%m-%d %H:%M:%S}  {v.operation:<12}  "
+                f"{(v.command or '-'):<20} {_count(v.rows_added):>7}  {_count(v.rows_removed):>7}"
+            )
+
+
+@click.command()
+@click.argument("store", metavar="STORE")
+@library_errors
+def migrate(store: str) -> None:
+    """Convert a version-1 store (one Parquet file per identity) to version 2, in place."""
+    from featstore.store.migrate import migrate as run_migrate
+
+    done = run_migrate(store)
+    if not done:
+        click.echo(f"{store} is already a version-2 store; nothing to do.")
+    for m in done:
+        how = "finished (committed earlier)" if m.already_done else f"{m.rows} rows"
+        click.echo(f"model {m.model}: {m.identities} identities, {how}")
+    if done:
+        click.echo(f"{store} is now a version-2 store (one Delta Lake table per model).")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,161 @@
+"""The store's on-disk format (version 2): its marker file, model names and row schema.
+
+    <store>/_featstore.json          {"format": "featstore-store", "version": 2}
+    <store>/model=<model>/           one Delta Lake table per model (`featstore.store.table`)
+
+Rows are built in memory with fixed-size lists (`FLOAT[768]`, `[5][2]`), which DuckDB and
+numpy read without offsets. Delta has no fixed-size list, so tables are written with plain
+lists (`delta_schema`) and the views cast them back (`featstore.store.views`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from featstore.errors import StoreError
+
+STORE_MANIFEST = "_featstore.json"
+STORE_FORMAT = "featstore-store"
+STORE_FORMAT_VERSION = 2
+MANIFEST = {"format": STORE_FORMAT, "version": STORE_FORMAT_VERSION}
+# Recorded but not compared: a newer featstore may extend a store an older one made.
+UNCOMPARED_PROVENANCE_KEYS = frozenset({"featstore_version"})
+FINGERPRINT_COLUMN = "input_fingerprint"
+# Model names become folder names and Delta table paths; delta-rs decodes `%` in paths and
+# object stores treat other characters specially, so names stay in this plain alphabet.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_model_name(model: str) -> str:
+    """`model` if it can name a table folder; else a StoreError saying what is allowed."""
+    if not isinstance(model, str) or not _MODEL_NAME.match(model):
+        raise StoreError(
+            f"model name {model!r} cannot name a table: use letters, digits, '_', '.' and "
+            "'-' (at most 128, starting with a letter or digit), e.g. dinov2_vitb14."
+        )
+    return model
+
+
+def model_key(model: str) -> str:
+    """`model=<m>`: the model's table folder, relative to the store's root."""
+    return f"model={check_model_name(model)}"
+
+
+def model_of_key(name: str) -> str | None:
+    """The model a `model=<m>` folder name holds, or None for any other name."""
+    if not name.startswith("model="):
+        return None
+    model = name[len("model=") :]
+    return model if _MODEL_NAME.match(model) else None
+
+
+def features_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def store_schema(dim: int) -> pa.Schema:
+    """The columns of a model's rows (docs/formats.md), then featstore's extra columns."""
+    point2, point3 = pa.list_(pa.float32(), 2), pa.list_(pa.float32(), 3)
+    return pa.schema(
+        [
+            ("identity", pa.string()),
+            ("model", pa.string()),
+            ("role", pa.string()),
+            ("image_path", pa.string()),
+            ("frame_index", pa.int32()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("features", features_type(dim)),
+            ("landmarks_2d", pa.list_(point2, 5)),
+            ("landmarks_3d", pa.list_(point3, 5)),
+            ("box", pa.list_(pa.float32(), 4)),
+            ("det_score", pa.float32()),
+            ("spherical_angles", pa.list_(pa.float32(), 5)),
+            ("avg_angle", pa.float32()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("file_size", pa.int64()),
+            ("extracted_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
+def delta_type(dtype: pa.DataType) -> pa.DataType:
+    """`dtype` with every fixed-size list made a plain list (Delta has no fixed size)."""
+    if pa.types.is_fixed_size_list(dtype) or pa.types.is_list(dtype):
+        return pa.list_(delta_type(dtype.value_type))
+    return dtype
+
+
+def delta_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, delta_type(f.type), f.nullable) for f in schema])
+
+
+def to_delta(table: pa.Table) -> pa.Table:
+    """`table` as a Delta table stores it (plain lists, no schema metadata)."""
+    return table.cast(delta_schema(table.schema)).replace_schema_metadata(None)
+
+
+def fixed_size_column(
+    values: NDArray[np.float32], valid: NDArray[np.bool_], dtype: pa.DataType
+) -> pa.Array:
+    """A (nested) fixed_size_list column from `[N, ...]` values; rows not `valid` are null."""
+    flat: pa.Array = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+    for size in reversed(values.shape[2:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, size)
+    column = pa.FixedSizeListArray.from_arrays(flat, values.shape[1], mask=pa.array(~valid))
+    return column.cast(dtype)
+
+
+def manifest_bytes() -> bytes:
+    return (json.dumps(MANIFEST, indent=2, sort_keys=True) + "\n").encode()
+
+
+def check_manifest(data: bytes, where: str, store: str) -> None:
+    """Refuse what is not a store of this format, naming the way forward for version 1."""
+    try:
+        found: Any = json.loads(data)
+    except ValueError as exc:
+        raise StoreError(f"{where} is not a featstore manifest: {exc}") from exc
+    if not isinstance(found, dict) or found.get("format") != STORE_FORMAT:
+        raise StoreError(f"{where} is not a featstore manifest (format={found!r}).")
+    version = found.get("version")
+    if version == 1:
+        raise StoreError(
+            f"store {store} is in format version 1 (one Parquet file per model and "
+            "identity); this featstore reads version 2 (one Delta Lake table per model).\n"
+            f"Hint: convert it in place with `featstore migrate {store}` (rows identical, "
+            "resumable if interrupted)."
+        )
+    if version != STORE_FORMAT_VERSION:
+        raise StoreError(
+            f"{where} says format version {version!r}; this featstore reads version "
+            f"{STORE_FORMAT_VERSION}.\nHint: use the featstore that wrote it, or a newer one."
+        )
+
+
+def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` lines for every compared key that differs (nested keys dotted)."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted((flat_old.keys() | flat_new.keys()) - UNCOMPARED_PROVENANCE_KEYS)
+    return [
+        f"{key}: {json.dumps(flat_old.get(key))} -> {json.dumps(flat_new.get(key))}"
+        for key in keys
+        if flat_old.get(key) != flat_new.get(key)
+    ]
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            out.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = item
+    return out

@@ -1,0 +1,82 @@
+"""Keeping a store healthy: compaction, vacuum and history, one model table at a time.
+
+- `compact`: many small files (one per commit of an extraction) become a few large ones
+  sorted by identity; rows unchanged. Readers open one footer per file, so this is what
+  keeps lookups fast after a long or sharded extraction.
+- `vacuum`: deletes data files no version within the retention window needs, including
+  the files of commits that a killed run never made. Versions older than the window can
+  no longer be read afterwards (time travel ends there), hence a default of 7 days, as
+  Delta Lake's own.
+- `history`: what each version did (operation, featstore command, rows added/removed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from featstore.errors import InputError
+from featstore.store.store import Store
+from featstore.store.table import Version
+
+DEFAULT_RETAIN_HOURS = 168.0
+
+
+@dataclass(frozen=True)
+class Compaction:
+    model: str
+    files_before: int
+    files_after: int
+    version: int
+
+
+@dataclass(frozen=True)
+class Vacuum:
+    model: str
+    removed: list[str]
+    dry_run: bool
+
+
+def compact(store: str | os.PathLike[str] | Store, *, model: str | None = None) -> list[Compaction]:
+    """Compact the tables of `model` (default: every model) of `store`."""
+    opened = Store(store)
+    done = []
+    for name in _models(opened, model):
+        table = opened.table(name)
+        snapshot = table.open()
+        before = len(table.active_files(snapshot))
+        if before > 1:
+            table.compact(snapshot, "compact")
+            snapshot = table.open()
+        done.append(Compaction(name, before, len(table.active_files(snapshot)), snapshot.version()))
+    return done
+
+
+def vacuum(
+    store: str | os.PathLike[str] | Store,
+    *,
+    model: str | None = None,
+    retain_hours: float = DEFAULT_RETAIN_HOURS,
+    dry_run: bool = False,
+) -> list[Vacuum]:
+    """Delete files that no version of the last `retain_hours` needs."""
+    if retain_hours < 0:
+        raise InputError(f"--retain must be 0 hours or more, got {retain_hours:g}.")
+    opened = Store(store)
+    return [
+        Vacuum(name, table.vacuum(table.open(), retain_hours, dry_run=dry_run), dry_run)
+        for name in _models(opened, model)
+        for table in [opened.table(name)]
+    ]
+
+
+def history(
+    store: str | os.PathLike[str] | Store, *, model: str | None = None, limit: int | None = None
+) -> dict[str, list[Version]]:
+    """model -> its versions, newest first."""
+    opened = Store(store)
+    return {name: opened.table(name).history(limit) for name in _models(opened, model)}
+
+
+def _models(store: Store, model: str | None) -> list[str]:
+    return [store.choose(model)] if model is not None else store.model_names()

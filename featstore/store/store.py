@@ -1,0 +1,281 @@
+"""`Store`: a store resolved once, at the door, and asked for everything after.
+
+    store = Store("faces-store")                     # read: must exist, format 2
+    store = Store("s3://bucket/faces", create=True)  # write: created when absent
+    store.models()                                   # ModelInfo per table, from its log
+    store.table("dinov2_vitb14")                     # the model's ModelTable (writes)
+    con = store.connect(model="dinov2_vitb14", version=3)   # DuckDB with the views
+
+Commands, engines, readers and the Dataset receive this object; none of them resolves a
+path again.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featstore.errors import StoreError
+from featstore.store.format import (
+    STORE_MANIFEST,
+    check_manifest,
+    manifest_bytes,
+    model_of_key,
+    store_schema,
+)
+from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.table import ModelTable
+from featstore.store.views import create_views, lock_down, sql_string
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model in the store at one version, as its provenance records it."""
+
+    name: str
+    dim: int
+    provenance: dict[str, Any]
+    version: int = -1  # the table version read
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One committed version of a model's table: what a reader reads, and only that."""
+
+    info: ModelInfo
+    table: DeltaTable
+    files: list[str]  # its active data files, as paths in the store's filesystem
+
+
+class Store:
+    """A featstore store (format version 2).
+
+    Args:
+        path: the store folder, or its URI on a filesystem pyarrow and delta-rs both reach
+            (`s3://bucket/prefix`; see `featstore.store.location`).
+        create: create the store when absent (writers); readers need an existing one.
+
+    Raises:
+        StoreError: not a store (or a version-1 store: the message names `featstore
+            migrate`), not readable, or not writable when `create`.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | StoreLocation | Store, *, create: bool = False
+    ) -> None:
+        if isinstance(path, Store):  # already at the door
+            path = path.location
+        self.location: StoreLocation = resolve_store(path)
+        if create:
+            self._create()
+        else:
+            self._check()
+
+    def __repr__(self) -> str:
+        return f"Store({self.location.display!r})"
+
+    @property
+    def path(self) -> Path:
+        """The store's local folder (a store on object storage has none: see `location`)."""
+        if self.location.local is None:
+            raise StoreError(
+                f"store {self.location} is not on the local filesystem; use `Store.location`."
+            )
+        return self.location.local
+
+    # -- models ---------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        """The models whose folder holds a table, sorted."""
+        try:
+            children = self.location.children()
+        except OSError as exc:
+            message = self.location.scrub(str(exc))
+            raise StoreError(f"cannot list {self.location}: {message}") from exc
+        names = []
+        for child in children:
+            model = model_of_key(child)
+            if model is not None and ModelTable(self.location, model).exists():
+                names.append(model)
+        return names
+
+    def table(self, model: str) -> ModelTable:
+        return ModelTable(self.location, model)
+
+    def snapshot(self, model: str, version: int | None = None) -> Snapshot:
+        """The model's table at `version` (default: latest) with its provenance and files."""
+        table = self.table(model)
+        delta = table.open(version)
+        provenance = table.provenance(delta)
+        try:
+            dim = int(provenance["feature_dim"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{table}: its provenance records no feature_dim.") from exc
+        info = ModelInfo(model, dim, provenance, delta.version())
+        return Snapshot(info, delta, table.active_files(delta))
+
+    def table_id(self, model: str, version: int | None = None) -> str:
+        """The Delta table's unique id (a table deleted and made again gets a new one)."""
+        return str(self.table(model).open(version).metadata().id)
+
+    def models(self) -> list[ModelInfo]:
+        """The models of the store at their latest versions, sorted by name."""
+        return [self.snapshot(name).info for name in self.model_names()]
+
+    def model(self, name: str | None, version: int | None = None) -> ModelInfo:
+        """The named model, or the only one when `name` is None."""
+        return self.snapshot(self.choose(name), version).info
+
+    def choose(self, name: str | None) -> str:
+        """`name` when the store has it; the only model when None; else a clear error."""
+        names = self.model_names()
+        listed = ", ".join(names) or "none"
+        if name is None:
+            if len(names) != 1:
+                raise StoreError(
+                    f"store {self.location} holds {len(names)} models ({listed}); "
+                    "choose one (--model on the command line, model= in Python)."
+                )
+            return names[0]
+        if name not in names:
+            raise StoreError(f"store {self.location} has no model {name!r}; it holds: {listed}.")
+        return name
+
+    # -- reading --------------------------------------------------------------------------
+
+    def connect(
+        self, *, model: str | None = None, version: int | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the views (`featstore.store.views`) over the store.
+
+        The views read one committed version of each table: the files its log lists,
+        never a glob of the folder (which also holds removed and uncommitted files). The
+        connection can read those files and nothing else, and write no file.
+
+        Args:
+            model: restrict every view to one model (default: all models).
+            version: read this version of the model's table (needs `model`, or a store
+                with a single model).
+        """
+        import duckdb
+
+        if version is not None:
+            model = self.choose(model)
+        names = [self.choose(model)] if model is not None else self.model_names()
+        snapshots = [self.snapshot(name, version) for name in names]
+        con = duckdb.connect()
+        dims = {s.info.dim for s in snapshots}
+        source, columns, readable = self._source(con, snapshots)
+        create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
+        lock_down(con, readable)
+        return con
+
+    def sql(self, query: str, *, model: str | None = None, version: int | None = None) -> pa.Table:
+        """Run `query` over the views and return the result as an Arrow table."""
+        import pyarrow as pa
+
+        with self.connect(model=model, version=version) as con:
+            relation = con.sql(query)
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def _source(
+        self, con: duckdb.DuckDBPyConnection, snapshots: list[Snapshot]
+    ) -> tuple[str, set[str], list[str]]:
+        """The rows of `snapshots` as one table expression, its columns, the files it reads.
+
+        Local tables go through DuckDB's own Parquet reader (the fast path); object storage
+        through pyarrow datasets registered into DuckDB (its filesystem reads the objects,
+        DuckDB pushes projections and filters into the scan).
+        """
+        import pyarrow as pa
+
+        parts: list[str] = []
+        columns: set[str] = set()
+        readable: list[str] = []
+        for i, snap in enumerate(snapshots):
+            schema = pa.schema(snap.table.schema().to_arrow())
+            columns |= set(schema.names)
+            if not snap.files:
+                parts.append(f"_empty_{i}")
+                con.register(parts[-1], schema.empty_table())
+            elif self.location.local is not None:
+                listed = ", ".join(sql_string(f) for f in snap.files)
+                parts.append(f"read_parquet([{listed}], hive_partitioning = false)")
+                readable += snap.files
+            else:
+                import pyarrow.dataset as pads
+
+                parts.append(f"_store_{i}")
+                dataset = pads.dataset(snap.files, filesystem=self.location.fs, format="parquet")
+                con.register(parts[-1], dataset)
+        if not parts:  # a store without models: the views exist, empty
+            con.register("_empty_store", _delta_empty(store_schema(1)))
+            return "_empty_store", set(store_schema(1).names), readable
+        if len(parts) == 1:
+            return parts[0], columns, readable
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
+        return f"({union})", columns, readable
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        where = self.location
+        if where.local is not None and not where.local.is_dir():
+            raise StoreError(f"store {where} does not exist or is not a folder.")
+        try:
+            data = where.read_bytes(STORE_MANIFEST)
+        except FileNotFoundError:
+            raise StoreError(
+                f"{where} is not a featstore store (no {STORE_MANIFEST}).\n"
+                "Hint: point --store at a folder written by `featstore extract` or "
+                "`featstore import-json`."
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read store {where}: {where.scrub(str(exc))}") from exc
+        check_manifest(data, where.describe(STORE_MANIFEST), where.display)
+
+    def _create(self) -> None:
+        where = self.location
+        try:
+            if where.is_file(STORE_MANIFEST):
+                self._check()
+            elif self._holds_other_files():
+                raise StoreError(
+                    f"--store {where} holds files but no {STORE_MANIFEST}, so it is not a "
+                    "featstore store.\nHint: pick a new or empty folder (or prefix); featstore "
+                    "will not mix its files with others."
+                )
+            else:
+                where.write_atomic(STORE_MANIFEST, manifest_bytes())
+            probe = f".write-probe-{uuid.uuid4().hex}"
+            where.write_atomic(probe, b"")
+            where.delete_file(probe)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to --store {where}: {where.scrub(str(exc))}\nHint: choose a "
+                "folder you can write to; on object storage check the bucket, the "
+                "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the endpoint "
+                "(AWS_ENDPOINT_URL) this process sees."
+            ) from exc
+
+    def _holds_other_files(self) -> bool:
+        where = self.location
+        if where.local is not None:
+            if where.local.exists() and not where.local.is_dir():
+                raise StoreError(f"--store {where} exists and is not a folder.")
+            where.local.mkdir(parents=True, exist_ok=True)
+        return bool(where.children())
+
+
+def _delta_empty(schema: pa.Schema) -> pa.Table:
+    from featstore.store.format import delta_schema
+
+    return delta_schema(schema).empty_table()
