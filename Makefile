@@ -26,6 +26,7 @@ demo: install
 bench: install
 	$(PY) bench/bench_extract.py
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_store_scale.py
 	$(PY) bench/bench_ray.py
 	$(PY) bench/bench_dataset.py
 	$(PY) bench/bench_report.py

@@ -24,8 +24,10 @@ import numpy as np
 
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
+from featstore.extraction.pipeline import row_schema
 from featstore.extraction.rows import ImageResult, identity_table
-from featstore.store.layout import claim_model, open_store, write_partition
+from featstore.store.store import Store
+from featstore.store.writer import TableWriter
 
 MODEL = "dinov2_vitb14"
 FEATSTORE = [sys.executable, "-m", "featstore"]
@@ -33,9 +35,10 @@ FEATSTORE = [sys.executable, "-m", "featstore"]
 
 def build_store(store: Path, identities: int, frames: int, dim: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    open_store(store)
     provenance = {"model": MODEL, "feature_dim": dim, "source": "bench", "base_dir": "/data"}
-    claim_model(store, MODEL, provenance, overwrite=True)
+    table = Store(store, create=True).table(MODEL)
+    table.claim(provenance, row_schema(dim), overwrite=True)
+    writer = TableWriter(table, provenance, command="bench", max_identities=1000)
     now = datetime.now(timezone.utc)
     box = np.array([80, 60, 240, 200], dtype=np.float32)
     for i in range(identities):
@@ -59,10 +62,11 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
                     file_size=20000,
                 )
             )
-        table = identity_table(
+        rows = identity_table(
             results, model=MODEL, dim=dim, base_dir=Path("/data"), extracted_at=now
         )
-        write_partition(store, MODEL, name, table, fingerprint="bench", provenance=provenance)
+        writer.add(name, rows, fingerprint="bench")
+    writer.flush()
 
 
 def build_store_verbose(store: Path, identities: int, frames: int, dim: int) -> None:

@@ -125,6 +125,13 @@ def main(verbose: bool) -> None:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
+    "--commit-every",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Commit to the store every N identities (or 10 s); a kill loses at most that batch.",
+)
+@click.option(
     "--shard",
     metavar="I/N",
     help="Extract only shard I (0..N-1) of N, split by a hash of the identity name, so N "
@@ -172,6 +179,7 @@ def extract(
     precision: str,
     overwrite: bool,
     no_progress: bool,
+    commit_every: int,
     shard: str | None,
     engine: str,
     ray_address: str | None,
@@ -217,6 +225,7 @@ def extract(
             precision=precision,  # type: ignore[arg-type]
             dinov2_source=dinov2_source,  # type: ignore[arg-type]
             progress=not no_progress,
+            commit_identities=commit_every,
         ),
         overwrite=overwrite,
         shard=parse_shard(shard) if shard is not None else None,

@@ -81,8 +81,14 @@ def query(
     """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
     import duckdb
 
+    from featstore.store.paths import enclosing_store
     from featstore.store.query import Store, run_query
 
+    inside = enclosing_store(output) if output is not None else None
+    if inside is not None:
+        raise click.UsageError(
+            f"--output {output} is inside the store {inside}; write results outside it."
+        )
     result = run_query(Store(store), sql, model=model, version=version)
     if fmt != "table":
         _write_result(result, fmt, output)
@@ -116,9 +122,8 @@ def info(store: str, model: str | None, version: int | None) -> None:
     for m in found.models:
         p = m.provenance
         click.echo(
-            f"model {m.name} (version {m.version}): dim {m.dim}, "
-            f"{found.identities.get(m.name, 0)} identities, "
-            f"{found.valid_identities.get(m.name, 0)} valid"
+            f"model {m.name}: dim {m.dim}, {found.identities.get(m.name, 0)} identities, "
+            f"{found.valid_identities.get(m.name, 0)} valid (table version {m.version})"
         )
         counts = found.images_by_status.get(m.name, {})
         click.echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))

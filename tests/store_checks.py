@@ -1,4 +1,4 @@
-"""Checks on a store that several test modules share: its files, temporaries, rows."""
+"""Checks on a store that several test modules share: its files, its tables' rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from conftest import MODEL, Dataset, Models
 
-from featstore.store.layout import DATA_FILE, model_dir
+from featstore.store.store import Store
 
 
 def store_files(store: Path) -> dict[str, bytes]:
@@ -20,20 +20,53 @@ def store_files(store: Path) -> dict[str, bytes]:
     }
 
 
-def data_files(store: Path) -> list[str]:
-    return sorted(
-        p.relative_to(store).as_posix()
-        for p in model_dir(store, MODEL).glob(f"identity=*/{DATA_FILE}")
+def table_rows(store: Path | str, model: str = MODEL, version: int | None = None) -> pa.Table:
+    """Every row of the model's table at `version` (the files its log lists), in a stable
+    order: (identity, role, frame_index, image_path)."""
+    import pyarrow.dataset as pads
+
+    snapshot = Store(store).snapshot(model, version)
+    schema = pa.schema(snapshot.table.schema().to_arrow())
+    if not snapshot.files:
+        return schema.empty_table()
+    location = Store(store).location
+    rows = pads.dataset(snapshot.files, filesystem=location.fs, format="parquet").to_table()
+    return rows.sort_by(
+        [
+            ("identity", "ascending"),
+            ("role", "ascending"),
+            ("frame_index", "ascending"),
+            ("image_path", "ascending"),
+        ]
     )
 
 
-def temporaries(store: Path) -> list[Path]:
-    return sorted(store.rglob("*.tmp-*"))
+def identity_rows(store: Path | str, identity: str, model: str = MODEL) -> list[dict]:
+    rows = table_rows(store, model)
+    return [r for r in rows.to_pylist() if r["identity"] == identity]
+
+
+def identities(store: Path | str, model: str = MODEL) -> list[str]:
+    """The identities the model's table holds, sorted ([] without a store or table)."""
+    if not (Path(store) / "_featstore.json").is_file() or model not in Store(store).model_names():
+        return []
+    return sorted(set(table_rows(store, model).column("identity").to_pylist()))
+
+
+def table_version(store: Path | str, model: str = MODEL) -> int:
+    return Store(store).model(model).version
+
+
+def assert_no_duplicates(rows: pa.Table) -> None:
+    columns = [rows.column(c).to_pylist() for c in ("identity", "role", "image_path")]
+    keys = list(zip(*columns, strict=True))
+    assert len(keys) == len(set(keys)), "duplicate (identity, role, image_path) rows"
 
 
 def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
     """Equal tables but for `extracted_at`; floats to 1e-5 (batches may group differently)."""
     a, b = a.drop_columns(["extracted_at"]), b.drop_columns(["extracted_at"])
+    assert_no_duplicates(a)
     assert a.schema == b.schema
     assert a.num_rows == b.num_rows
     for name in a.column_names:

@@ -25,6 +25,7 @@ from featstore.errors import InputError, StoreError
 from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.query import ModelInfo, Store
+from featstore.store.store import read_failure
 from featstore.store.where import check_where
 
 JsonFormat = Literal["new", "old"]
@@ -73,17 +74,28 @@ def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str
 
 def read_store(store: Store, info: ModelInfo, where: str | None) -> SampleColumns:
     """The samples of one model of a store, `where` applied to the frames."""
+    import duckdb
+
     with store.connect(model=info.name, version=info.version) as con:
         predicate = check_where(con, where)
         fields = ", ".join(_STORE_COLUMNS.values())
-        frames = con.sql(
-            f"""SELECT identity, image_path, features, {fields} FROM valid_frames
-                WHERE {predicate} ORDER BY identity, frame_index"""
-        ).to_arrow_table()
-        faces = con.sql(
-            """SELECT identity, image_path, features FROM faces
-               WHERE status = 'ok' ORDER BY identity"""
-        ).to_arrow_table()
+        try:
+            faces = con.sql(
+                """SELECT identity, image_path, features FROM faces
+                   WHERE status = 'ok' ORDER BY identity"""
+            ).to_arrow_table()
+            frames = con.sql(
+                f"""SELECT identity, image_path, features, {fields} FROM valid_frames
+                    WHERE {predicate} ORDER BY identity, frame_index"""
+            ).to_arrow_table()
+        except duckdb.Error as exc:
+            if where and ".parquet" not in str(exc):  # a predicate failing on some rows
+                raise InputError(
+                    f"where={where!r} failed on the rows of the store: "
+                    f"{str(exc).strip().splitlines()[0]}\nHint: guard the expression "
+                    "(e.g. TRY_CAST instead of CAST)."
+                ) from exc
+            raise read_failure(exc, store) from exc
     identities = pc.unique(frames.column("identity")) if len(frames) else None
     if identities is None:
         return _empty_columns(info.dim, info.name)

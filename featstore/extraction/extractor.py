@@ -41,6 +41,8 @@ class RuntimeOptions:
     precision: Precision = "fp32"
     dinov2_source: DinoSource = "featstore"
     progress: bool = True
+    # Identities per store commit (the local engine; Ray workers commit each identity).
+    commit_identities: int = COMMIT_IDENTITIES
 
 
 @dataclass(frozen=True)

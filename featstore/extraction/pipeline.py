@@ -42,7 +42,6 @@ from featstore.extraction.summary import ExtractSummary, store_counts
 from featstore.store.format import FINGERPRINT_COLUMN, store_schema
 from featstore.store.store import Store
 from featstore.store.table import ModelTable
-from featstore.store.writer import COMMIT_IDENTITIES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -195,6 +194,8 @@ def _extract(
     check_precision(runtime.precision, device)
     if runtime.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
+    if runtime.commit_identities < 1:
+        raise InputError(f"--commit-every must be at least 1, got {runtime.commit_identities}.")
     if shard is not None:
         tree = tree.shard(*shard)
     opened = Store(store, create=True)
@@ -233,7 +234,7 @@ def _extract(
             provenance=provenance,
             extracted_at=datetime.now(timezone.utc),
             present={m: frozenset(done[m]) for m in models},
-            commit_identities=1 if ray is not None else COMMIT_IDENTITIES,
+            commit_identities=1 if ray is not None else runtime.commit_identities,
         )
         if ray is not None:
             from featstore.extraction.ray_engine import run_on_ray

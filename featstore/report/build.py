@@ -63,6 +63,7 @@ from featstore.report.data import (
 from featstore.report.gallery import make_thumbnail
 from featstore.store.paths import output_path
 from featstore.store.query import ModelInfo, Store, count_rows
+from featstore.store.store import read_failure
 from featstore.store.where import check_where
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def read_report(
             frames_selected = _scalar(con, "SELECT count(*) FROM frames")
         except _duckdb_error() as exc:
             if not where:
-                raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
+                raise read_failure(exc, opened) from exc
             raise InputError(
                 f"--where {where!r} failed on the rows of the store: "
                 f"{str(exc).strip().splitlines()[0]}\n"
@@ -194,7 +195,7 @@ def read_report(
             gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
         except _duckdb_error() as exc:
-            raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
+            raise read_failure(exc, opened) from exc
     return ReportData(
         store=str(opened.location),
         model=info,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from featstore.errors import QueryError
-from featstore.store.store import ModelInfo, Store
+from featstore.store.store import ModelInfo, Store, read_failure
 from featstore.store.views import VIEWS
 
 if TYPE_CHECKING:
@@ -50,9 +50,13 @@ def run_query(
     with store.connect(model=model, version=version) as con:
         try:
             relation = con.sql(query)
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            if ".parquet" in str(exc):
+                raise read_failure(exc, store) from exc
+            raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
         except duckdb.Error as exc:
             raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
-        return relation.to_arrow_table() if relation is not None else pa.table({})
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,16 @@ def count_rows(
     names = [model] if model is not None else store.model_names()
     totals = {name: [0, 0] for name in names}
     by_role: dict[str, dict[str, dict[str, int]]] = {n: {"face": {}, "frame": {}} for n in names}
+    import duckdb
+
     with store.connect(model=model, version=version) as con:
-        con.execute(
-            """CREATE TEMP TABLE per_identity AS
-               SELECT model, identity, role, status, count(*) AS n FROM images GROUP BY ALL"""
-        )
+        try:
+            con.execute(
+                """CREATE TEMP TABLE per_identity AS
+                   SELECT model, identity, role, status, count(*) AS n FROM images GROUP BY ALL"""
+            )
+        except duckdb.Error as exc:
+            raise read_failure(exc, store) from exc
         for name, n, n_valid in con.execute(
             """SELECT model, count(*), count(*) FILTER (face_ok AND frames_ok > 0) FROM (
                    SELECT model, identity,

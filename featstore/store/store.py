@@ -74,6 +74,7 @@ class Store:
         if isinstance(path, Store):  # already at the door
             path = path.location
         self.location: StoreLocation = resolve_store(path)
+        self.location.delta_target("")  # refuses a path delta-rs would misread, up front
         if create:
             self._create()
         else:
@@ -174,7 +175,11 @@ class Store:
         con = duckdb.connect()
         dims = {s.info.dim for s in snapshots}
         source, columns, readable = self._source(con, snapshots)
-        create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
+        try:  # DuckDB reads the first file's footer to type the views
+            create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
+        except duckdb.Error as exc:
+            con.close()
+            raise read_failure(exc, self) from exc
         lock_down(con, readable)
         return con
 
@@ -273,6 +278,24 @@ class Store:
                 raise StoreError(f"--store {where} exists and is not a folder.")
             where.local.mkdir(parents=True, exist_ok=True)
         return bool(where.children())
+
+
+def read_failure(exc: BaseException, store: Store | StoreLocation) -> StoreError:
+    """A StoreError for a DuckDB error met while reading the store's rows.
+
+    A data file that cannot be parsed (truncated, overwritten outside featstore) is named,
+    with what can be done; anything else keeps DuckDB's first line.
+    """
+    location = store.location if isinstance(store, Store) else store
+    first = location.scrub(str(exc)).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    if ".parquet" in first:
+        return StoreError(
+            f"store {location} is damaged: {first}\nHint: a data file of the table was "
+            "truncated or changed outside featstore. Read an earlier version (--version; "
+            "`featstore history` lists them), restore the file from a backup, or extract "
+            "the model again into a new --store."
+        )
+    return StoreError(f"cannot read the store {location}: {first}")
 
 
 def _delta_empty(schema: pa.Schema) -> pa.Table:

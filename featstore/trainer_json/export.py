@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
 from featstore.store.paths import output_path, relative_path
+from featstore.store.store import read_failure
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
 from featstore.trainer_json.json_writer import AtomicWriter, document
 
@@ -57,7 +58,9 @@ EXPORT_FORMATS: tuple[str, ...] = ("new", "old")
 # Set on the frontal row of identities imported from a JSON file (featstore.trainer_json.importer):
 # the file's total_video_images, i.e. frames of any status, which the JSON does not list.
 TOTAL_COLUMN = "total_video_images"
-_BATCH_BYTES = 8 << 20  # Arrow batches of about this many bytes of features
+# Rows turned into Python objects at a time: a range is sorted by DuckDB (Arrow memory),
+# but only this many rows at once become numpy arrays and dicts.
+_BATCH_ROWS = 256
 _RANGE_ROWS = 32768  # rows of one identity range read and sorted at a time
 _SHAPES: dict[str, tuple[int, ...]] = {
     "landmarks_2d": (5, 2),
@@ -173,7 +176,7 @@ def export_json(
             # A cast that fails on some value shows only now; DuckDB quotes the line.
             if where and where.strip().splitlines()[0] in message:
                 raise where_error(where, message, columns) from exc
-            raise StoreError(f"cannot read the store {opened.location}: {message}") from exc
+            raise read_failure(exc, opened) from exc
     size = writer.commit()
     return ExportSummary(
         path=out_path,
@@ -234,6 +237,8 @@ class _Scan:
         order = sorted(totals)
         expected = iter(order)
         for identity, rows in _grouped(self._rows(order)):
+            if identity not in totals:  # inside a range of valid ones, but not valid itself
+                continue
             if identity != next(expected, None):
                 raise StoreError(
                     f"the scan of the store returned identity {identity!r} out of order."
@@ -252,11 +257,11 @@ class _Scan:
             columns += ["features", *_SHAPES, "avg_angle"]
         if TOTAL_COLUMN in self.types:
             columns.append(TOTAL_COLUMN)
-        sql = f"""SELECT {", ".join(map(_quote, columns))} FROM images
+        sql = f"""SELECT {", ".join(map(_quote, columns))} FROM images AS frames
                   WHERE identity >= $lo AND identity <= $hi AND status = 'ok'
                     AND (role = 'face' OR {self.frame_filter})
                   ORDER BY identity, role, frame_index"""
-        batch_rows = max(256, _BATCH_BYTES // (4 * self.info.dim)) if self.new else 65536
+        batch_rows = _BATCH_ROWS if self.new else 65536
         # About _RANGE_ROWS rows a range (identities have ~10 frames, some have thousands).
         step = max(1, _RANGE_ROWS // 16)
         for start in range(0, len(order), step):

@@ -26,10 +26,12 @@ store without extracting again. What becomes of the file:
   would go wrong: one model and one dim per file, every shape, finite float32 numbers,
   each identity once, `valid_video_images` equal to the frames listed.
 
-Nothing of the import is visible until the whole file has parsed and checked: the rows
-stream into the model's Delta table as data files, and one commit at the end makes them
-its rows (replacing what the model held). An error, or a kill, leaves only data files no
-version refers to, which readers never see and `featstore vacuum` removes.
+The store is not touched until the whole file has parsed and checked: identities are
+checked one at a time into a scratch Arrow file (the system's temp folder, memory bounded
+by one identity), then streamed into the model's Delta table, where one commit makes them
+its rows (replacing what the model held). A failure or a kill before that commit leaves
+only data files no version refers to, which readers never see and `featstore vacuum`
+removes.
 
 Numbers become the nearest float32 to the decimal written, rounded once. The parser
 gives float64s, and rounding those to float32 rounds twice, which is wrong only when the
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,7 +56,7 @@ import pyarrow as pa
 
 import featstore
 from featstore.errors import InputError, StoreError
-from featstore.store.format import delta_schema, to_delta
+from featstore.store.format import to_delta
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
 from featstore.trainer_json.identity_rows import (
@@ -120,14 +123,18 @@ def import_json(
     opening = _sniff(json_path)
     digest = _sha256(json_path)
     base = Path(os.path.abspath(base_dir if base_dir is not None else json_path.parent))
-    opened = Store(store, create=True)
-    try:
-        loader = _Loader(json_path, digest, base, model)
-        replaced = _commit(opened, loader, opening, overwrite=overwrite)
-    except HalfwayNumber:
-        # Rare (see the module's docstring): read the file again, numbers as decimals.
-        loader = _Loader(json_path, digest, base, model, exact=True)
-        replaced = _commit(opened, loader, opening, overwrite=overwrite)
+    with tempfile.TemporaryDirectory(prefix="featstore-import-") as scratch:
+        spill = Path(scratch) / "rows.arrow"
+        try:
+            loader = _Loader(json_path, digest, base, model)
+            loader.spill(opening, spill)
+        except HalfwayNumber:
+            # Rare (see the module's docstring): read the file again, numbers as decimals.
+            loader = _Loader(json_path, digest, base, model, exact=True)
+            loader.spill(opening, spill)
+        # The whole file has parsed and checked: only now is the store touched.
+        opened = Store(store, create=True)
+        replaced = _commit(opened, loader, spill, overwrite=overwrite)
     assert loader.model is not None and loader.dim is not None
     return ImportSummary(
         path=json_path,
@@ -141,44 +148,32 @@ def import_json(
     )
 
 
-def _commit(store: Store, loader: _Loader, opening: int, *, overwrite: bool) -> bool:
-    """Stream the file's rows into the model's table; one commit. True when rows replaced."""
+def _commit(store: Store, loader: _Loader, spill: Path, *, overwrite: bool) -> bool:
+    """The spilled rows as the model's rows, in one commit; True when rows were replaced.
+
+    When the model holds rows of another provenance (and `overwrite`), those are deleted
+    and the provenance changed first (`ModelTable.claim`): a kill at that moment leaves
+    the model empty, never mixed, and the same import fills it.
+    """
     from deltalake import write_deltalake
 
-    rows = loader.rows(opening)
-    first = next(rows, None)
-    if first is None:
-        raise InputError(f"{loader.path} holds no identity (it is an empty object).")
     assert loader.model is not None
     table = store.table(loader.model)
     had_rows = table.exists() and bool(table.active_files(table.open()))
-    table.claim(loader.provenance, first.schema, overwrite=overwrite)
-    snapshot = table.open()
-    schema = delta_schema(first.schema)
-    failure: list[BaseException] = []
-
-    def batches() -> Iterator[pa.RecordBatch]:
+    with pa.memory_map(str(spill)) as source:
+        reader = pa.ipc.open_stream(source)
+        table.claim(loader.provenance, reader.schema, overwrite=overwrite)
         try:
-            yield from to_delta(first).to_batches()
-            for identity_rows in rows:
-                yield from to_delta(identity_rows).to_batches()
-        except BaseException as exc:  # delta-rs sees only that the stream failed
-            failure.append(exc)
-            raise
-
-    try:
-        write_deltalake(
-            snapshot,
-            pa.RecordBatchReader.from_batches(schema, batches()),
-            mode="overwrite",
-            schema_mode="overwrite",
-            writer_properties=writer_properties(),
-            commit_properties=commit_properties("import-json"),
-        )
-    except Exception as exc:
-        if failure:
-            raise failure[0] from None
-        raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
+            write_deltalake(
+                table.open(),
+                reader,
+                mode="overwrite",
+                schema_mode="overwrite",
+                writer_properties=writer_properties(),
+                commit_properties=commit_properties("import-json"),
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
     return had_rows
 
 
@@ -256,6 +251,19 @@ class _Loader:
     extracted_at: pa.Scalar = field(
         default_factory=lambda: pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
     )
+
+    def spill(self, start: int, path: Path) -> None:
+        """Parse and check the whole file into an Arrow stream at `path` (Delta's types)."""
+        writer: pa.ipc.RecordBatchStreamWriter | None = None
+        try:
+            for rows in self.rows(start):
+                rows = to_delta(rows)
+                if writer is None:
+                    writer = pa.ipc.new_stream(str(path), rows.schema)
+                writer.write_table(rows)
+        finally:
+            if writer is not None:
+                writer.close()
 
     def rows(self, start: int) -> Iterator[pa.Table]:
         """Each identity's rows, in file order, after the checks of the module docstring."""

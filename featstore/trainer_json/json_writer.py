@@ -3,6 +3,7 @@ atomically (`<out>.tmp-<pid>` renamed over `out`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class AtomicWriter:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        _remove_dead_temporaries(out)
         self.file: BinaryIO | None = None
         try:
             self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
@@ -118,3 +120,30 @@ class AtomicWriter:
 class WriteCounts:
     identities: int = 0
     frames: int = 0
+
+
+def _remove_dead_temporaries(out: Path) -> None:
+    """Delete `<out>.tmp-<pid>` files that killed runs of this command left beside `out`
+    (a live pid's file is another export writing at this moment: kept)."""
+    prefix = f"{out.name}.tmp-"
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                (out.parent / name).unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

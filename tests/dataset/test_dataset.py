@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 from conftest import DIM, MODEL, MODEL_REG, Extracted, Models, copy_store, fast_runtime, run_extract
+from store_checks import table_rows
 from torch.utils.data import DataLoader, DistributedSampler
 
 import featstore.dataset.sources
@@ -48,9 +50,7 @@ def exported(extracted: Extracted, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _expected_samples(store: Path) -> list[dict[str, Any]]:
     """The samples, computed from the Parquet files alone (no DuckDB, no featstore reader)."""
-    rows = []
-    for path in store.glob("model=*/identity=*/data.parquet"):
-        rows.extend(pq.read_table(path).to_pylist())
+    rows = table_rows(store).to_pylist()
     base = Store(store).model(MODEL).provenance["base_dir"]
     faces = {r["identity"]: r for r in rows if r["role"] == "face" and r["status"] == "ok"}
     frames = [r for r in rows if r["role"] == "frame" and r["status"] == "ok"]
@@ -278,16 +278,19 @@ def test_cache_is_reused_then_invalidated(
 
     # Replace one identity's rows: the next Dataset sees the new rows, the old cache goes.
     name = first.identities[0]
-    path = next(store.glob(f"model=*/identity={name}/data.parquet"))
-    table = pq.read_table(path)
-    features = np.asarray(table.column("features").to_pylist(), dtype=object)
+    rows = table_rows(store)
+    rows = rows.filter(pc.equal(rows.column("identity"), name))
+    features = np.asarray(rows.column("features").to_pylist(), dtype=object)
     changed = [None if f is None else [v + 1.0 for v in f] for f in features]
-    table = table.set_column(
-        table.schema.get_field_index("features"),
+    rows = rows.set_column(
+        rows.schema.get_field_index("features"),
         "features",
-        __import__("pyarrow").array(changed, table.schema.field("features").type),
+        pa.array(changed, rows.schema.field("features").type),
     )
-    pq.write_table(table, path)
+    model_table = Store(store).table(MODEL)
+    snapshot = model_table.open()
+    provenance = model_table.provenance(snapshot)
+    model_table.commit(snapshot, rows, replace=[name], provenance=provenance, command="test")
     updated = FeatureDataset(store)
     assert updated.cache_folder != first.cache_folder
     assert not first.cache_folder.exists()
@@ -471,7 +474,7 @@ def test_bad_options(extracted: Extracted, exported: Path, tmp_path: Path) -> No
         FeatureDataset(extracted.store, model="dinov2_vitb14", cache_dir=cache)
     empty = tmp_path / "empty_store"
     empty.mkdir()
-    (empty / "_featstore.json").write_text('{"format": "featstore-store", "version": 1}')
+    (empty / "_featstore.json").write_text('{"format": "featstore-store", "version": 2}')
     with pytest.raises(StoreError, match="holds no model yet"):
         FeatureDataset(empty, cache_dir=cache)
 
@@ -485,7 +488,9 @@ def test_two_models_need_model(extracted: Extracted, models: Models, tmp_path: P
         models=[MODEL_REG],
         weights={MODEL_REG: models.weights_reg},
     )
-    with pytest.raises(StoreError, match="holds 2 models .*choose one with --model"):
+    with pytest.raises(
+        StoreError, match=r"holds 2 models .*choose one \(--model on the command line"
+    ):
         FeatureDataset(store, cache_dir=tmp_path / "cache")
     reg = FeatureDataset(store, model=MODEL_REG, cache_dir=tmp_path / "cache")
     plain = FeatureDataset(store, model=MODEL, cache_dir=tmp_path / "cache")

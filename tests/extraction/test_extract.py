@@ -6,7 +6,6 @@ conftest.py); tests that extract again use the 8-image `mini_dataset` to stay fa
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections import defaultdict
@@ -16,6 +15,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -33,6 +33,7 @@ from conftest import (
     fast_runtime,
     run_extract,
 )
+from store_checks import identities, table_rows
 
 from featstore.errors import (
     InputError,
@@ -43,13 +44,9 @@ from featstore.errors import (
 )
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
 from featstore.extraction.images import IMAGE_EXTENSIONS
-from featstore.store.layout import (
-    DATA_FILE,
-    PROVENANCE_FILE,
-    model_dir,
-    partition_file,
-    store_schema,
-)
+from featstore.extraction.pipeline import row_schema
+from featstore.store.format import delta_schema, store_schema
+from featstore.store.store import Store
 from featstore.synthetic.awkward import (
     AWKWARD_IDENTITIES,
     BAD_FRAME_STATUS,
@@ -71,13 +68,18 @@ DETECTION_COLUMNS = ("landmarks_2d", "landmarks_3d", "box", "det_score")
 # helpers ------------------------------------------------------------------------------
 
 
-def data_files(store: Path, model: str = MODEL) -> list[Path]:
-    return sorted(model_dir(store, model).glob(f"identity=*/{DATA_FILE}"))
+def data_files(store: Path, model: str = MODEL) -> list[str]:
+    """The identities of the model's table (one entry per identity, like v1's files)."""
+    return identities(store, model)
 
 
 def read_rows(store: Path, model: str = MODEL) -> list[dict[str, Any]]:
-    """Every row of a model, file by file with pyarrow (no Hive decoding involved)."""
-    return [row for f in data_files(store, model) for row in pq.read_table(f).to_pylist()]
+    """Every row of a model, from the files its table's log lists, read with pyarrow."""
+    return table_rows(store, model).to_pylist()
+
+
+def table_files(store: Path, model: str = MODEL) -> list[str]:
+    return Store(store).snapshot(model).files
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -121,19 +123,22 @@ def mini_store(
 
 
 def test_every_file_has_the_store_schema(extracted: Extracted) -> None:
-    files = data_files(extracted.store)
-    assert len(files) == len(ALL_IDENTITIES)
+    assert data_files(extracted.store) == ALL_IDENTITIES
     expected = store_schema(DIM)
     assert expected.field("features").type == pa.list_(pa.float32(), DIM)
     assert pa.types.is_fixed_size_list(expected.field("landmarks_2d").type)
-    for f in files:
-        schema = pq.read_schema(f)
-        assert schema.remove_metadata() == expected, f
-        assert schema.field("identity").type == pa.string()
-        assert schema.field("model").type == pa.string()
-        assert schema.field("features").type.list_size == DIM
-        assert schema.field("landmarks_3d").type == pa.list_(pa.list_(pa.float32(), 3), 5)
-        assert schema.field("frame_index").type == pa.int32()
+    # Delta has no fixed-size list: the files hold plain lists, the views cast them back.
+    stored = delta_schema(row_schema(DIM))
+    for f in table_files(extracted.store):
+        schema = pq.read_schema(f).remove_metadata()
+        assert schema.names == stored.names, f
+        for field in stored:
+            assert schema.field(field.name).type == field.type, (f, field.name)
+    described = Store(extracted.store).sql("DESCRIBE images").to_pylist()
+    types = {r["column_name"]: r["column_type"] for r in described}
+    assert types["identity"] == "VARCHAR" and types["frame_index"] == "INTEGER"
+    assert types["features"] == f"FLOAT[{DIM}]"
+    assert types["landmarks_3d"] == "FLOAT[3][5]"
 
 
 def test_one_row_per_image(dataset: Dataset, rows: list[dict[str, Any]]) -> None:
@@ -283,7 +288,8 @@ def test_image_paths_are_relative_with_forward_slashes(
 
 @pytest.mark.parametrize("identity", AWKWARD_IDENTITIES)
 def test_awkward_identity_round_trips_through_pyarrow(extracted: Extracted, identity: str) -> None:
-    table = pq.read_table(partition_file(extracted.store, MODEL, identity))
+    everything = table_rows(extracted.store)
+    table = everything.filter(pc.equal(everything.column("identity"), identity))
     assert table.num_rows == 1 + AWKWARD_FRAMES
     assert table.column("identity").to_pylist() == [identity] * table.num_rows
     assert table.column("model").to_pylist() == [MODEL] * table.num_rows
@@ -291,8 +297,9 @@ def test_awkward_identity_round_trips_through_pyarrow(extracted: Extracted, iden
 
 @pytest.mark.parametrize("options", ["", ", hive_partitioning = false"])
 def test_awkward_identities_round_trip_through_duckdb(extracted: Extracted, options: str) -> None:
-    pattern = (extracted.store / "**" / "*.parquet").as_posix().replace("'", "''")
-    source = f"read_parquet('{pattern}'{options})"
+    # Other engines read a table through the files its log lists (never a folder glob).
+    files = ", ".join("'" + f.replace("'", "''") + "'" for f in table_files(extracted.store))
+    source = f"read_parquet([{files}]{options})"
     with duckdb.connect() as con:
         found = con.execute(
             f"SELECT identity, typeof(identity), model, count(*) FROM {source} GROUP BY ALL"
@@ -381,11 +388,8 @@ def test_overwrite_replaces_rows_made_with_other_settings(
         mini_dataset, store, models, detector=models.detector(det_thresh=0.6), overwrite=True
     )
     assert summary.images_extracted == 8
-    provenance = json.loads((model_dir(store, MODEL) / PROVENANCE_FILE).read_text("utf-8"))
+    provenance = Store(store).model(MODEL).provenance
     assert provenance["detector"]["det_thresh"] == 0.6
-    for f in data_files(store):
-        stored = json.loads(pq.read_schema(f).metadata[b"featstore.provenance"])
-        assert stored["detector"]["det_thresh"] == 0.6
     no_face = [r for r in read_rows(store) if r["status"] == "no_face"]
     assert {r["error"] for r in no_face} == {"no face found at det_thresh 0.6"}
     # The same settings again: nothing to do.
@@ -421,7 +425,7 @@ def test_two_models_in_one_pass(tmp_path: Path, mini_dataset: Dataset, models: M
     assert sum(summary.run_counts.values()) == 8
     assert set(summary.store_counts) == {MODEL, MODEL_REG}
     for model in (MODEL, MODEL_REG):
-        assert (model_dir(store, model) / PROVENANCE_FILE).is_file()
+        assert Store(store).model(model).provenance["model"] == model
         assert len(data_files(store, model)) == 2
     _compare_models(store)
 
@@ -430,7 +434,7 @@ def test_adding_a_model_keeps_the_first_one(
     tmp_path: Path, mini_dataset: Dataset, mini_store: Path, models: Models
 ) -> None:
     store = copy_store(mini_store, tmp_path / "store")
-    before = snapshot(model_dir(store, MODEL))
+    before = snapshot(store / f"model={MODEL}")
     summary = run_extract(
         mini_dataset,
         store,
@@ -439,7 +443,7 @@ def test_adding_a_model_keeps_the_first_one(
         weights={MODEL: models.weights, MODEL_REG: models.weights_reg},
     )
     assert summary.images_extracted == 8
-    assert snapshot(model_dir(store, MODEL)) == before
+    assert snapshot(store / f"model={MODEL}") == before
     _compare_models(store)
 
 

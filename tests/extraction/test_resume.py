@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import MODEL, Dataset, Extracted, Models, copy_store, run_extract
-from store_checks import assert_same_rows, data_files, extract_command, store_files, temporaries
+from store_checks import (
+    assert_same_rows,
+    extract_command,
+    identities,
+    identity_rows,
+    store_files,
+    table_rows,
+    table_version,
+)
 
-from featstore.store.layout import DATA_FILE, model_dir, partition_file
+from featstore.store.maintenance import vacuum
+from featstore.store.store import Store
 from featstore.synthetic.images import draw_face, generate_face_tree, identity_name
 
 pytestmark = pytest.mark.slow
@@ -36,18 +44,28 @@ def test_rerun_does_nothing_and_changes_no_byte(
     assert store_files(store) == before
 
 
-def test_rerun_removes_what_an_overwrite_killed_while_deleting_left(
+def test_files_a_killed_writer_never_committed_are_invisible(
     tmp_path: Path, extracted: Extracted, models: Models
 ) -> None:
-    """`--overwrite` moves the old model aside (`_trash-*`), then deletes it; a kill in
-    between leaves old rows that `**/*.parquet` readers would mix with the new ones."""
+    """A kill between writing a data file and committing it leaves a Parquet file that no
+    version lists: readers never see it, a rerun ignores it, vacuum removes it."""
     store = copy_store(extracted.store, tmp_path / "store")
-    before = store_files(store)
-    trash = store / "_trash-0123456789abcdef"
-    shutil.copytree(model_dir(store, MODEL), trash)
+    rows = table_rows(store)
+    folder = store / f"model={MODEL}"
+    orphan = folder / "part-00000-killed-before-commit.zstd.parquet"
+    pq.write_table(rows.slice(0, 5), orphan)
     assert run_extract(extracted.dataset, store, models).images_extracted == 0
-    assert not trash.exists()
-    assert store_files(store) == before
+    assert_same_rows(table_rows(store), rows)
+    count = Store(store).sql("SELECT count(*) AS n FROM images")["n"][0].as_py()
+    assert count == rows.num_rows
+    removed = vacuum(store, retain_hours=0)
+    assert str(orphan) in {str(p) for v in removed for p in _absolute(folder, v.removed)}
+    assert not orphan.exists()
+    assert_same_rows(table_rows(store), rows)
+
+
+def _absolute(folder: Path, removed: list[str]) -> list[Path]:
+    return [Path(p) if Path(p).is_absolute() else folder / p for p in removed]
 
 
 def test_a_changed_frame_redoes_exactly_its_identity(
@@ -59,17 +77,19 @@ def test_a_changed_frame_redoes_exactly_its_identity(
     store = tmp_path / "store"
     assert run_extract(dataset, store, models).images_extracted == 8
     changed, kept = identity_name(1), identity_name(0)
-    kept_file = partition_file(store, MODEL, kept)
-    kept_before = (kept_file.read_bytes(), kept_file.stat().st_mtime_ns)
-    old = pq.read_table(partition_file(store, MODEL, changed)).to_pylist()
+    kept_before = identity_rows(store, kept)
+    old = identity_rows(store, changed)
+    version = table_version(store)
 
     frame = dataset.video_dir / changed / "frame_0000.jpg"
     draw_face(center=(120.0, 100.0), seed=99).save(frame, quality=90)
     summary = run_extract(dataset, store, models)
     assert summary.identities_extracted == 1
     assert summary.images_extracted == 4  # its frontal image and its 3 frames
-    assert (kept_file.read_bytes(), kept_file.stat().st_mtime_ns) == kept_before
-    new = pq.read_table(partition_file(store, MODEL, changed)).to_pylist()
+    assert identity_rows(store, kept) == kept_before  # not rewritten: same extracted_at
+    assert table_version(store) == version + 1  # one commit replaced the identity's rows
+    new = identity_rows(store, changed)
+    assert len(new) == len(old)
     assert new[1]["image_path"] == f"video/{changed}/frame_0000.jpg"
     assert new[1]["box"] != old[1]["box"]
     for a, b in zip(new[2:], old[2:], strict=True):  # the other frames: same numbers
@@ -86,53 +106,32 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, models: M
     dataset = Dataset(tmp_path / "data", face_dir, video_dir)
     store = tmp_path / "killed"
     proc = subprocess.Popen(
-        extract_command(dataset, store, models),
+        [*extract_command(dataset, store, models), "--commit-every", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 120
-        while not data_files(store):
+        while not identities(store):
             assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
-            assert time.monotonic() < deadline, "no partition written within 120 s"
+            assert time.monotonic() < deadline, "no identity committed within 120 s"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         output = proc.communicate()[0].decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, output
-    written = data_files(store)
+    written = identities(store)
     assert 1 <= len(written) < 8, "the run finished before it was killed: make it bigger"
-    for name in written:  # every file that exists is whole
-        assert pq.read_table(store / name).num_rows == 7
-
-    # A temporary file of the dead process, as a kill during a write leaves it.
-    stale = temporaries(store)
-    if not stale:
-        folder = partition_file(store, MODEL, identity_name(7)).parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{DATA_FILE}.tmp-{socket.gethostname()}-{proc.pid}-0123abcd"
-        tmp.write_bytes(b"PAR1 torn")
-        stale = [tmp]
-    # One of a live process (a concurrent run on this host) must survive.
-    live = partition_file(store, MODEL, identity_name(6)).parent / (
-        f"{DATA_FILE}.tmp-{socket.gethostname()}-{os.getppid()}-4567cdef"
-    )
-    live.parent.mkdir(parents=True, exist_ok=True)
-    live.write_bytes(b"")
+    rows = table_rows(store)
+    for name in written:  # every committed identity is whole
+        assert rows.filter(pc.equal(rows.column("identity"), name)).num_rows == 7
 
     resumed = run_extract(dataset, store, models)
     assert resumed.identities_extracted == 8 - len(written)
     assert resumed.identities_skipped == len(written)
-    assert not any(p.exists() for p in stale)
-    assert temporaries(store) == [live]
-    live.unlink()
 
     reference = tmp_path / "reference"
     assert run_extract(dataset, reference, models).images_extracted == 8 * 7
-    assert sorted(store_files(store)) == sorted(store_files(reference))
-    assert (store / "model=dinov2_vits14" / "_provenance.json").read_bytes() == (
-        reference / "model=dinov2_vits14" / "_provenance.json"
-    ).read_bytes()
-    for name in data_files(reference):
-        assert_same_rows(pq.read_table(store / name), pq.read_table(reference / name))
+    assert Store(store).model(MODEL).provenance == Store(reference).model(MODEL).provenance
+    assert_same_rows(table_rows(store), table_rows(reference))

@@ -8,16 +8,18 @@ import sys
 import threading
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, run_extract
 from featstore_cli.main import main
-from store_checks import assert_same_rows, data_files, extract_command, store_files
+from store_checks import assert_same_rows, extract_command, table_rows
 
 from featstore.errors import InputError, ProvenanceMismatchError
 from featstore.extraction.inputs import parse_shard, shard_of
-from featstore.store.layout import check_claim, claim_model, open_store
+from featstore.extraction.pipeline import row_schema
+from featstore.store.store import Store
+from featstore.store.writer import TableWriter
 from featstore.synthetic.images import generate_face_tree
 
 
@@ -65,7 +67,7 @@ def test_shards_split_the_identities_and_say_what_they_did(
     assert runs[4].store_counts[MODEL].identities == 2
     reference = tmp_path / "reference"
     run_extract(mini_dataset, reference, models)
-    assert sorted(store_files(store)) == sorted(store_files(reference))
+    assert_same_rows(table_rows(store), table_rows(reference))
 
 
 def test_overwrite_with_a_shard_is_refused(
@@ -77,21 +79,30 @@ def test_overwrite_with_a_shard_is_refused(
 
 
 def test_a_concurrent_claim_with_other_settings_is_caught(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "store")
-    ours, theirs = {"model": MODEL, "precision": "fp32"}, {"model": MODEL, "precision": "bf16"}
-    claim_model(store, MODEL, ours, overwrite=False)
-    threads = [
-        threading.Thread(target=claim_model, args=(store, MODEL, ours), kwargs={"overwrite": False})
-        for _ in range(4)
-    ]
+    table = Store(tmp_path / "store", create=True).table(MODEL)
+    ours = {"model": MODEL, "feature_dim": 4, "precision": "fp32"}
+    theirs = {**ours, "precision": "bf16"}
+    schema = row_schema(4)
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            table.claim(ours, schema, overwrite=False)
+        except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    check_claim(store, MODEL, ours)  # the same settings claimed concurrently: fine
-    claim_model(store, MODEL, theirs, overwrite=False)  # no rows yet, so it takes over
+    assert not errors  # the same settings claimed concurrently: fine
+    writer = TableWriter(table, ours, command="test")  # a run's snapshot, checked
+    table.claim(theirs, schema, overwrite=False)  # no rows yet, so it takes over
+    writer.add("a", pa.table({"identity": ["a"], "model": [MODEL]}))
     with pytest.raises(ProvenanceMismatchError, match="claimed with other settings"):
-        check_claim(store, MODEL, ours)
+        writer.flush()  # its commit meets the new provenance: refused, nothing written
+    assert Store(tmp_path / "store").sql("SELECT count(*) AS n FROM images")["n"][0].as_py() == 0
 
 
 def test_ray_options_need_the_ray_engine(tmp_path: Path) -> None:
@@ -143,9 +154,6 @@ def test_two_shard_processes_fill_one_store_like_a_single_run(
 
     reference = tmp_path / "reference"
     run_extract(dataset, reference, models)
-    assert sorted(store_files(store)) == sorted(store_files(reference))
-    provenance = f"model={MODEL}/_provenance.json"
-    assert (store / provenance).read_bytes() == (reference / provenance).read_bytes()
-    for name in data_files(reference):
-        assert_same_rows(pq.read_table(store / name), pq.read_table(reference / name))
+    assert Store(store).model(MODEL).provenance == Store(reference).model(MODEL).provenance
+    assert_same_rows(table_rows(store), table_rows(reference))
     assert run_extract(dataset, store, models).images_extracted == 0

@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, MODEL_REG, Dataset, Extracted, Models, run_extract
 from featstore_cli.main import main
 from headless_browser import Browser, chromium_missing_reason
 from PIL import Image
+from store_checks import table_rows
 
 from featstore.errors import InputError, StoreError
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
+from featstore.extraction.pipeline import row_schema
 from featstore.extraction.rows import ImageResult, identity_table
 from featstore.report.build import (
     ANGLES,
@@ -37,8 +38,8 @@ from featstore.report.build import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.plots import Panel, Series, histograms_png
-from featstore.store.layout import claim_model, open_store, write_partition
 from featstore.store.query import Store, count_rows
+from featstore.store.writer import TableWriter
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
 
 SHOWN = re.compile(r"<script type='application/json' id='featstore-report'>(.*?)</script>", re.S)
@@ -54,9 +55,8 @@ def shown(path: Path) -> dict[str, Any]:
 
 
 def store_rows(store: Path, model: str = MODEL) -> list[dict[str, Any]]:
-    """Every row of one model, read with pyarrow straight from the partition files."""
-    files = sorted(store.glob(f"model={model}/identity=*/data.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    """Every row of one model, read with pyarrow from the files its table's log lists."""
+    return table_rows(store, model).to_pylist()
 
 
 def expected_identities(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
@@ -311,7 +311,7 @@ def test_bad_options_exit_cleanly(
 
 
 def test_empty_store(tmp_path: Path) -> None:
-    open_store(tmp_path / "store")
+    Store(tmp_path / "store", create=True)
     with pytest.raises(StoreError, match="holds no model yet.\nHint: run `featstore extract`"):
         write_report(tmp_path / "store", out=tmp_path / "r.html")
 
@@ -385,7 +385,10 @@ def test_two_models_cosine_of_frontal_features(
     two_models: tuple[Dataset, Path], tmp_path: Path
 ) -> None:
     _, store = two_models
-    with pytest.raises(StoreError, match="holds 2 models .*; choose one with --model"):
+    with pytest.raises(
+        StoreError,
+        match=r"holds 2 models .*; choose one \(--model on the command line, model= in Python\)",
+    ):
         read_report(store)
     summary = write_report(store, out=tmp_path / "r.html", model=MODEL)
     got = shown(summary.path)["comparisons"][MODEL_REG]
@@ -450,8 +453,9 @@ def write_model(store: Path, model: str, features: dict[str, list[Any]]) -> None
     """A model written through the store's own row and partition writers."""
     dim = len(next(iter(features.values()))[0])
     provenance = {"model": model, "feature_dim": dim, "base_dir": "/nowhere"}
-    open_store(store)
-    claim_model(store, model, provenance, overwrite=False)
+    table = Store(store, create=True).table(model)
+    table.claim(provenance, row_schema(dim), overwrite=False)
+    writer = TableWriter(table, provenance, command="test")
     for identity, vectors in features.items():
         results = [
             _result(identity, "face" if i == 0 else "frame", None if i == 0 else i - 1, v)
@@ -459,14 +463,15 @@ def write_model(store: Path, model: str, features: dict[str, list[Any]]) -> None
         ]
         for r in results:
             r.features = {model: r.features["m"]} if r.features else {}
-        table = identity_table(
+        rows = identity_table(
             results,
             model=model,
             dim=dim,
             base_dir=Path("/"),
             extracted_at=datetime.now(timezone.utc),
         )
-        write_partition(store, model, identity, table, fingerprint="t", provenance=provenance)
+        writer.add(identity, rows, fingerprint="t")
+    writer.flush()
 
 
 def test_norms_flag_nan_zero_and_non_unit(tmp_path: Path) -> None:

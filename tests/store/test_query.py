@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import DIM, Extracted
 from featstore_cli.main import main
+from store_checks import table_rows
 
 from featstore.errors import QueryError, StoreError
 from featstore.store.query import VIEWS, Store, run_query, store_info
@@ -19,8 +20,7 @@ from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
 
 
 def _rows(extracted: Extracted) -> list[dict]:
-    files = sorted(extracted.store.glob("model=*/identity=*/data.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    return table_rows(extracted.store).to_pylist()
 
 
 def test_views_exist_and_images_has_every_row(extracted: Extracted) -> None:
