@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
+from featstore.errors import printable_message
+
 
 @click.command("export-json")
 @click.option(
@@ -77,7 +79,7 @@ def export_json(
         )
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {out} was not written or changed") from None
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))
 
 
 @click.command("import-json")
@@ -115,4 +117,4 @@ def import_json(
         )
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {folder} was left as it was") from None
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))

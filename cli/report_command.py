@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
+from featstore.errors import printable_message
+
 
 @click.command()
 @click.option(
@@ -39,4 +41,4 @@ def report(store: Path, out: Path, model: str | None, where: str | None) -> None
     from featstore.report.build import write_report
 
     summary = write_report(store, out=out, model=model, where=where)
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))

@@ -335,12 +335,21 @@ def _from_store(
             f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
+    from featstore.store.where import columns_of, evaluation_errors, where_failed
+
     info = store.model(model)
-    folder = materialise(
-        _store_cache_dir(store.location.local, cache_dir),
-        describe_store(store, info, where),
-        lambda: read_store(store, info, where),
-    )
+    try:
+        folder = materialise(
+            _store_cache_dir(store.location.local, cache_dir),
+            describe_store(store, info, where),
+            lambda: read_store(store, info, where),
+        )
+    except evaluation_errors() as exc:  # e.g. CAST(identity AS INTEGER) on a name
+        if where is None:
+            raise
+        with store.connect(model=info.name) as con:
+            columns = columns_of(con, "frames")
+        raise where_failed(where, exc, columns) from exc
     return info.name, folder
 
 
