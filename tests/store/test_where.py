@@ -8,6 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from conftest import Extracted
+
 from featstore.errors import InputError
 from featstore.store.where import MAX_WHERE_CHARS, check_where
 
@@ -91,3 +93,48 @@ def test_file_functions_cannot_read_outside(con: duckdb.DuckDBPyConnection) -> N
     with pytest.raises(InputError) as info:
         check_where(con, "identity IN (FROM read_csv('/etc/passwd'))")
     assert "root:" not in str(info.value)
+
+
+# --- end to end: every command that takes --where ----------------------------------------
+
+
+def test_no_command_runs_stacked_statements(extracted: Extracted, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from featstore_cli.main import main
+
+    from featstore import FeatureDataset
+
+    target = tmp_path / "x.csv"
+    runner = CliRunner()
+    for command in (
+        ["export-json", "--out", str(tmp_path / "out.json")],
+        ["report", "--out", str(tmp_path / "r.html")],
+    ):
+        result = runner.invoke(
+            main, [*command, "--store", str(extracted.store), "--where", stacked(target)]
+        )
+        assert result.exit_code == 1, result.output
+        assert "is not a usable filter" in result.output
+    with pytest.raises(InputError, match="is not a usable filter"):
+        FeatureDataset(extracted.store, where=stacked(target), cache_dir=tmp_path / "cache")
+    leak = "CAST((SELECT string_agg(column0, '|') FROM read_csv('/etc/passwd')) AS INTEGER) = 1"
+    result = runner.invoke(
+        main,
+        ["export-json", "--store", str(extracted.store), "--out", str(tmp_path / "o.json")]
+        + ["--where", leak],
+    )
+    assert result.exit_code == 1 and "root:" not in result.output
+    assert not target.exists()
+
+
+def test_dataset_where_failing_on_the_rows_is_an_input_error(
+    extracted: Extracted, tmp_path: Path
+) -> None:
+    from featstore import FeatureDataset
+
+    where = "CAST(identity AS INTEGER) > 0"
+    with pytest.raises(InputError) as info:
+        FeatureDataset(extracted.store, where=where, cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert f"--where {where!r} failed on the rows of the store: Conversion Error" in message
+    assert "columns of frames: identity" in message and "Hint: guard" in message
