@@ -7,12 +7,14 @@ exactly what it claims, without ever running it:
    and comments, so it cannot close featstore's `(` and append SQL of its own (stacked
    statements, a `UNION`, an `OR` that escapes the caller's `AND`).
 2. DuckDB's own parser (`json_serialize_sql`): `SELECT * FROM frames WHERE (<text>)` is one
-   SELECT statement and nothing else, and the expression holds no subquery (the only way
-   an expression reaches a table function such as `read_csv`).
+   SELECT statement and nothing else. A subquery may read the store's views (`frames`,
+   `images`, ...: "each identity's first ok frame" needs one) and nothing else: no table
+   function (`read_csv`, `read_text`, `glob`, `duckdb_settings()`), no other table or
+   schema, no CTE. Files are reachable from an expression only through a table function.
 3. DuckDB's binder, on a private in-memory connection with external access disabled and
-   its configuration locked, over an empty table with the columns and types of `frames`:
-   unknown columns, functions and type errors are caught while no file can be opened and
-   there is no data to leak into a message.
+   its configuration locked, over empty tables with the columns and types of the views
+   the predicate names: unknown columns, functions and type errors are caught while no
+   file can be opened and there is no data to leak into a message.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     import duckdb
 
 MAX_WHERE_CHARS = 10_000  # a filter, not a program; also bounds the parser's work
+# The views of `featstore.store.query` a subquery in a predicate may read.
+STORE_VIEWS = ("images", "faces", "frames", "identities", "valid_frames")
 _SHOWN_CHARS = 200  # of the predicate, in messages
 
 
@@ -75,12 +79,13 @@ def check_where_with(con: duckdb.DuckDBPyConnection, where: str | None, columns:
     # On its own lines, so a trailing `--` comment cannot swallow the rest of the query.
     predicate = f"(\n{where}\n)"
     _check_parentheses(where, columns)
-    types = con.execute("SELECT column_name, column_type FROM (DESCRIBE frames)").fetchall()
     with _sandbox() as sandbox:
         statement = f"SELECT * FROM frames WHERE {predicate}"
-        _check_one_expression(sandbox, statement, where, columns)
-        definition = ", ".join(f"{_quote(name)} {kind}" for name, kind in types)
-        sandbox.execute(f"CREATE TABLE frames ({definition})")
+        views = _check_one_expression(sandbox, statement, where, columns)
+        for view in sorted(views | {"frames"}):  # empty, with the columns of con's views
+            types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})")
+            definition = ", ".join(f"{_quote(name)} {kind}" for name, kind in types.fetchall())
+            sandbox.execute(f"CREATE TABLE {view} ({definition})")
         try:
             sandbox.execute(f"{statement} LIMIT 0").fetchall()
         except duckdb_error() as exc:
@@ -94,8 +99,8 @@ def where_error(where: str, message: str, columns: list[str]) -> InputError:
     return InputError(
         f"--where {shown!r} is not a usable filter over the frames: {first_line}\n"
         f"The columns of frames: {', '.join(columns)}.\n"
-        "Hint: write one SQL expression over those columns (no statements, no subqueries), "
-        "e.g. --where 'abs(avg_angle) < 30'."
+        "Hint: write one SQL expression over those columns (no statements; subqueries may "
+        "read the store's views only), e.g. --where 'abs(avg_angle) < 30'."
     )
 
 
@@ -149,15 +154,19 @@ def _check_parentheses(where: str, columns: list[str]) -> None:
 
 def _check_one_expression(
     sandbox: duckdb.DuckDBPyConnection, statement: str, where: str, columns: list[str]
-) -> None:
-    """`statement` parses as one `SELECT * FROM frames WHERE <expr>`, `<expr>` free of queries."""
+) -> set[str]:
+    """`statement` parses as one `SELECT * FROM frames WHERE <expr>`; the views it reads.
+
+    Subqueries in `<expr>` may read only `STORE_VIEWS` (see the module docstring).
+    """
     try:
         text = sandbox.execute("SELECT json_serialize_sql(?)", [statement]).fetchone()
     except duckdb_error() as exc:
         raise where_error(where, str(exc), columns) from exc
     tree: dict[str, Any] = json.loads(text[0]) if text else {"error": True}
     if tree.get("error"):
-        raise where_error(where, str(tree.get("error_message", "cannot parse it")), columns)
+        message = str(tree.get("error_message", "cannot parse it"))
+        raise where_error(where, f"Parser Error: {message}", columns)
     statements: list[dict[str, Any]] = tree.get("statements") or []
     node = statements[0].get("node", {}) if len(statements) == 1 else {}
     source = node.get("from_table") or {}
@@ -175,19 +184,40 @@ def _check_one_expression(
     )
     if not plain or node.get("where_clause") is None:
         raise where_error(where, "it is not one SQL expression", columns)
-    if _has_query(node["where_clause"]):
-        raise where_error(where, "subqueries are not allowed in a filter", columns)
+    views: set[str] = set()
+    refused = _foreign_source(node["where_clause"], views)
+    if refused is not None:
+        raise where_error(
+            where,
+            f"a subquery may read only the views {', '.join(STORE_VIEWS)}; this one reads "
+            f"{refused}",
+            columns,
+        )
+    return views
 
 
-def _has_query(tree: Any) -> bool:
-    """Whether a parsed expression holds a subquery or anything read from a table."""
-    if isinstance(tree, dict):
-        if tree.get("class") == "SUBQUERY" or "from_table" in tree or "subquery" in tree:
-            return True
-        return any(_has_query(value) for value in tree.values())
+def _foreign_source(tree: Any, views: set[str]) -> str | None:
+    """What a parsed expression reads besides the store's views (None: nothing); the views
+    it reads are added to `views`."""
     if isinstance(tree, list):
-        return any(_has_query(value) for value in tree)
-    return False
+        return next((r for r in (_foreign_source(v, views) for v in tree) if r), None)
+    if not isinstance(tree, dict):
+        return None
+    if (tree.get("cte_map") or {}).get("map"):
+        return "a WITH clause"
+    kind = tree.get("type")
+    if kind == "BASE_TABLE" and "table_name" in tree:
+        name = tree["table_name"]
+        if tree.get("schema_name") or tree.get("catalog_name") or name not in STORE_VIEWS:
+            qualified = ".".join(p for p in (tree.get("schema_name"), name) if p)
+            return f"the table {qualified!r}"
+        views.add(name)
+    elif kind == "TABLE_FUNCTION" and "function" in tree:
+        name = (tree["function"] or {}).get("function_name", "?")
+        return f"the table function {name!r}"
+    elif kind in ("EXPRESSION_LIST", "DELIM_GET", "COLUMN_DATA", "SHOW_REF", "PIVOT"):
+        return f"a {kind.lower().replace('_', ' ')}"
+    return next((r for r in (_foreign_source(v, views) for v in tree.values()) if r), None)
 
 
 def _quote(name: str) -> str:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from conftest import Extracted
 
 from featstore.errors import InputError
@@ -39,6 +38,9 @@ def stacked(target: Path) -> str:
         "(avg_angle > 0) -- a comment ) (",
         "identity = ')' OR identity = '('",
         "\"identity\" IN ('a', 'b)')",
+        "identity IN (SELECT identity FROM images WHERE role = 'face' AND avg_angle IS NULL)",
+        "avg_angle = (SELECT max(f.avg_angle) FROM frames f WHERE f.identity = frames.identity)",
+        "EXISTS (SELECT 1)",
     ],
 )
 def test_expressions_pass(con: duckdb.DuckDBPyConnection, where: str) -> None:
@@ -69,10 +71,15 @@ def test_stacked_statements_are_refused_and_never_run(
         (
             "CAST((SELECT string_agg(column0, '|') FROM read_csv('/etc/passwd', header=false)) "
             "AS INTEGER) = 1",
-            "subqueries are not allowed",
+            "reads the table function 'read_csv'",
         ),
-        ("identity IN (SELECT identity FROM frames)", "subqueries are not allowed"),
-        ("EXISTS (SELECT 1)", "subqueries are not allowed"),
+        ("EXISTS (FROM glob('/etc/*'))", "reads the table function 'glob'"),
+        ("EXISTS (SELECT 1 FROM duckdb_settings())", "the table function 'duckdb_settings'"),
+        ("EXISTS (FROM information_schema.tables)", "reads the table 'information_schema.tables'"),
+        ("EXISTS (FROM '/etc/passwd')", "reads the table '/etc/passwd'"),
+        ("identity IN (WITH t AS (FROM frames) SELECT identity FROM t)", "a WITH clause"),
+        ("EXISTS (FROM frames JOIN read_text('/etc/passwd') ON true)", "'read_text'"),
+        ("EXISTS (SELECT 1 FROM no_such_view)", "reads the table 'no_such_view'"),
         ("length(read_text('/etc/passwd')) > 0", "read_text"),
         ("no_such_column > 1", 'column "no_such_column" not found'),
         ("x" * (MAX_WHERE_CHARS + 1), "more than the"),
