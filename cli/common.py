@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, printable_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,7 +21,8 @@ def library_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FeatstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
+            # Names inside a message may hold escape sequences or newlines of their own.
+            raise click.ClickException(printable_message(str(exc))) from exc
         except KeyboardInterrupt:
             raise click.ClickException(
                 "interrupted; finished identities are saved, rerun the same command to resume"

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
+from featstore.errors import printable_message
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 
@@ -87,7 +88,7 @@ def filter_valid_images(
         detector=DetectorSettings(root=insightface_root),
         runtime=RuntimeOptions(device="cpu" if use_cpu else None, progress=not no_progress),
     )
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))
     exported = export_json(store, out=output_file, model=dinov2_model, base_dir=base)
     click.echo(
         f"wrote {output_file}: {exported.identities} valid identities, {exported.frames} frames"

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors, table_version
 
+from featstore.errors import printable_message
+
 
 @click.command("export-json")
 @click.option(
@@ -80,7 +82,7 @@ def export_json(
         )
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {out} was not written or changed") from None
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))
 
 
 @click.command("import-json")
@@ -114,4 +116,4 @@ def import_json(
         summary = run_import(file, store=store, model=model, base_dir=base_dir, overwrite=overwrite)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {store} was left as it was") from None
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))

@@ -232,7 +232,7 @@ def extract(
         engine=engine,  # type: ignore[arg-type]
         ray_options=ray_options,
     )
-    click.echo(summary.format())
+    click.echo(summary.format())  # names escaped by ExtractSummary.format
 
 
 @main.command()

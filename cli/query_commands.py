@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors, table_version
 
+from featstore.errors import printable
+
 _STORE = click.option(
     "--store",
     required=True,
@@ -116,19 +118,23 @@ def info(store: str, model: str | None, version: int | None) -> None:
     from featstore.store.query import Store, store_info
 
     found = store_info(Store(store), model=model, version=version)
-    click.echo(f"store: {found.path}  ({found.disk_bytes / 2**20:.1f} MiB on disk)")
+
+    def echo(line: str) -> None:  # one line each: names escaped (featstore.errors.printable)
+        click.echo(printable(line))
+
+    echo(f"store: {found.path}  ({found.disk_bytes / 2**20:.1f} MiB on disk)")
     if not found.models:
-        click.echo("  empty: no model has been extracted or imported yet")
+        echo("  empty: no model has been extracted or imported yet")
     for m in found.models:
         p = m.provenance
-        click.echo(
+        echo(
             f"model {m.name}: dim {m.dim}, {found.identities.get(m.name, 0)} identities, "
             f"{found.valid_identities.get(m.name, 0)} valid (table version {m.version})"
         )
         counts = found.images_by_status.get(m.name, {})
-        click.echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+        echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
         detector = p.get("detector") or {}
-        click.echo(
+        echo(
             f"  provenance: precision {p.get('precision')}, angles {p.get('angle_definition')}, "
             f"weights sha256 {str(p.get('weights_sha256'))[:12]}, "
             f"detector {detector.get('pack')}/{detector.get('model_file')} "

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors, table_version
 
+from featstore.errors import printable_message
+
 
 @click.command()
 @click.option(
@@ -45,4 +47,4 @@ def report(
     from featstore.report.build import write_report
 
     summary = write_report(store, out=out, model=model, where=where, version=version)
-    click.echo(summary.format())
+    click.echo(printable_message(summary.format()))

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 from featstore_cli.common import library_errors
 
+from featstore.errors import printable_message
+
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -36,16 +38,16 @@ def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     elif report.ok:
-        click.echo(f"OK: {file}: {report.describe()}")
+        click.echo(printable_message(f"OK: {file}: {report.describe()}"))
     else:
         for problem in report.problems:
-            click.echo(problem.format())
+            click.echo(printable_message(problem.format()))
         hidden = report.problem_count - len(report.problems)
         if hidden:
             click.echo(f"... and {hidden} more (--max-problems 0 lists all)")
         for group, hint in report.hints.items():
             click.echo(f"Hint ({group}): {hint}")
         count = f"{report.problem_count} problem{'s' if report.problem_count != 1 else ''}"
-        click.echo(f"{count} in {file} ({report.describe()})")
+        click.echo(printable_message(f"{count} in {file} ({report.describe()})"))
     if not report.ok:
         raise SystemExit(1)

@@ -11,6 +11,9 @@
 A bad *image* is never an exception: it becomes a row with a status and an error
 (see `featstore.extraction.pipeline`). Messages name the file, what was expected, what was found
 and, after "Hint:", what to do.
+
+Names (identities, file names, paths) can hold anything a file system allows, escape
+sequences and newlines included; `printable` is how every name reaches a terminal.
 """
 
 from __future__ import annotations
@@ -42,3 +45,31 @@ class ModelNotFoundError(FeatstoreError):
 
 class ModelLoadError(FeatstoreError):
     """A model file was found but does not hold the model expected."""
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on a terminal: one line, no control sequences.
+
+    Every character that is not printable (C0/C1 controls such as ESC and newline, the
+    Unicode line and paragraph separators, bidirectional overrides and other format
+    characters) is written as its Python escape (`\\x1b`, `\\n`, `\\u2028`); a byte of
+    a non-UTF-8 file name (a lone surrogate, PEP 383) as `\\xNN`. Printable text,
+    non-ASCII letters included, is unchanged.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif "\udc80" <= char <= "\udcff":  # an undecodable byte of a file name
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def printable_message(text: str) -> str:
+    """A message's lines, each made `printable`: its own line breaks stay, nothing else."""
+    return "\n".join(printable(line) for line in text.split("\n"))

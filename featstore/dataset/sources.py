@@ -26,7 +26,7 @@ from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.query import ModelInfo, Store
 from featstore.store.store import read_failure
-from featstore.store.where import check_where
+from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
@@ -88,13 +88,11 @@ def read_store(store: Store, info: ModelInfo, where: str | None) -> SampleColumn
                 f"""SELECT identity, image_path, features, {fields} FROM valid_frames
                     WHERE {predicate} ORDER BY identity, frame_index"""
             ).to_arrow_table()
+        except evaluation_errors() as exc:  # e.g. CAST(identity AS INTEGER) on a name
+            if where is None:
+                raise read_failure(exc, store) from exc
+            raise where_failed(where, exc, columns_of(con, "frames")) from exc
         except duckdb.Error as exc:
-            if where and ".parquet" not in str(exc):  # a predicate failing on some rows
-                raise InputError(
-                    f"where={where!r} failed on the rows of the store: "
-                    f"{str(exc).strip().splitlines()[0]}\nHint: guard the expression "
-                    "(e.g. TRY_CAST instead of CAST)."
-                ) from exc
             raise read_failure(exc, store) from exc
     identities = pc.unique(frames.column("identity")) if len(frames) else None
     if identities is None:
@@ -216,14 +214,19 @@ def _json_format(path: Path, entries: dict[str, Any]) -> JsonFormat:
 
 
 def describe_json(path: Path) -> dict[str, Any]:
-    """What a JSON file's samples are made from: the file (by size and time)."""
+    """What a JSON file's samples are made from: the file, by what git's index compares.
+
+    Size, mtime_ns, ctime_ns and inode (see `IdentityInputs.fingerprint` for why these and
+    not a content hash): a same-size rewrite with its mtime restored moves the ctime, a
+    file replaced by another has another inode; either makes a new cache key.
+    """
     try:
         stat = path.stat()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     return {
         "source": {"kind": "json", "path": os.path.abspath(path)},
-        "signature": f"{stat.st_size}:{stat.st_mtime_ns}",
+        "signature": f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}",
     }
 
 

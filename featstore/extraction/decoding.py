@@ -22,6 +22,7 @@ from featstore.extraction.images import (
     letterbox,
     normalize_dinov2,
 )
+from featstore.extraction.inputs import is_utf8_name
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,35 @@ class DecodeDataset(Dataset[tuple[DecodedImage, Any, Any]]):
         except OSError:
             size = None
         try:
+            _check_name(task)
             img = decode_image(task.path)
             canvas, scale = letterbox(img, self.det_size)
             pixels = dinov2_resize(img)
         except UnreadableImageError as exc:
             return DecodedImage(task, error=str(exc), file_size=size), None, None
         except Exception as exc:  # a decoder bug must not stop a run of millions of images
+            text = str(exc).replace(str(task.path), task.path.name)  # no absolute paths
             return (
-                DecodedImage(task, error=f"{type(exc).__name__}: {exc}", file_size=size),
+                DecodedImage(task, error=f"{type(exc).__name__}: {text}", file_size=size),
                 None,
                 None,
             )
         info = DecodedImage(task, None, img.width, img.height, size, scale)
         return info, pixels, canvas  # uint8: 4x less to move than float32
+
+
+def _check_name(task: ImageTask) -> None:
+    """Refuse an image whose name (or identity folder's name) is not UTF-8.
+
+    The store holds such a name with its bytes escaped (`inputs.storable_name`), a path
+    that opens nothing: extracting it would hand the trainer a file it cannot read.
+    """
+    names = [task.path.name] + ([task.path.parent.name] if task.role == "frame" else [])
+    if not all(is_utf8_name(name) for name in names):
+        raise UnreadableImageError(
+            "file name is not valid UTF-8 (stored with each such byte as \\xNN); "
+            "rename it to UTF-8 to extract it"
+        )
 
 
 def collate(items: list[tuple[DecodedImage, Any, Any]]) -> DecodedBatch:

@@ -8,11 +8,15 @@ InsightFace's `SCRFD.detect` does it.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 DINOV2_SIZE = 224
@@ -32,20 +36,80 @@ def is_image_file(path: Path) -> bool:
 
 
 def decode_image(path: Path) -> Image.Image:
-    """Decode a file into an RGB Pillow image, or raise UnreadableImageError."""
+    """Decode a file into an RGB Pillow image, or raise UnreadableImageError.
+
+    Only a regular file is read: a folder, a FIFO, a device (a symlink to /dev/zero), a
+    socket, a dangling symlink or a symlink loop named like an image is unreadable, with
+    the reason. The file is opened non-blocking and checked again with `fstat` after the
+    open, so a FIFO swapped in after the check cannot block the run. Reasons never hold
+    the file's path: the row already names it, relative to the base dir.
+    """
+    with _open_regular(path) as file:
+        try:
+            with Image.open(file) as img:
+                img.load()
+                return img.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise UnreadableImageError(f"image too large to decode safely: {exc}") from exc
+        except UnidentifiedImageError as exc:
+            raise UnreadableImageError(
+                "cannot identify image file (not an image format Pillow decodes)"
+            ) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            # Pillow raises OSError for truncated files, SyntaxError/ValueError for some
+            # corrupt headers.
+            text = str(exc).replace(str(path), path.name)
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            raise UnreadableImageError(reason) from exc
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a non-empty regular file (see `decode_image`)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise UnreadableImageError(f"image too large to decode safely: {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        # Pillow raises UnidentifiedImageError (an OSError) for non-images, OSError for
-        # truncated files, SyntaxError/ValueError for some corrupt headers.
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if path.stat().st_size == 0:
-            reason = "empty file (0 bytes)"
-        raise UnreadableImageError(reason) from exc
+        kind = _not_regular(os.stat(path).st_mode)  # before opening: never open a device
+        if kind is None:
+            flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(path, flags | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise UnreadableImageError(_os_reason(path, exc)) from exc
+    if kind is None:
+        st = os.fstat(fd)  # what was opened, if it changed since the stat
+        kind = _not_regular(st.st_mode)
+        if kind is None and st.st_size == 0:
+            os.close(fd)
+            raise UnreadableImageError("empty file (0 bytes)")
+        if kind is None:
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    via = " (through a symbolic link)" if path.is_symlink() else ""
+    raise UnreadableImageError(f"not a regular file: {kind}{via}")
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    """Why a file cannot be opened, without its path."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return "dangling symbolic link (its target does not exist)"
+    if exc.errno == errno.ENOENT:
+        return "file not found (removed after the input folders were listed?)"
+    return exc.strerror or type(exc).__name__
 
 
 def dinov2_resize(img: Image.Image) -> NDArray[np.uint8]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,20 +23,32 @@ class IdentityInputs:
     has_video_dir: bool
 
     def fingerprint(self) -> str:
-        """A digest of every input file's name, size and mtime: a changed file changes it.
+        """A digest of what git's index compares for each input file: a changed file changes it.
+
+        Per file: its name, size, mtime_ns, ctime_ns and inode (of the file a symlink points
+        to). Not a content hash: that would read every image of the dataset on every rerun
+        (a rerun that finds nothing to do must stay a listing, at millions of images), while
+        the ctime catches what size and mtime miss: nobody can set it, and every write,
+        `os.utime` (restoring the mtime after a same-size rewrite) and rename moves it; the
+        inode catches a file replaced by another (`mv new old`). The price, as for git: a
+        copy of the dataset (`cp -a`, `rsync`) has new ctimes and inodes, so its first run
+        redoes every identity; moving the dataset within a filesystem keeps both.
 
         Names, not full paths, so moving the whole dataset does not force a redo (a
         changed base dir is caught separately, by the model's provenance).
 
-        Files that cannot be stat'ed contribute a marker, so they are retried next run.
+        A file that cannot be stat'ed (a symlink loop, a dangling symlink) contributes a
+        marker with the reason, so its identity is redone once it can be.
         """
         entries: list[object] = [self.identity, self.has_video_dir]
         for path in ([self.face] if self.face else []) + list(self.frames):
             try:
                 st = path.stat()
-                entries.append([path.name, st.st_size, st.st_mtime_ns])
+                entries.append(
+                    [path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+                )
             except OSError as exc:
-                entries.append([path.name, "unstat", type(exc).__name__])
+                entries.append([path.name, "unstat", type(exc).__name__, exc.errno])
         payload = json.dumps(entries, ensure_ascii=False).encode("utf-8", "surrogateescape")
         return hashlib.sha256(payload).hexdigest()
 
@@ -49,6 +62,8 @@ class InputTree:
     video_without_face: list[str] = field(default_factory=list)
     ambiguous_faces: list[str] = field(default_factory=list)  # several files, one stem
     ignored_files: int = 0  # files without an image extension
+    # Entries of --video-dir that are no identity folder: "name (why)", escaped names.
+    skipped_entries: list[str] = field(default_factory=list)
 
     @property
     def image_count(self) -> int:
@@ -67,6 +82,7 @@ class InputTree:
             video_without_face=mine(self.video_without_face),
             ambiguous_faces=mine(self.ambiguous_faces),
             ignored_files=self.ignored_files,
+            skipped_entries=self.skipped_entries,
         )
 
 
@@ -100,16 +116,41 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def storable_name(name: str) -> str:
+    """`name` as the store can hold it: valid UTF-8, undecodable bytes written as `\\xNN`.
+
+    Python lists a file name that is not UTF-8 with each undecodable byte as a lone
+    surrogate (PEP 383 "surrogateescape"); no string column can hold those. Each such byte
+    becomes the four characters `\\xNN` (Python's "backslashreplace"), so the original
+    bytes stay recoverable (`name.encode().decode("unicode_escape")` for names without a
+    backslash of their own), and the name reads as what `ls -b` shows.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a name listed from the file system is valid UTF-8 (holds no escaped byte)."""
+    return storable_name(name) == name
+
+
 def _image_files(folder: Path) -> tuple[list[Path], int]:
+    """The entries with an image extension, whatever they are, sorted by name.
+
+    Type checks wait for decoding, which turns a folder, a FIFO, a device or a broken
+    symlink named `x.jpg` into an `unreadable` row with its reason: nothing is dropped
+    silently, and nothing here opens or follows more than `scandir` itself does.
+    """
     images, ignored = [], 0
     with os.scandir(folder) as entries:
         for entry in entries:
-            if not entry.is_file():
-                continue
             if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
                 images.append(Path(entry.path))
-            else:
-                ignored += 1
+                continue
+            try:
+                regular = entry.is_file()
+            except OSError:  # a symlink loop: not an image by its name either
+                regular = True
+            ignored += regular
     return sorted(images, key=lambda p: p.name), ignored
 
 
@@ -120,11 +161,43 @@ def _require_dir(path: Path, option: str) -> None:
         raise InputError(f"{option} {path} is not a folder.")
 
 
+def _video_dirs(video_dir: Path, skipped: list[str]) -> dict[str, Path]:
+    """`<video_dir>/<identity>/` by identity; anything else there is noted in `skipped`."""
+    found: dict[str, Path] = {}
+    with os.scandir(video_dir) as entries:
+        for entry in entries:
+            try:
+                is_dir, why = entry.is_dir(), "not a folder"
+            except OSError as exc:
+                is_dir, why = False, _link_problem(exc)
+            if not is_dir and entry.is_symlink():
+                try:
+                    os.stat(entry.path)
+                except OSError as exc:
+                    why = _link_problem(exc)
+            if is_dir:
+                found[storable_name(entry.name)] = Path(entry.path)
+            else:
+                skipped.append(f"{storable_name(entry.name)} ({why})")
+    return found
+
+
+def _link_problem(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if exc.errno == errno.ENOENT:
+        return "a dangling symbolic link"
+    return exc.strerror or type(exc).__name__
+
+
 def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
     """Walk `<face_dir>/<identity>.<ext>` and `<video_dir>/<identity>/<frame>.<ext>`.
 
-    The identity is the frontal image's file stem, byte for byte. A video folder with
-    no frontal image still yields an identity (its frames get rows, never angles).
+    The identity is the frontal image's file stem, byte for byte; a stem that is not
+    UTF-8 is kept as `storable_name` writes it (and its images end `unreadable`, since
+    no stored path could name them). A video folder with no frontal image still yields
+    an identity (its frames get rows, never angles). Entries of the video folder that
+    are no folder (files, broken symlinks) are counted and named in `skipped_entries`.
     """
     _require_dir(face_dir, "--face-dir")
     _require_dir(video_dir, "--video-dir")
@@ -132,19 +205,29 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
     faces: dict[str, Path] = {}
     ambiguous: list[str] = []
     for path in face_files:  # sorted, so the first of `a.jpg`, `a.png` wins, reproducibly
-        if path.stem in faces:
-            ambiguous.append(path.stem)
+        stem = storable_name(path.stem)
+        if stem in faces:
+            ambiguous.append(stem)
         else:
-            faces[path.stem] = path
-    with os.scandir(video_dir) as entries:
-        video_dirs = {e.name: Path(e.path) for e in entries if e.is_dir()}
+            faces[stem] = path
+    skipped: list[str] = []
+    video_dirs = _video_dirs(video_dir, skipped)
 
-    tree = InputTree(identities=[], ambiguous_faces=sorted(set(ambiguous)), ignored_files=ignored)
+    tree = InputTree(
+        identities=[],
+        ambiguous_faces=sorted(set(ambiguous)),
+        ignored_files=ignored,
+        skipped_entries=sorted(skipped),
+    )
     for identity in sorted(faces.keys() | video_dirs.keys()):
         frames: list[Path] = []
         if identity in video_dirs:
-            frames, skipped = _image_files(video_dirs[identity])
-            tree.ignored_files += skipped
+            try:
+                frames, skipped_files = _image_files(video_dirs[identity])
+            except OSError as exc:  # listed as a folder, gone or unreadable since
+                tree.skipped_entries.append(f"{identity} ({exc.strerror or exc})")
+            else:
+                tree.ignored_files += skipped_files
         elif identity in faces:
             tree.face_without_video.append(identity)
         if identity not in faces:

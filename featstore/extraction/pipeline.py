@@ -262,6 +262,7 @@ def _extract(
         video_without_face=tuple(tree.video_without_face),
         ambiguous_faces=tuple(tree.ambiguous_faces),
         ignored_files=tree.ignored_files,
+        skipped_entries=tuple(tree.skipped_entries),
         elapsed_s=elapsed,
         timings=timings,
         store_counts={m: store_counts(opened, m) for m in models},

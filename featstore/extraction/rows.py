@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
+from featstore.extraction.inputs import storable_name
 from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 
@@ -96,10 +97,14 @@ def identity_table(
         "identity": pa.array([r.task.identity for r in results], pa.string()),
         "model": pa.array([model] * n, pa.string()),
         "role": pa.array([r.task.role for r in results], pa.string()),
-        "image_path": pa.array([relative_path(r.task.path, base_dir) for r in results]),
+        "image_path": pa.array(
+            [storable_name(relative_path(r.task.path, base_dir)) for r in results], pa.string()
+        ),
         "frame_index": pa.array([r.task.frame_index for r in results], pa.int32()),
         "status": pa.array([r.status for r in results], pa.string()),
-        "error": pa.array([r.error for r in results], pa.string()),
+        "error": pa.array(
+            [None if r.error is None else storable_name(r.error) for r in results], pa.string()
+        ),
         "features": fixed_size_column(features, has_features, schema.field("features").type),
         "landmarks_2d": fixed_size_column(lm2d, detected, schema.field("landmarks_2d").type),
         "landmarks_3d": fixed_size_column(

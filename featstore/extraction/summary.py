@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from featstore.errors import printable
 from featstore.store.query import Store, StoreCounts, count_rows
 
 
@@ -34,6 +35,7 @@ class ExtractSummary:
     store_counts: dict[str, StoreCounts]
     shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
     engine: str = "local"
+    skipped_entries: tuple[str, ...] = ()  # entries of --video-dir that are no folder
 
     @property
     def images_per_s(self) -> float:
@@ -44,7 +46,11 @@ class ExtractSummary:
         return self.identities_in_input - self.identities_extracted
 
     def format(self) -> str:
-        """A human summary in the spirit of the seed script's closing report."""
+        """A human summary in the spirit of the seed script's closing report.
+
+        Names are shown through `featstore.errors.printable`: a name holding a newline
+        or an escape sequence cannot forge a line or restyle the terminal.
+        """
         c = self.run_counts
         where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
@@ -61,7 +67,8 @@ class ExtractSummary:
             rate = s.valid_identities / s.identities if s.identities else 0.0
             frames = s.frames
             lines.append(
-                f"  store [{model}]: {s.identities} identities, {s.valid_identities} valid "
+                f"  store [{printable(model)}]: {s.identities} identities, "
+                f"{s.valid_identities} valid "
                 f"({rate:.1%}); {s.frame_total} frames: ok {frames.get('ok', 0)}, "
                 f"no_face {frames.get('no_face', 0)}, unreadable {frames.get('unreadable', 0)}"
             )
@@ -71,10 +78,17 @@ class ExtractSummary:
             ("frontal image under two names (first by name used)", self.ambiguous_faces),
         ):
             if names:
-                shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                shown = ", ".join(map(printable, names[:5])) + (", ..." if len(names) > 5 else "")
                 noun = "identity" if len(names) == 1 else "identities"
                 lines.append(f"  note: {len(names)} {noun} with a {label}: {shown}")
         if self.ignored_files:
             lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
-        lines.append(f"store: {self.store}")
+        if self.skipped_entries:
+            skipped = self.skipped_entries
+            shown = ", ".join(map(printable, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+            lines.append(
+                f"  note: {len(skipped)} entries of the video folder skipped (not a folder): "
+                + shown
+            )
+        lines.append(f"store: {printable(self.store)}")
         return "\n".join(lines)

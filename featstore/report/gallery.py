@@ -1,15 +1,20 @@
 """Thumbnails for `featstore report`: small JPEGs with the box and the landmarks drawn.
 
 Images are read from where the extraction found them: the stored `image_path` joined
-to the `base_dir` recorded in the model's provenance (a stored absolute path is used as
-it is). A file that is gone or cannot be decoded is never an error here: the thumbnail
-carries the reason instead of pixels, and the report shows a placeholder and lists it.
+to the `base_dir` recorded in the model's provenance, and only there: a path that leaves
+the base dir (`../../etc/x.png`, or an absolute path elsewhere, as an imported JSON may
+hold) is never opened, so a store cannot make the report embed files from elsewhere on
+the machine. The check is on the path as written (`..` resolved, symlinks not), like the
+extraction, which follows the dataset's own symlinks. A file that is gone, outside or
+cannot be decoded is never an error here: the thumbnail carries the reason instead of
+pixels, and the report shows a placeholder and lists it.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +46,9 @@ class Thumbnail:
     problem: str | None
 
 
+OUTSIDE_BASE_DIR = "outside the extraction's base dir: not read"
+
+
 def resolve_image(base_dir: str | None, image_path: str) -> Path | None:
     """The file a stored path points at: `image_path` against the extraction's base dir."""
     if posixpath.isabs(image_path):
@@ -48,6 +56,13 @@ def resolve_image(base_dir: str | None, image_path: str) -> Path | None:
     if base_dir is None:
         return None
     return Path(posixpath.join(base_dir, image_path))
+
+
+def inside_base_dir(base_dir: str, path: Path) -> bool:
+    """Whether `path`, its `..` resolved (symlinks are not), lies under `base_dir`."""
+    base = os.path.normpath(os.path.abspath(base_dir))
+    target = os.path.normpath(os.path.abspath(path))
+    return target == base or target.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def make_thumbnail(
@@ -70,6 +85,8 @@ def make_thumbnail(
     path = resolve_image(base_dir, image_path)
     if path is None:
         return Thumbnail(image_path, None, None, "no base_dir in the provenance")
+    if base_dir is None or not inside_base_dir(base_dir, path):
+        return Thumbnail(image_path, path, None, OUTSIDE_BASE_DIR)
     if not path.is_file():
         return Thumbnail(image_path, path, None, "missing")
     try:

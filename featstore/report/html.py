@@ -444,8 +444,27 @@ def _summary_json(data: ReportData) -> str:
             [i.identity, i.thumbnail.image_path, i.thumbnail.problem] for i in data.unshown_images
         ],
     }
-    text = json.dumps(summary, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    text = script_json(json.dumps(summary, ensure_ascii=False, allow_nan=False))
     return f"<script type='application/json' id='featstore-report'>{text}</script>"
+
+
+# Inside <script>, `</script` ends the element and `<!--` followed by `<script` makes the
+# parser skip the next `</script>` (the "double escaped" state): no `<` may appear raw.
+# `>` and `&` go too (as in Django's json_script), and U+2028/2029, which older
+# JavaScript parsers take for line ends. In JSON they can only occur inside strings,
+# where the `\uXXXX` form means the same characters.
+_SCRIPT_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def script_json(text: str) -> str:
+    """JSON text made safe to embed in an HTML `<script>` element, meaning unchanged."""
+    return text.translate(_SCRIPT_ESCAPES)
 
 
 def _finite(value: float | None) -> float | None:

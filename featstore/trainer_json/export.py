@@ -46,7 +46,7 @@ from featstore.errors import InputError, StoreError
 from featstore.store.paths import output_path, relative_path
 from featstore.store.store import read_failure
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
-from featstore.trainer_json.json_writer import AtomicWriter, document
+from featstore.trainer_json.json_writer import AtomicWriter, check_indent, document
 
 if TYPE_CHECKING:
     import duckdb
@@ -135,10 +135,7 @@ def export_json(
 
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}.")
-    if indent is not None and (isinstance(indent, bool) or not isinstance(indent, int)):
-        raise InputError(f"--indent must be a whole number of spaces, got {indent!r}.")
-    if indent is not None and indent < 0:
-        raise InputError(f"--indent must be 0 or more, got {indent}.")
+    check_indent(indent)
     opened = store if isinstance(store, Store) else Store(store)
     info = _model_info(opened, model, version)
     source_base = info.provenance.get("base_dir")

@@ -14,6 +14,23 @@ import orjson
 
 from featstore.errors import InputError
 
+# More spaces a level than anyone reads; the bound keeps `--indent 100000000` from
+# asking for gigabytes of spaces per line (the file grows by indent x depth per line).
+MAX_INDENT = 32
+
+
+def check_indent(indent: int | None) -> None:
+    """Refuse an `--indent` that is no whole number in 0..MAX_INDENT (None: compact)."""
+    if indent is None:
+        return
+    if isinstance(indent, bool) or not isinstance(indent, int):
+        raise InputError(f"--indent must be a whole number of spaces, got {indent!r}.")
+    if not 0 <= indent <= MAX_INDENT:
+        raise InputError(
+            f"--indent must be 0 to {MAX_INDENT} spaces a level, got {indent}.\n"
+            "Hint: leave it out for a compact file, or use e.g. --indent 2."
+        )
+
 
 @dataclass
 class Document:
@@ -24,6 +41,7 @@ class Document:
 
 
 def document(entries: Iterable[tuple[str, dict[str, Any]]], indent: int | None) -> Document:
+    check_indent(indent)
     counts = WriteCounts()
 
     def chunks() -> Iterator[bytes]:

@@ -540,8 +540,20 @@ def test_export_bad_output_paths(
     assert_clean_error(result, "does not exist", "Hint: create it first")
     result = invoke(export_command, "--store", extracted.store, "--out", tmp_path)
     assert_clean_error(result, "is a folder")
-    with pytest.raises(InputError, match="--indent must be 0 or more"):
+    with pytest.raises(InputError, match="--indent must be 0 to 32 spaces a level, got -1"):
         export(extracted.store, tmp_path / "x.json", indent=-1)
+    # A huge indent is refused up front, not a MemoryError half way through the file.
+    result = invoke(
+        export_command,
+        "--store",
+        extracted.store,
+        "--out",
+        tmp_path / "x.json",
+        "--indent",
+        "100000000",
+    )
+    assert_clean_error(result, "--indent must be 0 to 32 spaces a level, got 100000000")
+    assert not (tmp_path / "x.json").exists()
     with pytest.raises(InputError, match="--format 'newest'"):
         export(extracted.store, tmp_path / "x.json", format="newest")
 
