@@ -191,6 +191,16 @@ class ModelTable:
             if has_rows:
                 table.delete(commit_properties=commit_properties("extract --overwrite"))
             table.alter.set_table_description(_json(provenance))
+            # A concurrent run may have committed rows of the old provenance after our
+            # look and before our change (a metadata change does not conflict with an
+            # append): then those rows are not ours to relabel. Give the old provenance
+            # back (its run then goes on) and refuse this one.
+            table.update_incremental()
+            if self._paths(table):
+                table.alter.set_table_description(_json(stored))
+                raise self.mismatch(diffs, concurrent=True)
+        except ProvenanceMismatchError:
+            raise
         except Exception as exc:
             raise self._error(exc, None) from exc
         return True
