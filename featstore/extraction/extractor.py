@@ -23,7 +23,15 @@ from featstore.extraction.decoding import DecodeDataset, DecodedBatch, ImageTask
 from featstore.extraction.detection import DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
 from featstore.extraction.inputs import IdentityInputs
-from featstore.extraction.rows import NO_FACE, OK, UNREADABLE, ImageResult, identity_table
+from featstore.extraction.rows import (
+    NO_FACE,
+    NO_POSE,
+    OK,
+    UNREADABLE,
+    ImageResult,
+    add_poses,
+    identity_table,
+)
 from featstore.store.layout import write_partition
 from featstore.store.location import StoreLocation
 
@@ -127,7 +135,9 @@ class Extractor:
             with self._models_lock:
                 results += self.process_batch(batch, lambda _: job.models)
         self.write(job, results)
-        return dict(Counter(r.status for r in results))
+        counts = Counter(r.status for r in results)
+        counts[NO_POSE] = sum(r.without_pose for r in results)
+        return dict(counts)
 
     def process_batch(
         self, batch: DecodedBatch, models_of: Callable[[int], tuple[str, ...]]
@@ -162,6 +172,7 @@ class Extractor:
             features = embedder.embed(batch.pixels[rows])
             for row, vector in zip(rows, features, strict=True):
                 results[batch.decoded[row]].features[name] = vector
+        add_poses(results)
         return results
 
     def write(self, job: IdentityJob, results: Sequence[ImageResult]) -> None:

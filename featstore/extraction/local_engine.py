@@ -21,7 +21,7 @@ from featstore.errors import FeatstoreError
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
 from featstore.extraction.detection import FaceDetector
 from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
-from featstore.extraction.rows import ImageResult
+from featstore.extraction.rows import NO_POSE, ImageResult
 
 _MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait
 
@@ -91,6 +91,7 @@ def run_local(
                     pending.results[slot] = result
                     pending.remaining -= 1
                     counts[result.status] += 1
+                    counts[NO_POSE] += result.without_pose
                     position += 1
                     if pending.remaining == 0:
                         writes.append(writer.submit(write, pending))

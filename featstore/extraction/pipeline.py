@@ -38,7 +38,8 @@ from featstore.extraction.extractor import (
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import IdentityInputs, InputTree, check_shard, scan_inputs
 from featstore.extraction.local_engine import run_local
-from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
+from featstore.extraction.pose import POSE_DEFINITION
+from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
 from featstore.store.layout import (
     check_claim,
@@ -217,7 +218,7 @@ def _extract(
     images = sum(len(job.tasks()) for job in plan)
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
-    counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0}
+    counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0, NO_POSE: 0}
     timings = {"setup_s": time.perf_counter() - started, "processing_s": 0.0}
     providers = list(local_detector.providers) if local_detector else []
     if plan:
@@ -252,6 +253,7 @@ def _extract(
         identities_in_input=len(tree.identities),
         identities_extracted=len(plan),
         images_extracted=images,
+        without_pose=counts.pop(NO_POSE, 0),
         run_counts=counts,
         face_without_video=tuple(tree.face_without_video),
         video_without_face=tuple(tree.video_without_face),
@@ -315,6 +317,7 @@ def _provenance(
         "precision": runtime.precision,
         "preprocessing": PREPROCESSING,
         "angle_definition": ANGLE_DEFINITION,
+        "pose_definition": POSE_DEFINITION,
         "detector": {
             "pack": settings.pack,
             "model_file": detector_file.name,

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     import pyarrow.dataset as pads
 
 VIEWS = ("images", "faces", "frames", "identities", "valid_frames")
+_POSE_TYPES = {
+    "euler_angles": "FLOAT[3]",
+    "rotation_matrix": "FLOAT[3][3]",
+    "pose_landmarks_3d": "FLOAT[3][5]",
+}
 
 
 @dataclass(frozen=True)
@@ -148,13 +153,16 @@ class Store:
             con.register("_empty_store", _empty_table(next(iter(dims), 0)))
             source = "_empty_store"
         features = f"features::FLOAT[{dims.pop()}]" if len(dims) == 1 else "features"
+        # The head pose columns (SPEC §7), where the files have them (older ones do not).
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        pose = "".join(f", {n}::{t} AS {n}" for n, t in _POSE_TYPES.items() if n in present)
         con.execute(
             f"""CREATE VIEW images AS SELECT * REPLACE (
                     {features} AS features,
                     landmarks_2d::FLOAT[2][5] AS landmarks_2d,
                     landmarks_3d::FLOAT[3][5] AS landmarks_3d,
                     box::FLOAT[4] AS box,
-                    spherical_angles::FLOAT[5] AS spherical_angles)
+                    spherical_angles::FLOAT[5] AS spherical_angles{pose})
                 FROM {source}"""
         )
         con.execute("CREATE VIEW faces AS SELECT * FROM images WHERE role = 'face'")
