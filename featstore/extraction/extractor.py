@@ -29,7 +29,6 @@ from featstore.extraction.rows import (
     OK,
     UNREADABLE,
     ImageResult,
-    add_poses,
     identity_table,
 )
 from featstore.store.layout import write_partition
@@ -172,7 +171,6 @@ class Extractor:
             features = embedder.embed(batch.pixels[rows])
             for row, vector in zip(rows, features, strict=True):
                 results[batch.decoded[row]].features[name] = vector
-        add_poses(results)
         return results
 
     def write(self, job: IdentityJob, results: Sequence[ImageResult]) -> None:

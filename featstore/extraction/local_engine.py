@@ -78,7 +78,10 @@ def run_local(
     writes: list[Future[None]] = []
 
     def write(pending: _Pending) -> None:
-        extractor.write(pending.job, [r for r in pending.results if r is not None])
+        results = [r for r in pending.results if r is not None]
+        extractor.write(pending.job, results)  # solves the head poses, off the main thread
+        # Only this (writer) thread counts poses: no race with the main thread's counts.
+        counts[NO_POSE] += sum(r.without_pose for r in results)
 
     bar = tqdm(total=len(tasks), unit="img", disable=not runtime.progress, dynamic_ncols=True)
     position = 0
@@ -91,7 +94,6 @@ def run_local(
                     pending.results[slot] = result
                     pending.remaining -= 1
                     counts[result.status] += 1
-                    counts[NO_POSE] += result.without_pose
                     position += 1
                     if pending.remaining == 0:
                         writes.append(writer.submit(write, pending))

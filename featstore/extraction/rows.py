@@ -39,7 +39,8 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     file_size: int | None = None
-    pose: HeadPose | NoPose | None = None  # set by `add_poses` for images with a face
+    # Set by `add_poses` (in the writer thread, when the identity's rows are built).
+    pose: HeadPose | NoPose | None = None
 
     @property
     def without_pose(self) -> bool:
