@@ -94,7 +94,12 @@ class ExportSummary:
             f"paths relative to {self.base_dir}"
         )
         if not self.identities:
-            line += "\nwarning: no identity to export (no valid identity, or --where kept no frame)"
+            line += "\nwarning: no identity to export (no valid identity, or --where kept no frame"
+            line += (
+                ", or no frontal image and frame with a head pose)"
+                if self.json_format == "3d"
+                else ")"
+            )
         return line
 
 
@@ -367,6 +372,7 @@ def _grouped(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, list[dict[st
 
 _FACE_VALUES = ("features", "landmarks_2d", "landmarks_3d", "box")
 _FRAME_VALUES = (*_FACE_VALUES, "spherical_angles", "avg_angle")
+_3D_VALUES = ("features", "landmarks_2d", "box", *POSE_COLUMNS)
 
 
 def _identity_object(
@@ -380,7 +386,7 @@ def _identity_object(
     """One identity's JSON object, keys in the order of SPEC §4 (§7 for the 3D format)."""
     if format == "3d":
         for row in (face, *video):
-            _require(row, (*_FACE_VALUES[:1], "landmarks_2d", "box", *POSE_COLUMNS))
+            _require(row, _3D_VALUES)
         return identity_object_3d(face, video, total, model=info.name, dim=info.dim, rebase=rebase)
     if format == "old":
         return {
