@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Extracted
+import torch
+from conftest import MODEL, Extracted, Models, fast_runtime
 
 from featstore import FeatureDataset
 from featstore.errors import InputError
@@ -84,3 +85,29 @@ def test_a_new_format_json_has_no_pose(extracted: Extracted, tmp_path: Path, cac
 def test_an_unknown_encoding_is_refused(extracted: Extracted, cache: Path) -> None:
     with pytest.raises(InputError, match="position_encoding='yaw': choose one of"):
         FeatureDataset(extracted.store, position_encoding="yaw", cache_dir=cache)  # type: ignore[arg-type]
+
+
+def test_an_old_format_json_is_extracted_with_its_pose(
+    extracted: Extracted, models: Models, tmp_path: Path
+) -> None:
+    out = tmp_path / "old.json"
+    export_json(extracted.store, out=out, format="old")
+    data = FeatureDataset(
+        out,
+        model=MODEL,
+        position_encoding="euler_angles",
+        weights={MODEL: models.weights},
+        detector=models.detector(),
+        runtime=fast_runtime(),
+        cache_dir=tmp_path / "cache",
+    )
+    assert data.source_format == "old-json"
+    reference = FeatureDataset(
+        extracted.store, position_encoding="euler_angles", cache_dir=tmp_path / "ref"
+    )
+    assert data.identities == reference.identities and len(data) == len(reference)
+    everything = list(range(len(data)))
+    got, want = data.__getitems__(everything), reference.__getitems__(everything)
+    assert tuple(got["position_encoding"].shape) == (len(data), 3)
+    # Same images and detector, so the same keypoints and poses (batches may round apart).
+    torch.testing.assert_close(got["position_encoding"], want["position_encoding"])
