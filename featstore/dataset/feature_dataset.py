@@ -284,9 +284,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         if not np.isnan(values).any():
             return
         first = int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
-        other = (
-            "euler_angles" if self.position_encoding == "spherical_angles" else ("spherical_angles")
-        )
+        other = next(e for e in POSITION_ENCODINGS if e != self.position_encoding)
         raise InputError(
             f"{self.source}: sample {first} ({columns.image_path[first].as_py()}) has no "
             f"{self.position_encoding}"
