@@ -12,6 +12,8 @@ Figures:
   pipeline      `featstore.extract` end to end, fp32 (goal: >= 0.85 x models-only)
   pipeline bf16 the same with --precision bf16
   naive loop    the seed's way: one image at a time through decode, detect, DINOv2
+  head pose     face000-pose-v1 (EPnP on the stored keypoints) per image with a face, as a
+                share of the pipeline's time per image (it runs inside the pipeline above)
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from featstore.extraction.extractor import image_tasks
 from featstore.extraction.images import decode_image, dinov2_input
 from featstore.extraction.inputs import scan_inputs
 from featstore.extraction.pipeline import RuntimeOptions, extract
+from featstore.extraction.pose import solve_pose
+from featstore.store.query import Store
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
 from featstore.synthetic.images import generate_face_tree
@@ -105,6 +109,25 @@ def pipeline(
     )
     streaming = summary.images_extracted / summary.timings["processing_s"]
     return summary.images_per_s, streaming
+
+
+def pose_seconds_per_image(store: Path, repeat: int = 5) -> tuple[float, int]:
+    """Seconds of `solve_pose` per image with a face (best of `repeat`), from the stored
+    keypoints and sizes, the way extraction calls it; and the number of such images."""
+    table = Store(store).sql(
+        "SELECT landmarks_2d, width, height FROM images WHERE landmarks_2d IS NOT NULL",
+        model=MODEL,
+    )
+    keypoints = np.asarray(table.column("landmarks_2d").to_pylist(), np.float32)
+    widths, heights = table.column("width").to_pylist(), table.column("height").to_pylist()
+    sizes = list(zip(widths, heights, strict=True))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for points, (width, height) in zip(keypoints, sizes, strict=True):
+            solve_pose(points, width, height)
+        best = min(best, time.perf_counter() - start)
+    return best / max(1, len(sizes)), len(sizes)
 
 
 def naive_loop(
@@ -194,6 +217,7 @@ def main() -> None:
             "bf16",
             args.workers,
         )
+        pose_s, posed = pose_seconds_per_image(work / "store")
         naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
         rows = [
             ("models only (baseline)", base, "1.00"),
@@ -210,6 +234,10 @@ def main() -> None:
         for name, value, ratio in rows:
             print(f"{name:28s}{value:10.1f}  {ratio}")
         print(f"pipeline fp32 / naive loop: {fp32 / naive:.2f}x; bf16 / fp32: {bf16 / fp32:.2f}x")
+        print(
+            f"head pose (face000-pose-v1): {pose_s * 1e6:.0f} us per image with a face "
+            f"({posed} images) = {pose_s * fp32:.2%} of the fp32 pipeline's time per image"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

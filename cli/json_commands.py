@@ -44,10 +44,13 @@ from featstore.errors import printable_message
 @click.option(
     "--format",
     "json_format",
-    type=click.Choice(["new", "old"]),
+    type=click.Choice(["new", "old", "3d"]),
     default="new",
     show_default=True,
-    help="new: features, landmarks and angles; old: image paths only.",
+    help="new: features, landmarks and angles (valid_images.json); old: image paths only; "
+    "3d: the 3D trainer's valid_images_3d.json, with the head pose face000-pose-v1 (yaw, "
+    "pitch, roll as the seed names them, rotation matrix, posed 3D keypoints) solved by "
+    "EPnP from the five keypoints; frames without a pose are left out.",
 )
 @click.option(
     "--indent",
@@ -109,7 +112,12 @@ def export_json(
 def import_json(
     file: Path, store: str, model: str | None, base_dir: Path | None, overwrite: bool
 ) -> None:
-    """Load a new-format trainer JSON (e.g. the seed's valid_images.json) into the store."""
+    """Load a trainer JSON (valid_images.json, or the 3D valid_images_3d.json) into the store.
+
+    The format is told from the file: identities with face_euler_angles /
+    face_rotation_matrix (or frames with euler_angles) are 3D; their pose fills the pose
+    columns.
+    """
     from featstore.trainer_json.importer import import_json as run_import
 
     try:

@@ -186,7 +186,13 @@ def extract(
     gpus_per_worker: float | None,
     workers_per_node: int | None,
 ) -> None:
-    """Detect faces and extract DINOv2 features of every image into the store."""
+    """Detect faces and extract DINOv2 features of every image into the store.
+
+    Each image with a face also gets its landmarks, the spherical angles of SPEC §2 and the
+    head pose face000-pose-v1 (euler_angles, rotation_matrix, pose_landmarks_3d): solved
+    by OpenCV's EPnP from the five keypoints to the seed's mean face, focal length = image
+    width; null when the keypoints are degenerate (-v logs why).
+    """
     from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.inputs import parse_shard
     from featstore.extraction.pipeline import RuntimeOptions

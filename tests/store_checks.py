@@ -107,3 +107,12 @@ def extract_command(dataset: Dataset, store: Path, models: Models) -> list[str]:
         "--workers",
         "0",
     ]
+
+
+def drop_columns(store: Path | str, columns: list[str], model: str = MODEL) -> None:
+    """Rewrite the model's table without `columns` (a store made before they existed)."""
+    from deltalake import write_deltalake
+
+    snapshot = Store(store).table(model).open()
+    rows = table_rows(store, model).drop_columns(columns)
+    write_deltalake(snapshot, rows, mode="overwrite", schema_mode="overwrite")

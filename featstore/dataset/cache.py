@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -38,14 +38,18 @@ from numpy.typing import NDArray
 from featstore.errors import StoreError
 
 CACHE_FORMAT = "featstore-dataset-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the head pose (euler_angles) joined the per-frame fields
 FRAMES_FILE = "frames.arrow"
 IDENTITIES_FILE = "identities.arrow"
 MANIFEST_FILE = "manifest.json"
 
+# What a sample's `position_encoding` holds (SPEC §2 angles, or the SPEC §7 head pose).
+PositionEncoding = Literal["spherical_angles", "euler_angles"]
+POSITION_ENCODINGS: tuple[str, ...] = ("spherical_angles", "euler_angles")
 # Per-frame fields, with the shape of one sample's value ([] for a scalar).
 FRAME_FIELDS: dict[str, tuple[int, ...]] = {
     "position_encoding": (5,),  # the stored `spherical_angles`
+    "euler_angles": (3,),  # the head pose face000-pose-v1 (SPEC §7); NaN where unknown
     "landmarks_2d": (5, 2),
     "landmarks_3d": (5, 3),
     "box": (4,),
@@ -64,7 +68,7 @@ class SampleColumns:
 
     identity_index: NDArray[np.int32]  # [N]
     input_features: NDArray[np.float32]  # [N, D]
-    fields: dict[str, NDArray[np.float32]]  # FRAME_FIELDS; det_score NaN where unknown
+    fields: dict[str, NDArray[np.float32]]  # FRAME_FIELDS; NaN where the source has none
     image_path: pa.Array  # [N] strings: absolute paths, forward slashes
     identities: list[str]  # [I]
     target_features: NDArray[np.float32]  # [I, D]

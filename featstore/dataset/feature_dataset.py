@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
 
 from featstore.dataset.cache import (
+    POSITION_ENCODINGS,
+    PositionEncoding,
     SampleColumns,
     cached_folder,
     default_cache_dir,
@@ -48,7 +50,15 @@ if TYPE_CHECKING:
     from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.pipeline import RuntimeOptions
 
-EXTRA_FIELDS = ("landmarks_2d", "landmarks_3d", "box", "avg_angle", "det_score", "image_path")
+EXTRA_FIELDS = (
+    "landmarks_2d",
+    "landmarks_3d",
+    "box",
+    "avg_angle",
+    "det_score",
+    "euler_angles",
+    "image_path",
+)
 log = logging.getLogger(__name__)
 SAMPLE_KEYS = (
     "input_features",
@@ -95,8 +105,16 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             model to extract with (default dinov2_vitb14).
         where: SQL predicate over the `frames` columns (store sources), the same as
             `featstore export-json --where`, e.g. `"abs(avg_angle) < 30"`.
+        position_encoding: what a sample's `position_encoding` holds: "spherical_angles"
+            (`[5]`, the `face000-v1` angles of SPEC §2, as the first trainer) or
+            "euler_angles" (`[3]`, the head pose `face000-pose-v1` of SPEC §7 in degrees,
+            the seed's (yaw, pitch, roll), as the 3D trainer). From a store, euler_angles
+            keeps the samples `export-json --format 3d` keeps (frames with a pose, of
+            identities whose frontal image has one). A new-format JSON has only the angles,
+            a 3D JSON (`valid_images_3d.json`) only the pose.
         extra_fields: any of landmarks_2d, landmarks_3d, box, avg_angle, det_score
-            (stores only) and image_path (absolute, forward slashes) to add to samples.
+            (stores only), euler_angles (the head pose; NaN where the source has none) and
+            image_path (absolute, forward slashes) to add to samples.
         cache_dir: where the memory-mapped sample files go; default `<store>/_cache/datasets`
             for a store you can write to, else `~/.cache/featstore/datasets`.
         extraction_store: old-format JSON only: the store the images are extracted into;
@@ -118,6 +136,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         *,
         model: str | None = None,
         where: str | None = None,
+        position_encoding: PositionEncoding = "spherical_angles",
         extra_fields: Sequence[str] = (),
         cache_dir: str | os.PathLike[str] | None = None,
         extraction_store: str | os.PathLike[str] | None = None,
@@ -129,13 +148,25 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         from featstore.store.location import is_uri, scrub_uri
 
         self.extra_fields = _check_extra_fields(extra_fields)
+        if position_encoding not in POSITION_ENCODINGS:
+            raise InputError(
+                f"position_encoding={position_encoding!r}: choose one of "
+                f"{', '.join(map(repr, POSITION_ENCODINGS))}."
+            )
+        self.position_encoding = position_encoding
+        # The cached per-frame field behind `position_encoding`.
+        self._encoding = (
+            "euler_angles" if position_encoding == "euler_angles" else "position_encoding"
+        )
         path = Path(source)
         # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
         self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
         if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
             self.version: int | None
-            self.model, self.version, folder = _from_store(source, model, where, cache_dir, version)
+            self.model, self.version, folder = _from_store(
+                source, model, where, cache_dir, version, position_encoding
+            )
         elif path.is_file():
             if version is not None:
                 raise InputError(
@@ -144,7 +175,15 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 )
             self.version = None
             self.model, folder, self.source_format = _from_json(
-                path, model, where, cache_dir, extraction_store, weights, detector, runtime
+                path,
+                model,
+                where,
+                cache_dir,
+                extraction_store,
+                weights,
+                detector,
+                runtime,
+                position_encoding,
             )
         else:
             raise InputError(
@@ -167,6 +206,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 + " (no ok frame of a valid identity).\nHint: check the store with "
                 "`featstore info`, or loosen the filter."
             )
+        self._check_encoding(columns)
 
     # --- the torch Dataset protocol ---------------------------------------------------
 
@@ -183,7 +223,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         frame = columns.input_features[i]
         sample: dict[str, Any] = {
             "input_features": torch.tensor(frame),
-            "position_encoding": torch.tensor(columns.fields["position_encoding"][i]),
+            "position_encoding": torch.tensor(columns.fields[self._encoding][i]),
             "target_features": torch.tensor(target),
             "target_residual": torch.from_numpy(target - frame),
             "person_name": columns.identities[columns.identity_index[i]],
@@ -202,14 +242,15 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         rows = _checked_rows(indices, len(columns))
         who = np.take(columns.identity_index, rows)
         size, dim = len(rows), columns.dim
-        out = _batch_tensors([(size, dim)] * 3 + [(size, 5)])
+        width = columns.fields[self._encoding].shape[1]
+        out = _batch_tensors([(size, dim)] * 3 + [(size, width)])
         frames, targets, residual, angles = (tensor.numpy() for tensor in out)
         # np.take, not fancy indexing: a third faster for row gathers; "clip" lets it write
         # into `out` directly (rows are already checked).
         np.take(columns.input_features, rows, axis=0, out=frames, mode="clip")
         np.take(columns.target_features, who, axis=0, out=targets, mode="clip")
         np.subtract(targets, frames, out=residual)
-        np.take(columns.fields["position_encoding"], rows, axis=0, out=angles, mode="clip")
+        np.take(columns.fields[self._encoding], rows, axis=0, out=angles, mode="clip")
         batch = FeatureBatch(
             input_features=out[0],
             position_encoding=out[3],
@@ -249,6 +290,26 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         )
 
     # --- opening, once per process -----------------------------------------------------
+
+    def _check_encoding(self, columns: SampleColumns) -> None:
+        """Every sample has the position encoding asked for (a JSON file has one kind)."""
+        values = columns.fields[self._encoding]
+        if not np.isnan(values).any():
+            return
+        first = int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
+        other = next(e for e in POSITION_ENCODINGS if e != self.position_encoding)
+        raise InputError(
+            f"{self.source}: sample {first} ({columns.image_path[first].as_py()}) has no "
+            f"{self.position_encoding}"
+            + (
+                " (a 3D JSON holds the head pose, not the spherical angles; a new-format "
+                "JSON the angles, not the pose)"
+                if self.source_format == "new-json"
+                else ""
+            )
+            + f".\nHint: pass position_encoding={other!r}, or export the file in the "
+            "format that has it (`featstore export-json --format 3d` for the pose)."
+        )
 
     def _open(self) -> SampleColumns:
         # A forked or spawned DataLoader worker maps the files itself on first use.
@@ -337,6 +398,7 @@ def _from_store(
     where: str | None,
     cache_dir: str | os.PathLike[str] | None,
     version: int | None,
+    encoding: PositionEncoding = "spherical_angles",
 ) -> tuple[str, int, Path]:
     from featstore.dataset.sources import describe_store, read_store
     from featstore.store.query import Store
@@ -350,8 +412,8 @@ def _from_store(
     info = store.model(model, version)
     folder = materialise(
         _store_cache_dir(store.location.local, cache_dir),
-        describe_store(store, info, where),
-        lambda: read_store(store, info, where),
+        describe_store(store, info, where, encoding),
+        lambda: read_store(store, info, where, encoding),
     )
     return info.name, info.version, folder
 
@@ -376,6 +438,7 @@ def _from_json(
     weights: Mapping[str, str | os.PathLike[str]] | None,
     detector: DetectorSettings | None,
     runtime: RuntimeOptions | None,
+    encoding: PositionEncoding,
 ) -> tuple[str, Path, str]:
     from featstore.dataset.sources import describe_json, read_json, read_new_json
 
@@ -387,7 +450,9 @@ def _from_json(
         document = read_json(path)
         if document.format == "old":
             store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
-            name, _, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir, None)
+            name, _, folder = _from_store(
+                store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
+            )
             return name, folder, "old-json"
         folder = materialise(cache, description, lambda: read_new_json(document, model))
     found = read_manifest(folder)["model"]

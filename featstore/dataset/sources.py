@@ -20,24 +20,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from featstore.dataset.cache import FRAME_FIELDS, SampleColumns
+from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
 from featstore.errors import InputError, StoreError
 from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.query import ModelInfo, Store
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
+from featstore.trainer_json.format_3d import is_3d
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
 _STORE_COLUMNS = {
     "position_encoding": "spherical_angles",
+    "euler_angles": "euler_angles",
     "landmarks_2d": "landmarks_2d",
     "landmarks_3d": "landmarks_3d",
     "box": "box",
     "avg_angle": "avg_angle",
     "det_score": "det_score",
 }
+# The frames (and frontal images) the 3D trainer's JSON keeps: those with a head pose.
+_POSED = """euler_angles IS NOT NULL AND identity IN (
+               SELECT identity FROM faces WHERE status = 'ok' AND euler_angles IS NOT NULL)"""
 # Keys of a new-format frame behind each per-frame field (the JSON has no det_score).
 _JSON_KEYS = {
     "position_encoding": "spherical_angles",
@@ -46,12 +51,21 @@ _JSON_KEYS = {
     "box": "box",
     "avg_angle": "avg_angle",
 }
+# A 3D file's frames (SPEC §7): the pose, and landmarks_3d that are the posed mean face.
+_JSON_3D_KEYS = {
+    "euler_angles": "euler_angles",
+    "landmarks_2d": "landmarks_2d",
+    "landmarks_3d": "landmarks_3d",
+    "box": "box",
+}
 
 
 # --- stores ----------------------------------------------------------------------------
 
 
-def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str, Any]:
+def describe_store(
+    store: Store, info: ModelInfo, where: str | None, encoding: PositionEncoding
+) -> dict[str, Any]:
     """What a store's samples are made from: one version of the model's table.
 
     A Delta version never changes once committed, so (table id, version) names the rows
@@ -66,19 +80,37 @@ def describe_store(store: Store, info: ModelInfo, where: str | None) -> dict[str
             "path": os.path.abspath(location.local) if location.local else location.display,
             "model": info.name,
             "where": where,
+            "position_encoding": encoding,  # euler_angles keeps posed frames only
         },
         "signature": f"{store.table_id(info.name, info.version)}@{info.version}",
         "provenance": info.provenance,
     }
 
 
-def read_store(store: Store, info: ModelInfo, where: str | None) -> SampleColumns:
-    """The samples of one model of a store, `where` applied to the frames."""
+def read_store(
+    store: Store, info: ModelInfo, where: str | None, encoding: PositionEncoding
+) -> SampleColumns:
+    """The samples of one model of a store, `where` applied to the frames.
+
+    With `encoding` "euler_angles", the samples are those of `export-json --format 3d`:
+    frames with a head pose, of identities whose frontal image has one.
+    """
     import duckdb
 
     with store.connect(model=info.name, version=info.version) as con:
         predicate = check_where(con, where)
-        fields = ", ".join(_STORE_COLUMNS.values())
+        columns = {r[0] for r in con.execute("DESCRIBE frames").fetchall()}
+        if encoding == "euler_angles":
+            if "euler_angles" not in columns:
+                raise StoreError(
+                    f"model {info.name} of {store.location} has no head pose columns: it was "
+                    "made before featstore computed the pose.\nHint: extract it again with "
+                    "--overwrite, or use position_encoding='spherical_angles'."
+                )
+            predicate = f"({predicate}) AND {_POSED}"
+        fields = ", ".join(
+            c if c in columns else f"NULL::FLOAT[3] AS {c}" for c in _STORE_COLUMNS.values()
+        )
         try:
             faces = con.sql(
                 """SELECT identity, image_path, features FROM faces
@@ -231,7 +263,7 @@ def describe_json(path: Path) -> dict[str, Any]:
 
 
 def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
-    """The samples of a new-format file.
+    """The samples of a new-format file, or of a 3D one (SPEC §7: the pose, no angles).
 
     Dims and model names are checked identity by identity (seed Q1): the first identity
     sets them, every other must agree, and the model's known dim must match.
@@ -241,13 +273,21 @@ def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
     names = sorted(entries)
     inputs: list[NDArray[np.float32]] = []
     fields: dict[str, list[NDArray[np.float32]]] = {name: [] for name in _JSON_KEYS}
+    fields["euler_angles"] = []
     targets: list[NDArray[np.float32]] = []
     counts: list[int] = []
     frame_paths: list[str | None] = []
     face_paths: list[str | None] = []
     base = path.absolute().parent
+    three_d = is_3d(entries[names[0]])
     for name in names:
         entry = entries[name]
+        if is_3d(entry) != three_d:
+            raise InputError(
+                f"{path}: identity {name!r} is {'not ' if three_d else ''}in the 3D format "
+                f"(with a head pose), unlike identity {names[0]!r}; one file holds one format."
+                "\nHint: regenerate the file with `featstore export-json`."
+            )
         found_model, dim = _json_model(path, name, entry)
         if expected is None:
             expected = (found_model, dim)
@@ -266,8 +306,14 @@ def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
         face_paths.append(_json_path(entry.get("face_image_path"), base))
         video = _frames(path, name, "video_data", entry["video_data"])
         inputs.append(_frame_floats(path, name, video, "features", (dim,)))
-        for field, key in _JSON_KEYS.items():
-            fields[field].append(_frame_floats(path, name, video, key, FRAME_FIELDS[field]))
+        for field in fields:
+            key = (_JSON_3D_KEYS if three_d else _JSON_KEYS).get(field)
+            shape = FRAME_FIELDS[field]
+            fields[field].append(
+                np.full((len(video), *shape), np.nan, np.float32)  # not in this format
+                if key is None
+                else _frame_floats(path, name, video, key, shape)
+            )
         frame_paths.extend(_json_path(frame.get("image_path"), base) for frame in video)
         counts.append(len(video))
     assert expected is not None  # read_json refuses a file without identities

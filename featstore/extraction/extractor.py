@@ -23,7 +23,14 @@ from featstore.extraction.decoding import DecodeDataset, DecodedBatch, ImageTask
 from featstore.extraction.detection import DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
 from featstore.extraction.inputs import IdentityInputs
-from featstore.extraction.rows import NO_FACE, OK, UNREADABLE, ImageResult, identity_table
+from featstore.extraction.rows import (
+    NO_FACE,
+    NO_POSE,
+    OK,
+    UNREADABLE,
+    ImageResult,
+    identity_table,
+)
 from featstore.store.location import StoreLocation
 from featstore.store.store import Store
 from featstore.store.writer import COMMIT_IDENTITIES, TableWriter
@@ -137,7 +144,9 @@ class Extractor:
         with self._writers_lock:
             self.write(job, results)
             self.flush()  # an identity handed back to the driver is committed
-        return dict(Counter(r.status for r in results))
+        counts = Counter(r.status for r in results)
+        counts[NO_POSE] = sum(r.without_pose for r in results)
+        return dict(counts)
 
     def process_batch(
         self, batch: DecodedBatch, models_of: Callable[[int], tuple[str, ...]]

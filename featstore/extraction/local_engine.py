@@ -21,7 +21,7 @@ from featstore.errors import FeatstoreError
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
 from featstore.extraction.detection import FaceDetector
 from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
-from featstore.extraction.rows import ImageResult
+from featstore.extraction.rows import NO_POSE, ImageResult
 
 _MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait
 
@@ -78,7 +78,10 @@ def run_local(
     writes: list[Future[None]] = []
 
     def write(pending: _Pending) -> None:
-        extractor.write(pending.job, [r for r in pending.results if r is not None])
+        results = [r for r in pending.results if r is not None]
+        extractor.write(pending.job, results)  # solves the head poses, off the main thread
+        # Only this (writer) thread counts poses: no race with the main thread's counts.
+        counts[NO_POSE] += sum(r.without_pose for r in results)
 
     bar = tqdm(total=len(tasks), unit="img", disable=not runtime.progress, dynamic_ncols=True)
     position = 0

@@ -37,7 +37,8 @@ from featstore.extraction.extractor import (
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import InputTree, check_shard, scan_inputs
 from featstore.extraction.local_engine import run_local
-from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
+from featstore.extraction.pose import POSE_DEFINITION
+from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
 from featstore.store.format import FINGERPRINT_COLUMN, store_schema
 from featstore.store.store import Store
@@ -219,7 +220,7 @@ def _extract(
     images = sum(len(job.tasks()) for job in plan)
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
-    counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0}
+    counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0, NO_POSE: 0}
     timings = {"setup_s": time.perf_counter() - started, "processing_s": 0.0}
     providers = list(local_detector.providers) if local_detector else []
     if plan:
@@ -257,6 +258,7 @@ def _extract(
         identities_in_input=len(tree.identities),
         identities_extracted=len(plan),
         images_extracted=images,
+        without_pose=counts.pop(NO_POSE, 0),
         run_counts=counts,
         face_without_video=tuple(tree.face_without_video),
         video_without_face=tuple(tree.video_without_face),
@@ -321,6 +323,7 @@ def _provenance(
         "precision": runtime.precision,
         "preprocessing": PREPROCESSING,
         "angle_definition": ANGLE_DEFINITION,
+        "pose_definition": POSE_DEFINITION,
         "detector": {
             "pack": settings.pack,
             "model_file": detector_file.name,

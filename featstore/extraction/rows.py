@@ -1,7 +1,8 @@
-"""From per-image results to the store's rows: geometry, statuses, Arrow columns."""
+"""From per-image results to the store's rows: geometry, head pose, statuses, Arrow columns."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,11 +16,16 @@ from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
 from featstore.extraction.inputs import storable_name
+from featstore.extraction.pose import HeadPose, NoPose, solve_pose
 from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
 STATUSES = (OK, NO_FACE, UNREADABLE)
+# Not a status: images with a face whose head pose could not be solved (counted apart).
+NO_POSE = "no_pose"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +40,48 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     file_size: int | None = None
+    # Set by `add_poses` (in the writer thread, when the identity's rows are built).
+    pose: HeadPose | NoPose | None = None
+
+    @property
+    def without_pose(self) -> bool:
+        """A face was found but its head pose could not be solved."""
+        return isinstance(self.pose, NoPose)
+
+
+def add_poses(results: Sequence[ImageResult]) -> None:
+    """Solve `face000-pose-v1` for each image with a face (once), logging why one has none.
+
+    From the stored float32 keypoints and the decoded image's size, so anyone can
+    recompute the pose from the store's columns.
+    """
+    for r in results:
+        if r.detection is None or r.pose is not None:
+            continue
+        r.pose = solve_pose(r.detection.landmarks_2d, r.width, r.height)
+        if isinstance(r.pose, NoPose):
+            log.info("no head pose for %s: %s", r.task.path, r.pose.reason)
+
+
+def _pose_columns(results: Sequence[ImageResult], schema: pa.Schema) -> dict[str, pa.Array]:
+    """euler_angles, rotation_matrix and pose_landmarks_3d; null without a face or pose."""
+    add_poses(results)
+    n = len(results)
+    euler, rotation, posed = np.zeros((n, 3)), np.zeros((n, 3, 3)), np.zeros((n, 5, 3))
+    solved = np.zeros(n, dtype=bool)
+    for i, r in enumerate(results):
+        if isinstance(r.pose, HeadPose):
+            euler[i], rotation[i], posed[i] = (
+                r.pose.euler_angles,
+                r.pose.rotation_matrix,
+                r.pose.landmarks_3d,
+            )
+            solved[i] = True
+    values = {"euler_angles": euler, "rotation_matrix": rotation, "pose_landmarks_3d": posed}
+    return {
+        name: fixed_size_column(v.astype(np.float32), solved, schema.field(name).type)
+        for name, v in values.items()
+    }
 
 
 def _frame_geometry(
@@ -116,6 +164,7 @@ def identity_table(
             angles.astype(np.float32), has_angles, schema.field("spherical_angles").type
         ),
         "avg_angle": pa.array(avg, pa.float32(), mask=~has_angles),
+        **_pose_columns(results, schema),
         "width": pa.array([r.width for r in results], pa.int32()),
         "height": pa.array([r.height for r in results], pa.int32()),
         "file_size": pa.array([r.file_size for r in results], pa.int64()),

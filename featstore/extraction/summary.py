@@ -36,6 +36,7 @@ class ExtractSummary:
     shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
     engine: str = "local"
     skipped_entries: tuple[str, ...] = ()  # entries of --video-dir that are no folder
+    without_pose: int = 0  # this run's images with a face but no head pose (SPEC §7)
 
     @property
     def images_per_s(self) -> float:
@@ -60,6 +61,11 @@ class ExtractSummary:
             f"  this run: ok {c.get('ok', 0)}, no_face {c.get('no_face', 0)}, "
             f"unreadable {c.get('unreadable', 0)}",
         ]
+        if self.without_pose:
+            lines.append(
+                f"  note: {self.without_pose} images with a face have no head pose "
+                "(face000-pose-v1; the log says why); their pose columns are null"
+            )
         if self.shard is not None:
             i, n = self.shard
             lines[0] = f"shard {i}/{n} ({self.identities_in_input} identities): " + lines[0]

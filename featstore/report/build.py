@@ -8,7 +8,8 @@ and `featstore info` read), over one connection:
 
 - overview: `count_rows`, exactly what `featstore info` prints;
 - per-identity table: the `identities` view;
-- angles: `valid_frames`; detector scores and feature norms: `images`;
+- angles and the head pose (`featstore.report.pose`): `valid_frames`;
+- detector scores and feature norms: `images`;
 - model comparison: `faces` of two models, `array_cosine_similarity`.
 
 `--where` has export-json's semantics: a predicate over the columns of `frames`, checked
@@ -61,6 +62,7 @@ from featstore.report.data import (
     worst_first,
 )
 from featstore.report.gallery import make_thumbnail
+from featstore.report.pose import has_pose_columns, read_pose
 from featstore.store.paths import output_path
 from featstore.store.query import ModelInfo, Store, count_rows
 from featstore.store.store import read_failure
@@ -183,6 +185,7 @@ def read_report(
         try:
             identities = worst_first(_identity_rows(con))
             angles = _angles(con)
+            pose = read_pose(con)
             det_scores = _by_role(con, "det_score", "det_score IS NOT NULL")
             norms = _norms(con)
             reasons = [
@@ -213,6 +216,7 @@ def read_report(
         rejected=rejected,
         rejected_total=rejected_total,
         seed=seed,
+        pose=pose,
     )
 
 
@@ -356,12 +360,24 @@ def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
 _IMAGE_COLUMNS = "identity, role, frame_index, image_path, status, error, box, landmarks_2d"
 
 
+def _image_columns(con: duckdb.DuckDBPyConnection) -> str:
+    """The gallery's columns, with the head pose where the store has it."""
+    return _IMAGE_COLUMNS + (", euler_angles" if has_pose_columns(con) else "")
+
+
 def _gallery_image(row: dict[str, Any], base_dir: str | None) -> GalleryImage:
     thumbnail = make_thumbnail(
         base_dir, row["image_path"], box=row["box"], landmarks=row["landmarks_2d"]
     )
+    euler = row.get("euler_angles")
     return GalleryImage(
-        row["identity"], row["role"], row["frame_index"], row["status"], row["error"], thumbnail
+        row["identity"],
+        row["role"],
+        row["frame_index"],
+        row["status"],
+        row["error"],
+        thumbnail,
+        None if euler is None else (float(euler[0]), float(euler[1]), float(euler[2])),
     )
 
 
@@ -379,7 +395,7 @@ def _gallery(
         return []
     rows = _arrow(
         con,
-        f"SELECT {_IMAGE_COLUMNS} FROM images WHERE list_contains($chosen, identity) "
+        f"SELECT {_image_columns(con)} FROM images WHERE list_contains($chosen, identity) "
         "ORDER BY identity, role, frame_index",
         chosen=chosen,
     ).to_pylist()
@@ -406,7 +422,7 @@ def _rejected(
     """A seeded sample of the frames that are not ok (each status in turn), and their count."""
     table = _arrow(
         con,
-        f"SELECT {_IMAGE_COLUMNS} FROM frames WHERE status <> 'ok' "
+        f"SELECT {_image_columns(con)} FROM frames WHERE status <> 'ok' "
         "ORDER BY status, identity, frame_index",
     )
     statuses = table.column("status").to_pylist()

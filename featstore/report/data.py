@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.report.gallery import Thumbnail
+from featstore.report.pose import PoseDistribution
 from featstore.store.query import ModelInfo, StoreCounts
 
 FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
@@ -137,6 +138,7 @@ class GalleryImage:
     status: str
     error: str | None
     thumbnail: Thumbnail
+    euler_angles: tuple[float, float, float] | None = None  # the head pose, when solved
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class ReportData:
     rejected: list[GalleryImage]
     rejected_total: int
     seed: int
+    pose: PoseDistribution | None = None  # the head pose histograms (SPEC §7)
 
     @property
     def unshown_images(self) -> list[GalleryImage]:

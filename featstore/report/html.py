@@ -28,6 +28,13 @@ from featstore.report.data import (
 from featstore.report.gallery import LANDMARK_COLOURS, png_data_uri
 from featstore.report.page_assets import CSP, SCRIPT, STYLE
 from featstore.report.plots import Panel, Series, histograms_png
+from featstore.report.pose import (
+    POSE_NAMES,
+    PoseDistribution,
+    pose_caption,
+    pose_heading,
+    pose_panels,
+)
 
 TABLE_ROWS = 5000  # identities listed; the rest are counted (featstore query lists all)
 REASON_CHARS = 300
@@ -269,6 +276,7 @@ def _distributions(data: ReportData) -> str:
         "<code>valid_frames</code>)</h3>"
         + _plot(angle_panels, "angle histograms")
         + _stats_table([(name, Stats.of(data.angles[name])) for name in ANGLES])
+        + _pose(data.pose)
         + "<h3>Detector scores, feature norms, frames per identity</h3>"
         + _plot(other_panels, "score, norm and frames histograms")
         + _stats_table(
@@ -279,6 +287,13 @@ def _distributions(data: ReportData) -> str:
         )
         + flags
     )
+
+
+def _pose(pose: PoseDistribution | None) -> str:
+    if pose is None or not pose.available:
+        return pose_heading(pose)
+    stats = _stats_table([(name, Stats.of(pose.values[name])) for name in POSE_NAMES])
+    return pose_heading(pose) + _plot(pose_panels(pose), "head pose histograms") + stats
 
 
 _KEYPOINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
@@ -339,14 +354,25 @@ def _gallery(data: ReportData) -> str:
     for entry in data.gallery:
         figures = []
         if entry.face is not None:
-            figures.append(_figure(entry.face, f"frontal {_status(entry.face)}"))
-        figures += [_figure(f, f"frame #{f.frame_index} {_status(f)}") for f in entry.frames]
+            figures.append(
+                _figure(entry.face, f"frontal {_status(entry.face)}{_pose_line(entry.face)}")
+            )
+        figures += [
+            _figure(f, f"frame #{f.frame_index} {_status(f)}{_pose_line(f)}") for f in entry.frames
+        ]
         parts.append(
             f"<div class='identity'><h3>{escape(entry.identity)} "
             f"<span class='muted'>({entry.frames_total} frames, {len(entry.frames)} shown)"
             f"</span></h3><div class='strip'>{''.join(figures)}</div></div>"
         )
     return "".join(parts)
+
+
+def _pose_line(image: GalleryImage) -> str:
+    """The head pose under a thumbnail (images with a face only)."""
+    if image.status != "ok":
+        return ""
+    return f"<br><span class='pose'>{escape(pose_caption(image.euler_angles))}</span>"
 
 
 def _comparisons(comparisons: list[ModelComparison]) -> str:
@@ -423,6 +449,9 @@ def _summary_json(data: ReportData) -> str:
             for r in data.identities[:TABLE_ROWS]
         ],
         "angles": {name: _stats_dict(Stats.of(v)) for name, v in data.angles.items()},
+        "pose": {
+            n: _stats_dict(Stats.of(v)) for n, v in (data.pose.values if data.pose else {}).items()
+        },
         "det_score": {role: _stats_dict(Stats.of(v)) for role, v in data.det_scores.items()},
         "norms": {
             "checked": data.norms.checked,

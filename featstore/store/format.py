@@ -82,6 +82,10 @@ def store_schema(dim: int) -> pa.Schema:
             ("height", pa.int32()),
             ("file_size", pa.int64()),
             ("extracted_at", pa.timestamp("us", tz="UTC")),
+            # The head pose face000-pose-v1 (docs/formats.md), null without a face or a pose.
+            ("euler_angles", pa.list_(pa.float32(), 3)),
+            ("rotation_matrix", pa.list_(pa.list_(pa.float32(), 3), 3)),
+            ("pose_landmarks_3d", pa.list_(point3, 5)),
         ]
     )
 

@@ -26,6 +26,10 @@ ARRAY_COLUMNS = {
     "landmarks_3d": "FLOAT[3][5]",
     "box": "FLOAT[4]",
     "spherical_angles": "FLOAT[5]",
+    # The head pose (face000-pose-v1); tables written before it have no such columns.
+    "euler_angles": "FLOAT[3]",
+    "rotation_matrix": "FLOAT[3][3]",
+    "pose_landmarks_3d": "FLOAT[3][5]",
 }
 
 

@@ -26,6 +26,9 @@ Decisions where the spec is silent:
   `featstore.trainer_json.importer`).
   `valid_video_images` is the number of frames written, after `--where`.
 - An identity whose frames `--where` removes entirely is left out.
+- `--format 3d` writes the seed's `valid_images_3d.json` (SPEC §7,
+  `featstore.trainer_json.format_3d`): the same scan, frames and frontal images without a
+  pose left out, identities without a posed frontal image or frame left out.
 - `--indent N` writes what `json.dumps(..., indent=N)` would (newlines, N spaces a level,
   `": "` after keys); without it the file is compact (orjson's, no spaces).
 """
@@ -46,6 +49,7 @@ from featstore.errors import InputError, StoreError
 from featstore.store.paths import output_path, relative_path
 from featstore.store.store import read_failure
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
+from featstore.trainer_json.format_3d import POSE_COLUMNS, identity_object_3d
 from featstore.trainer_json.json_writer import AtomicWriter, check_indent, document
 
 if TYPE_CHECKING:
@@ -53,8 +57,8 @@ if TYPE_CHECKING:
 
     from featstore.store.query import ModelInfo, Store
 
-ExportFormat = Literal["new", "old"]
-EXPORT_FORMATS: tuple[str, ...] = ("new", "old")
+ExportFormat = Literal["new", "old", "3d"]
+EXPORT_FORMATS: tuple[str, ...] = ("new", "old", "3d")
 # Set on the frontal row of identities imported from a JSON file (featstore.trainer_json.importer):
 # the file's total_video_images, i.e. frames of any status, which the JSON does not list.
 TOTAL_COLUMN = "total_video_images"
@@ -68,6 +72,7 @@ _SHAPES: dict[str, tuple[int, ...]] = {
     "box": (4,),
     "spherical_angles": (5,),
 }
+_FLOAT_SHAPES = {**_SHAPES, **POSE_COLUMNS}  # the float columns a row may carry
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class ExportSummary:
 
     path: Path
     model: str
-    json_format: str  # "new" or "old"
+    json_format: str  # "new", "old" or "3d"
     identities: int
     frames: int
     bytes: int
@@ -91,7 +96,12 @@ class ExportSummary:
             f"paths relative to {self.base_dir}"
         )
         if not self.identities:
-            line += "\nwarning: no identity to export (no valid identity, or --where kept no frame)"
+            line += "\nwarning: no identity to export (no valid identity, or --where kept no frame"
+            line += (
+                ", or no frontal image and frame with a head pose)"
+                if self.json_format == "3d"
+                else ")"
+            )
         return line
 
 
@@ -120,7 +130,8 @@ def export_json(
         where: an SQL predicate over the columns of the `frames` view (e.g.
             `abs(avg_angle) < 30`); frames it rejects are left out, and so are
             identities left without a frame. `total_video_images` is not affected.
-        format: "new" (features, landmarks, angles) or "old" (paths only).
+        format: "new" (features, landmarks, angles), "old" (paths only) or "3d" (the
+            seed's `valid_images_3d.json`: features, landmarks, head pose; SPEC §7).
         indent: None for a compact file, else spaces per level, like `json.dumps`.
         version: export this version of the model's table (default: the latest).
 
@@ -155,12 +166,15 @@ def export_json(
             )
         columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = check_where_with(con, where, columns)
-        scan = _Scan(con, info, frame_filter, new=format == "new")
+        if format == "3d":
+            _require_pose_columns(con, info, opened.location)
+        new, pose = format != "old", format == "3d"
+        scan = _Scan(con, info, frame_filter, new=new, pose=pose)
         rebase = _Rebaser(source_base, export_base)
         writer = AtomicWriter(out_path)
         try:
             entries = (
-                (identity, _identity_object(face, frames, total, info, format == "new", rebase))
+                (identity, _identity_object(face, frames, total, info, format, rebase))
                 for identity, face, frames, total in scan.identities()
             )
             written = writer.write(document(entries, indent))
@@ -218,9 +232,16 @@ class _Scan:
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, info: ModelInfo, frame_filter: str, *, new: bool
+        self,
+        con: duckdb.DuckDBPyConnection,
+        info: ModelInfo,
+        frame_filter: str,
+        *,
+        new: bool,
+        pose: bool = False,
     ) -> None:
         self.con, self.info, self.new = con, info, new
+        self.pose = pose  # only rows with a head pose (the 3D format)
         self.frame_filter = frame_filter
         self.types = {row[0]: row[1] for row in con.execute("DESCRIBE images").fetchall()}
 
@@ -242,6 +263,8 @@ class _Scan:
                 )
             face = next((r for r in rows if r["role"] == "face"), None)
             frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
+            if self.pose and face is not None and face["euler_angles"] is None:
+                continue  # a frontal image without a pose: not in the 3D file
             if face is None:
                 raise StoreError(f"identity {identity!r} is valid but has no ok frontal row.")
             if frames:  # none left when --where rejected them all
@@ -252,11 +275,15 @@ class _Scan:
         columns = ["role", "identity", "frame_index", "image_path"]
         if self.new:
             columns += ["features", *_SHAPES, "avg_angle"]
+        frame_filter = self.frame_filter
+        if self.pose:
+            columns += list(POSE_COLUMNS)
+            frame_filter = f"({frame_filter}) AND euler_angles IS NOT NULL"
         if TOTAL_COLUMN in self.types:
             columns.append(TOTAL_COLUMN)
         sql = f"""SELECT {", ".join(map(_quote, columns))} FROM images AS frames
                   WHERE identity >= $lo AND identity <= $hi AND status = 'ok'
-                    AND (role = 'face' OR {self.frame_filter})
+                    AND (role = 'face' OR {frame_filter})
                   ORDER BY identity, role, frame_index"""
         batch_rows = _BATCH_ROWS if self.new else 65536
         # About _RANGE_ROWS rows a range (identities have ~10 frames, some have thousands).
@@ -283,8 +310,8 @@ def _batch_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
     columns: dict[str, list[Any]] = {}
     for name in batch.schema.names:
         column = batch.column(name)
-        if name in _SHAPES or name in ("features", "avg_angle"):
-            columns[name] = _floats(column, _SHAPES.get(name, ()), batch, name)
+        if name in _FLOAT_SHAPES or name in ("features", "avg_angle"):
+            columns[name] = _floats(column, _FLOAT_SHAPES.get(name, ()), batch, name)
         else:
             columns[name] = column.to_pylist()
     for i in range(batch.num_rows):
@@ -333,6 +360,7 @@ def _grouped(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, list[dict[st
 
 _FACE_VALUES = ("features", "landmarks_2d", "landmarks_3d", "box")
 _FRAME_VALUES = (*_FACE_VALUES, "spherical_angles", "avg_angle")
+_3D_VALUES = ("features", "landmarks_2d", "box", *POSE_COLUMNS)
 
 
 def _identity_object(
@@ -340,11 +368,15 @@ def _identity_object(
     video: list[dict[str, Any]],
     total: int,
     info: ModelInfo,
-    new: bool,
+    format: ExportFormat,
     rebase: _Rebaser,
 ) -> dict[str, Any]:
-    """One identity's JSON object, keys in the order of SPEC §4."""
-    if not new:
+    """One identity's JSON object, keys in the order of SPEC §4 (§7 for the 3D format)."""
+    if format == "3d":
+        for row in (face, *video):
+            _require(row, _3D_VALUES)
+        return identity_object_3d(face, video, total, model=info.name, dim=info.dim, rebase=rebase)
+    if format == "old":
         return {
             "face_image_path": rebase(face["image_path"]),
             "video_images": [rebase(frame["image_path"]) for frame in video],
@@ -375,6 +407,19 @@ def _identity_object(
         "feature_dim": info.dim,
         "dinov2_model": info.name,
     }
+
+
+def _require_pose_columns(
+    con: duckdb.DuckDBPyConnection, info: ModelInfo, store: object
+) -> None:
+    """The 3D format needs the pose columns, which stores made before them lack."""
+    missing = [c for c in POSE_COLUMNS if c not in columns_of(con, "images")]
+    if missing:
+        raise StoreError(
+            f"model {info.name} of {store} has no head pose columns ({', '.join(missing)}): "
+            "it was made before featstore computed the pose.\n"
+            "Hint: extract it again with --overwrite (the pose comes from the keypoints)."
+        )
 
 
 def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:

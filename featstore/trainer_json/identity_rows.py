@@ -1,4 +1,8 @@
-"""One identity of a new-format trainer JSON, checked and turned into its store rows.
+"""One identity of a new-format (or 3D) trainer JSON, checked and turned into its store rows.
+
+A 3D identity (SPEC §7) fills the pose columns; its `landmarks_3d` are the posed mean face,
+stored as `pose_landmarks_3d`, and the pseudo-3D `landmarks_3d` and the spherical angles,
+which the 3D file does not hold, are null.
 
 Every message names the file, the identity and the field; numbers become float32 exactly
 (see `float32`)."""
@@ -19,6 +23,7 @@ from featstore.errors import InputError
 from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 from featstore.trainer_json.export import TOTAL_COLUMN
+from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D
 
 NUMBER_TYPES = frozenset({Decimal, int, float})
 
@@ -154,9 +159,12 @@ def stored_path(base: Path, value: str) -> str:
 
 
 def identity_table(
-    check: Check, value: dict[str, Any], target: RowTarget, dim: int
+    check: Check, value: dict[str, Any], target: RowTarget, dim: int, *, three_d: bool = False
 ) -> tuple[pa.Table, int]:
-    """The rows of one identity (frontal image first, frames in file order), checked."""
+    """The rows of one identity (frontal image first, frames in file order), checked.
+
+    `three_d`: the identity is in the 3D format (SPEC §7), with a pose and no angles.
+    """
     identity = check.identity
     video = get(check, value, "video_data")
     if not isinstance(video, list):
@@ -175,13 +183,15 @@ def identity_table(
 
     paths = [stored_path(target.base, string(check, value, "face_image_path"))]
     # Each field's numbers over all rows, converted in one go per field.
-    numbers: dict[str, list[Any]] = {name: [] for name in ("features", *FRAME_SHAPES, "avg")}
+    face_shapes = FACE_SHAPES_3D if three_d else FACE_SHAPES
+    frame_shapes = FRAME_SHAPES_3D if three_d else FRAME_SHAPES
+    numbers: dict[str, list[Any]] = {name: [] for name in ("features", *frame_shapes, "avg")}
 
     def take(obj: dict[str, Any], key: str, shape: tuple[int, ...], where: str, to: str) -> None:
         collect_numbers(check, get(check, obj, key, where), shape, where + key, numbers[to])
 
     take(value, "face_features", (dim,), "", "features")
-    for name, shape in FACE_SHAPES.items():
+    for name, shape in face_shapes.items():
         take(value, name, shape, "", name.removeprefix("face_"))
     for i, frame in enumerate(video):
         where = f"video_data[{i}]."
@@ -189,8 +199,10 @@ def identity_table(
             raise check.fail(f"video_data[{i}]", "an object", describe(frame))
         paths.append(stored_path(target.base, string(check, frame, "image_path", where)))
         take(frame, "features", (dim,), where, "features")
-        for name, shape in FRAME_SHAPES.items():
+        for name, shape in frame_shapes.items():
             take(frame, name, shape, where, name)
+        if three_d:
+            continue
         avg = get(check, frame, "avg_angle", where)
         if type(avg) not in NUMBER_TYPES:
             raise check.fail(f"{where}avg_angle", "a number", describe(avg))
@@ -205,9 +217,22 @@ def identity_table(
     lm3d = float32(check, numbers["landmarks_3d"], "face_landmarks_3d", 15).reshape(rows, 5, 3)
     box = float32(check, numbers["box"], "face_box", 4).reshape(rows, 4)
     angles = np.zeros((rows, 5), dtype=np.float32)
-    angles[1:] = float32(check, numbers["spherical_angles"], "spherical_angles", 5).reshape(n, 5)
     avg_angle = np.zeros(rows, dtype=np.float32)
-    avg_angle[1:] = float32(check, numbers["avg"], "avg_angle", 1)
+    euler = np.zeros((rows, 3), dtype=np.float32)
+    rotation = np.zeros((rows, 3, 3), dtype=np.float32)
+    if three_d:
+        euler = float32(check, numbers["euler_angles"], "face_euler_angles", 3).reshape(rows, 3)
+        rotation = float32(check, numbers["rotation_matrix"], "face_rotation_matrix", 9)
+        rotation = rotation.reshape(rows, 3, 3)
+    else:
+        angles[1:] = float32(check, numbers["spherical_angles"], "spherical_angles", 5).reshape(
+            n, 5
+        )
+        avg_angle[1:] = float32(check, numbers["avg"], "avg_angle", 1)
+    # Which rows hold what: the 3D format has the pose everywhere and no angles.
+    pseudo_3d = ~everywhere if three_d else everywhere
+    posed = everywhere if three_d else ~everywhere
+    on_frames &= not three_d
     columns = {
         "identity": pa.array([identity] * rows, pa.string()),
         "model": pa.array([target.model] * rows, pa.string()),
@@ -218,7 +243,7 @@ def identity_table(
         "error": pa.nulls(rows, pa.string()),
         "features": fixed_size_column(features, everywhere, schema.field("features").type),
         "landmarks_2d": fixed_size_column(lm2d, everywhere, schema.field("landmarks_2d").type),
-        "landmarks_3d": fixed_size_column(lm3d, everywhere, schema.field("landmarks_3d").type),
+        "landmarks_3d": fixed_size_column(lm3d, pseudo_3d, schema.field("landmarks_3d").type),
         "box": fixed_size_column(box, everywhere, schema.field("box").type),
         "det_score": pa.nulls(rows, pa.float32()),
         "spherical_angles": fixed_size_column(
@@ -231,6 +256,9 @@ def identity_table(
         "extracted_at": pa.repeat(target.extracted_at, rows).cast(
             schema.field("extracted_at").type
         ),
+        "euler_angles": fixed_size_column(euler, posed, schema.field("euler_angles").type),
+        "rotation_matrix": fixed_size_column(rotation, posed, schema.field("rotation_matrix").type),
+        "pose_landmarks_3d": fixed_size_column(lm3d, posed, schema.field("pose_landmarks_3d").type),
         TOTAL_COLUMN: pa.array([total] + [None] * n, pa.int32()),
     }
     return pa.Table.from_pydict(columns, schema=schema), n

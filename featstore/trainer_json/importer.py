@@ -1,5 +1,11 @@
 """`import-json`: a trainer JSON in the new format (SPEC §4) into the store, streamed.
 
+The seed's 3D file (`valid_images_3d.json`, SPEC §7) imports too: its identities carry a
+pose (`face_euler_angles`, frames' `euler_angles`, ...), which fills the pose columns; its
+`landmarks_3d` become `pose_landmarks_3d`; the spherical angles and pseudo-3D landmarks it
+lacks are null (`featstore.trainer_json.identity_rows`). The provenance records
+`"json_format": "3d"`. One file holds one format.
+
 Users of the seed's script already hold `valid_images.json` files; importing one gives a
 store without extracting again. What becomes of the file:
 
@@ -59,6 +65,7 @@ from featstore.errors import InputError, StoreError
 from featstore.store.format import to_delta
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
+from featstore.trainer_json.format_3d import is_3d
 from featstore.trainer_json.identity_rows import (
     HINT,
     Check,
@@ -242,6 +249,7 @@ class _Loader:
     dim: int | None = None
     file_model: str | None = None
     first: str | None = None  # the first identity, named when later ones disagree
+    three_d: bool = False  # the file is in the 3D format (from its first identity)
     identities: int = 0
     frames: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -308,7 +316,7 @@ class _Loader:
             )
         self._settle_model(check, value)
         assert self.model is not None and self.dim is not None
-        table, frames = identity_table(check, value, self.target(), self.dim)
+        table, frames = identity_table(check, value, self.target(), self.dim, three_d=self.three_d)
         self.identities += 1
         self.frames += frames
         return table
@@ -327,6 +335,7 @@ class _Loader:
             dim = len(features)
         if self.first is None:
             self.first = check.identity
+            self.three_d = is_3d(value)
             self.file_model = file_model
             self.model = self.model or file_model
             if self.model is None:
@@ -347,8 +356,16 @@ class _Loader:
                 "json_sha256": self.digest,
                 "base_dir": self.base.as_posix(),
                 "featstore_version": featstore.__version__,
+                **({"json_format": "3d"} if self.three_d else {}),
             }
             return
+        if is_3d(value) != self.three_d:
+            kinds = ("the new format (no pose)", "the 3D format (with a pose)")
+            raise check.fail(
+                "its fields",
+                f"{kinds[self.three_d]} like identity {self.first!r} (one format per file)",
+                kinds[not self.three_d],
+            )
         if file_model != self.file_model:
             raise check.fail(
                 "dinov2_model",

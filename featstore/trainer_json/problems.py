@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-Format = Literal["new", "old", "unknown"]
+Format = Literal["new", "3d", "old", "unknown"]
 
 
 HINTS: dict[str, str] = {
@@ -72,7 +72,7 @@ class ValidationReport:
 
     Attributes:
         path: the file checked.
-        format: "new" or "old" (of the first identity whose format is recognisable), or
+        format: "new", "3d" or "old" (of the first identity whose format is recognisable), or
             "unknown" (unreadable file, or no identity of either format).
         identities: distinct identities read.
         frames: frames listed (`video_data` or `video_images` entries).

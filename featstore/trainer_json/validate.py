@@ -27,6 +27,12 @@ Every problem has a code whose prefix names the seed's question it answers:
     Q3-non-finite        NaN or +-Infinity where a number is expected
     Q3-count             valid_video_images / total_video_images disagree with video_data
 
+The seed's 3D file (`valid_images_3d.json`, SPEC §7) is checked as the "3d" format: an
+identity that carries a pose (`face_euler_angles`, `face_rotation_matrix`, or frames with
+`euler_angles` / `rotation_matrix`) must carry all of it, `[3]` angles and `[3][3]`
+matrices, and its frames need no `spherical_angles` / `avg_angle`. A file mixing 3D and
+plain new-format identities is `Q3-mixed-format`.
+
 `\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
 the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
 
@@ -55,6 +61,7 @@ from typing import IO, Any, Literal
 import ijson
 
 from featstore.errors import InputError
+from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
 from featstore.trainer_json.json_reading import NotUtf8, Utf8Reader, first_non_space, parse_whole
 from featstore.trainer_json.problems import (
     MISSING,
@@ -68,7 +75,7 @@ from featstore.trainer_json.problems import (
     require,
 )
 
-Format = Literal["new", "old", "unknown"]
+Format = Literal["new", "3d", "old", "unknown"]
 
 
 # Fields that mark an identity as new-format; `video_images` marks the old one.
@@ -255,8 +262,8 @@ class _Validator:
             elif fmt != report.format:
                 expected = f"the {report.format} format, as identity {self._format_from}"
                 issues.add("Q3-mixed-format", None, expected, f"the {fmt} format")
-            if fmt == "new":
-                frames = self._check_new(name, value, issues)
+            if fmt in ("new", "3d"):
+                frames = self._check_new(name, value, issues, three_d=fmt == "3d")
             elif fmt == "old":
                 frames = self._check_old(value, issues)
         report.frames += frames
@@ -270,13 +277,18 @@ class _Validator:
             self._check_path(issues, f"video_images[{i}]", image)
         return len(images or ())
 
-    def _check_new(self, name: str, obj: dict[str, Any], issues: IdentityProblems) -> int:
+    def _check_new(
+        self, name: str, obj: dict[str, Any], issues: IdentityProblems, *, three_d: bool
+    ) -> int:
         vectors: list[tuple[str, Any]] = []  # feature vectors, for the dim checks below
         self._check_path(issues, "face_image_path", require(issues, obj, "face_image_path"))
         face = require(issues, obj, "face_features")
         if face is not MISSING:
             vectors.append(("face_features", face))
-        for key, shape in _FACE_SHAPES.items():
+        face_shapes, frame_shapes = (
+            (FACE_SHAPES_3D, FRAME_SHAPES_3D) if three_d else (_FACE_SHAPES, _FRAME_SHAPES)
+        )
+        for key, shape in face_shapes.items():
             check_numbers(issues, key, require(issues, obj, key), shape)
         frames = frame_list(issues, obj, "video_data", "an array of frame objects")
         for i, frame in enumerate(frames or ()):
@@ -290,7 +302,7 @@ class _Validator:
             feats = require(issues, frame, "features", where)
             if feats is not MISSING:
                 vectors.append((f"{where}.features", feats))
-            for key, shape in _FRAME_SHAPES.items():
+            for key, shape in frame_shapes.items():
                 check_numbers(issues, f"{where}.{key}", require(issues, frame, key, where), shape)
         check_counts(issues, obj, None if frames is None else len(frames))
         for field, vector in vectors:
@@ -399,9 +411,10 @@ class _Validator:
 
 
 def _format_of(obj: dict[str, Any]) -> Format:
-    """SPEC §4: new when it carries the new format's fields, old with video_images."""
+    """SPEC §4: new when it carries the new format's fields (3d with a pose, SPEC §7), old
+    with video_images."""
     if any(key in obj for key in _NEW_KEYS):
-        return "new"
+        return "3d" if is_3d(obj) else "new"
     return "old" if "video_images" in obj else "unknown"
 
 

@@ -33,7 +33,8 @@ from featstore.trainer_json.export import export_json
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "train_minimal.py"
 STORE_FIELDS = tuple(f for f in EXTRA_FIELDS)
-JSON_FIELDS = tuple(f for f in EXTRA_FIELDS if f != "det_score")
+# A new-format JSON has no detector score and no head pose (the 3D JSON has the pose).
+JSON_FIELDS = tuple(f for f in EXTRA_FIELDS if f not in ("det_score", "euler_angles"))
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ def _expected_samples(store: Path) -> list[dict[str, Any]]:
                 "box": np.asarray(frame["box"], np.float32),
                 "landmarks_2d": np.asarray(frame["landmarks_2d"], np.float32),
                 "landmarks_3d": np.asarray(frame["landmarks_3d"], np.float32),
+                "euler_angles": np.asarray(frame["euler_angles"], np.float32),
             }
         )
     return samples

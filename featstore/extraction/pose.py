@@ -1,0 +1,120 @@
+"""Head pose from five keypoints: `face000-pose-v1` (SPEC §7), the seed's later trainer's pose.
+
+    pose = solve_pose(landmarks_2d, width, height)
+    if isinstance(pose, HeadPose): pose.euler_angles, pose.rotation_matrix, pose.landmarks_3d
+
+The pose is solved by OpenCV's EPnP between the five stored keypoints and a 5-point mean
+face (millimetres), with a pinhole camera of focal length = image width and the principal
+point at the image centre. The Euler angles use the seed's names, which are not the usual
+ones: for an upright frontal face its "roll" is near ±180° and a left-right turn shows in
+its "pitch". EPnP on five points is ill-conditioned, so the inputs are passed to OpenCV in
+float32 exactly as the seed passed them (InsightFace's float32 keypoints, a float32 model and
+camera); everything after the solver is float64. Change the math, change the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+POSE_DEFINITION = "face000-pose-v1"
+
+# The seed's mean face (train_transformer3D/utils_3d.py): left eye, right eye, nose tip
+# (the origin), left and right mouth corner, in millimetres, y up.
+MEAN_FACE_3D = np.array(
+    [[-36, 13, -42], [36, 13, -42], [0, 0, 0], [-25, -30, -42], [25, -30, -42]],
+    dtype=np.float32,
+)
+# Keypoints closer than this (pixels) to one point or one line leave EPnP without a
+# solution: it then returns an arbitrary rotation, not an error.
+_DEGENERATE_PX = 1e-3
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """A solved pose, float64.
+
+    Attributes:
+        euler_angles: `[3]` degrees, the seed's (yaw, pitch, roll), sic.
+        rotation_matrix: `[3, 3]` R, model to camera coordinates.
+        landmarks_3d: `[5, 3]` the mean face posed in camera coordinates, `(R @ M.T + t).T`.
+    """
+
+    euler_angles: NDArray[np.float64]
+    rotation_matrix: NDArray[np.float64]
+    landmarks_3d: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class NoPose:
+    """Why an image with a face has no pose (for the log and the summary)."""
+
+    reason: str
+
+
+def solve_pose(
+    landmarks_2d: NDArray[np.floating], width: int | None, height: int | None
+) -> HeadPose | NoPose:
+    """`face000-pose-v1` of one face: the seed's PnP pose, or why there is none.
+
+    Args:
+        landmarks_2d: `[5, 2]` keypoints in pixels, as stored (float32; other dtypes are
+            rounded to float32 first, which is what the store holds).
+        width: the image's width in pixels (the focal length and twice the centre's x).
+        height: the image's height in pixels.
+
+    Returns:
+        A `HeadPose` with finite values, or a `NoPose` with the reason (degenerate
+        keypoints, an image without size, a solver error or failure). Never raises for
+        bad data and never returns NaN.
+    """
+    import cv2
+
+    points = np.ascontiguousarray(landmarks_2d, dtype=np.float32)
+    if points.shape != (5, 2):
+        return NoPose(f"expected [5, 2] keypoints, got shape {list(points.shape)}")
+    if not np.isfinite(points).all():
+        return NoPose("non-finite keypoints")
+    if not width or not height or width <= 0 or height <= 0:
+        return NoPose(f"image size unknown or zero ({width}x{height})")
+    spread = np.linalg.svd(points.astype(np.float64) - points.mean(axis=0), compute_uv=False)
+    if spread[0] < _DEGENERATE_PX:
+        return NoPose("degenerate keypoints: all five at one point")
+    if spread[1] < _DEGENERATE_PX:
+        return NoPose("degenerate keypoints: all five on one line")
+    camera = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], dtype=np.float32)
+    distortion = np.zeros((4, 1), dtype=np.float32)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(
+            MEAN_FACE_3D, points, camera, distortion, flags=cv2.SOLVEPNP_EPNP
+        )
+    except cv2.error as exc:
+        return NoPose(f"solvePnP (EPnP) failed: {str(exc).strip().splitlines()[-1]}")
+    if not ok:
+        return NoPose("solvePnP (EPnP) found no solution")
+    rvec = np.asarray(rvec, dtype=np.float64).reshape(3, 1)
+    tvec = np.asarray(tvec, dtype=np.float64).reshape(3, 1)
+    if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()):
+        return NoPose("solvePnP (EPnP) returned non-finite values")
+    rotation = cv2.Rodrigues(rvec)[0].astype(np.float64)
+    euler = euler_angles(rotation)
+    landmarks_3d = (rotation @ MEAN_FACE_3D.T.astype(np.float64) + tvec).T
+    if not (np.isfinite(euler).all() and np.isfinite(landmarks_3d).all()):
+        return NoPose("the pose has non-finite values")
+    return HeadPose(euler, rotation, landmarks_3d)
+
+
+def euler_angles(rotation: NDArray[np.floating]) -> NDArray[np.float64]:
+    """The seed's (yaw, pitch, roll) in degrees of a rotation matrix (names sic)."""
+    r = np.asarray(rotation, dtype=np.float64)
+    sy = float(np.sqrt(r[0, 0] ** 2 + r[1, 0] ** 2))
+    if sy >= 1e-6:
+        yaw = np.arctan2(r[1, 0], r[0, 0])
+        roll = np.arctan2(r[2, 1], r[2, 2])
+    else:
+        yaw = np.arctan2(-r[0, 1], r[1, 1])
+        roll = 0.0
+    pitch = np.arctan2(-r[2, 0], sy)
+    return np.degrees(np.array([yaw, pitch, roll], dtype=np.float64))

@@ -1,0 +1,84 @@
+"""The head pose in `featstore report`: yaw / pitch / roll histograms, the pose on thumbnails."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import Extracted
+from store_checks import drop_columns, table_rows
+
+from featstore.report.build import ReportData, read_report, write_report
+from featstore.report.pose import POSE_NAMES, pose_caption
+
+SHOWN = re.compile(r"<script type='application/json' id='featstore-report'>(.*?)</script>", re.S)
+POSE_COLUMNS = ["euler_angles", "rotation_matrix", "pose_landmarks_3d"]
+
+
+def rows_of(store: Path) -> list[dict[str, Any]]:
+    return table_rows(store).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def data(extracted: Extracted) -> ReportData:
+    return read_report(extracted.store)
+
+
+def test_pose_histograms_are_those_of_valid_frames(extracted: Extracted, data: ReportData) -> None:
+    rows = rows_of(extracted.store)
+    faces_ok = {r["identity"] for r in rows if r["role"] == "face" and r["status"] == "ok"}
+    frames = [
+        r
+        for r in rows
+        if r["role"] == "frame" and r["status"] == "ok" and r["identity"] in faces_ok
+    ]
+    posed = [r for r in frames if r["euler_angles"] is not None]
+    assert data.pose is not None and data.pose.available and posed
+    assert data.pose.frames_without == len(frames) - len(posed)
+    for i, name in enumerate(POSE_NAMES):
+        expected = sorted(np.float32(r["euler_angles"][i]) for r in posed)
+        assert sorted(data.pose.values[name].astype(np.float32).tolist()) == expected, name
+
+
+def test_the_report_shows_the_pose(extracted: Extracted, tmp_path: Path) -> None:
+    summary = write_report(extracted.store, out=tmp_path / "report.html")
+    html = summary.path.read_text("utf-8")
+    assert "<h3 id='pose'>Head pose (face000-pose-v1" in html
+    assert "head pose histograms" in html
+    match = SHOWN.search(html)
+    assert match is not None
+    shown = json.loads(match.group(1))["pose"]
+    assert set(shown) == set(POSE_NAMES) and shown["yaw"]["count"] > 0
+    # Each ok thumbnail of the gallery carries its three numbers.
+    data = read_report(extracted.store)
+    images = [i for g in data.gallery for i in [g.face, *g.frames] if i and i.status == "ok"]
+    stored = {
+        (r["identity"], r["role"], r["frame_index"]): r["euler_angles"]
+        for r in rows_of(extracted.store)
+    }
+    assert images
+    for image in images:
+        euler = stored[(image.identity, image.role, image.frame_index)]
+        assert image.euler_angles is not None
+        np.testing.assert_array_equal(np.float32(image.euler_angles), np.float32(euler))
+        assert pose_caption(image.euler_angles) in html
+
+
+def test_pose_caption() -> None:
+    assert pose_caption((1.234, -5.0, 179.96)) == "yaw 1.2° pitch -5.0° roll 180.0°"
+    assert pose_caption(None) == "no pose"
+
+
+def test_a_store_without_pose_columns_still_reports(extracted: Extracted, tmp_path: Path) -> None:
+    store = Path(shutil.copytree(extracted.store, tmp_path / "store"))
+    drop_columns(store, list(POSE_COLUMNS))
+    summary = write_report(store, out=tmp_path / "report.html")
+    assert "the store predates the pose columns" in summary.path.read_text("utf-8")
+    data = read_report(store)
+    assert data.pose is not None and not data.pose.available
+    assert all(i.euler_angles is None for g in data.gallery for i in g.frames)
