@@ -13,7 +13,7 @@ from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
 from featstore_cli.query_commands import info, query
 from featstore_cli.report_command import report
-from featstore_cli.store_commands import compact, history, migrate, vacuum
+from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
@@ -282,5 +282,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
 
 for _command in (query, info, export_json, import_json, validate, filter_valid_images):
     main.add_command(_command)
-for _command in (report, compact, vacuum, history, migrate):
+for _command in (report, compact, vacuum, history, migrate, derive):
     main.add_command(_command)

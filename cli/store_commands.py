@@ -82,17 +82,40 @@ def history(store: str, model: str | None, limit: int | None) -> None:
 @click.argument("store", metavar="STORE")
 @library_errors
 def migrate(store: str) -> None:
-    """Convert a version-1 store (one Parquet file per identity) to version 2, in place."""
+    """Convert a version-1 store (one Parquet file per identity) to version 2, in place.
+
+    Then adds the head pose columns computed from the stored keypoints (`featstore derive`).
+    """
     from featstore.store.migrate import migrate as run_migrate
 
     done = run_migrate(store)
     if not done:
-        click.echo(f"{store} is already a version-2 store; nothing to do.")
+        click.echo(f"{store} is already a version-2 store; nothing to migrate.")
     for m in done:
         how = "finished (committed earlier)" if m.already_done else f"{m.rows} rows"
         click.echo(f"model {m.model}: {m.identities} identities, {how}")
     if done:
         click.echo(f"{store} is now a version-2 store (one Delta Lake table per model).")
+    _derive(store, None)
+
+
+@click.command()
+@_STORE
+@_MODEL
+@library_errors
+def derive(store: str, model: str | None) -> None:
+    """Add columns computed from stored columns alone (the head pose) to older tables."""
+    _derive(store, model)
+
+
+def _derive(store: str, model: str | None) -> None:
+    from featstore.extraction.derive import derive as run_derive
+
+    for d in run_derive(store, model=model):
+        if d.already_done:
+            click.echo(f"model {d.model}: head pose columns present; nothing to derive.")
+        else:
+            click.echo(f"model {d.model}: head pose derived for {d.posed} of {d.rows} rows.")
 
 
 def _count(value: int | None) -> str:

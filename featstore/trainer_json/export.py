@@ -409,9 +409,7 @@ def _identity_object(
     }
 
 
-def _require_pose_columns(
-    con: duckdb.DuckDBPyConnection, info: ModelInfo, store: object
-) -> None:
+def _require_pose_columns(con: duckdb.DuckDBPyConnection, info: ModelInfo, store: object) -> None:
     """The 3D format needs the pose columns, which stores made before them lack."""
     missing = [c for c in POSE_COLUMNS if c not in columns_of(con, "images")]
     if missing:

@@ -1,0 +1,130 @@
+"""`featstore derive`: columns computed from stored columns only, added to existing tables.
+
+Today that is the head pose (`face000-pose-v1`, `featstore.extraction.pose`): it needs only
+the stored float32 `landmarks_2d` and the image's `width` and `height`, so a table made
+before featstore computed it (a store migrated from version 1, or a Delta table written
+by an older featstore) gains `euler_angles`, `rotation_matrix` and `pose_landmarks_3d`
+without running a model or opening an image.
+
+Per model, two commits: the rows with the pose columns (one overwrite of the table, rows
+otherwise unchanged), then the provenance's `pose_definition`. A table whose provenance
+already names the definition is left alone, so `derive` is idempotent; killed between the
+two commits, the next `derive` computes the same columns again and records the name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from featstore.errors import StoreError
+from featstore.extraction.pose import POSE_DEFINITION, HeadPose, solve_pose
+from featstore.store.format import fixed_size_column, store_schema, to_delta
+from featstore.store.store import Store
+from featstore.store.table import commit_properties, writer_properties
+
+POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What `derive` did to one model."""
+
+    model: str
+    rows: int
+    posed: int  # rows that got a pose
+    already_done: bool
+
+
+def derive(store: str | os.PathLike[str] | Store, *, model: str | None = None) -> list[Derived]:
+    """Add the head pose columns to the tables of `model` (default: every model) lacking them.
+
+    Raises:
+        StoreError: the store cannot be read or written.
+    """
+    opened = Store(store)
+    names = [opened.choose(model)] if model is not None else opened.model_names()
+    return [_derive_model(opened, name) for name in names]
+
+
+def _derive_model(store: Store, model: str) -> Derived:
+    import pyarrow.dataset as pads
+    from deltalake import write_deltalake
+
+    table = store.table(model)
+    snapshot = table.open()
+    provenance = table.provenance(snapshot)
+    # Imported rows keep the file's values (a 3D file brought its own pose; a new-format
+    # one has no image sizes to solve a pose with).
+    if provenance.get("pose_definition") == POSE_DEFINITION or provenance.get("source") == "json":
+        return Derived(model, 0, 0, already_done=True)
+    files = table.active_files(snapshot)
+    schema = pa.schema(snapshot.schema().to_arrow())
+    rows = (
+        pads.dataset(files, filesystem=store.location.fs, format="parquet").to_table()
+        if files
+        else schema.empty_table()
+    )
+    rows = rows.drop_columns([c for c in POSE_COLUMNS if c in rows.column_names])
+    columns, posed = _pose_columns(rows)
+    for name in POSE_COLUMNS:
+        rows = rows.append_column(name, columns[name])
+    try:
+        write_deltalake(
+            snapshot,
+            to_delta(rows),
+            mode="overwrite",
+            schema_mode="overwrite",
+            writer_properties=writer_properties(),
+            commit_properties=commit_properties("derive"),
+        )
+        snapshot.update_incremental()
+        table.refresh(snapshot, provenance)  # nobody changed the provenance meanwhile
+        snapshot.alter.set_table_description(
+            _provenance_json({**provenance, "pose_definition": POSE_DEFINITION})
+        )
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
+    return Derived(model, rows.num_rows, posed, already_done=False)
+
+
+def _pose_columns(rows: pa.Table) -> tuple[dict[str, pa.Array], int]:
+    """The pose columns of `rows`, from their landmarks_2d, width and height."""
+    n = rows.num_rows
+    euler = np.zeros((n, 3), np.float32)
+    rotation = np.zeros((n, 3, 3), np.float32)
+    landmarks = np.zeros((n, 5, 3), np.float32)
+    valid = np.zeros(n, dtype=bool)
+    kps = rows.column("landmarks_2d").to_pylist()
+    widths = rows.column("width").to_pylist() if "width" in rows.column_names else [None] * n
+    heights = rows.column("height").to_pylist() if "height" in rows.column_names else [None] * n
+    for i, (points, width, height) in enumerate(zip(kps, widths, heights, strict=True)):
+        if points is None:
+            continue
+        pose = solve_pose(np.asarray(points, dtype=np.float32), width, height)
+        if isinstance(pose, HeadPose):
+            euler[i], rotation[i], landmarks[i] = (
+                pose.euler_angles,
+                pose.rotation_matrix,
+                pose.landmarks_3d,
+            )
+            valid[i] = True
+    schema = store_schema(1)
+    return {
+        "euler_angles": fixed_size_column(euler, valid, schema.field("euler_angles").type),
+        "rotation_matrix": fixed_size_column(rotation, valid, schema.field("rotation_matrix").type),
+        "pose_landmarks_3d": fixed_size_column(
+            landmarks, valid, schema.field("pose_landmarks_3d").type
+        ),
+    }, int(valid.sum())
+
+
+def _provenance_json(provenance: dict[str, object]) -> str:
+    import json
+
+    return json.dumps(provenance, sort_keys=True, ensure_ascii=False)
