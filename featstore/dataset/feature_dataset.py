@@ -1,8 +1,7 @@
 """`FeatureDataset`: the trainer's samples, from a store or from the trainer's JSON.
 
     dataset = featstore.FeatureDataset("store/", model="dinov2_vitb14")
-    loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2,
-                        collate_fn=featstore.collate)
+    loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2)
     train, val = featstore.split_by_identity(dataset, val_fraction=0.1, seed=0)
 
 One sample per `ok` frame of a valid identity, by identity then frame, with the seed
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     SampleColumns,
@@ -60,20 +60,50 @@ SAMPLE_KEYS = (
 
 
 class FeatureBatch(dict[str, Any]):
-    """A collated batch: each key maps to a `[B, ...]` tensor, or a list of B strings."""
+    """A batch: each key maps to a `[B, ...]` tensor, or a list of B strings.
 
-    def __getitem__(self, key: str) -> Any:
-        if not isinstance(key, str):
-            # What torch's default_collate does first: `batch[0]`. Say what to do instead.
-            raise TypeError(
-                "this batch is already collated by FeatureDataset.__getitems__; "
-                "pass collate_fn=featstore.collate to the DataLoader."
-            )
-        return super().__getitem__(key)
+    `__getitems__` returns it already collated. It also answers `batch[0]` (an int) with
+    the first sample, which is all torch's `default_collate` looks at before it picks a
+    collate function by that element's type: featstore registers one for that type in
+    `default_collate_fn_map` (torch's documented extension point), which hands the
+    batch back as it is. So `DataLoader(dataset, batch_size=B)` with the default collate
+    costs one lookup more than `collate_fn=featstore.collate`, and gives the same batch.
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return _SampleOfBatch(self, int(key))
+        raise TypeError(
+            f"a FeatureBatch is indexed by a field name (or a sample number), not {key!r}"
+        )
+
+
+class _SampleOfBatch(dict[str, Any]):
+    """One sample of a collated batch (views of its rows); remembers the batch."""
+
+    def __init__(self, batch: FeatureBatch, index: int) -> None:
+        size = len(batch["person_name"])
+        if not -size <= index < size:
+            raise IndexError(f"sample {index} out of range for a batch of {size}")
+        super().__init__({key: value[index] for key, value in batch.items()})
+        self.batch = batch
+
+
+def _collate_batch(batch: Any, *, collate_fn_map: dict[Any, Any] | None = None) -> Any:
+    """default_collate's function for `_SampleOfBatch`: the batch is collated already."""
+    if isinstance(batch, FeatureBatch):
+        return batch
+    # Samples picked from batches one by one (a wrapper's own list): stack them.
+    return FeatureBatch(default_collate([dict(sample) for sample in batch]))
+
+
+default_collate_fn_map[_SampleOfBatch] = _collate_batch
 
 
 def collate(batch: FeatureBatch | Sequence[Mapping[str, Any]]) -> FeatureBatch:
-    """The DataLoader's `collate_fn` for FeatureDataset.
+    """A `collate_fn` for FeatureDataset (torch's default collate gives the same batches).
 
     Batches from `__getitems__` arrive collated and pass through; a list of samples (from
     a wrapper that calls `dataset[i]` one at a time) is stacked like `default_collate`.

@@ -184,37 +184,101 @@ def test_where_filters_like_export_json(extracted: Extracted, tmp_path: Path) ->
             _assert_same(a[key], b[key], key)
 
 
-def test_default_collate_says_what_to_do(extracted: Extracted, cache: Path) -> None:
-    dataset = FeatureDataset(extracted.store, cache_dir=cache)
-    with pytest.raises(TypeError, match="collate_fn=featstore.collate"):
-        next(iter(DataLoader(dataset, batch_size=4)))
-    # A list of samples (e.g. from a wrapper dataset) is stacked.
-    stacked = collate([dataset[0], dataset[1]])
+def _batches(loader: DataLoader[Any]) -> list[dict[str, Any]]:
+    return [dict(batch) for batch in loader]
+
+
+def _assert_same_batches(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):
+        assert type(a) is type(b) and set(a) == set(b)
+        for key in a:
+            if isinstance(a[key], list):
+                assert a[key] == b[key], key
+            else:
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+PIN_WARNING = "ignore:'pin_memory' argument is set as true but no accelerator:UserWarning"
+
+
+@pytest.mark.filterwarnings(PIN_WARNING)  # on a machine without a GPU nothing is pinned
+def test_default_collate_gives_the_collate_fn_batches(extracted: Extracted, cache: Path) -> None:
+    dataset = FeatureDataset(extracted.store, extra_fields=STORE_FIELDS, cache_dir=cache)
+
+    def loader(**options: Any) -> DataLoader[Any]:
+        generator = torch.Generator().manual_seed(5)
+        return DataLoader(dataset, batch_size=3, shuffle=True, generator=generator, **options)
+
+    default = list(loader())  # the trainer's own line: no collate_fn
+    assert all(isinstance(batch, FeatureBatch) for batch in default)
+    _assert_same_batches(_batches(loader()), _batches(loader(collate_fn=collate)))
+    # pin_memory keeps the batch's type and values (and pins them where there is a GPU).
+    pinned = list(loader(pin_memory=True))
+    _assert_same_batches([dict(b) for b in pinned], _batches(loader(collate_fn=collate)))
+    if torch.cuda.is_available():
+        assert pinned[0]["input_features"].is_pinned()
+    # A list of samples (e.g. from a wrapper dataset) is stacked, by either collate.
+    samples = [dataset[0], dataset[1]]
+    stacked = collate(samples)
     assert torch.equal(stacked["input_features"], dataset.__getitems__([0, 1])["input_features"])
+    assert torch.equal(
+        torch.utils.data.default_collate(samples)["input_features"], stacked["input_features"]
+    )
+    # The batch answers a sample number with that sample, as a list of samples would.
+    batch = dataset.__getitems__([4, 2])
+    sample = batch[1]
+    for key, value in dataset[2].items():
+        assert value == sample[key] if isinstance(value, str) else torch.equal(value, sample[key])
+    picked = torch.utils.data.default_collate([batch[1], batch[0]])  # from a batch, reordered
+    assert torch.equal(picked["input_features"], dataset.__getitems__([2, 4])["input_features"])
+    with pytest.raises(IndexError, match="out of range"):
+        batch[2]
+    with pytest.raises(TypeError, match="field name"):
+        batch[1.5]
+
+
+def test_default_collate_with_subsets_and_distributed_sampler(
+    extracted: Extracted, cache: Path
+) -> None:
+    dataset = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=cache)
+    train, val = split_by_identity(dataset, val_fraction=0.3, seed=1)
+    for subset in (train, val):
+        _assert_same_batches(
+            _batches(DataLoader(subset, batch_size=2)),
+            _batches(DataLoader(subset, batch_size=2, collate_fn=collate)),
+        )
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        _assert_same_batches(
+            _batches(DataLoader(dataset, batch_size=3, sampler=sampler)),
+            _batches(DataLoader(dataset, batch_size=3, sampler=sampler, collate_fn=collate)),
+        )
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(PIN_WARNING)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_dataloader_workers(extracted: Extracted, cache: Path, start_method: str) -> None:
+def test_default_collate_in_workers(extracted: Extracted, cache: Path, start_method: str) -> None:
     dataset = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=cache)
-    loader = DataLoader(
+    generator = torch.Generator().manual_seed(0)
+    with_workers = DataLoader(
+        dataset,
+        batch_size=4,
+        shuffle=True,
+        generator=generator,
+        num_workers=2,
+        multiprocessing_context=start_method,
+        pin_memory=True,
+    )
+    in_process = DataLoader(
         dataset,
         batch_size=4,
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
-        num_workers=2,
-        multiprocessing_context=start_method,
         collate_fn=collate,
     )
-    seen: dict[str, torch.Tensor] = {}
-    for batch in loader:
-        for i, path in enumerate(batch["image_path"]):
-            assert path not in seen
-            seen[path] = batch["input_features"][i]
-    reference = dataset.__getitems__(list(range(len(dataset))))
-    assert sorted(seen) == sorted(reference["image_path"])
-    for i, path in enumerate(reference["image_path"]):
-        assert torch.equal(seen[path], reference["input_features"][i])
+    _assert_same_batches(_batches(with_workers), _batches(in_process))
 
 
 def test_pickles_paths_not_arrays(extracted: Extracted, cache: Path) -> None:
