@@ -18,8 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 from conftest import DIM, MODEL, Extracted
-from featstore_cli.json_commands import export_json as export_command
-from featstore_cli.json_commands import import_json as import_command
 
 import featstore.trainer_json.export
 import featstore.trainer_json.importer
@@ -28,9 +26,12 @@ from featstore.errors import InputError, ProvenanceMismatchError, StoreError
 from featstore.store.layout import open_store
 from featstore.store.query import Store
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES
+from featstore.trainer_json import json_stream
 from featstore.trainer_json.export import ExportSummary, export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.json_writer import reindent
+from featstore_cli.json_commands import export_json as export_command
+from featstore_cli.json_commands import import_json as import_command
 
 IDENTITY_KEYS = [
     "face_image_path",
@@ -359,7 +360,8 @@ def test_import_memory_does_not_grow_with_the_file(sized: dict[int, Path], tmp_p
     small_peak = _peak(lambda: import_json(sized[small], store=tmp_path / "s", overwrite=True))
     large_peak = _peak(lambda: import_json(sized[large], store=tmp_path / "l", overwrite=True))
     assert large_peak < 1.5 * small_peak + 300_000
-    assert large_peak < sized[large].stat().st_size / 4
+    # One identity and the reader's fixed read-ahead (a chunk, its byte classes, its copy).
+    assert large_peak < sized[large].stat().st_size / 4 + 4 * json_stream.CHUNK
 
 
 # --- round trip ----------------------------------------------------------------------
@@ -607,7 +609,7 @@ def _bad_documents() -> dict[str, tuple[bytes, str]]:
             orjson.dumps(short, option=orjson.OPT_SERIALIZE_NUMPY),
             "video_data[1].features: expected a list of 384 numbers, found a list of 383",
         ),
-        "nan": (nan, "holds NaN or Infinity"),
+        "nan": (nan, "avg_angle: expected numbers within float32's range, found nan (NaN or"),
         "huge": (huge, "video_data[0].avg_angle: expected numbers within float32's range"),
         "missing": (
             json.dumps(missing).encode(),
