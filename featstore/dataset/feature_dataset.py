@@ -395,19 +395,19 @@ def _from_json(
     detector: DetectorSettings | None,
     runtime: RuntimeOptions | None,
 ) -> tuple[str, Path, str]:
-    from featstore.dataset.sources import describe_json, read_json, read_new_json
+    from featstore.dataset.sources import describe_json, json_format, read_json, read_new_json
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     description = describe_json(path)  # before reading: a later change makes a new key
     # Features of a new-format file read before: its content was checked then.
     folder = cached_folder(cache, description)
     if folder is None:
-        document = read_json(path)
-        if document.format == "old":
+        if json_format(path) == "old":  # image paths only: small, read whole
+            document = read_json(path)
             store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
             name, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir)
             return name, folder, "old-json"
-        folder = materialise(cache, description, lambda: read_new_json(document, model))
+        folder = materialise(cache, description, lambda: read_new_json(path, model))
     found = read_manifest(folder)["model"]
     if model is not None and model != found:
         raise InputError(

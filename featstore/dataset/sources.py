@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 
 from featstore.dataset.cache import FRAME_FIELDS, SampleColumns
 from featstore.errors import InputError, StoreError
-from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.layout import DATA_FILE, PROVENANCE_FILE, model_key
 from featstore.store.query import ModelInfo, Store
@@ -38,14 +37,6 @@ _STORE_COLUMNS = {
     "box": "box",
     "avg_angle": "avg_angle",
     "det_score": "det_score",
-}
-# Keys of a new-format frame behind each per-frame field (the JSON has no det_score).
-_JSON_KEYS = {
-    "position_encoding": "spherical_angles",
-    "landmarks_2d": "landmarks_2d",
-    "landmarks_3d": "landmarks_3d",
-    "box": "box",
-    "avg_angle": "avg_angle",
 }
 
 
@@ -225,61 +216,93 @@ def describe_json(path: Path) -> dict[str, Any]:
     }
 
 
-def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
-    """The samples of a new-format file.
+def json_format(path: Path) -> JsonFormat:
+    """New format when the first identity carries face_features, else old (SPEC §4).
 
-    Dims and model names are checked identity by identity (seed Q1): the first identity
-    sets them, every other must agree, and the model's known dim must match.
+    Reads the first identity only; a file that is not a JSON object is refused here.
     """
-    path, entries = document.path, document.entries
-    expected: tuple[str, int] | None = None
-    names = sorted(entries)
-    inputs: list[NDArray[np.float32]] = []
-    fields: dict[str, list[NDArray[np.float32]]] = {name: [] for name in _JSON_KEYS}
-    targets: list[NDArray[np.float32]] = []
-    counts: list[int] = []
-    frame_paths: list[str | None] = []
-    face_paths: list[str | None] = []
+    from featstore.trainer_json.identity_rows import text_error
+    from featstore.trainer_json.json_stream import JsonTextError, read_members, text_start
+
+    try:
+        with open(path, "rb") as raw:
+            first = next(iter(read_members(raw, start=text_start(raw))), None)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    except JsonTextError as exc:
+        raise text_error(path, exc) from None
+    if first is None:
+        raise InputError(f"{path} holds no identity (it is an empty object).")
+    value = first.value
+    return "old" if isinstance(value, dict) and "face_features" not in value else "new"
+
+
+def read_new_json(path: Path, model: str | None) -> SampleColumns:
+    """The samples of a new-format file, read identity by identity.
+
+    Read and checked by `IdentityReader`, as `import-json` reads it: the same files are
+    accepted and refused, with the same messages. The first identity sets the model and
+    dim, every other must agree; `model`, when given, must be the file's.
+    """
+    from featstore.trainer_json.identity_rows import IdentityReader
+
     base = path.absolute().parent
-    for name in names:
-        entry = entries[name]
-        found_model, dim = _json_model(path, name, entry)
-        if expected is None:
-            expected = (found_model, dim)
-            if model is not None and model != found_model:
-                raise InputError(
-                    f"{path}: the features were made with {found_model} (identity {name!r}), "
-                    f"not with model={model!r}.\nHint: pass model={found_model!r} or None."
-                )
-        elif (found_model, dim) != expected:
+    reader = IdentityReader(path, base, model=model)
+    parts: dict[str, dict[str, NDArray[np.float32]]] = {}
+    paths: dict[str, list[str]] = {}
+    for name, table, frames in reader:
+        if not parts and model is not None and reader.file_model not in (None, model):
             raise InputError(
-                f"{path}: identity {name!r} has {dim}-dim features of {found_model}, but "
-                f"identity {names[0]!r} has {expected[1]}-dim features of {expected[0]}; one "
-                "file must hold one model.\nHint: export each model to its own file."
+                f"{path}: the features were made with {reader.file_model} (identity "
+                f"{name!r}), not with model={model!r}.\nHint: pass "
+                f"model={reader.file_model!r} or None."
             )
-        targets.append(_floats(path, name, "face_features", entry["face_features"], (dim,)))
-        face_paths.append(_json_path(entry.get("face_image_path"), base))
-        video = _frames(path, name, "video_data", entry["video_data"])
-        inputs.append(_frame_floats(path, name, video, "features", (dim,)))
-        for field, key in _JSON_KEYS.items():
-            fields[field].append(_frame_floats(path, name, video, key, FRAME_FIELDS[field]))
-        frame_paths.extend(_json_path(frame.get("image_path"), base) for frame in video)
-        counts.append(len(video))
-    assert expected is not None  # read_json refuses a file without identities
+        if not frames:
+            raise InputError(
+                f"{path}: identity {name!r} has no frames (video_data is empty); every "
+                "identity needs at least one.\nHint: remove the identity, or regenerate the "
+                "file with `featstore export-json`, which leaves such identities out."
+            )
+        assert reader.dim is not None
+        columns = {"features": _row_values(table.column("features"), (reader.dim,))}
+        for field, key in _STORE_COLUMNS.items():
+            if field != "det_score":
+                columns[field] = _row_values(table.column(key), FRAME_FIELDS[field])
+        parts[name] = columns
+        paths[name] = [
+            posixpath.normpath(posixpath.join(base.as_posix(), p))
+            for p in table.column("image_path").to_pylist()
+        ]
+    assert reader.model is not None and reader.dim is not None
+    names = sorted(parts)  # code point order, as export-json and the store reader
+    counts = [len(paths[name]) - 1 for name in names]
     samples = int(sum(counts))
+
+    def frames_of(field: str) -> NDArray[np.float32]:
+        return np.concatenate([parts[name].pop(field)[1:] for name in names])
+
+    frame_fields = {field: frames_of(field) for field in FRAME_FIELDS if field != "det_score"}
+    targets = np.stack([parts[name]["features"][0] for name in names])
     return SampleColumns(
         identity_index=np.repeat(np.arange(len(names), dtype=np.int32), counts),
-        input_features=np.concatenate(inputs),
-        fields={
-            **{field: np.concatenate(values) for field, values in fields.items()},
-            "det_score": np.full(samples, np.nan, np.float32),  # not in the JSON format
-        },
-        image_path=pa.array(frame_paths, pa.string()),
+        input_features=frames_of("features"),
+        fields={**frame_fields, "det_score": np.full(samples, np.nan, np.float32)},
+        image_path=pa.array([p for name in names for p in paths[name][1:]], pa.string()),
         identities=names,
-        target_features=np.stack(targets),
-        face_image_path=pa.array(face_paths, pa.string()),
-        model=expected[0],
+        target_features=targets,
+        face_image_path=pa.array([paths[name][0] for name in names], pa.string()),
+        model=reader.model,
     )
+
+
+def _row_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Every row's values as `[N, *shape]`, null rows included (the frontal image's angles)."""
+    array = column.combine_chunks()
+    while pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        array = array.values.slice(array.offset * size, len(array) * size)
+    values: NDArray[np.float32] = array.to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), *shape)
 
 
 def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
@@ -292,66 +315,6 @@ def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
             "`featstore export-json`, which leaves such identities out."
         )
     return value
-
-
-def _json_model(path: Path, name: str, entry: dict[str, Any]) -> tuple[str, int]:
-    """(dinov2_model, feature_dim) of one identity, checked against each other."""
-    model, dim = entry.get("dinov2_model"), entry.get("feature_dim")
-    features = entry["face_features"]
-    length = len(features) if isinstance(features, list) else None
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        dim = length
-    if dim is None or dim != length:
-        raise InputError(
-            f"{path}: identity {name!r} has feature_dim {entry.get('feature_dim')!r} but "
-            f"face_features holds {length} values.\nHint: the file was edited or truncated; "
-            "regenerate it with `featstore export-json`."
-        )
-    if not isinstance(model, str):
-        model = f"unknown {dim}-dim model"
-    elif model in MODEL_SPECS and MODEL_SPECS[model].embed_dim != dim:
-        raise InputError(
-            f"{path}: identity {name!r} says dinov2_model {model} (whose features have "
-            f"{MODEL_SPECS[model].embed_dim} dims) but feature_dim {dim}.\nHint: the features and "
-            "the model name disagree; regenerate the file with `featstore export-json`."
-        )
-    return model, dim
-
-
-def _frame_floats(
-    path: Path, name: str, video: list[Any], key: str, shape: tuple[int, ...]
-) -> NDArray[np.float32]:
-    try:
-        return _floats(path, name, key, [frame[key] for frame in video], (len(video), *shape))
-    except (KeyError, TypeError):
-        index = next(
-            i for i, frame in enumerate(video) if not isinstance(frame, dict) or key not in frame
-        )
-        raise InputError(
-            f"{path}: identity {name!r}, video_data[{index}] has no {key!r}.\n"
-            "Hint: regenerate the file with `featstore export-json`."
-        ) from None
-    except InputError:
-        for index, frame in enumerate(video):
-            _floats(path, name, f"video_data[{index}].{key}", frame[key], shape)
-        raise
-
-
-def _floats(
-    path: Path, name: str, field: str, value: object, shape: tuple[int, ...]
-) -> NDArray[np.float32]:
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
-        array = None
-    if array is None or array.shape != shape:
-        found = "values of uneven length" if array is None else f"shape {list(array.shape)}"
-        raise InputError(
-            f"{path}: identity {name!r}, {field}: expected shape {list(shape)}, found {found}."
-            "\nHint: one file must hold features of one model; regenerate it with "
-            "`featstore export-json`."
-        )
-    return array
 
 
 def _json_path(value: object, base: Path) -> str | None:

@@ -451,31 +451,32 @@ def _wrong_model_name(document: dict[str, Any]) -> None:
 
 
 BAD_JSON = {
-    "mixed dims": (_other_model, r"768-dim features of dinov2_vitb14, but identity '.*' has 384"),
-    "mixed models": (_wrong_model_name, r"one file must hold one model"),
+    # The messages are import-json's: both read the file with IdentityReader.
+    "mixed dims": (_other_model, r"dinov2_model: expected 'dinov2_vits14' like identity '.*'"),
+    "mixed models": (_wrong_model_name, r"\(one model per file\), found 'dinov2_vits14_reg'"),
     "frame of another dim": (
         lambda d: _second(d)["video_data"][0].update(features=[0.5] * 7),
-        r"video_data\[0\]\.features: expected shape \[384\], found shape \[7\]",
+        r"video_data\[0\]\.features: expected a list of 384 numbers, found a list of 7",
     ),
     "dim vs feature_dim": (
         lambda d: _first(d).update(feature_dim=768),
-        r"feature_dim 768 but face_features holds 384 values",
+        r"model dinov2_vits14 makes 384-dim features, but the file's features have 768",
     ),
     "dim vs model": (
         lambda d: [e.update(dinov2_model="dinov2_vitb14") for e in d.values()],
-        r"dinov2_vitb14 \(whose features have 768 dims\) but feature_dim 384",
+        r"model dinov2_vitb14 makes 768-dim features, but the file's features have 384",
     ),
     "missing video_data": (
         lambda d: _second(d).pop("video_data"),
-        r"has no video_data, though the file is in the new format",
+        r"video_data: expected the field to be present, found it missing",
     ),
     "no frames": (
-        lambda d: _second(d).update(video_data=[]),
+        lambda d: _second(d).update(video_data=[], valid_video_images=0, total_video_images=0),
         r"has no frames \(video_data is empty",
     ),
     "frame without angles": (
         lambda d: _first(d)["video_data"][-1].pop("spherical_angles"),
-        r"video_data\[\d+\] has no 'spherical_angles'",
+        r"video_data\[\d+\]\.spherical_angles: expected the field to be present",
     ),
 }
 
@@ -492,10 +493,14 @@ def test_bad_new_format_json(exported: Path, tmp_path: Path, case: str) -> None:
 
 def test_bad_json_files(tmp_path: Path) -> None:
     cases = {
-        "not.json": (b'{"a": ', "is not valid JSON"),
-        "list.json": (b"[1, 2]", "expected an object keyed by identity at the top, found list"),
-        "empty.json": (b"{}", "holds no identities"),
-        "scalar.json": (b'{"a": 3}', "identity 'a' is a int, expected an object"),
+        "not.json": (b'{"a": ', r"is truncated: .* at line 1, column 7"),
+        "broken.json": (
+            b'{"a": {"b": [1,\n 2,]}}',
+            r"is not valid JSON: trailing comma .* at line 2, column 3",
+        ),
+        "list.json": (b"[1, 2]", r"expected '\{' \(an object keyed by identity\), found '\['"),
+        "empty.json": (b"{}", "holds no identity"),
+        "scalar.json": (b'{"a": 3}', "identity 'a', its value: expected an object, found the n"),
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
