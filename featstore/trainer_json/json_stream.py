@@ -71,13 +71,20 @@ class JsonTextError(Exception):
     """
 
     def __init__(
-        self, kind: str, detail: str, line: int, column: int, identity: str | None = None
+        self,
+        kind: str,
+        detail: str,
+        line: int,
+        column: int,
+        identity: str | None = None,
+        offset: int = 0,
     ) -> None:
         where = f"line {line}, column {column}"
         super().__init__(f"{detail} at {where}")
         self.kind, self.detail, self.line, self.column = kind, detail, line, column
         self.identity = identity
         self.where = where
+        self.offset = offset  # in the file, in bytes
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class Member:
     line: int  # the key's line
     key_text: str
     key_error: str | None = None
+    key_bytes: bytes = b""  # the key as written, quotes included
+    key_offset: int = 0  # in the file, in bytes
 
 
 def read_members(raw: BinaryReader, *, start: int = 0) -> Iterator[Member]:
@@ -143,7 +152,9 @@ class _Scanner:
         line, column = self.position(offset)
         snippet = bytes(self.buf[max(offset - SNIPPET, 0) : offset + SNIPPET])
         near = json.dumps(snippet.decode("utf-8", "replace"), ensure_ascii=False)
-        return JsonTextError(kind, f"{detail}, near {near}", line, column, identity)
+        return JsonTextError(
+            kind, f"{detail}, near {near}", line, column, identity, self.base + offset
+        )
 
     # -- scanning ----------------------------------------------------------------------
 
@@ -288,12 +299,13 @@ class _Scanner:
             value = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             value = self.lenient(text, exc, start, name or key_text)
-        return Member(name, value, text, line, key_text, key_error)
+        return Member(name, value, text, line, key_text, key_error, key, self.base + key_at)
 
     def lenient(self, text: bytes, exc: orjson.JSONDecodeError, start: int, who: str) -> Any:
         """Python's json for what orjson refuses (NaN, Infinity, huge integers), else an error."""
         message = str(exc)
-        if "unexpected character" in message or "number" in message:
+        # Not for what Python's json accepts but the store cannot hold (lone surrogates).
+        if not any(word in message for word in ("depth", "recursion", "surrogate", "UTF-8")):
             try:
                 return json.loads(text)
             except (ValueError, RecursionError):

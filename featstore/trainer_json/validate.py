@@ -19,6 +19,8 @@ Every problem has a code whose prefix names the seed's question it answers:
     Q3-json-syntax       malformed JSON (line and column given)
     Q3-top-level         the top level is not an object keyed by identity
     Q3-duplicate-identity  an identity appears twice (json.load keeps the last silently)
+    Q3-identity-name     an identity key that is empty or not valid Unicode (a lone
+                         surrogate, as json.dump writes for a file name that is not UTF-8)
     Q3-unknown-format    an identity has neither the new nor the old format's fields
     Q3-mixed-format      identities of the new and the old format in one file
     Q3-missing-field     a field of the format is absent
@@ -30,13 +32,13 @@ Every problem has a code whose prefix names the seed's question it answers:
 `\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
 the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
 
-How the file is read: the top-level object is streamed one identity at a time with ijson
-(yajl2 C backend), so memory holds one identity, not the file. yajl rejects the tokens
-`NaN` / `Infinity` that Python's `json.dump` writes and `json.load` accepts; when it
-rejects a file, the whole file is parsed again with the standard library, which accepts
-those tokens (so they are reported per identity and field) and gives the line and column
-of real syntax errors. That fallback holds the whole file in memory; it is taken only for
-broken files and files with non-finite numbers.
+How the file is read: the top-level object is read one identity at a time by
+`json_stream` (the reader import-json and FeatureDataset use), so memory holds one
+identity, not the file, whatever is in it. `NaN` / `Infinity` tokens (which Python's
+`json.dump` writes) are parsed within their identity and reported per field; a syntax
+error is reported with its line and column, after the identities before it were checked.
+A top level that is not an object (no identities to stream) is parsed whole, to say what
+it is.
 
 Per-frame problems of one identity merge into one line per (code, field, expected): a file
 whose 10,000 frames all miss `spherical_angles` says so once per identity, with a count.
@@ -52,10 +54,9 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import ijson
-
 from featstore.errors import InputError
-from featstore.trainer_json.json_reading import NotUtf8, Utf8Reader, first_non_space, parse_whole
+from featstore.trainer_json.json_reading import first_non_space, parse_whole
+from featstore.trainer_json.json_stream import JsonTextError, Member, read_members
 from featstore.trainer_json.problems import (
     MISSING,
     IdentityProblems,
@@ -149,20 +150,33 @@ class _Validator:
         if first != b"{":
             return self._walk(parse_whole(raw, start))  # a syntax error or a wrong top level
         try:
-            for name, value in ijson.kvitems(Utf8Reader(raw, start), "", use_float=True):
-                self._identity(name, value)
-        except NotUtf8 as exc:
-            found = f"byte {exc.bad.hex(' ').upper()} at byte offset {exc.offset} (line {exc.line})"
-            self._file_problem("Q3-encoding", "UTF-8 text", found)
-        except ijson.JSONError:
-            parsed = parse_whole(raw, start)
-            if isinstance(parsed, Problem):
-                # Broken for Python too: keep what was streamed before the break, add where.
-                self._add(parsed)
-            else:
-                # Python reads it (NaN, Infinity, huge numbers): check it all from the start.
-                return _Validator(self.report.path, self._check_paths, self._max)._walk(parsed)
+            for member in read_members(raw, start=start):
+                if member.name is None or not member.name:
+                    self._bad_name(member)
+                else:
+                    self._identity(member.name, member.value)
+        except JsonTextError as exc:
+            self._add(_text_problem(exc, raw))
         return self._finish()
+
+    def _bad_name(self, member: Member) -> None:
+        """Q3-identity-name: a key that is not valid Unicode, or empty."""
+        if "UTF-8" in str(member.key_error):
+            try:
+                member.key_bytes.decode("utf-8")
+                at = 0
+            except UnicodeDecodeError as exc:
+                at = exc.start
+            bad = member.key_bytes[at : at + 1].hex(" ").upper()
+            found = f"byte {bad} at byte offset {member.key_offset + at} (line {member.line})"
+            self._add(Problem("Q3-encoding", None, None, "UTF-8 text", found))
+            return
+        if member.name is None:
+            expected = "a key of valid Unicode (a lone surrogate is not)"
+            found = f"{member.key_text} ({member.key_error}) at line {member.line}"
+        else:
+            expected, found = "a non-empty identity", f'"" at line {member.line}'
+        self._add(Problem("Q3-identity-name", member.key_text, None, expected, found))
 
     def _check_encoding_start(self, head: bytes) -> int | None:
         """Where the JSON text starts (after a UTF-8 BOM), or None when it is not UTF-8."""
@@ -396,6 +410,16 @@ class _Validator:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def _text_problem(exc: JsonTextError, raw: IO[bytes]) -> Problem:
+    """The problem for a file whose text stops being a JSON object somewhere."""
+    if exc.kind == "encoding":
+        raw.seek(exc.offset)
+        bad = raw.read(1).hex(" ").upper()
+        found = f"byte {bad} at byte offset {exc.offset} (line {exc.line})"
+        return Problem("Q3-encoding", exc.identity, None, "UTF-8 text", found)
+    return Problem("Q3-json-syntax", exc.identity, None, "valid JSON", str(exc))
 
 
 def _format_of(obj: dict[str, Any]) -> Format:
