@@ -266,7 +266,7 @@ class _Scanner:
             match = _SCALAR_MEMBER.match(gap, position)
             if match is None:
                 rest = gap[position:].lstrip(_BLANK)
-                if last and rest == b",":
+                if last and rest.strip(_BLANK) == b",":
                     detail = "a trailing comma before the closing '}'"
                 else:
                     detail = "expected '\"<identity>\": <value>' here"
@@ -317,7 +317,7 @@ class _Scanner:
         except UnicodeDecodeError as bad:
             offset, detail = start + bad.start, "bytes that are not UTF-8"
             raise self.error("encoding", detail, offset, who) from None
-        if "recursion" in detail:
+        if "recursion" in detail or "depth" in detail:
             detail = "a value nested more than 1024 levels deep"
         raise self.error("syntax", f"{detail} (in identity {who!r})", offset, who) from None
 
