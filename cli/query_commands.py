@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import click
+
 from featstore_cli.common import library_errors
 
 _STORE = click.option(

@@ -82,6 +82,8 @@ class ValidationReport:
         problems: the problems kept (the first `max_problems`).
         problem_count: all problems found, kept or not.
         counts_by_code: problem_count split by code.
+        warnings: what may be intended but is worth a look (paths that resolve against
+            another folder than the file's); `ok` ignores them, `--strict` does not.
     """
 
     path: Path
@@ -93,6 +95,7 @@ class ValidationReport:
     problems: list[Problem] = dataclasses.field(default_factory=list)
     problem_count: int = 0
     counts_by_code: dict[str, int] = dataclasses.field(default_factory=dict)
+    warnings: list[Problem] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -124,7 +127,8 @@ class ValidationReport:
 class IdentityProblems:
     """Problems of one identity; per-frame ones merge into one per (code, field, expected)."""
 
-    def __init__(self) -> None:
+    def __init__(self, identity: str = "") -> None:
+        self.identity = identity
         # key -> [first field, first found, message, count]
         self._groups: dict[tuple[str, str, str], list[Any]] = {}
 

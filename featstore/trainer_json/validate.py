@@ -94,7 +94,11 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 def validate_json(
-    path: Path, *, check_paths: bool = True, max_problems: int | None = None
+    path: Path,
+    *,
+    check_paths: bool = True,
+    max_problems: int | None = None,
+    base_dir: Path | None = None,
 ) -> ValidationReport:
     """Check a trainer JSON against SPEC §4; never raises for a bad *file content*.
 
@@ -104,6 +108,14 @@ def validate_json(
             against the JSON file's folder, absolute ones as they are).
         max_problems: keep at most this many problems in the report (all are counted);
             None keeps all.
+        base_dir: resolve relative paths against it instead of the JSON file's folder.
+
+    Paths that do not name files are one problem per cause (no such file, a folder, a
+    Windows drive path), not one per identity. When no `base_dir` is given and every
+    missing path of a new-format file resolves against one other folder (the file was
+    exported with `--base-dir` there, or moved), that is one warning naming the folder,
+    not a problem: the trainer reads the features from the file and never opens those
+    images. For the old format, whose images the trainer opens, they stay problems.
 
     Raises:
         InputError: the file cannot be opened or read.
@@ -113,7 +125,7 @@ def validate_json(
     path = Path(path)
     try:
         with path.open("rb") as raw:
-            return _Validator(path, check_paths, max_problems).run(raw)
+            return _Validator(path, check_paths, max_problems, base_dir).run(raw)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -121,9 +133,19 @@ def validate_json(
 class _Validator:
     """One run over one file: the per-identity checks and what spans identities."""
 
-    def __init__(self, path: Path, check_paths: bool, max_problems: int | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        check_paths: bool,
+        max_problems: int | None,
+        base_dir: Path | None = None,
+    ) -> None:
         self.report = ValidationReport(path)
-        self._folder = path.resolve().parent
+        self._folder = path.resolve().parent if base_dir is None else base_dir.resolve()
+        # Other folders every missing relative path resolves against (None: not looked).
+        self._others: list[Path] | None = None if base_dir is not None else []
+        self._missing: dict[str, list[tuple[str, str, str]]] = {}  # why -> (who, field, found)
+        self._relative_missing = True
         self._check_paths = check_paths
         self._max = max_problems
         self._seen: set[str] = set()
@@ -238,6 +260,25 @@ class _Validator:
         )
 
     def _finish(self) -> ValidationReport:
+        if (
+            self._missing
+            and self._others
+            and self._relative_missing
+            and (self.report.format == "new")
+        ):
+            count = sum(map(len, self._missing.values()))
+            expected = f"paths relative to the JSON file's folder {self._folder}"
+            found = (
+                f"{count} of {self._paths_checked} paths resolve against {self._others[0]} "
+                "instead (the --base-dir of the export?); the trainer reads the features "
+                "from the file and never opens them"
+            )
+            message = f"check them there with --base-dir {self._others[0]}"
+            self.report.warnings.append(
+                Problem("Q2-base-dir", None, None, expected, found, message)
+            )
+            return self.report
+        self._missing_problems()
         if self._check_paths and self._paths_checked and not self._paths_found:
             found = f"none of {self._paths_checked} paths exists"
             found += _guess_base_dir(self._first_missing, self._folder)
@@ -254,7 +295,7 @@ class _Validator:
         else:
             self._seen.add(name)
             report.identities += 1
-        issues = IdentityProblems()
+        issues = IdentityProblems(name)
         frames = 0
         if not isinstance(value, dict):
             issues.add("Q3-type", None, "an object", describe(value))
@@ -378,6 +419,15 @@ class _Validator:
             return None  # so it is not the reference other identities are compared with
         return model
 
+    def _missing_problems(self) -> None:
+        """One problem per cause of missing paths, with a count beyond the first."""
+        for items in self._missing.values():
+            who, field, found = items[0]
+            if len(items) > 1:
+                identities = len({item[0] for item in items})
+                found += f"; and {len(items) - 1} more such paths in {identities} identities"
+            self._add(Problem("Q2-missing-path", who, field, "an existing file", found))
+
     def _check_path(self, issues: IdentityProblems, field: str, value: Any) -> None:
         """Q2: a non-empty string with '/' separators naming an existing file."""
         if value is MISSING:
@@ -401,12 +451,26 @@ class _Validator:
         why = "a folder" if resolved.is_dir() else "no such file"
         if _WINDOWS_DRIVE.match(value) and os.name != "nt":
             why += ", a Windows drive path"
-        issues.add(
-            "Q2-missing-path",
-            field,
-            "an existing file",
-            f"{describe(value)} -> {resolved} ({why})",
-        )
+        found = f"{describe(value)} -> {resolved} ({why})"
+        self._missing.setdefault(why, []).append((issues.identity, field, found))
+        self._look_elsewhere(value.replace("\\", "/"))
+
+    def _look_elsewhere(self, relative: str) -> None:
+        """Keep the other folders that every missing path so far resolves against."""
+        if self._others is None or not self._relative_missing:
+            return
+        if Path(relative).is_absolute():
+            self._relative_missing = False
+            return
+        if not self._others and len(self._missing_all()) == 1:  # the first: find candidates
+            candidates = [*list(self._folder.parents)[:5], Path.cwd().resolve()]
+            self._others = list(dict.fromkeys(c for c in candidates if c != self._folder))
+        self._others = [c for c in self._others if (c / relative).is_file()]
+        if not self._others:
+            self._relative_missing = False  # no one folder: they stay problems
+
+    def _missing_all(self) -> list[tuple[str, str, str]]:
+        return [item for items in self._missing.values() for item in items]
 
 
 # -- helpers ---------------------------------------------------------------------------
