@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     SampleColumns,
+    cache_key,
     cached_folder,
     default_cache_dir,
     materialise,
@@ -407,7 +409,13 @@ def _from_json(
             store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
             name, folder = _from_store(store, model or DEFAULT_MODEL, where, cache_dir)
             return name, folder, "old-json"
-        folder = materialise(cache, description, lambda: read_new_json(path, model))
+        # The frames' features are spooled beside the cache while read (a name that a
+        # later build removes, were this one killed).
+        spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
+        try:
+            folder = materialise(cache, description, lambda: read_new_json(path, model, spool))
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
     found = read_manifest(folder)["model"]
     if model is not None and model != found:
         raise InputError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -237,12 +238,19 @@ def json_format(path: Path) -> JsonFormat:
     return "old" if isinstance(value, dict) and "face_features" not in value else "new"
 
 
-def read_new_json(path: Path, model: str | None) -> SampleColumns:
+def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> SampleColumns:
     """The samples of a new-format file, read identity by identity.
 
     Read and checked by `IdentityReader`, as `import-json` reads it: the same files are
     accepted and refused, with the same messages. The first identity sets the model and
     dim, every other must agree; `model`, when given, must be the file's.
+
+    Args:
+        spool: a folder to create for the frames' features (the bulk of the samples),
+            written there as they are read and mapped back, so the memory held does
+            not grow with the file; None keeps them in memory. A file whose identities
+            are not in code point order (the samples' order) is put in order with one
+            copy in memory.
     """
     from featstore.trainer_json.identity_rows import IdentityReader
 
@@ -250,8 +258,82 @@ def read_new_json(path: Path, model: str | None) -> SampleColumns:
     reader = IdentityReader(path, base, model=model)
     parts: dict[str, dict[str, NDArray[np.float32]]] = {}
     paths: dict[str, list[str]] = {}
+    spooled: list[NDArray[np.float32]] = []  # in memory when there is no spool
+    sink = None
+    if spool is not None:
+        spool.mkdir()
+        sink = open(spool / "frames.f32", "wb")  # noqa: SIM115 (closed below)
+    try:
+        for name, table, _frames in _checked(reader, path, model):
+            assert reader.dim is not None
+            features = _row_values(table.column("features"), (reader.dim,))
+            columns = {"target": features[0]}
+            for field, key in _STORE_COLUMNS.items():
+                if field != "det_score":
+                    columns[field] = _row_values(table.column(key), FRAME_FIELDS[field])
+            if sink is not None:
+                features[1:].tofile(sink)
+            else:
+                spooled.append(features[1:])
+            parts[name] = columns
+            paths[name] = [
+                posixpath.normpath(posixpath.join(base.as_posix(), p))
+                for p in table.column("image_path").to_pylist()
+            ]
+    finally:
+        if sink is not None:
+            sink.close()
+    assert reader.model is not None and reader.dim is not None
+    names = sorted(parts)  # code point order, as export-json and the store reader
+    counts = [len(paths[name]) - 1 for name in names]
+    samples = int(sum(counts))
+    in_order = names == list(parts)
+    if spool is not None:
+        inputs: NDArray[np.float32] = np.memmap(
+            spool / "frames.f32", dtype=np.float32, mode="r", shape=(samples, reader.dim)
+        )
+        if not in_order:
+            inputs = _in_order(inputs, list(parts), paths, names)
+    elif in_order:
+        inputs = np.concatenate(spooled)
+    else:
+        read = list(parts)
+        order = sorted(range(len(read)), key=read.__getitem__)
+        inputs = np.concatenate([spooled[i] for i in order])
+    del spooled
+
+    def frames_of(field: str) -> NDArray[np.float32]:
+        return np.concatenate([parts[name].pop(field)[1:] for name in names])
+
+    frame_fields = {field: frames_of(field) for field in FRAME_FIELDS if field != "det_score"}
+    targets = np.stack([parts[name]["target"] for name in names])
+    return SampleColumns(
+        identity_index=np.repeat(np.arange(len(names), dtype=np.int32), counts),
+        input_features=inputs,
+        fields={**frame_fields, "det_score": np.full(samples, np.nan, np.float32)},
+        image_path=pa.array([p for name in names for p in paths[name][1:]], pa.string()),
+        identities=names,
+        target_features=targets,
+        face_image_path=pa.array([paths[name][0] for name in names], pa.string()),
+        model=reader.model,
+    )
+
+
+def _in_order(
+    inputs: NDArray[np.float32], read: list[str], paths: dict[str, list[str]], names: list[str]
+) -> NDArray[np.float32]:
+    """Rows spooled in file order (`read`), gathered in sample order (`names`)."""
+    starts, at = {}, 0
+    for name in read:
+        starts[name] = at
+        at += len(paths[name]) - 1
+    return np.concatenate([inputs[starts[n] : starts[n] + len(paths[n]) - 1] for n in names])
+
+
+def _checked(reader: Any, path: Path, model: str | None) -> Iterator[tuple[str, pa.Table, int]]:
+    """The reader's identities, with what a Dataset needs more: the model asked for, frames."""
     for name, table, frames in reader:
-        if not parts and model is not None and reader.file_model not in (None, model):
+        if model is not None and reader.file_model not in (None, model):
             raise InputError(
                 f"{path}: the features were made with {reader.file_model} (identity "
                 f"{name!r}), not with model={model!r}.\nHint: pass "
@@ -263,36 +345,7 @@ def read_new_json(path: Path, model: str | None) -> SampleColumns:
                 "identity needs at least one.\nHint: remove the identity, or regenerate the "
                 "file with `featstore export-json`, which leaves such identities out."
             )
-        assert reader.dim is not None
-        columns = {"features": _row_values(table.column("features"), (reader.dim,))}
-        for field, key in _STORE_COLUMNS.items():
-            if field != "det_score":
-                columns[field] = _row_values(table.column(key), FRAME_FIELDS[field])
-        parts[name] = columns
-        paths[name] = [
-            posixpath.normpath(posixpath.join(base.as_posix(), p))
-            for p in table.column("image_path").to_pylist()
-        ]
-    assert reader.model is not None and reader.dim is not None
-    names = sorted(parts)  # code point order, as export-json and the store reader
-    counts = [len(paths[name]) - 1 for name in names]
-    samples = int(sum(counts))
-
-    def frames_of(field: str) -> NDArray[np.float32]:
-        return np.concatenate([parts[name].pop(field)[1:] for name in names])
-
-    frame_fields = {field: frames_of(field) for field in FRAME_FIELDS if field != "det_score"}
-    targets = np.stack([parts[name]["features"][0] for name in names])
-    return SampleColumns(
-        identity_index=np.repeat(np.arange(len(names), dtype=np.int32), counts),
-        input_features=frames_of("features"),
-        fields={**frame_fields, "det_score": np.full(samples, np.nan, np.float32)},
-        image_path=pa.array([p for name in names for p in paths[name][1:]], pa.string()),
-        identities=names,
-        target_features=targets,
-        face_image_path=pa.array([paths[name][0] for name in names], pa.string()),
-        model=reader.model,
-    )
+        yield name, table, frames
 
 
 def _row_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:

@@ -128,11 +128,15 @@ def test_one_set_of_rules_everywhere(tmp_path: Path, case: str) -> None:
 
 def test_good_file_reads_everywhere(tmp_path: Path) -> None:
     path = tmp_path / "good.json"
-    path.write_bytes(text_of([('"b"', GOOD), ('"a"', GOOD)]))
+    b, a = json.dumps(entry(2, 0.5)), json.dumps(entry(3, 0.75))
+    path.write_bytes(text_of([('"b"', b), ('"a"', a)]))  # not in code point order
     assert validate_json(path, check_paths=False).ok
     assert import_json(path, store=tmp_path / "store").identities == 2
     dataset = FeatureDataset(path, cache_dir=tmp_path / "cache")
-    assert dataset.identities == ["a", "b"] and len(dataset) == 4
+    assert dataset.identities == ["a", "b"] and len(dataset) == 5
+    firsts = [float(dataset[i]["input_features"][0]) for i in range(5)]
+    assert firsts == [0.75] * 3 + [0.5] * 2  # samples in identity order, then frame order
+    assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name] == []
 
 
 def members(data: bytes, chunk: int) -> list[tuple[str | None, Any]] | str:
