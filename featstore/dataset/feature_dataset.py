@@ -195,19 +195,30 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         return len(self._open())
 
     def __getitem__(self, index: int | Sequence[int] | NDArray[np.integer]) -> Any:
-        """One sample (a dict of tensors and `person_name`), or a batch for a list of indices."""
+        """One sample (a dict of tensors and `person_name`), or a batch for a list of indices.
+
+        The sample's numbers are copies (the cache is mapped read-only and shared).
+        """
         if not isinstance(index, (int, np.integer)):
             return self.__getitems__(index)
-        columns = self._open()
-        i = self._check_index(int(index))
-        target = columns.target_features[columns.identity_index[i]]
-        frame = columns.input_features[i]
+        columns = self._columns
+        if columns is None or self._opened_by != os.getpid():
+            columns = self._open()
+        size = len(columns.identity_index)
+        i = int(index)
+        if not -size <= i < size:
+            raise IndexError(f"sample {i} out of range for {size} samples")
+        i %= size
+        who = columns.identity_index[i]
+        # numpy copies wrapped by torch.from_numpy: a third of the time of torch.tensor().
+        frame = columns.input_features[i].copy()
+        target = columns.target_features[who].copy()
         sample: dict[str, Any] = {
-            "input_features": torch.tensor(frame),
-            "position_encoding": torch.tensor(columns.fields["position_encoding"][i]),
-            "target_features": torch.tensor(target),
+            "input_features": torch.from_numpy(frame),
+            "position_encoding": torch.from_numpy(columns.fields["position_encoding"][i].copy()),
+            "target_features": torch.from_numpy(target),
             "target_residual": torch.from_numpy(target - frame),
-            "person_name": columns.identities[columns.identity_index[i]],
+            "person_name": columns.identities[who],
         }
         for name in self.extra_fields:
             sample[name] = (
