@@ -108,7 +108,7 @@ def collect_numbers(
     if not isinstance(value, list) or len(value) != shape[0]:
         raise check.fail(where, what, describe(value))
     if len(shape) == 1:
-        if not {type(v) for v in value} <= NUMBER_TYPES:
+        if not set(map(type, value)) <= NUMBER_TYPES:
             index = next(i for i, v in enumerate(value) if type(v) not in NUMBER_TYPES)
             raise check.fail(f"{where}[{index}]", "a number", describe(value[index]))
         out.extend(value)
