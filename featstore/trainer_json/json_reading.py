@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import IO, Any
 
+from featstore.trainer_json.json_stream import JsonTextError
 from featstore.trainer_json.problems import Problem
 
 SNIPPET = 20  # characters shown either side of a syntax error
@@ -54,3 +56,26 @@ def first_non_space(raw: IO[bytes]) -> bytes:
         if stripped:
             return stripped[:1]
     return b""
+
+
+def text_problem(exc: JsonTextError, raw: IO[bytes]) -> Problem:
+    """The problem for a file whose text stops being a JSON object somewhere."""
+    if exc.kind == "encoding":
+        raw.seek(exc.offset)
+        bad = raw.read(1).hex(" ").upper()
+        found = f"byte {bad} at byte offset {exc.offset} (line {exc.line})"
+        return Problem("Q3-encoding", exc.identity, None, "UTF-8 text", found)
+    return Problem("Q3-json-syntax", exc.identity, None, "valid JSON", str(exc))
+
+
+def guess_base_dir(first_missing: str | None, folder: Path) -> str:
+    """Where a missing relative path does resolve: the folder's ancestors or the cwd."""
+    if not first_missing:
+        return ""
+    relative = first_missing.replace("\\", "/")
+    if Path(relative).is_absolute():
+        return ""
+    for candidate in [*list(folder.parents)[:5], Path.cwd()]:
+        if (candidate / relative).is_file():
+            return f"; they resolve against {candidate} (the --base-dir of the export?)"
+    return ""

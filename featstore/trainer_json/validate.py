@@ -55,7 +55,12 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from featstore.errors import InputError
-from featstore.trainer_json.json_reading import first_non_space, parse_whole
+from featstore.trainer_json.json_reading import (
+    first_non_space,
+    guess_base_dir,
+    parse_whole,
+    text_problem,
+)
 from featstore.trainer_json.json_stream import JsonTextError, Member, read_members
 from featstore.trainer_json.problems import (
     MISSING,
@@ -178,7 +183,7 @@ class _Validator:
                 else:
                     self._identity(member.name, member.value)
         except JsonTextError as exc:
-            self._add(_text_problem(exc, raw))
+            self._add(text_problem(exc, raw))
         return self._finish()
 
     def _bad_name(self, member: Member) -> None:
@@ -281,7 +286,7 @@ class _Validator:
         self._missing_problems()
         if self._check_paths and self._paths_checked and not self._paths_found:
             found = f"none of {self._paths_checked} paths exists"
-            found += _guess_base_dir(self._first_missing, self._folder)
+            found += guess_base_dir(self._first_missing, self._folder)
             expected = f"paths relative to the JSON file's folder {self._folder}"
             self._file_problem("Q2-base-dir", expected, found)
         return self.report
@@ -462,28 +467,15 @@ class _Validator:
         if Path(relative).is_absolute():
             self._relative_missing = False
             return
-        if not self._others and len(self._missing_all()) == 1:  # the first: find candidates
+        if not self._others and sum(map(len, self._missing.values())) == 1:  # the first
             candidates = [*list(self._folder.parents)[:5], Path.cwd().resolve()]
             self._others = list(dict.fromkeys(c for c in candidates if c != self._folder))
         self._others = [c for c in self._others if (c / relative).is_file()]
         if not self._others:
             self._relative_missing = False  # no one folder: they stay problems
 
-    def _missing_all(self) -> list[tuple[str, str, str]]:
-        return [item for items in self._missing.values() for item in items]
-
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _text_problem(exc: JsonTextError, raw: IO[bytes]) -> Problem:
-    """The problem for a file whose text stops being a JSON object somewhere."""
-    if exc.kind == "encoding":
-        raw.seek(exc.offset)
-        bad = raw.read(1).hex(" ").upper()
-        found = f"byte {bad} at byte offset {exc.offset} (line {exc.line})"
-        return Problem("Q3-encoding", exc.identity, None, "UTF-8 text", found)
-    return Problem("Q3-json-syntax", exc.identity, None, "valid JSON", str(exc))
 
 
 def _format_of(obj: dict[str, Any]) -> Format:
@@ -491,19 +483,6 @@ def _format_of(obj: dict[str, Any]) -> Format:
     if any(key in obj for key in _NEW_KEYS):
         return "new"
     return "old" if "video_images" in obj else "unknown"
-
-
-def _guess_base_dir(first_missing: str | None, folder: Path) -> str:
-    """Where a missing relative path does resolve: the folder's ancestors or the cwd."""
-    if not first_missing:
-        return ""
-    relative = first_missing.replace("\\", "/")
-    if Path(relative).is_absolute():
-        return ""
-    for candidate in [*list(folder.parents)[:5], Path.cwd()]:
-        if (candidate / relative).is_file():
-            return f"; they resolve against {candidate} (the --base-dir of the export?)"
-    return ""
 
 
 @functools.cache
