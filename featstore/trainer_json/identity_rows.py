@@ -8,6 +8,7 @@ parses each identity): the one reading of the trainer's JSON that `import-json` 
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -163,6 +164,12 @@ def float32(
 def stored_path(base: Path, value: str) -> str:
     """A path of the file as stored: relative to the import's base dir, forward slashes."""
     posix = value.replace("\\", "/")
+    if not posix.startswith("/"):
+        # Relative and staying below the base (the usual case): relpath would give the
+        # normalised path itself; skip its two abspath calls per frame.
+        normal = posixpath.normpath(posix)
+        if normal != ".." and not normal.startswith("../"):
+            return normal
     absolute = PurePosixPath(base.as_posix(), posix)  # an absolute `posix` wins
     return relative_path(Path(absolute), base)
 
