@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from featstore_cli.common import library_errors
 
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore_cli.common import library_errors
 
 
 @click.command("filter-valid-images")

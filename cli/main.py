@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-
-from featstore import __version__
-from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
 from featstore_cli.query_commands import info, query
 from featstore_cli.report_command import report
 from featstore_cli.validate_command import validate
+
+from featstore import __version__
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import click
-
 from featstore_cli.common import library_errors
 
 _STORE = click.option(

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from featstore_cli.common import library_errors
 
 

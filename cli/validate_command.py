@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-
 from featstore_cli.common import library_errors
 
 

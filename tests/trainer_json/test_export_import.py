@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 from conftest import DIM, MODEL, Extracted
+from featstore_cli.json_commands import export_json as export_command
+from featstore_cli.json_commands import import_json as import_command
 
 import featstore.trainer_json.export
 import featstore.trainer_json.importer
@@ -30,8 +32,6 @@ from featstore.trainer_json import json_stream
 from featstore.trainer_json.export import ExportSummary, export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.json_writer import reindent
-from featstore_cli.json_commands import export_json as export_command
-from featstore_cli.json_commands import import_json as import_command
 
 IDENTITY_KEYS = [
     "face_image_path",
