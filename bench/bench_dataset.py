@@ -1,7 +1,18 @@
 """FeatureDataset figures (issue: the training Dataset), against baselines of the same run.
 
-    .venv/bin/python bench/bench_dataset.py [--identities 1000] [--frames 100] [--dim 768]
+    .venv/bin/python bench/bench_dataset.py [--full] [--identities N] [--frames N] [--dim 768]
 
+Quick by default (small sizes, a minute or two); `--full` runs the sizes of the issues:
+a 1000 x 100 store and seed-format JSON files of ~250 MB and ~1 GB (minutes, ~5 GB RAM
+for the seed's json.load of the large file).
+
+Part 1, the trainer's JSON (seed format: `json.dump(..., indent=2)` of float32 values, as
+the seed's script writes it), two sizes, each case in a fresh process that imports torch:
+the seed's way (json.load + per-sample arrays), `FeatureDataset(json)` the first time
+(streamed into its cache), `featstore import-json`, and `json.load` alone; time and peak
+RSS (VmHWM), and `dataset[i]` per item.
+
+Part 2, the store:
 One store of identities x frames samples (random features, written by bench_store's
 generator), its `export-json` file, and the same input features as a `.npy` file. Each
 source is then read in a fresh process that times: constructing the Dataset and reaching
@@ -151,6 +162,135 @@ def _peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def write_seed_json(path: Path, identities: int, frames: int = 50, dim: int = 768) -> None:
+    """A new-format file as the seed's script writes it (json.dump, indent=2), streamed."""
+    rng = np.random.default_rng(0)
+
+    def floats(*shape: int) -> Any:
+        return rng.standard_normal(shape).astype(np.float32).tolist()
+
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("{\n")
+        for i in range(identities):
+            name = f"person_{i:05d}"
+            video = [
+                {
+                    "image_path": f"videos/{name}/{j:04d}.jpg",
+                    "features": floats(dim),
+                    "landmarks_2d": floats(5, 2),
+                    "landmarks_3d": floats(5, 3),
+                    "box": floats(4),
+                    "spherical_angles": floats(5),
+                    "avg_angle": floats(1)[0],
+                }
+                for j in range(frames)
+            ]
+            entry = {
+                "face_image_path": f"faces/{name}.jpg",
+                "face_features": floats(dim),
+                "face_landmarks_2d": floats(5, 2),
+                "face_landmarks_3d": floats(5, 3),
+                "face_box": floats(4),
+                "video_data": video,
+                "total_video_images": frames,
+                "valid_video_images": frames,
+                "feature_dim": dim,
+                "dinov2_model": "dinov2_vitb14",
+            }
+            # The member exactly as json.dump(whole, indent=2) lays it out.
+            text = json.dumps({name: entry}, indent=2, ensure_ascii=False)[2:-2]
+            out.write(("" if i == 0 else ",\n") + text)
+        out.write("\n}")
+
+
+def _per_item_us(dataset: Any, count: int = 20_000) -> float:
+    count = min(count, len(dataset))
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        for i in range(count):
+            dataset[i]
+        best = min(best, time.perf_counter() - started)
+    return best / count * 1e6
+
+
+def json_probe(kind: str, path: Path, work: Path) -> dict[str, float]:
+    """One JSON case, in this fresh process (torch imported first, as a trainer does)."""
+    import featstore  # noqa: F401  (imports torch)
+
+    started = time.perf_counter()
+    figures: dict[str, float] = {}
+    if kind == "seed":
+        dataset: Any = SeedJsonDataset(path)
+    elif kind == "first":
+        dataset = featstore.FeatureDataset(path, cache_dir=work / "cache")
+    elif kind == "import":
+        from featstore.trainer_json.importer import import_json
+
+        import_json(path, store=work / "store")
+    else:  # json.load alone
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    figures["seconds"] = time.perf_counter() - started
+    figures["peak_rss_mib"] = _peak_rss_mib()
+    if kind in ("seed", "first"):
+        figures["getitem_us"] = _per_item_us(dataset)
+    return figures
+
+
+def json_part(work: Path, sizes: dict[str, int]) -> None:
+    """Part 1: the seed's JSON, read the seed's way and featstore's, at two sizes."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for label, identities in sizes.items():
+        path = work / f"valid_images_{label}.json"
+        write_seed_json(path, identities)
+        mib = path.stat().st_size / 2**20
+        results[label] = {"size": {"mib": mib, "identities": identities}}
+        for kind in ("seed", "first", "import", "json.load"):
+            folder = work / f"{label}-{kind}"
+            folder.mkdir()
+            command = [sys.executable, __file__, "--json-probe", kind, "--path", str(path)]
+            out = subprocess.run([*command, "--cache", str(folder)], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"json probe {kind} failed:\n{out.stderr}")
+            results[label][kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            shutil.rmtree(folder)
+        path.unlink()
+    header = f"{'seed-format JSON':34} {'time':>8} {'MB/s':>6} {'peak RSS':>10} {'dataset[i]':>11}"
+    print(header + "\n" + "-" * len(header))
+    names = {
+        "seed": "the seed's way (json.load + arrays)",
+        "first": "FeatureDataset(json), first time",
+        "import": "featstore import-json",
+        "json.load": "json.load alone",
+    }
+    for cases in results.values():
+        size = cases["size"]
+        print(f"{size['mib']:.0f} MiB ({size['identities']:.0f} identities x 50 frames x 768):")
+        for kind, name in names.items():
+            f = cases[kind]
+            item = f"{f['getitem_us']:8.2f} us" if "getitem_us" in f else ""
+            rate = size["mib"] / f["seconds"]
+            print(
+                f"  {name:32} {f['seconds']:7.2f}s {rate:6.0f} {f['peak_rss_mib']:7.0f} MiB"
+                f" {item:>11}"
+            )
+    print("\ngoals (same run):")
+    small, large = results
+    for label, cases in results.items():
+        seed, first, load = cases["seed"], cases["first"], cases["json.load"]
+        print(
+            f"  {label}: first construction {first['seconds'] / seed['seconds']:.2f}x the seed's"
+            f" time (goal <= 0.5), {first['peak_rss_mib'] / seed['peak_rss_mib']:.2f}x its peak"
+            f" RSS (goal <= 0.6); import-json {cases['import']['seconds'] / load['seconds']:.2f}x"
+            " json.load's time (goal <= 1)"
+        )
+    for kind in ("first", "import"):
+        ratio = results[large][kind]["peak_rss_mib"] / results[small][kind]["peak_rss_mib"]
+        print(f"  peak RSS of {names[kind]}, {large} / {small}: {ratio:.2f}x (goal <= 1.3)")
+    print()
+
+
 def probe(kind: str, path: Path, cache: Path) -> dict[str, float]:
     """Figures for one source, in this (fresh) process."""
     import featstore
@@ -171,6 +311,24 @@ def probe(kind: str, path: Path, cache: Path) -> dict[str, float]:
     for i in range(len(dataset)):
         dataset[i]
     figures["getitem_per_s"] = len(dataset) / (time.perf_counter() - started)
+
+    if kind == "featstore":  # torch's default collate vs collate_fn=featstore.collate
+        best = {}
+        for name, function in (("default", None), ("collate_fn", featstore.collate)):
+            loader = DataLoader(
+                dataset,
+                batch_size=BATCH,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(0),
+                collate_fn=function,
+            )
+            best[name] = float("inf")
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                for _batch in loader:
+                    pass
+                best[name] = min(best[name], time.perf_counter() - started)
+        figures["default_collate_ratio"] = best["collate_fn"] / best["default"]
 
     for workers in (0, 2):
         loader = DataLoader(
@@ -217,15 +375,33 @@ def run_probe(kind: str, path: Path, cache: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--identities", type=int, default=1000)
-    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--full", action="store_true", help="the issues' sizes (minutes)")
+    parser.add_argument("--identities", type=int, help="store part (default 200, full 1000)")
+    parser.add_argument("--frames", type=int, help="store part (default 50, full 100)")
     parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--only", choices=("json", "store"), help="run one part")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--json-probe", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         print(json.dumps(probe(args.probe, args.path, args.cache)))
+        return
+    if args.json_probe:
+        print(json.dumps(json_probe(args.json_probe, args.path, args.cache)))
+        return
+    args.identities = args.identities or (1000 if args.full else 200)
+    args.frames = args.frames or (100 if args.full else 50)
+    # ~1.3 MB per identity of 50 frames: ~250 MB and ~1 GB, or ~25 MB and ~100 MB.
+    sizes = {"250MB": 195, "1GB": 780} if args.full else {"25MB": 20, "100MB": 80}
+    if args.only != "store":
+        json_work = Path(tempfile.mkdtemp(prefix="featstore-bench-json-"))
+        try:
+            json_part(json_work, sizes)
+        finally:
+            shutil.rmtree(json_work, ignore_errors=True)
+    if args.only == "json":
         return
 
     import featstore
@@ -300,6 +476,14 @@ def _report(results: dict[str, dict[str, float]]) -> None:
     print(
         f"  with 2 workers, summed PSS: (a) {a['pss_2_workers_mib']:.0f} MiB, "
         f"(b) {b['pss_2_workers_mib']:.0f} MiB"
+    )
+    print(
+        f"  torch's default collate: {a['default_collate_ratio']:.2f}x the speed of "
+        "collate_fn=featstore.collate   (goal >= 0.8)"
+    )
+    print(
+        f"  dataset[i]: {1e6 / a['getitem_per_s']:.1f} us per item, the seed's way "
+        f"{1e6 / b['getitem_per_s']:.1f} us   (goal: no slower)"
     )
 
 

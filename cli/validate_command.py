@@ -24,21 +24,47 @@ from featstore.errors import printable_message
     type=click.IntRange(0),
     help="Problems listed (0: all); the count always covers all of them.",
 )
+@click.option(
+    "--base-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Resolve relative image paths against this folder (default: the file's folder).",
+)
+@click.option("--strict", is_flag=True, help="Warnings count as problems (exit 1).")
 @library_errors
-def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int) -> None:
+def validate(
+    file: Path,
+    as_json: bool,
+    no_check_paths: bool,
+    max_problems: int,
+    base_dir: Path | None,
+    strict: bool,
+) -> None:
     """Check a trainer JSON file (the new or old format); exit 1 when anything is wrong.
 
     Answers the seed's troubleshooting list: dims vs dinov2_model (Q1), paths that do not
     resolve (Q2), missing fields, malformed JSON and unknown formats (Q3). Each problem is
-    one line: identity, field, what was expected, what was found, and its code.
+    one line: identity, field, what was expected, what was found, and its code. Paths of
+    a new-format file that all resolve against one other folder are a warning (exit 0;
+    --strict makes it a failure); check them there with --base-dir.
     """
     from featstore.trainer_json.validate import validate_json
 
-    report = validate_json(file, check_paths=not no_check_paths, max_problems=max_problems or None)
+    report = validate_json(
+        file, check_paths=not no_check_paths, max_problems=max_problems or None, base_dir=base_dir
+    )
+    failed = not report.ok or (strict and bool(report.warnings))
+    if not as_json:
+        for warning in report.warnings:
+            click.echo(f"warning: {warning.format()}")
+            if warning.message:
+                click.echo(f"  Hint: {warning.message}")
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     elif report.ok:
-        click.echo(printable_message(f"OK: {file}: {report.describe()}"))
+        warned = f" ({len(report.warnings)} warning{'s' if len(report.warnings) > 1 else ''})"
+        verdict = "FAILED (--strict)" if failed else "OK"
+        line = f"{verdict}: {file}: {report.describe()}{warned if report.warnings else ''}"
+        click.echo(printable_message(line))
     else:
         for problem in report.problems:
             click.echo(printable_message(problem.format()))
@@ -49,5 +75,5 @@ def validate(file: Path, as_json: bool, no_check_paths: bool, max_problems: int)
             click.echo(f"Hint ({group}): {hint}")
         count = f"{report.problem_count} problem{'s' if report.problem_count != 1 else ''}"
         click.echo(printable_message(f"{count} in {file} ({report.describe()})"))
-    if not report.ok:
+    if failed:
         raise SystemExit(1)

@@ -139,6 +139,9 @@ def materialise(
     with _locked(cache_dir / f"{key}.lock"):
         if _complete(folder):
             return folder
+        # Under the lock, a temporary of this key is a killed build's: never used, removed.
+        for stale in cache_dir.glob(f"{key}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         columns = build()
         tmp = cache_dir / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

@@ -1,8 +1,7 @@
 """`FeatureDataset`: the trainer's samples, from a store or from the trainer's JSON.
 
     dataset = featstore.FeatureDataset("store/", model="dinov2_vitb14")
-    loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2,
-                        collate_fn=featstore.collate)
+    loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2)
     train, val = featstore.split_by_identity(dataset, val_fraction=0.1, seed=0)
 
 One sample per `ok` frame of a valid identity, by identity then frame, with the seed
@@ -23,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     POSITION_ENCODINGS,
     PositionEncoding,
     SampleColumns,
+    cache_key,
     cached_folder,
     default_cache_dir,
     materialise,
@@ -70,20 +72,50 @@ SAMPLE_KEYS = (
 
 
 class FeatureBatch(dict[str, Any]):
-    """A collated batch: each key maps to a `[B, ...]` tensor, or a list of B strings."""
+    """A batch: each key maps to a `[B, ...]` tensor, or a list of B strings.
 
-    def __getitem__(self, key: str) -> Any:
-        if not isinstance(key, str):
-            # What torch's default_collate does first: `batch[0]`. Say what to do instead.
-            raise TypeError(
-                "this batch is already collated by FeatureDataset.__getitems__; "
-                "pass collate_fn=featstore.collate to the DataLoader."
-            )
-        return super().__getitem__(key)
+    `__getitems__` returns it already collated. It also answers `batch[0]` (an int) with
+    the first sample, which is all torch's `default_collate` looks at before it picks a
+    collate function by that element's type: featstore registers one for that type in
+    `default_collate_fn_map` (torch's documented extension point), which hands the
+    batch back as it is. So `DataLoader(dataset, batch_size=B)` with the default collate
+    costs one lookup more than `collate_fn=featstore.collate`, and gives the same batch.
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return _SampleOfBatch(self, int(key))
+        raise TypeError(
+            f"a FeatureBatch is indexed by a field name (or a sample number), not {key!r}"
+        )
+
+
+class _SampleOfBatch(dict[str, Any]):
+    """One sample of a collated batch (views of its rows); remembers the batch."""
+
+    def __init__(self, batch: FeatureBatch, index: int) -> None:
+        size = len(batch["person_name"])
+        if not -size <= index < size:
+            raise IndexError(f"sample {index} out of range for a batch of {size}")
+        super().__init__({key: value[index] for key, value in batch.items()})
+        self.batch = batch
+
+
+def _collate_batch(batch: Any, *, collate_fn_map: dict[Any, Any] | None = None) -> Any:
+    """default_collate's function for `_SampleOfBatch`: the batch is collated already."""
+    if isinstance(batch, FeatureBatch):
+        return batch
+    # Samples picked from batches one by one (a wrapper's own list): stack them.
+    return FeatureBatch(default_collate([dict(sample) for sample in batch]))
+
+
+default_collate_fn_map[_SampleOfBatch] = _collate_batch
 
 
 def collate(batch: FeatureBatch | Sequence[Mapping[str, Any]]) -> FeatureBatch:
-    """The DataLoader's `collate_fn` for FeatureDataset.
+    """A `collate_fn` for FeatureDataset (torch's default collate gives the same batches).
 
     Batches from `__getitems__` arrive collated and pass through; a list of samples (from
     a wrapper that calls `dataset[i]` one at a time) is stacked like `default_collate`.
@@ -214,19 +246,30 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         return len(self._open())
 
     def __getitem__(self, index: int | Sequence[int] | NDArray[np.integer]) -> Any:
-        """One sample (a dict of tensors and `person_name`), or a batch for a list of indices."""
+        """One sample (a dict of tensors and `person_name`), or a batch for a list of indices.
+
+        The sample's numbers are copies (the cache is mapped read-only and shared).
+        """
         if not isinstance(index, (int, np.integer)):
             return self.__getitems__(index)
-        columns = self._open()
-        i = self._check_index(int(index))
-        target = columns.target_features[columns.identity_index[i]]
-        frame = columns.input_features[i]
+        columns = self._columns
+        if columns is None or self._opened_by != os.getpid():
+            columns = self._open()
+        size = len(columns.identity_index)
+        i = int(index)
+        if not -size <= i < size:
+            raise IndexError(f"sample {i} out of range for {size} samples")
+        i %= size
+        who = columns.identity_index[i]
+        # numpy copies wrapped by torch.from_numpy: a third of the time of torch.tensor().
+        frame = columns.input_features[i].copy()
+        target = columns.target_features[who].copy()
         sample: dict[str, Any] = {
-            "input_features": torch.tensor(frame),
-            "position_encoding": torch.tensor(columns.fields[self._encoding][i]),
-            "target_features": torch.tensor(target),
+            "input_features": torch.from_numpy(frame),
+            "position_encoding": torch.from_numpy(columns.fields[self._encoding][i].copy()),
+            "target_features": torch.from_numpy(target),
             "target_residual": torch.from_numpy(target - frame),
-            "person_name": columns.identities[columns.identity_index[i]],
+            "person_name": columns.identities[who],
         }
         for name in self.extra_fields:
             sample[name] = (
@@ -440,21 +483,27 @@ def _from_json(
     runtime: RuntimeOptions | None,
     encoding: PositionEncoding,
 ) -> tuple[str, Path, str]:
-    from featstore.dataset.sources import describe_json, read_json, read_new_json
+    from featstore.dataset.sources import describe_json, json_format, read_json, read_new_json
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     description = describe_json(path)  # before reading: a later change makes a new key
     # Features of a new-format file read before: its content was checked then.
     folder = cached_folder(cache, description)
     if folder is None:
-        document = read_json(path)
-        if document.format == "old":
+        if json_format(path) == "old":  # image paths only: small, read whole
+            document = read_json(path)
             store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
             name, _, folder = _from_store(
                 store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
             )
             return name, folder, "old-json"
-        folder = materialise(cache, description, lambda: read_new_json(document, model))
+        # The frames' features are spooled beside the cache while read (a name that a
+        # later build removes, were this one killed).
+        spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
+        try:
+            folder = materialise(cache, description, lambda: read_new_json(path, model, spool))
+        finally:
+            shutil.rmtree(spool, ignore_errors=True)
     found = read_manifest(folder)["model"]
     if model is not None and model != found:
         raise InputError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +23,10 @@ from numpy.typing import NDArray
 
 from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
 from featstore.errors import InputError, StoreError
-from featstore.extraction.dinov2_specs import MODEL_SPECS
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.query import ModelInfo, Store
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
-from featstore.trainer_json.format_3d import is_3d
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
@@ -43,21 +42,6 @@ _STORE_COLUMNS = {
 # The frames (and frontal images) the 3D trainer's JSON keeps: those with a head pose.
 _POSED = """euler_angles IS NOT NULL AND identity IN (
                SELECT identity FROM faces WHERE status = 'ok' AND euler_angles IS NOT NULL)"""
-# Keys of a new-format frame behind each per-frame field (the JSON has no det_score).
-_JSON_KEYS = {
-    "position_encoding": "spherical_angles",
-    "landmarks_2d": "landmarks_2d",
-    "landmarks_3d": "landmarks_3d",
-    "box": "box",
-    "avg_angle": "avg_angle",
-}
-# A 3D file's frames (SPEC §7): the pose, and landmarks_3d that are the posed mean face.
-_JSON_3D_KEYS = {
-    "euler_angles": "euler_angles",
-    "landmarks_2d": "landmarks_2d",
-    "landmarks_3d": "landmarks_3d",
-    "box": "box",
-}
 
 
 # --- stores ----------------------------------------------------------------------------
@@ -246,91 +230,162 @@ def _json_format(path: Path, entries: dict[str, Any]) -> JsonFormat:
 
 
 def describe_json(path: Path) -> dict[str, Any]:
-    """What a JSON file's samples are made from: the file, by what git's index compares.
-
-    Size, mtime_ns, ctime_ns and inode (see `IdentityInputs.fingerprint` for why these and
-    not a content hash): a same-size rewrite with its mtime restored moves the ctime, a
-    file replaced by another has another inode; either makes a new cache key.
-    """
+    """What a JSON file's samples are made from: the file (by size and time)."""
     try:
         stat = path.stat()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     return {
         "source": {"kind": "json", "path": os.path.abspath(path)},
-        "signature": f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}",
+        "signature": f"{stat.st_size}:{stat.st_mtime_ns}",
     }
 
 
-def read_new_json(document: JsonDocument, model: str | None) -> SampleColumns:
-    """The samples of a new-format file, or of a 3D one (SPEC §7: the pose, no angles).
+def json_format(path: Path) -> JsonFormat:
+    """New format when the first identity carries face_features, else old (SPEC §4).
 
-    Dims and model names are checked identity by identity (seed Q1): the first identity
-    sets them, every other must agree, and the model's known dim must match.
+    Reads the first identity only; a file that is not a JSON object is refused here.
     """
-    path, entries = document.path, document.entries
-    expected: tuple[str, int] | None = None
-    names = sorted(entries)
-    inputs: list[NDArray[np.float32]] = []
-    fields: dict[str, list[NDArray[np.float32]]] = {name: [] for name in _JSON_KEYS}
-    fields["euler_angles"] = []
-    targets: list[NDArray[np.float32]] = []
-    counts: list[int] = []
-    frame_paths: list[str | None] = []
-    face_paths: list[str | None] = []
+    from featstore.trainer_json.identity_rows import text_error
+    from featstore.trainer_json.json_stream import JsonTextError, read_members, text_start
+
+    try:
+        with open(path, "rb") as raw:
+            first = next(iter(read_members(raw, start=text_start(raw))), None)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    except JsonTextError as exc:
+        raise text_error(path, exc) from None
+    if first is None:
+        raise InputError(f"{path} holds no identity (it is an empty object).")
+    value = first.value
+    return "old" if isinstance(value, dict) and "face_features" not in value else "new"
+
+
+def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> SampleColumns:
+    """The samples of a new-format file, read identity by identity.
+
+    Read and checked by `IdentityReader`, as `import-json` reads it: the same files are
+    accepted and refused, with the same messages. The first identity sets the model and
+    dim, every other must agree; `model`, when given, must be the file's.
+
+    Args:
+        spool: a folder to create for the frames' features (the bulk of the samples),
+            written there as they are read and mapped back, so the memory held does
+            not grow with the file; None keeps them in memory. A file whose identities
+            are not in code point order (the samples' order) is put in order with one
+            copy in memory.
+    """
+    from featstore.trainer_json.identity_rows import IdentityReader
+
     base = path.absolute().parent
-    three_d = is_3d(entries[names[0]])
-    for name in names:
-        entry = entries[name]
-        if is_3d(entry) != three_d:
-            raise InputError(
-                f"{path}: identity {name!r} is {'not ' if three_d else ''}in the 3D format "
-                f"(with a head pose), unlike identity {names[0]!r}; one file holds one format."
-                "\nHint: regenerate the file with `featstore export-json`."
-            )
-        found_model, dim = _json_model(path, name, entry)
-        if expected is None:
-            expected = (found_model, dim)
-            if model is not None and model != found_model:
-                raise InputError(
-                    f"{path}: the features were made with {found_model} (identity {name!r}), "
-                    f"not with model={model!r}.\nHint: pass model={found_model!r} or None."
-                )
-        elif (found_model, dim) != expected:
-            raise InputError(
-                f"{path}: identity {name!r} has {dim}-dim features of {found_model}, but "
-                f"identity {names[0]!r} has {expected[1]}-dim features of {expected[0]}; one "
-                "file must hold one model.\nHint: export each model to its own file."
-            )
-        targets.append(_floats(path, name, "face_features", entry["face_features"], (dim,)))
-        face_paths.append(_json_path(entry.get("face_image_path"), base))
-        video = _frames(path, name, "video_data", entry["video_data"])
-        inputs.append(_frame_floats(path, name, video, "features", (dim,)))
-        for field in fields:
-            key = (_JSON_3D_KEYS if three_d else _JSON_KEYS).get(field)
-            shape = FRAME_FIELDS[field]
-            fields[field].append(
-                np.full((len(video), *shape), np.nan, np.float32)  # not in this format
-                if key is None
-                else _frame_floats(path, name, video, key, shape)
-            )
-        frame_paths.extend(_json_path(frame.get("image_path"), base) for frame in video)
-        counts.append(len(video))
-    assert expected is not None  # read_json refuses a file without identities
+    reader = IdentityReader(path, base, model=model)
+    parts: dict[str, dict[str, NDArray[np.float32]]] = {}
+    paths: dict[str, list[str]] = {}
+    spooled: list[NDArray[np.float32]] = []  # in memory when there is no spool
+    sink = None
+    if spool is not None:
+        spool.mkdir()
+        sink = open(spool / "frames.f32", "wb")  # noqa: SIM115 (closed below)
+    try:
+        for name, table, _frames in _checked(reader, path, model):
+            assert reader.dim is not None
+            features = _row_values(table.column("features"), (reader.dim,))
+            columns = {"target": features[0]}
+            for field, key in _STORE_COLUMNS.items():
+                if field != "det_score":
+                    columns[field] = _row_values(table.column(key), FRAME_FIELDS[field])
+            if sink is not None:
+                features[1:].tofile(sink)
+            else:
+                spooled.append(features[1:])
+            parts[name] = columns
+            paths[name] = [
+                posixpath.normpath(posixpath.join(base.as_posix(), p))
+                for p in table.column("image_path").to_pylist()
+            ]
+    finally:
+        if sink is not None:
+            sink.close()
+    assert reader.model is not None and reader.dim is not None
+    names = sorted(parts)  # code point order, as export-json and the store reader
+    counts = [len(paths[name]) - 1 for name in names]
     samples = int(sum(counts))
+    in_order = names == list(parts)
+    if spool is not None:
+        inputs: NDArray[np.float32] = np.memmap(
+            spool / "frames.f32", dtype=np.float32, mode="r", shape=(samples, reader.dim)
+        )
+        if not in_order:
+            inputs = _in_order(inputs, list(parts), paths, names)
+    elif in_order:
+        inputs = np.concatenate(spooled)
+    else:
+        read = list(parts)
+        order = sorted(range(len(read)), key=read.__getitem__)
+        inputs = np.concatenate([spooled[i] for i in order])
+    del spooled
+
+    def frames_of(field: str) -> NDArray[np.float32]:
+        return np.concatenate([parts[name].pop(field)[1:] for name in names])
+
+    frame_fields = {field: frames_of(field) for field in FRAME_FIELDS if field != "det_score"}
+    targets = np.stack([parts[name]["target"] for name in names])
     return SampleColumns(
         identity_index=np.repeat(np.arange(len(names), dtype=np.int32), counts),
-        input_features=np.concatenate(inputs),
-        fields={
-            **{field: np.concatenate(values) for field, values in fields.items()},
-            "det_score": np.full(samples, np.nan, np.float32),  # not in the JSON format
-        },
-        image_path=pa.array(frame_paths, pa.string()),
+        input_features=inputs,
+        fields={**frame_fields, "det_score": np.full(samples, np.nan, np.float32)},
+        image_path=pa.array([p for name in names for p in paths[name][1:]], pa.string()),
         identities=names,
-        target_features=np.stack(targets),
-        face_image_path=pa.array(face_paths, pa.string()),
-        model=expected[0],
+        target_features=targets,
+        face_image_path=pa.array([paths[name][0] for name in names], pa.string()),
+        model=reader.model,
     )
+
+
+def _in_order(
+    inputs: NDArray[np.float32], read: list[str], paths: dict[str, list[str]], names: list[str]
+) -> NDArray[np.float32]:
+    """Rows spooled in file order (`read`), gathered in sample order (`names`)."""
+    starts, at = {}, 0
+    for name in read:
+        starts[name] = at
+        at += len(paths[name]) - 1
+    return np.concatenate([inputs[starts[n] : starts[n] + len(paths[n]) - 1] for n in names])
+
+
+def _checked(reader: Any, path: Path, model: str | None) -> Iterator[tuple[str, pa.Table, int]]:
+    """The reader's identities, with what a Dataset needs more: the model asked for, frames."""
+    for name, table, frames in reader:
+        if model is not None and reader.file_model not in (None, model):
+            raise InputError(
+                f"{path}: the features were made with {reader.file_model} (identity "
+                f"{name!r}), not with model={model!r}.\nHint: pass "
+                f"model={reader.file_model!r} or None."
+            )
+        if not frames:
+            raise InputError(
+                f"{path}: identity {name!r} has no frames (video_data is empty); every "
+                "identity needs at least one.\nHint: remove the identity, or regenerate the "
+                "file with `featstore export-json`, which leaves such identities out."
+            )
+        yield name, table, frames
+
+
+def _row_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """Every row's values as `[N, *shape]`; null rows (the frontal image's angles, a field
+    the file's format does not have) are NaN."""
+    array = column.combine_chunks()
+    nulls = array.is_null().to_numpy(zero_copy_only=False)
+    while pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        array = array.values.slice(array.offset * size, len(array) * size)
+    values: NDArray[np.float32] = array.to_numpy(zero_copy_only=False)
+    values = values.reshape(len(column), *shape)
+    if nulls.any():
+        values = values.copy()
+        values[nulls] = np.nan
+    return values
 
 
 def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
@@ -343,66 +398,6 @@ def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
             "`featstore export-json`, which leaves such identities out."
         )
     return value
-
-
-def _json_model(path: Path, name: str, entry: dict[str, Any]) -> tuple[str, int]:
-    """(dinov2_model, feature_dim) of one identity, checked against each other."""
-    model, dim = entry.get("dinov2_model"), entry.get("feature_dim")
-    features = entry["face_features"]
-    length = len(features) if isinstance(features, list) else None
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        dim = length
-    if dim is None or dim != length:
-        raise InputError(
-            f"{path}: identity {name!r} has feature_dim {entry.get('feature_dim')!r} but "
-            f"face_features holds {length} values.\nHint: the file was edited or truncated; "
-            "regenerate it with `featstore export-json`."
-        )
-    if not isinstance(model, str):
-        model = f"unknown {dim}-dim model"
-    elif model in MODEL_SPECS and MODEL_SPECS[model].embed_dim != dim:
-        raise InputError(
-            f"{path}: identity {name!r} says dinov2_model {model} (whose features have "
-            f"{MODEL_SPECS[model].embed_dim} dims) but feature_dim {dim}.\nHint: the features and "
-            "the model name disagree; regenerate the file with `featstore export-json`."
-        )
-    return model, dim
-
-
-def _frame_floats(
-    path: Path, name: str, video: list[Any], key: str, shape: tuple[int, ...]
-) -> NDArray[np.float32]:
-    try:
-        return _floats(path, name, key, [frame[key] for frame in video], (len(video), *shape))
-    except (KeyError, TypeError):
-        index = next(
-            i for i, frame in enumerate(video) if not isinstance(frame, dict) or key not in frame
-        )
-        raise InputError(
-            f"{path}: identity {name!r}, video_data[{index}] has no {key!r}.\n"
-            "Hint: regenerate the file with `featstore export-json`."
-        ) from None
-    except InputError:
-        for index, frame in enumerate(video):
-            _floats(path, name, f"video_data[{index}].{key}", frame[key], shape)
-        raise
-
-
-def _floats(
-    path: Path, name: str, field: str, value: object, shape: tuple[int, ...]
-) -> NDArray[np.float32]:
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError):
-        array = None
-    if array is None or array.shape != shape:
-        found = "values of uneven length" if array is None else f"shape {list(array.shape)}"
-        raise InputError(
-            f"{path}: identity {name!r}, {field}: expected shape {list(shape)}, found {found}."
-            "\nHint: one file must hold features of one model; regenerate it with "
-            "`featstore export-json`."
-        )
-    return array
 
 
 def _json_path(value: object, base: Path) -> str | None:

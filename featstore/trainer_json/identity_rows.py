@@ -5,12 +5,17 @@ stored as `pose_landmarks_3d`, and the pseudo-3D `landmarks_3d` and the spherica
 which the 3D file does not hold, are null.
 
 Every message names the file, the identity and the field; numbers become float32 exactly
-(see `float32`)."""
+(see `float32`). `IdentityReader` streams a whole file this way (`json_stream` finds and
+parses each identity): the one reading of the trainer's JSON that `import-json` and
+`FeatureDataset` share, so both accept and refuse exactly the same files."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+import posixpath
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,7 +28,14 @@ from featstore.errors import InputError
 from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 from featstore.trainer_json.export import TOTAL_COLUMN
-from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D
+from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
+from featstore.trainer_json.json_stream import (
+    BinaryReader,
+    JsonTextError,
+    Member,
+    read_members,
+    text_start,
+)
 
 NUMBER_TYPES = frozenset({Decimal, int, float})
 
@@ -102,7 +114,7 @@ def collect_numbers(
     if not isinstance(value, list) or len(value) != shape[0]:
         raise check.fail(where, what, describe(value))
     if len(shape) == 1:
-        if not {type(v) for v in value} <= NUMBER_TYPES:
+        if not set(map(type, value)) <= NUMBER_TYPES:
             index = next(i for i, v in enumerate(value) if type(v) not in NUMBER_TYPES)
             raise check.fail(f"{where}[{index}]", "a number", describe(value[index]))
         out.extend(value)
@@ -133,7 +145,10 @@ def float32(
         row, name = index // per_row, field.removeprefix("face_")
         on_face = field != name and row == 0
         where = field if on_face else f"video_data[{row - (field != name)}].{name}"
-        raise check.fail(where, "numbers within float32's range", f"{values[index]}")
+        found = f"{values[index]}"
+        if not np.isfinite(wide[index]):  # a NaN / Infinity token, or beyond float64
+            found += " (NaN or Infinity: not JSON numbers, though Python's json.dump writes them)"
+        raise check.fail(where, "numbers within float32's range", found)
     # Rounding to float64 and then to float32 differs from rounding the number straight
     # to float32 only when the float64 is exactly halfway between two float32 values.
     back = narrow.astype(np.float64)
@@ -154,6 +169,12 @@ def float32(
 def stored_path(base: Path, value: str) -> str:
     """A path of the file as stored: relative to the import's base dir, forward slashes."""
     posix = value.replace("\\", "/")
+    if not posix.startswith("/"):
+        # Relative and staying below the base (the usual case): relpath would give the
+        # normalised path itself; skip its two abspath calls per frame.
+        normal = posixpath.normpath(posix)
+        if normal != ".." and not normal.startswith("../"):
+            return normal
     absolute = PurePosixPath(base.as_posix(), posix)  # an absolute `posix` wins
     return relative_path(Path(absolute), base)
 
@@ -280,3 +301,176 @@ class RowTarget:
 
 class HalfwayNumber(Exception):
     """A number parsed to float64 fell exactly halfway between two float32 values."""
+
+
+@dataclass
+class IdentityReader:
+    """A new-format file's identities, streamed: `(identity, rows, frames)` each, checked.
+
+    The first identity settles the model and dim; every later one must agree. Refused
+    everywhere alike: a key that is not valid Unicode, an empty or repeated identity,
+    numbers that are strings or booleans or beyond float32, and any shape or count that
+    `identity_table` checks.
+
+    Args:
+        path: the JSON file (named in messages).
+        base: relative paths resolve against it.
+        model: the model the rows belong to; default: the file's `dinov2_model`.
+        raw: read this open binary file instead of opening `path` (the importer hashes
+            what it reads), from its position, file offset `start` (after any BOM).
+    """
+
+    path: Path
+    base: Path
+    model: str | None = None
+    raw: BinaryReader | None = None
+    start: int = 0
+    extracted_at: pa.Scalar = field(
+        default_factory=lambda: pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
+    )
+    dim: int | None = None
+    file_model: str | None = None
+    first: str | None = None  # the first identity, named when later ones disagree
+    three_d: bool = False  # the file is in the 3D format (from its first identity)
+    identities: int = 0
+    frames: int = 0
+    seen: set[str] = field(default_factory=set)
+
+    def __iter__(self) -> Iterator[tuple[str, pa.Table, int]]:
+        if self.raw is None:
+            try:
+                with open(self.path, "rb") as raw:
+                    yield from self._read(raw, text_start(raw))
+            except OSError as exc:
+                raise InputError(f"cannot read {self.path}: {exc.strerror or exc}.") from exc
+        else:
+            yield from self._read(self.raw, self.start)
+        if not self.identities:
+            raise InputError(f"{self.path} holds no identity (it is an empty object).")
+
+    def _read(self, raw: BinaryReader, start: int) -> Iterator[tuple[str, pa.Table, int]]:
+        try:
+            for member in read_members(raw, start=start):
+                identity, table, frames = self._identity(member)
+                self.identities += 1
+                self.frames += frames
+                yield identity, table, frames
+        except JsonTextError as exc:
+            raise text_error(self.path, exc) from None
+
+    def _identity(self, member: Member) -> tuple[str, pa.Table, int]:
+        name = member.name if member.name is not None else member.key_text
+        check = Check(self.path, name, False)
+        if member.name is None:
+            found = f"{member.key_text} at line {member.line} ({member.key_error})"
+            if "UTF-8" in str(member.key_error):
+                raise InputError(
+                    f"{self.path} is not UTF-8 text: the identity key {found}.\n"
+                    "Hint: JSON files are UTF-8; re-encode it (e.g. `iconv -f LATIN1 -t UTF-8`)."
+                )
+            raise check.fail("its name", "valid Unicode (a lone surrogate is not)", found)
+        if not name:
+            raise check.fail("its name", "a non-empty identity", "an empty string")
+        if name in self.seen:
+            raise check.fail("its name", "each identity once", f"it again at line {member.line}")
+        self.seen.add(name)
+        value = member.value
+        if not isinstance(value, dict):
+            raise check.fail("its value", "an object", describe(value))
+        if "face_features" not in value and "video_images" in value:
+            raise InputError(
+                f"{self.path}: identity {name!r} is in the old format (face_image_path and "
+                "video_images only): it has no features to import.\n"
+                "Hint: extract the images with `featstore extract` instead."
+            )
+        self._settle_model(check, value)
+        assert self.model is not None and self.dim is not None
+        target = RowTarget(self.model, self.base, self.extracted_at)
+        try:
+            table, frames = identity_table(check, value, target, self.dim, three_d=self.three_d)
+        except HalfwayNumber:
+            # Rare (see `float32`): this identity again, its numbers as written.
+            exact = json.loads(member.text, parse_float=Decimal)
+            table, frames = identity_table(
+                Check(self.path, name, True), exact, target, self.dim, three_d=self.three_d
+            )
+        return name, table, frames
+
+    def _settle_model(self, check: Check, value: dict[str, Any]) -> None:
+        """Model and dim from the first identity; later ones must agree."""
+        file_model = value.get("dinov2_model")
+        if file_model is not None and not isinstance(file_model, str):
+            raise check.fail("dinov2_model", "a string", describe(file_model))
+        declared = value.get("feature_dim")
+        if declared is not None and (type(declared) is not int or declared < 1):
+            raise check.fail("feature_dim", "a positive integer", describe(declared))
+        features = value.get("face_features")
+        dim: int | None = declared
+        if dim is None and isinstance(features, list):
+            dim = len(features)
+        if self.first is None:
+            self.first = check.identity
+            self.three_d = is_3d(value)
+            self.file_model = file_model
+            self.model = self.model or file_model
+            if self.model is None:
+                raise InputError(
+                    f"{self.path} does not name its model (no dinov2_model in identity "
+                    f"{check.identity!r}).\nHint: pass --model, e.g. --model dinov2_vitb14."
+                )
+            if dim is None:
+                raise check.fail("face_features", "a list of numbers", describe(features))
+            self.dim = dim
+            for name in {self.model, file_model} - {None}:  # --model, and the file's claim
+                check_model_dim(self.path, str(name), dim)
+            return
+        if is_3d(value) != self.three_d:
+            kinds = ("the new format (no pose)", "the 3D format (with a pose)")
+            raise check.fail(
+                "its fields",
+                f"{kinds[self.three_d]} like identity {self.first!r} (one format per file)",
+                kinds[not self.three_d],
+            )
+        if file_model != self.file_model:
+            raise check.fail(
+                "dinov2_model",
+                f"{self.file_model!r} like identity {self.first!r} (one model per file)",
+                repr(file_model),
+            )
+        if dim is not None and dim != self.dim:
+            raise check.fail(
+                "feature_dim",
+                f"{self.dim} like identity {self.first!r} (features of one model per file)",
+                str(dim),
+            )
+
+
+def check_model_dim(path: Path, model: str, dim: int) -> None:
+    """A known DINOv2 model name must come with that model's dim."""
+    from featstore.extraction.dinov2_specs import MODEL_SPECS
+
+    spec = MODEL_SPECS.get(model)
+    if spec is not None and spec.embed_dim != dim:
+        raise InputError(
+            f"{path}: model {model} makes {spec.embed_dim}-dim features, but the file's "
+            f"features have {dim}.\nHint: pass the right --model, or check dinov2_model and "
+            "feature_dim in the file."
+        )
+
+
+def text_error(path: Path, exc: JsonTextError) -> InputError:
+    """The message for a file that is not a JSON object, with its line and column."""
+    if exc.kind == "truncated":
+        return InputError(
+            f"{path} is truncated: the JSON ends inside the top-level object, at {exc.where}."
+            "\nHint: the file was cut short (an interrupted copy or write); make it again."
+        )
+    if exc.kind == "encoding":
+        return InputError(
+            f"{path} is not UTF-8 text: {exc}.\n"
+            "Hint: JSON files are UTF-8; re-encode it (e.g. `iconv -f LATIN1 -t UTF-8`)."
+        )
+    return InputError(
+        f"{path} is not valid JSON: {exc}.\nHint: `featstore validate {path}` lists every "
+        "problem; re-export the file with the tool that made it (or featstore export-json)."
+    )

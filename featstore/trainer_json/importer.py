@@ -43,8 +43,8 @@ Numbers become the nearest float32 to the decimal written, rounded once. The par
 gives float64s, and rounding those to float32 rounds twice, which is wrong only when the
 float64 lands exactly halfway between two float32 values: among the shortest float32
 decimals that orjson writes (and export-json writes), `7.038531e-26` is the one such
-case (checked over all 2^32 values). When a number lands halfway, the file is read again
-with numbers as Decimal (slower) and rounded exactly.
+case (checked over all 2^32 values). When a number lands halfway, that identity is parsed
+again with numbers as Decimal and rounded exactly.
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,15 +63,7 @@ from featstore.errors import InputError, StoreError
 from featstore.store.format import to_delta
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
-from featstore.trainer_json.format_3d import is_3d
-from featstore.trainer_json.identity_rows import (
-    HINT,
-    Check,
-    HalfwayNumber,
-    RowTarget,
-    describe,
-    identity_table,
-)
+from featstore.trainer_json.identity_rows import HINT, IdentityReader
 
 
 @dataclass(frozen=True)
@@ -132,13 +122,8 @@ def import_json(
     base = Path(os.path.abspath(base_dir if base_dir is not None else json_path.parent))
     with tempfile.TemporaryDirectory(prefix="featstore-import-") as scratch:
         spill = Path(scratch) / "rows.arrow"
-        try:
-            loader = _Loader(json_path, digest, base, model)
-            loader.spill(opening, spill)
-        except HalfwayNumber:
-            # Rare (see the module's docstring): read the file again, numbers as decimals.
-            loader = _Loader(json_path, digest, base, model, exact=True)
-            loader.spill(opening, spill)
+        loader = _Loader(json_path, digest, base, model)
+        loader.spill(opening, spill)
         # The whole file has parsed and checked: only now is the store touched.
         opened = Store(store, create=True)
         replaced = _commit(opened, loader, spill, overwrite=overwrite)
@@ -239,176 +224,53 @@ class _HashingReader:
 
 @dataclass
 class _Loader:
-    """Reads the file identity by identity, each checked and turned into its rows."""
+    """The file's identities (read and checked by `IdentityReader`), spilled as rows."""
 
     path: Path
     digest: str
     base: Path
     model: str | None
-    exact: bool = False  # numbers as Decimal (slower), not float
     dim: int | None = None
-    file_model: str | None = None
-    first: str | None = None  # the first identity, named when later ones disagree
-    three_d: bool = False  # the file is in the 3D format (from its first identity)
     identities: int = 0
     frames: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    # One import time for every row (as an Arrow scalar: converting a datetime per row
-    # makes pyarrow cache objects on each call).
-    extracted_at: pa.Scalar = field(
-        default_factory=lambda: pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
-    )
 
     def spill(self, start: int, path: Path) -> None:
         """Parse and check the whole file into an Arrow stream at `path` (Delta's types)."""
         writer: pa.ipc.RecordBatchStreamWriter | None = None
-        try:
-            for rows in self.rows(start):
-                rows = to_delta(rows)
-                if writer is None:
-                    writer = pa.ipc.new_stream(str(path), rows.schema)
-                writer.write_table(rows)
-        finally:
-            if writer is not None:
-                writer.close()
-
-    def rows(self, start: int) -> Iterator[pa.Table]:
-        """Each identity's rows, in file order, after the checks of the module docstring."""
-        import ijson
-
-        last: str | None = None
         with open(self.path, "rb") as raw:
-            reader = _HashingReader(raw)
-            reader.digest.update(raw.read(start))
+            hashing = _HashingReader(raw)
+            hashing.digest.update(raw.read(start))  # a BOM
+            reader = IdentityReader(
+                self.path, self.base, model=self.model, raw=hashing, start=start
+            )
             try:
-                items = ijson.kvitems(reader, "", use_float=not self.exact)
-                for identity, value in items:
-                    yield self._identity(identity, value)
-                    last = identity
-            except ijson.JSONError as exc:
-                raise _syntax_error(self.path, str(exc), last, self.identities) from exc
-            rest = raw.read()  # ijson stops at the end of the object; trailing blanks
-            reader.digest.update(rest)
-        if not self.identities:
-            raise InputError(f"{self.path} holds no identity (it is an empty object).")
-        if reader.digest.hexdigest() != self.digest:
+                for _identity, table, _frames in reader:
+                    if not self.provenance:
+                        self._settled(reader)
+                    rows = to_delta(table)
+                    if writer is None:
+                        writer = pa.ipc.new_stream(str(path), rows.schema)
+                    writer.write_table(rows)
+            finally:
+                if writer is not None:
+                    writer.close()
+            hashing.digest.update(raw.read())  # anything the reader did not need
+        self.identities, self.frames = reader.identities, reader.frames
+        if hashing.digest.hexdigest() != self.digest:
             raise InputError(f"{self.path} changed while it was being imported; try again.")
 
-    def target(self) -> RowTarget:
-        assert self.model is not None
-        return RowTarget(self.model, self.base, self.extracted_at)
-
-    def _identity(self, identity: str, value: Any) -> pa.Table:
-        check = Check(self.path, identity, self.exact)
-        if not identity:
-            raise check.fail("its name", "a non-empty identity", "an empty string")
-        if identity in self.seen:
-            raise check.fail("its name", "each identity once", "it a second time")
-        self.seen.add(identity)
-        if not isinstance(value, dict):
-            raise check.fail("its value", "an object", describe(value))
-        if "face_features" not in value and "video_images" in value:
-            raise InputError(
-                f"{self.path}: identity {identity!r} is in the old format (face_image_path and "
-                "video_images only): it has no features to import.\n"
-                "Hint: extract the images with `featstore extract` instead."
-            )
-        self._settle_model(check, value)
-        assert self.model is not None and self.dim is not None
-        table, frames = identity_table(check, value, self.target(), self.dim, three_d=self.three_d)
-        self.identities += 1
-        self.frames += frames
-        return table
-
-    def _settle_model(self, check: Check, value: dict[str, Any]) -> None:
-        """Model and dim from the first identity; later ones must agree."""
-        file_model = value.get("dinov2_model")
-        if file_model is not None and not isinstance(file_model, str):
-            raise check.fail("dinov2_model", "a string", describe(file_model))
-        declared = value.get("feature_dim")
-        if declared is not None and (type(declared) is not int or declared < 1):
-            raise check.fail("feature_dim", "a positive integer", describe(declared))
-        features = value.get("face_features")
-        dim: int | None = declared
-        if dim is None and isinstance(features, list):
-            dim = len(features)
-        if self.first is None:
-            self.first = check.identity
-            self.three_d = is_3d(value)
-            self.file_model = file_model
-            self.model = self.model or file_model
-            if self.model is None:
-                raise InputError(
-                    f"{self.path} does not name its model (no dinov2_model in identity "
-                    f"{check.identity!r}).\nHint: pass --model, e.g. --model dinov2_vitb14."
-                )
-            if dim is None:
-                raise check.fail("face_features", "a list of numbers", describe(features))
-            self.dim = dim
-            for name in {self.model, file_model} - {None}:  # --model, and the file's claim
-                _check_model_dim(self.path, str(name), dim)
-            self.provenance = {
-                "model": self.model,
-                "feature_dim": dim,
-                "source": "json",
-                "json_file": self.path.name,
-                "json_sha256": self.digest,
-                "base_dir": self.base.as_posix(),
-                "featstore_version": featstore.__version__,
-                **({"json_format": "3d"} if self.three_d else {}),
-            }
-            return
-        if is_3d(value) != self.three_d:
-            kinds = ("the new format (no pose)", "the 3D format (with a pose)")
-            raise check.fail(
-                "its fields",
-                f"{kinds[self.three_d]} like identity {self.first!r} (one format per file)",
-                kinds[not self.three_d],
-            )
-        if file_model != self.file_model:
-            raise check.fail(
-                "dinov2_model",
-                f"{self.file_model!r} like identity {self.first!r} (one model per file)",
-                repr(file_model),
-            )
-        if dim is not None and dim != self.dim:
-            raise check.fail(
-                "feature_dim",
-                f"{self.dim} like identity {self.first!r} (features of one model per file)",
-                str(dim),
-            )
-
-
-def _check_model_dim(path: Path, model: str, dim: int) -> None:
-    """A known DINOv2 model name must come with that model's dim."""
-    from featstore.extraction.dinov2_specs import MODEL_SPECS
-
-    spec = MODEL_SPECS.get(model)
-    if spec is not None and spec.embed_dim != dim:
-        raise InputError(
-            f"{path}: model {model} makes {spec.embed_dim}-dim features, but the file's "
-            f"features have {dim}.\nHint: pass the right --model, or check dinov2_model and "
-            "feature_dim in the file."
-        )
-
-
-def _syntax_error(path: Path, message: str, last: str | None, count: int) -> InputError:
-    where = f"after identity {last!r} (#{count})" if last is not None else "in the first identity"
-    detail = message.strip().splitlines()[0] if message.strip() else message
-    if "premature EOF" in message:
-        return InputError(
-            f"{path} is truncated: the JSON ends {where}.\n"
-            "Hint: the file was cut short (an interrupted copy or write); make it again."
-        )
-    if "UTF8" in message:
-        return InputError(
-            f"{path} is not UTF-8 text: invalid bytes {where}.\n"
-            "Hint: JSON files are UTF-8; re-encode it (e.g. `iconv -f LATIN1 -t UTF-8`)."
-        )
-    if any(token in message for token in ("NaN", "Infinity")):
-        return InputError(
-            f"{path} holds NaN or Infinity {where}: not JSON numbers (Python's json.dump "
-            "writes them for non-finite floats), and not usable as features.\n" + HINT
-        )
-    return InputError(f"{path} is not valid JSON {where}: {detail}.\n{HINT}")
+    def _settled(self, reader: IdentityReader) -> None:
+        """The first identity settled the model, the dim and the format: the provenance."""
+        assert reader.model is not None and reader.dim is not None
+        self.model, self.dim = reader.model, reader.dim
+        self.provenance = {
+            "model": self.model,
+            "feature_dim": self.dim,
+            "source": "json",
+            "json_file": self.path.name,
+            "json_sha256": self.digest,
+            "base_dir": self.base.as_posix(),
+            "featstore_version": featstore.__version__,
+            **({"json_format": "3d"} if reader.three_d else {}),
+        }

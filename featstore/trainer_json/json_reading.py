@@ -1,49 +1,17 @@
-"""Reading a trainer JSON's bytes: UTF-8 checked chunk by chunk, and the whole-file
-fallback parse that names the line and column of a syntax error."""
+"""Reading a trainer JSON whose top level is not an object: the whole-file parse that says
+what it is, or names the line and column of a syntax error (`json_stream` reads objects)."""
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections import Counter
+from pathlib import Path
 from typing import IO, Any
 
+from featstore.trainer_json.json_stream import JsonTextError
 from featstore.trainer_json.problems import Problem
 
 SNIPPET = 20  # characters shown either side of a syntax error
-
-
-class NotUtf8(Exception):
-    def __init__(self, offset: int, line: int, bad: bytes) -> None:
-        super().__init__(offset)
-        self.offset, self.line, self.bad = offset, line, bad
-
-
-class Utf8Reader:
-    """Hands a file's bytes to ijson after checking, chunk by chunk, that they are UTF-8.
-
-    yajl checks UTF-8 inside strings only and names no position; this names the byte.
-    """
-
-    def __init__(self, raw: IO[bytes], offset: int) -> None:
-        self._raw = raw
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._offset = offset  # bytes handed out so far, from the start of the file
-        self._lines = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._raw.read(size)
-        pending = len(self._decoder.getstate()[0])  # a character split by the last chunk
-        try:
-            self._decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as exc:
-            before = max(exc.start - pending, 0)
-            line = self._lines + chunk.count(b"\n", 0, before) + 1
-            bad = exc.object[exc.start : exc.end]
-            raise NotUtf8(self._offset - pending + exc.start, line, bad) from None
-        self._offset += len(chunk)
-        self._lines += chunk.count(b"\n")
-        return chunk
 
 
 def parse_whole(raw: IO[bytes], start: int) -> tuple[Any, list[str]] | Problem:
@@ -88,3 +56,26 @@ def first_non_space(raw: IO[bytes]) -> bytes:
         if stripped:
             return stripped[:1]
     return b""
+
+
+def text_problem(exc: JsonTextError, raw: IO[bytes]) -> Problem:
+    """The problem for a file whose text stops being a JSON object somewhere."""
+    if exc.kind == "encoding":
+        raw.seek(exc.offset)
+        bad = raw.read(1).hex(" ").upper()
+        found = f"byte {bad} at byte offset {exc.offset} (line {exc.line})"
+        return Problem("Q3-encoding", exc.identity, None, "UTF-8 text", found)
+    return Problem("Q3-json-syntax", exc.identity, None, "valid JSON", str(exc))
+
+
+def guess_base_dir(first_missing: str | None, folder: Path) -> str:
+    """Where a missing relative path does resolve: the folder's ancestors or the cwd."""
+    if not first_missing:
+        return ""
+    relative = first_missing.replace("\\", "/")
+    if Path(relative).is_absolute():
+        return ""
+    for candidate in [*list(folder.parents)[:5], Path.cwd()]:
+        if (candidate / relative).is_file():
+            return f"; they resolve against {candidate} (the --base-dir of the export?)"
+    return ""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 Format = Literal["new", "3d", "old", "unknown"]
 
@@ -81,6 +82,8 @@ class ValidationReport:
         problems: the problems kept (the first `max_problems`).
         problem_count: all problems found, kept or not.
         counts_by_code: problem_count split by code.
+        warnings: what may be intended but is worth a look (paths that resolve against
+            another folder than the file's); `ok` ignores them, `--strict` does not.
     """
 
     path: Path
@@ -92,6 +95,7 @@ class ValidationReport:
     problems: list[Problem] = dataclasses.field(default_factory=list)
     problem_count: int = 0
     counts_by_code: dict[str, int] = dataclasses.field(default_factory=dict)
+    warnings: list[Problem] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +127,8 @@ class ValidationReport:
 class IdentityProblems:
     """Problems of one identity; per-frame ones merge into one per (code, field, expected)."""
 
-    def __init__(self) -> None:
+    def __init__(self, identity: str = "") -> None:
+        self.identity = identity
         # key -> [first field, first found, message, count]
         self._groups: dict[tuple[str, str, str], list[Any]] = {}
 
@@ -232,10 +237,17 @@ def numbers_issue(value: Any, shape: tuple[int | None, ...]) -> tuple[str, str, 
 
 
 def all_finite(values: list[Any]) -> bool:
+    """True when every number is finite as a float32 (what the trainer and the store hold).
+
+    3.5e38 is a finite float64 but not a float32: import-json and FeatureDataset refuse
+    it, so validate reports it.
+    """
     try:
-        return all(map(math.isfinite, values))
+        wide = np.asarray(values, dtype=np.float64)
     except OverflowError:  # an integer beyond float's range
         return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(wide.astype(np.float32)).all())
 
 
 def shape_text(shape: tuple[int | None, ...]) -> str:

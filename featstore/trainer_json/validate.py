@@ -19,6 +19,8 @@ Every problem has a code whose prefix names the seed's question it answers:
     Q3-json-syntax       malformed JSON (line and column given)
     Q3-top-level         the top level is not an object keyed by identity
     Q3-duplicate-identity  an identity appears twice (json.load keeps the last silently)
+    Q3-identity-name     an identity key that is empty or not valid Unicode (a lone
+                         surrogate, as json.dump writes for a file name that is not UTF-8)
     Q3-unknown-format    an identity has neither the new nor the old format's fields
     Q3-mixed-format      identities of the new and the old format in one file
     Q3-missing-field     a field of the format is absent
@@ -36,13 +38,13 @@ plain new-format identities is `Q3-mixed-format`.
 `\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
 the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
 
-How the file is read: the top-level object is streamed one identity at a time with ijson
-(yajl2 C backend), so memory holds one identity, not the file. yajl rejects the tokens
-`NaN` / `Infinity` that Python's `json.dump` writes and `json.load` accepts; when it
-rejects a file, the whole file is parsed again with the standard library, which accepts
-those tokens (so they are reported per identity and field) and gives the line and column
-of real syntax errors. That fallback holds the whole file in memory; it is taken only for
-broken files and files with non-finite numbers.
+How the file is read: the top-level object is read one identity at a time by
+`json_stream` (the reader import-json and FeatureDataset use), so memory holds one
+identity, not the file, whatever is in it. `NaN` / `Infinity` tokens (which Python's
+`json.dump` writes) are parsed within their identity and reported per field; a syntax
+error is reported with its line and column, after the identities before it were checked.
+A top level that is not an object (no identities to stream) is parsed whole, to say what
+it is.
 
 Per-frame problems of one identity merge into one line per (code, field, expected): a file
 whose 10,000 frames all miss `spherical_angles` says so once per identity, with a count.
@@ -58,11 +60,15 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import ijson
-
 from featstore.errors import InputError
 from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
-from featstore.trainer_json.json_reading import NotUtf8, Utf8Reader, first_non_space, parse_whole
+from featstore.trainer_json.json_reading import (
+    first_non_space,
+    guess_base_dir,
+    parse_whole,
+    text_problem,
+)
+from featstore.trainer_json.json_stream import JsonTextError, Member, read_members
 from featstore.trainer_json.problems import (
     MISSING,
     IdentityProblems,
@@ -100,7 +106,11 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 def validate_json(
-    path: Path, *, check_paths: bool = True, max_problems: int | None = None
+    path: Path,
+    *,
+    check_paths: bool = True,
+    max_problems: int | None = None,
+    base_dir: Path | None = None,
 ) -> ValidationReport:
     """Check a trainer JSON against SPEC §4; never raises for a bad *file content*.
 
@@ -110,6 +120,14 @@ def validate_json(
             against the JSON file's folder, absolute ones as they are).
         max_problems: keep at most this many problems in the report (all are counted);
             None keeps all.
+        base_dir: resolve relative paths against it instead of the JSON file's folder.
+
+    Paths that do not name files are one problem per cause (no such file, a folder, a
+    Windows drive path), not one per identity. When no `base_dir` is given and every
+    missing path of a new-format file resolves against one other folder (the file was
+    exported with `--base-dir` there, or moved), that is one warning naming the folder,
+    not a problem: the trainer reads the features from the file and never opens those
+    images. For the old format, whose images the trainer opens, they stay problems.
 
     Raises:
         InputError: the file cannot be opened or read.
@@ -119,7 +137,7 @@ def validate_json(
     path = Path(path)
     try:
         with path.open("rb") as raw:
-            return _Validator(path, check_paths, max_problems).run(raw)
+            return _Validator(path, check_paths, max_problems, base_dir).run(raw)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -127,9 +145,19 @@ def validate_json(
 class _Validator:
     """One run over one file: the per-identity checks and what spans identities."""
 
-    def __init__(self, path: Path, check_paths: bool, max_problems: int | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        check_paths: bool,
+        max_problems: int | None,
+        base_dir: Path | None = None,
+    ) -> None:
         self.report = ValidationReport(path)
-        self._folder = path.resolve().parent
+        self._folder = path.resolve().parent if base_dir is None else base_dir.resolve()
+        # Other folders every missing relative path resolves against (None: not looked).
+        self._others: list[Path] | None = None if base_dir is not None else []
+        self._missing: dict[str, list[tuple[str, str, str]]] = {}  # why -> (who, field, found)
+        self._relative_missing = True
         self._check_paths = check_paths
         self._max = max_problems
         self._seen: set[str] = set()
@@ -156,20 +184,33 @@ class _Validator:
         if first != b"{":
             return self._walk(parse_whole(raw, start))  # a syntax error or a wrong top level
         try:
-            for name, value in ijson.kvitems(Utf8Reader(raw, start), "", use_float=True):
-                self._identity(name, value)
-        except NotUtf8 as exc:
-            found = f"byte {exc.bad.hex(' ').upper()} at byte offset {exc.offset} (line {exc.line})"
-            self._file_problem("Q3-encoding", "UTF-8 text", found)
-        except ijson.JSONError:
-            parsed = parse_whole(raw, start)
-            if isinstance(parsed, Problem):
-                # Broken for Python too: keep what was streamed before the break, add where.
-                self._add(parsed)
-            else:
-                # Python reads it (NaN, Infinity, huge numbers): check it all from the start.
-                return _Validator(self.report.path, self._check_paths, self._max)._walk(parsed)
+            for member in read_members(raw, start=start):
+                if member.name is None or not member.name:
+                    self._bad_name(member)
+                else:
+                    self._identity(member.name, member.value)
+        except JsonTextError as exc:
+            self._add(text_problem(exc, raw))
         return self._finish()
+
+    def _bad_name(self, member: Member) -> None:
+        """Q3-identity-name: a key that is not valid Unicode, or empty."""
+        if "UTF-8" in str(member.key_error):
+            try:
+                member.key_bytes.decode("utf-8")
+                at = 0
+            except UnicodeDecodeError as exc:
+                at = exc.start
+            bad = member.key_bytes[at : at + 1].hex(" ").upper()
+            found = f"byte {bad} at byte offset {member.key_offset + at} (line {member.line})"
+            self._add(Problem("Q3-encoding", None, None, "UTF-8 text", found))
+            return
+        if member.name is None:
+            expected = "a key of valid Unicode (a lone surrogate is not)"
+            found = f"{member.key_text} ({member.key_error}) at line {member.line}"
+        else:
+            expected, found = "a non-empty identity", f'"" at line {member.line}'
+        self._add(Problem("Q3-identity-name", member.key_text, None, expected, found))
 
     def _check_encoding_start(self, head: bytes) -> int | None:
         """Where the JSON text starts (after a UTF-8 BOM), or None when it is not UTF-8."""
@@ -231,9 +272,28 @@ class _Validator:
         )
 
     def _finish(self) -> ValidationReport:
+        if (
+            self._missing
+            and self._others
+            and self._relative_missing
+            and (self.report.format == "new")
+        ):
+            count = sum(map(len, self._missing.values()))
+            expected = f"paths relative to the JSON file's folder {self._folder}"
+            found = (
+                f"{count} of {self._paths_checked} paths resolve against {self._others[0]} "
+                "instead (the --base-dir of the export?); the trainer reads the features "
+                "from the file and never opens them"
+            )
+            message = f"check them there with --base-dir {self._others[0]}"
+            self.report.warnings.append(
+                Problem("Q2-base-dir", None, None, expected, found, message)
+            )
+            return self.report
+        self._missing_problems()
         if self._check_paths and self._paths_checked and not self._paths_found:
             found = f"none of {self._paths_checked} paths exists"
-            found += _guess_base_dir(self._first_missing, self._folder)
+            found += guess_base_dir(self._first_missing, self._folder)
             expected = f"paths relative to the JSON file's folder {self._folder}"
             self._file_problem("Q2-base-dir", expected, found)
         return self.report
@@ -247,7 +307,7 @@ class _Validator:
         else:
             self._seen.add(name)
             report.identities += 1
-        issues = IdentityProblems()
+        issues = IdentityProblems(name)
         frames = 0
         if not isinstance(value, dict):
             issues.add("Q3-type", None, "an object", describe(value))
@@ -376,6 +436,15 @@ class _Validator:
             return None  # so it is not the reference other identities are compared with
         return model
 
+    def _missing_problems(self) -> None:
+        """One problem per cause of missing paths, with a count beyond the first."""
+        for items in self._missing.values():
+            who, field, found = items[0]
+            if len(items) > 1:
+                identities = len({item[0] for item in items})
+                found += f"; and {len(items) - 1} more such paths in {identities} identities"
+            self._add(Problem("Q2-missing-path", who, field, "an existing file", found))
+
     def _check_path(self, issues: IdentityProblems, field: str, value: Any) -> None:
         """Q2: a non-empty string with '/' separators naming an existing file."""
         if value is MISSING:
@@ -399,12 +468,23 @@ class _Validator:
         why = "a folder" if resolved.is_dir() else "no such file"
         if _WINDOWS_DRIVE.match(value) and os.name != "nt":
             why += ", a Windows drive path"
-        issues.add(
-            "Q2-missing-path",
-            field,
-            "an existing file",
-            f"{describe(value)} -> {resolved} ({why})",
-        )
+        found = f"{describe(value)} -> {resolved} ({why})"
+        self._missing.setdefault(why, []).append((issues.identity, field, found))
+        self._look_elsewhere(value.replace("\\", "/"))
+
+    def _look_elsewhere(self, relative: str) -> None:
+        """Keep the other folders that every missing path so far resolves against."""
+        if self._others is None or not self._relative_missing:
+            return
+        if Path(relative).is_absolute():
+            self._relative_missing = False
+            return
+        if not self._others and sum(map(len, self._missing.values())) == 1:  # the first
+            candidates = [*list(self._folder.parents)[:5], Path.cwd().resolve()]
+            self._others = list(dict.fromkeys(c for c in candidates if c != self._folder))
+        self._others = [c for c in self._others if (c / relative).is_file()]
+        if not self._others:
+            self._relative_missing = False  # no one folder: they stay problems
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -416,19 +496,6 @@ def _format_of(obj: dict[str, Any]) -> Format:
     if any(key in obj for key in _NEW_KEYS):
         return "3d" if is_3d(obj) else "new"
     return "old" if "video_images" in obj else "unknown"
-
-
-def _guess_base_dir(first_missing: str | None, folder: Path) -> str:
-    """Where a missing relative path does resolve: the folder's ancestors or the cwd."""
-    if not first_missing:
-        return ""
-    relative = first_missing.replace("\\", "/")
-    if Path(relative).is_absolute():
-        return ""
-    for candidate in [*list(folder.parents)[:5], Path.cwd()]:
-        if (candidate / relative).is_file():
-            return f"; they resolve against {candidate} (the --base-dir of the export?)"
-    return ""
 
 
 @functools.cache

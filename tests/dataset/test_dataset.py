@@ -186,37 +186,101 @@ def test_where_filters_like_export_json(extracted: Extracted, tmp_path: Path) ->
             _assert_same(a[key], b[key], key)
 
 
-def test_default_collate_says_what_to_do(extracted: Extracted, cache: Path) -> None:
-    dataset = FeatureDataset(extracted.store, cache_dir=cache)
-    with pytest.raises(TypeError, match="collate_fn=featstore.collate"):
-        next(iter(DataLoader(dataset, batch_size=4)))
-    # A list of samples (e.g. from a wrapper dataset) is stacked.
-    stacked = collate([dataset[0], dataset[1]])
+def _batches(loader: DataLoader[Any]) -> list[dict[str, Any]]:
+    return [dict(batch) for batch in loader]
+
+
+def _assert_same_batches(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):
+        assert type(a) is type(b) and set(a) == set(b)
+        for key in a:
+            if isinstance(a[key], list):
+                assert a[key] == b[key], key
+            else:
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+PIN_WARNING = "ignore:'pin_memory' argument is set as true but no accelerator:UserWarning"
+
+
+@pytest.mark.filterwarnings(PIN_WARNING)  # on a machine without a GPU nothing is pinned
+def test_default_collate_gives_the_collate_fn_batches(extracted: Extracted, cache: Path) -> None:
+    dataset = FeatureDataset(extracted.store, extra_fields=STORE_FIELDS, cache_dir=cache)
+
+    def loader(**options: Any) -> DataLoader[Any]:
+        generator = torch.Generator().manual_seed(5)
+        return DataLoader(dataset, batch_size=3, shuffle=True, generator=generator, **options)
+
+    default = list(loader())  # the trainer's own line: no collate_fn
+    assert all(isinstance(batch, FeatureBatch) for batch in default)
+    _assert_same_batches(_batches(loader()), _batches(loader(collate_fn=collate)))
+    # pin_memory keeps the batch's type and values (and pins them where there is a GPU).
+    pinned = list(loader(pin_memory=True))
+    _assert_same_batches([dict(b) for b in pinned], _batches(loader(collate_fn=collate)))
+    if torch.cuda.is_available():
+        assert pinned[0]["input_features"].is_pinned()
+    # A list of samples (e.g. from a wrapper dataset) is stacked, by either collate.
+    samples = [dataset[0], dataset[1]]
+    stacked = collate(samples)
     assert torch.equal(stacked["input_features"], dataset.__getitems__([0, 1])["input_features"])
+    assert torch.equal(
+        torch.utils.data.default_collate(samples)["input_features"], stacked["input_features"]
+    )
+    # The batch answers a sample number with that sample, as a list of samples would.
+    batch = dataset.__getitems__([4, 2])
+    sample = batch[1]
+    for key, value in dataset[2].items():
+        assert value == sample[key] if isinstance(value, str) else torch.equal(value, sample[key])
+    picked = torch.utils.data.default_collate([batch[1], batch[0]])  # from a batch, reordered
+    assert torch.equal(picked["input_features"], dataset.__getitems__([2, 4])["input_features"])
+    with pytest.raises(IndexError, match="out of range"):
+        batch[2]
+    with pytest.raises(TypeError, match="field name"):
+        batch[1.5]
+
+
+def test_default_collate_with_subsets_and_distributed_sampler(
+    extracted: Extracted, cache: Path
+) -> None:
+    dataset = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=cache)
+    train, val = split_by_identity(dataset, val_fraction=0.3, seed=1)
+    for subset in (train, val):
+        _assert_same_batches(
+            _batches(DataLoader(subset, batch_size=2)),
+            _batches(DataLoader(subset, batch_size=2, collate_fn=collate)),
+        )
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        _assert_same_batches(
+            _batches(DataLoader(dataset, batch_size=3, sampler=sampler)),
+            _batches(DataLoader(dataset, batch_size=3, sampler=sampler, collate_fn=collate)),
+        )
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(PIN_WARNING)
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_dataloader_workers(extracted: Extracted, cache: Path, start_method: str) -> None:
+def test_default_collate_in_workers(extracted: Extracted, cache: Path, start_method: str) -> None:
     dataset = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=cache)
-    loader = DataLoader(
+    generator = torch.Generator().manual_seed(0)
+    with_workers = DataLoader(
+        dataset,
+        batch_size=4,
+        shuffle=True,
+        generator=generator,
+        num_workers=2,
+        multiprocessing_context=start_method,
+        pin_memory=True,
+    )
+    in_process = DataLoader(
         dataset,
         batch_size=4,
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
-        num_workers=2,
-        multiprocessing_context=start_method,
         collate_fn=collate,
     )
-    seen: dict[str, torch.Tensor] = {}
-    for batch in loader:
-        for i, path in enumerate(batch["image_path"]):
-            assert path not in seen
-            seen[path] = batch["input_features"][i]
-    reference = dataset.__getitems__(list(range(len(dataset))))
-    assert sorted(seen) == sorted(reference["image_path"])
-    for i, path in enumerate(reference["image_path"]):
-        assert torch.equal(seen[path], reference["input_features"][i])
+    _assert_same_batches(_batches(with_workers), _batches(in_process))
 
 
 def test_pickles_paths_not_arrays(extracted: Extracted, cache: Path) -> None:
@@ -392,31 +456,32 @@ def _wrong_model_name(document: dict[str, Any]) -> None:
 
 
 BAD_JSON = {
-    "mixed dims": (_other_model, r"768-dim features of dinov2_vitb14, but identity '.*' has 384"),
-    "mixed models": (_wrong_model_name, r"one file must hold one model"),
+    # The messages are import-json's: both read the file with IdentityReader.
+    "mixed dims": (_other_model, r"dinov2_model: expected 'dinov2_vits14' like identity '.*'"),
+    "mixed models": (_wrong_model_name, r"\(one model per file\), found 'dinov2_vits14_reg'"),
     "frame of another dim": (
         lambda d: _second(d)["video_data"][0].update(features=[0.5] * 7),
-        r"video_data\[0\]\.features: expected shape \[384\], found shape \[7\]",
+        r"video_data\[0\]\.features: expected a list of 384 numbers, found a list of 7",
     ),
     "dim vs feature_dim": (
         lambda d: _first(d).update(feature_dim=768),
-        r"feature_dim 768 but face_features holds 384 values",
+        r"model dinov2_vits14 makes 384-dim features, but the file's features have 768",
     ),
     "dim vs model": (
         lambda d: [e.update(dinov2_model="dinov2_vitb14") for e in d.values()],
-        r"dinov2_vitb14 \(whose features have 768 dims\) but feature_dim 384",
+        r"model dinov2_vitb14 makes 768-dim features, but the file's features have 384",
     ),
     "missing video_data": (
         lambda d: _second(d).pop("video_data"),
-        r"has no video_data, though the file is in the new format",
+        r"video_data: expected the field to be present, found it missing",
     ),
     "no frames": (
-        lambda d: _second(d).update(video_data=[]),
+        lambda d: _second(d).update(video_data=[], valid_video_images=0, total_video_images=0),
         r"has no frames \(video_data is empty",
     ),
     "frame without angles": (
         lambda d: _first(d)["video_data"][-1].pop("spherical_angles"),
-        r"video_data\[\d+\] has no 'spherical_angles'",
+        r"video_data\[\d+\]\.spherical_angles: expected the field to be present",
     ),
 }
 
@@ -433,10 +498,14 @@ def test_bad_new_format_json(exported: Path, tmp_path: Path, case: str) -> None:
 
 def test_bad_json_files(tmp_path: Path) -> None:
     cases = {
-        "not.json": (b'{"a": ', "is not valid JSON"),
-        "list.json": (b"[1, 2]", "expected an object keyed by identity at the top, found list"),
-        "empty.json": (b"{}", "holds no identities"),
-        "scalar.json": (b'{"a": 3}', "identity 'a' is a int, expected an object"),
+        "not.json": (b'{"a": ', r"is truncated: .* at line 1, column 7"),
+        "broken.json": (
+            b'{"a": {"b": [1,\n 2,]}}',
+            r"is not valid JSON: trailing comma .* at line 2, column 3",
+        ),
+        "list.json": (b"[1, 2]", r"expected '\{' \(an object keyed by identity\), found '\['"),
+        "empty.json": (b"{}", "holds no identity"),
+        "scalar.json": (b'{"a": 3}', "identity 'a', its value: expected an object, found the n"),
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)

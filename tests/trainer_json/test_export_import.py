@@ -27,6 +27,7 @@ import featstore.trainer_json.json_writer
 from featstore.errors import InputError, ProvenanceMismatchError, StoreError
 from featstore.store.query import Store
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES
+from featstore.trainer_json import json_stream
 from featstore.trainer_json.export import ExportSummary, export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.json_writer import reindent
@@ -358,7 +359,8 @@ def test_import_memory_does_not_grow_with_the_file(sized: dict[int, Path], tmp_p
     small_peak = _peak(lambda: import_json(sized[small], store=tmp_path / "s", overwrite=True))
     large_peak = _peak(lambda: import_json(sized[large], store=tmp_path / "l", overwrite=True))
     assert large_peak < 1.5 * small_peak + 300_000
-    assert large_peak < sized[large].stat().st_size / 4
+    # One identity and the reader's fixed read-ahead (a chunk, its byte classes, its copy).
+    assert large_peak < sized[large].stat().st_size / 4 + 4 * json_stream.CHUNK
 
 
 # --- round trip ----------------------------------------------------------------------
@@ -617,7 +619,7 @@ def _bad_documents() -> dict[str, tuple[bytes, str]]:
             orjson.dumps(short, option=orjson.OPT_SERIALIZE_NUMPY),
             "video_data[1].features: expected a list of 384 numbers, found a list of 383",
         ),
-        "nan": (nan, "holds NaN or Infinity"),
+        "nan": (nan, "avg_angle: expected numbers within float32's range, found nan (NaN or"),
         "huge": (huge, "video_data[0].avg_angle: expected numbers within float32's range"),
         "missing": (
             json.dumps(missing).encode(),

@@ -441,10 +441,10 @@ def test_old_format_with_missing_files(tmp_path: Path) -> None:
     data["b"]["video_images"][2] = "video\\b\\002.jpg"
     report = validate_json(write_json(tmp_path / "old.json", data))
     assert [(p.code, p.identity, p.field) for p in report.problems] == [
-        ("Q2-missing-path", "b", "video_images[1]"),
         ("Q2-backslash", "b", "video_images[2]"),
+        ("Q2-missing-path", "b", "video_images[1]"),  # after the identities: one per cause
     ]
-    missing = report.problems[0].found
+    missing = report.problems[1].found
     assert missing == f'"video/b/nope.jpg" -> {tmp_path / "video/b/nope.jpg"} (no such file)'
 
 
@@ -459,16 +459,44 @@ def test_old_format_missing_video_images(tmp_path: Path) -> None:
     assert (problem.code, problem.identity, problem.field) == ("Q3-type", "b", "video_images")
 
 
-def test_no_path_resolves_names_the_base_dir(tmp_path: Path, clean: Data) -> None:
-    # Exported with --base-dir tmp_path, then moved into a sub folder.
+def test_paths_of_another_base_dir_are_one_warning(tmp_path: Path, clean: Data) -> None:
+    # The seed's README: `--output_file train_transformer/valid_images.json --base_dir .`,
+    # so the paths are relative to the folder above the file's.
+    (tmp_path / "train_transformer").mkdir()
+    path = write_json(tmp_path / "train_transformer" / "valid_images.json", clean)
+    report = validate_json(path)
+    assert report.ok and report.problems == []
+    (warning,) = report.warnings
+    assert (warning.code, warning.identity) == ("Q2-base-dir", None)
+    assert warning.found.startswith(f"6 of 6 paths resolve against {tmp_path} instead")
+    result = invoke(path)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("warning: (file): expected paths relative")
+    assert result.output.splitlines()[-1].endswith("(1 warning)")
+    assert invoke(path, "--strict").exit_code == 1
+    # Checked where they are: clean; against a wrong folder: one line per cause.
+    assert invoke(path, "--base-dir", tmp_path).output.startswith("OK: ")
+    assert validate_json(path, base_dir=tmp_path).warnings == []
+    wrong = validate_json(path, base_dir=tmp_path / "train_transformer")
+    assert wrong.counts_by_code == {"Q2-missing-path": 1, "Q2-base-dir": 1}
+    assert "and 5 more such paths in 2 identities" in wrong.problems[0].found
+    # The old format's images are opened by the trainer: they stay problems.
+    old = {name: make_old_identity(tmp_path, name) for name in ("a", "b")}
+    old_path = write_json(tmp_path / "train_transformer" / "old.json", old)
+    assert validate_json(old_path).counts_by_code == {"Q2-missing-path": 1, "Q2-base-dir": 1}
+    assert invoke(old_path).exit_code == 1
+    assert validate_json(old_path, base_dir=tmp_path).ok
+
+
+def test_paths_that_resolve_nowhere_stay_problems(tmp_path: Path, clean: Data) -> None:
     (tmp_path / "moved").mkdir()
+    clean["007"]["face_image_path"] = "elsewhere/007.jpg"  # resolves against no folder
     path = write_json(tmp_path / "moved" / "data.json", clean)
     report = validate_json(path)
-    assert report.counts_by_code == {"Q2-missing-path": 4, "Q2-base-dir": 1}
+    assert report.counts_by_code == {"Q2-missing-path": 1, "Q2-base-dir": 1}
+    assert report.warnings == []
     base = report.problems[-1]
-    assert base.identity is None
-    assert f"they resolve against {tmp_path}" in base.found
-    assert base.found.startswith("none of 6 paths exists")
+    assert base.identity is None and base.found.startswith("none of 6 paths exists")
     assert validate_json(path, check_paths=False).ok
 
 
@@ -485,12 +513,13 @@ def test_truncated_file_reports_line_and_column(tmp_path: Path, clean: Data) -> 
     report = validate_json(path)
     problem = only(report)
     assert (problem.code, problem.identity) == ("Q3-json-syntax", None)
-    where = f"at line {python.value.lineno}, column {python.value.colno}"
+    last_line = cut.rsplit("\n", 1)[-1]
+    where = f"at line {python.value.lineno}, column {len(last_line) + 1}"  # where it stops
     assert where in problem.found and "truncated?" in problem.found
     assert report.identities == 1  # the identity before the cut was checked
     result = invoke(path)
     assert result.exit_code == 1
-    assert result.output.startswith("(file): expected valid JSON, found Expecting")
+    assert result.output.startswith("(file): expected valid JSON, found the file stops inside")
 
 
 def test_trailing_garbage(tmp_path: Path, clean: Data) -> None:
@@ -498,7 +527,8 @@ def test_trailing_garbage(tmp_path: Path, clean: Data) -> None:
     path.write_text(json.dumps(clean) + "\n}", encoding="utf-8")
     problem = only(validate_json(path))
     assert problem.code == "Q3-json-syntax"
-    assert problem.found.startswith("Extra data at line 2, column 1")
+    assert problem.found.startswith("text after the top-level object, near ")
+    assert problem.found.endswith("at line 2, column 1")
 
 
 @pytest.mark.parametrize("at_offset", [5, 70_000])
