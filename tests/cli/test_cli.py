@@ -85,8 +85,8 @@ def test_extract_prints_the_summary(tmp_path: Path, mini_dataset: Dataset, model
     assert "2 identities already up to date" in again.output
 
     refused = invoke(*args, "--det-thresh", "0.6")
-    assert_clean_error(refused, "holds rows extracted differently from this run")
-    assert '"det_thresh": 0.5' in refused.output and '"det_thresh": 0.6' in refused.output
+    assert_clean_error(refused, "holds rows made with other settings (stored -> this run)")
+    assert "detector.det_thresh: 0.5 -> 0.6" in refused.output  # only what differs
     assert "Hint:" in refused.output
 
 
