@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,18 +36,12 @@ from featstore.dataset.cache import (
     POSITION_ENCODINGS,
     PositionEncoding,
     SampleColumns,
-    cache_key,
-    cached_folder,
-    default_cache_dir,
-    materialise,
     open_columns,
-    read_manifest,
 )
-from featstore.errors import InputError, StoreError
-from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+from featstore.dataset.opening import from_json, from_store
+from featstore.errors import InputError
 
 if TYPE_CHECKING:
-    from featstore.dataset.sources import JsonDocument
     from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.pipeline import RuntimeOptions
 
@@ -196,7 +189,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
             self.version: int | None
-            self.model, self.version, folder = _from_store(
+            self.model, self.version, folder = from_store(
                 source, model, where, cache_dir, version, position_encoding
             )
         elif path.is_file():
@@ -206,7 +199,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                     "with a store."
                 )
             self.version = None
-            self.model, folder, self.source_format = _from_json(
+            self.model, folder, self.source_format = from_json(
                 path,
                 model,
                 where,
@@ -433,118 +426,3 @@ def _check_extra_fields(fields: Sequence[str]) -> tuple[str, ...]:
             f"{', '.join(EXTRA_FIELDS)}."
         )
     return tuple(dict.fromkeys(fields))
-
-
-def _from_store(
-    source: str | os.PathLike[str],
-    model: str | None,
-    where: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    version: int | None,
-    encoding: PositionEncoding = "spherical_angles",
-) -> tuple[str, int, Path]:
-    from featstore.dataset.sources import describe_store, read_store
-    from featstore.store.query import Store
-
-    store = Store(source)
-    if not store.model_names():
-        raise StoreError(
-            f"store {store.location} is empty: it holds no model yet.\n"
-            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-        )
-    info = store.model(model, version)
-    folder = materialise(
-        _store_cache_dir(store.location.local, cache_dir),
-        describe_store(store, info, where, encoding),
-        lambda: read_store(store, info, where, encoding),
-    )
-    return info.name, info.version, folder
-
-
-def _store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
-    """`cache_dir`, else inside a local store you can write to, else the user's cache."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if store is None:  # on object storage: the samples are mapped from a local disk
-        return default_cache_dir()
-    inside = store / "_cache" / "datasets"
-    probe = inside if inside.is_dir() else store
-    return inside if os.access(probe, os.W_OK) else default_cache_dir()
-
-
-def _from_json(
-    path: Path,
-    model: str | None,
-    where: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    extraction_store: str | os.PathLike[str] | None,
-    weights: Mapping[str, str | os.PathLike[str]] | None,
-    detector: DetectorSettings | None,
-    runtime: RuntimeOptions | None,
-    encoding: PositionEncoding,
-) -> tuple[str, Path, str]:
-    from featstore.dataset.sources import describe_json, json_format, read_json, read_new_json
-
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    description = describe_json(path)  # before reading: a later change makes a new key
-    # Features of a new-format file read before: its content was checked then.
-    folder = cached_folder(cache, description)
-    if folder is None:
-        if json_format(path) == "old":  # image paths only: small, read whole
-            document = read_json(path)
-            store = _extract_old_json(document, model, extraction_store, weights, detector, runtime)
-            name, _, folder = _from_store(
-                store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
-            )
-            return name, folder, "old-json"
-        # The frames' features are spooled beside the cache while read (a name that a
-        # later build removes, were this one killed).
-        spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
-        try:
-            folder = materialise(cache, description, lambda: read_new_json(path, model, spool))
-        finally:
-            shutil.rmtree(spool, ignore_errors=True)
-    found = read_manifest(folder)["model"]
-    if model is not None and model != found:
-        raise InputError(
-            f"{path}: the features were made with {found}, not with model={model!r}.\n"
-            f"Hint: pass model={found!r}, or None."
-        )
-    if where is not None:
-        raise InputError(
-            f"where= filters a store's frames with SQL; {path} is a JSON file.\n"
-            "Hint: filter when exporting (`featstore export-json --where ...`), or read the "
-            "store itself."
-        )
-    return found, folder, "new-json"
-
-
-def _extract_old_json(
-    document: JsonDocument,
-    model: str | None,
-    extraction_store: str | os.PathLike[str] | None,
-    weights: Mapping[str, str | os.PathLike[str]] | None,
-    detector: DetectorSettings | None,
-    runtime: RuntimeOptions | None,
-) -> Path:
-    """Extract the images an old-format file lists into a store (skipped when current)."""
-    from featstore.dataset.sources import old_json_inputs
-    from featstore.extraction.pipeline import extract_inputs
-
-    tree = old_json_inputs(document)
-    store = (
-        Path(extraction_store)
-        if extraction_store is not None
-        else document.path.with_name(document.path.name + ".featstore")
-    )
-    summary = extract_inputs(
-        tree,
-        store,
-        base_dir=document.path.absolute().parent,
-        models=[model or DEFAULT_MODEL],
-        weights=weights,
-        detector=detector,
-        runtime=runtime,
-    )
-    log.info("old-format %s: %s", document.path, summary.format())
-    return store

@@ -21,6 +21,8 @@ FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
 # The angle columns, as DuckDB expressions (arrays are 1-based): SPEC's angle_0..angle_4.
 ANGLES = ("avg_angle", *(f"spherical_angles[{i}]" for i in range(1, 6)))
 
+TABLE_ROWS = 5000  # identities listed; the rest are counted (featstore query lists all)
+
 
 @dataclass(frozen=True)
 class Stats:

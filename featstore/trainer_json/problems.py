@@ -4,12 +4,15 @@ identity's fields (types, shapes, finite numbers, counts) that produce them."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from featstore.trainer_json.format_3d import is_3d
 
 Format = Literal["new", "3d", "old", "unknown"]
 
@@ -284,3 +287,31 @@ def quote_identity(name: str) -> str:
 
 def plural(n: int, singular: str, plural: str) -> str:
     return f"{n} {singular if n == 1 else plural}"
+
+
+# Fields that mark an identity as new-format; `video_images` marks the old one.
+NEW_KEYS = (
+    "face_features",
+    "video_data",
+    "face_landmarks_2d",
+    "face_landmarks_3d",
+    "face_box",
+    "feature_dim",
+    "dinov2_model",
+)
+
+
+def format_of(obj: dict[str, Any]) -> Format:
+    """SPEC §4: new when it carries the new format's fields (3d with a pose, SPEC §7), old
+    with video_images."""
+    if any(key in obj for key in NEW_KEYS):
+        return "3d" if is_3d(obj) else "new"
+    return "old" if "video_images" in obj else "unknown"
+
+
+@functools.cache
+def model_dims() -> dict[str, int]:
+    """DINOv2 model name -> feature dim (imported late: the specs module is small, torch is not)."""
+    from featstore.extraction.dinov2_specs import MODEL_SPECS
+
+    return {name: spec.embed_dim for name, spec in MODEL_SPECS.items()}

@@ -53,7 +53,6 @@ whose 10,000 frames all miss `spherical_angles` says so once per identity, with 
 from __future__ import annotations
 
 import codecs
-import functools
 import os
 import re
 from collections import Counter
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from featstore.errors import InputError
-from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
+from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D
 from featstore.trainer_json.json_reading import (
     first_non_space,
     guess_base_dir,
@@ -77,23 +76,15 @@ from featstore.trainer_json.problems import (
     check_counts,
     check_numbers,
     describe,
+    format_of,
     frame_list,
+    model_dims,
     require,
 )
 
 Format = Literal["new", "3d", "old", "unknown"]
 
 
-# Fields that mark an identity as new-format; `video_images` marks the old one.
-_NEW_KEYS = (
-    "face_features",
-    "video_data",
-    "face_landmarks_2d",
-    "face_landmarks_3d",
-    "face_box",
-    "feature_dim",
-    "dinov2_model",
-)
 _FACE_SHAPES = {"face_landmarks_2d": (5, 2), "face_landmarks_3d": (5, 3), "face_box": (4,)}
 _FRAME_SHAPES = {
     "landmarks_2d": (5, 2),
@@ -312,7 +303,7 @@ class _Validator:
         if not isinstance(value, dict):
             issues.add("Q3-type", None, "an object", describe(value))
         else:
-            fmt = _format_of(value)
+            fmt = format_of(value)
             if fmt == "unknown":
                 keys = f"fields {', '.join(list(value)[:8])}" if value else "an empty object"
                 expected = "face_features + video_data (new format) or video_images (old)"
@@ -421,7 +412,7 @@ class _Validator:
         """dinov2_model when it is a known model of `dim`, else None (after reporting)."""
         if model is MISSING:
             return None
-        known = _model_dims()
+        known = model_dims()
         if type(model) is not str or model not in known:
             expected = f"one of {', '.join(known)}"
             code = "Q1-unknown-model" if type(model) is str else "Q3-type"
@@ -488,19 +479,3 @@ class _Validator:
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _format_of(obj: dict[str, Any]) -> Format:
-    """SPEC §4: new when it carries the new format's fields (3d with a pose, SPEC §7), old
-    with video_images."""
-    if any(key in obj for key in _NEW_KEYS):
-        return "3d" if is_3d(obj) else "new"
-    return "old" if "video_images" in obj else "unknown"
-
-
-@functools.cache
-def _model_dims() -> dict[str, int]:
-    """DINOv2 model name -> feature dim (imported late: the specs module is small, torch is not)."""
-    from featstore.extraction.dinov2_specs import MODEL_SPECS
-
-    return {name: spec.embed_dim for name, spec in MODEL_SPECS.items()}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from featstore.report.build import read_report, write_report
 from featstore.report.gallery import OUTSIDE_BASE_DIR, make_thumbnail
-from featstore.report.html import script_json
+from featstore.report.summary_json import script_json
 from featstore.trainer_json.export import export_json
 from featstore.trainer_json.importer import import_json
 
