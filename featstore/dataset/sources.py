@@ -230,14 +230,19 @@ def _json_format(path: Path, entries: dict[str, Any]) -> JsonFormat:
 
 
 def describe_json(path: Path) -> dict[str, Any]:
-    """What a JSON file's samples are made from: the file (by size and time)."""
+    """What a JSON file's samples are made from: the file, by what git's index compares.
+
+    Size, mtime_ns, ctime_ns and inode (see `IdentityInputs.fingerprint` for why these and
+    not a content hash): a same-size rewrite with its mtime restored moves the ctime, a
+    file replaced by another has another inode; either makes a new cache key.
+    """
     try:
         stat = path.stat()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     return {
         "source": {"kind": "json", "path": os.path.abspath(path)},
-        "signature": f"{stat.st_size}:{stat.st_mtime_ns}",
+        "signature": f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}",
     }
 
 

@@ -22,6 +22,7 @@ from featstore_cli.json_commands import import_json as import_command
 from store_checks import table_rows
 
 import featstore.trainer_json.export
+import featstore.trainer_json.identity_rows
 import featstore.trainer_json.importer
 import featstore.trainer_json.json_writer
 from featstore.errors import InputError, ProvenanceMismatchError, StoreError
@@ -679,7 +680,7 @@ def test_interrupted_import_leaves_the_store_untouched(
     import_json(small_json, store=store, model="mine")
     before = snapshot(store)
     calls = []
-    real = featstore.trainer_json.importer.identity_table
+    real = featstore.trainer_json.identity_rows.identity_table
 
     def interrupt(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -687,7 +688,7 @@ def test_interrupted_import_leaves_the_store_untouched(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featstore.trainer_json.importer, "identity_table", interrupt)
+    monkeypatch.setattr(featstore.trainer_json.identity_rows, "identity_table", interrupt)
     with pytest.raises(KeyboardInterrupt):
         import_json(exported, store=store)
     assert snapshot(store) == before  # not a file of the store touched
