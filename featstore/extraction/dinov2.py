@@ -224,7 +224,7 @@ def build_model(name: str) -> DinoVisionTransformer:
 
 def _hint_file(name: str) -> str:
     stem = MODEL_SPECS[name].checkpoint_stem if name in MODEL_SPECS else name
-    return f"Hint: pass the official {stem}_pretrain.pth with --weights."
+    return f"Hint: give the official {stem}_pretrain.pth as weights= (CLI: --weights)."
 
 
 def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
@@ -235,6 +235,9 @@ def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a non-checkpoint file
         first_line = (str(exc).splitlines() or [""])[0]
+        if "Weights only load failed" in first_line:
+            # torch's own advice (weights_only=False) would run the file's pickled code.
+            first_line = "it holds Python objects besides tensors, which featstore never unpickles"
         raise ModelLoadError(
             f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {first_line})\n"
             + _hint_file(name)
@@ -283,7 +286,7 @@ def _check_layout(
         if (s.embed_dim, s.depth, bool(s.num_register_tokens)) == (width, depth, regs)
     ]
     if guess and guess[0] != name:
-        lines.append(f"Hint: this looks like a {guess[0]} checkpoint: pass --model {guess[0]}.")
+        lines.append(f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} (CLI: --model {guess[0]}).")
     else:
         lines.append(_hint_file(name))
     raise ModelLoadError("\n".join(lines))

@@ -113,7 +113,7 @@ class Store:
             if len(models) != 1:
                 raise StoreError(
                     f"store {self.location} holds {len(models)} models ({names}); "
-                    "choose one with --model."
+                    "choose one with model= (CLI: --model)."
                 )
             return models[0]
         for info in models:

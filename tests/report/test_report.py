@@ -385,7 +385,7 @@ def test_two_models_cosine_of_frontal_features(
     two_models: tuple[Dataset, Path], tmp_path: Path
 ) -> None:
     _, store = two_models
-    with pytest.raises(StoreError, match="holds 2 models .*; choose one with --model"):
+    with pytest.raises(StoreError, match=r"holds 2 models .*; choose one with model= \(CLI"):
         read_report(store)
     summary = write_report(store, out=tmp_path / "r.html", model=MODEL)
     got = shown(summary.path)["comparisons"][MODEL_REG]
