@@ -13,7 +13,10 @@ from featstore_cli.common import library_errors
 
 @click.command()
 @click.option(
-    "--store", required=True, type=click.Path(path_type=Path), help="Store folder to read."
+    "--store",
+    required=True,
+    metavar="PATH|URI",
+    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
 )
 @click.option(
     "--out",
@@ -34,7 +37,7 @@ from featstore_cli.common import library_errors
     "the whole store.",
 )
 @library_errors
-def report(store: Path, out: Path, model: str | None, where: str | None) -> None:
+def report(store: str, out: Path, model: str | None, where: str | None) -> None:
     """Write an HTML report of the store: counts, distributions, a gallery, model agreement."""
     from featstore.report.build import write_report
 

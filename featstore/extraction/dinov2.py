@@ -286,7 +286,9 @@ def _check_layout(
         if (s.embed_dim, s.depth, bool(s.num_register_tokens)) == (width, depth, regs)
     ]
     if guess and guess[0] != name:
-        lines.append(f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} (CLI: --model {guess[0]}).")
+        lines.append(
+            f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} (CLI: --model {guess[0]})."
+        )
     else:
         lines.append(_hint_file(name))
     raise ModelLoadError("\n".join(lines))

@@ -46,6 +46,13 @@ def check_where_with(con: duckdb.DuckDBPyConnection, where: str | None, columns:
 
 def where_error(where: str, message: str, columns: list[str]) -> InputError:
     first_line = message.strip().splitlines()[0] if message.strip() else message
+    # The predicate is wrapped as "(\n{where}\n)": an error on the closing line points at
+    # a `)` the user never typed, so say what it means instead.
+    if f"LINE {where.count(chr(10)) + 3}:" in message:
+        first_line = (
+            "it ends too early (an unclosed parenthesis, or an operator without its "
+            "right-hand side)"
+        )
     return InputError(
         f"--where {where!r} is not a usable filter over the frames: {first_line}\n"
         f"The columns of frames: {', '.join(columns)}.\n"
