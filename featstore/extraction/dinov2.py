@@ -287,7 +287,8 @@ def _check_layout(
     ]
     if guess and guess[0] != name:
         lines.append(
-            f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} (CLI: --model {guess[0]})."
+            f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} "
+            f"(CLI: --model {guess[0]})."
         )
     else:
         lines.append(_hint_file(name))
