@@ -11,7 +11,7 @@ import click
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
-from featstore_cli.query_commands import info, query
+from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.validate_command import validate
 
@@ -134,7 +134,7 @@ def main(verbose: bool) -> None:
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore[ray]').",
+    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore-faces[ray]').",
 )
 @click.option(
     "--ray-address",
@@ -237,30 +237,27 @@ def extract(
 @library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
-    from featstore.demo import run_demo
+    from featstore.demo import build_demo_inputs, extract_demo, write_demo_report
+    from featstore.store.query import Store, run_query
 
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
-    summary = run_demo(workdir, progress=not no_progress)
+    inputs = build_demo_inputs(workdir)
+    store = workdir / "store"
+    summary = extract_demo(inputs, store, progress=not no_progress)
     click.echo(summary.format())
-    import duckdb
-
-    files = (Path(summary.store) / "**" / "*.parquet").as_posix().replace("'", "''")
-    query = (
-        "SELECT identity, count(*) FILTER (role = 'frame') AS frames, "
-        "count(*) FILTER (role = 'frame' AND status = 'ok') AS ok_frames, "
-        "round(avg(avg_angle), 2) AS mean_avg_angle "
-        f"FROM read_parquet('{files}', hive_partitioning = false) "
-        "GROUP BY identity ORDER BY identity"
-    )
-    click.echo(f"\nDuckDB over the store:\n{query}\n{duckdb.sql(query)}")
+    sql = "SELECT identity, frames_total, frames_ok, valid FROM identities ORDER BY identity"
+    click.echo(f'\nfeatstore query --store {store} "{sql}"')
+    click.echo(render_table(run_query(Store(store), sql), 40), nl=False)
     click.echo(
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."
     )
-    from featstore.demo import write_demo_report
-
     written = write_demo_report(workdir)
     click.echo(f"\n{written.format()}\nopen it in a browser: {written.path}")
+    click.echo(
+        "\nThe same extraction from the command line (it reuses the stand-in models; "
+        "rerun, it finds everything up to date):\n" + inputs.extract_command(store)
+    )
 
 
 for _command in (query, info, export_json, import_json, validate, filter_valid_images):

@@ -55,7 +55,7 @@ def _say_written(output: Path, table: object) -> None:
     click.echo(f"wrote {rows} row{'s' * (rows != 1)} to {output}", err=True)
 
 
-def _render_table(table: object, max_rows: int) -> str:
+def render_table(table: object, max_rows: int) -> str:
     """DuckDB's box rendering of `table`, at most `max_rows` rows (first and last)."""
     import duckdb
 
@@ -99,7 +99,7 @@ def query(
     if fmt != "table":
         _write_result(result, fmt, output)
         return
-    text = _render_table(result, max_rows)
+    text = render_table(result, max_rows)
     if result.num_rows > max_rows:
         text += f"({result.num_rows} rows; more with --max-rows N, all with --format csv)\n"
     if output is None:

@@ -77,7 +77,7 @@ def onnx_device(device: str, requested: str | None) -> str:
     if auto_cuda and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         log.warning(
             "torch sees a GPU but onnxruntime has no CUDA provider: the detector runs on "
-            "the CPU. Install onnxruntime-gpu (featstore[gpu]) to detect on the GPU."
+            "the CPU. Install onnxruntime-gpu (featstore-faces[gpu]) to detect on the GPU."
         )
         return "cpu"
     return device

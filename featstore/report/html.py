@@ -322,8 +322,19 @@ def _rejections(data: ReportData) -> str:
             f"<h3>A sample of {len(data.rejected)} (seed {data.seed})</h3>"
             f"<div class='strip'>{figures}</div>"
             if data.rejected
-            else "<p>No frame was rejected.</p>"
+            else _no_rejection(data)
         )
+    )
+
+
+def _no_rejection(data: ReportData) -> str:
+    if data.where is None:
+        return "<p>No frame was rejected.</p>"
+    # A rejected frame has null angles, scores and features: most filters drop them all.
+    return (
+        f"<p>No rejected frame among the frames that --where {escape(data.where)!s} keeps. "
+        "Rejected frames have no angles, scores or features, so a filter on those columns "
+        "leaves none of them; the overview above counts the whole store.</p>"
     )
 
 

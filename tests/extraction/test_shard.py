@@ -115,7 +115,7 @@ def test_without_ray_the_engine_says_how_to_install_it(
         + ["--engine", "ray"],
     )
     assert result.exit_code == 1
-    assert "Hint: pip install 'featstore[ray]'" in result.output
+    assert "Hint: pip install 'featstore-faces[ray]'" in result.output
     assert not (tmp_path / "s").exists()
 
 

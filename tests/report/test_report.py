@@ -263,7 +263,11 @@ def test_where_filters_the_frames_as_export_json_does(extracted: Extracted, tmp_
     assert {row[0]: tuple(row[1:]) for row in got["identity_table"]} == expected_identities(rows)
     assert got["angles"]["avg_angle"]["count"] == kept
     assert max(abs(got["angles"]["avg_angle"]["min"]), got["angles"]["avg_angle"]["max"]) < 5
-    assert f"keeps <b id='frames-selected'>{kept}</b>" in summary.path.read_text("utf-8")
+    html = summary.path.read_text("utf-8")
+    assert f"keeps <b id='frames-selected'>{kept}</b>" in html
+    # The angle filter drops every rejected frame (null angles): the page says so.
+    assert "No frame was rejected" not in html
+    assert "No rejected frame among the frames that --where" in html
 
 
 # --- bad inputs ----------------------------------------------------------------------------
