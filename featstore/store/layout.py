@@ -258,13 +258,29 @@ def read_provenance(store: StoreLike, model: str) -> dict[str, Any] | None:
 
 
 def provenance_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Human-readable `key: stored X, now Y` lines for every compared key that differs."""
-    keys = sorted((old.keys() | new.keys()) - UNCOMPARED_PROVENANCE_KEYS)
+    """`key: stored X -> now Y` lines for every compared setting that differs.
+
+    Nested objects (detector, preprocessing) are compared key by key and named with dots
+    (`detector.det_thresh`), so only what differs is printed, never a whole object.
+    """
+    keys = (old.keys() | new.keys()) - UNCOMPARED_PROVENANCE_KEYS
+    flat_old = _flatten({k: old.get(k) for k in keys})
+    flat_new = _flatten({k: new.get(k) for k in keys})
     return [
-        f"{key}: stored {json.dumps(old.get(key))}, now {json.dumps(new.get(key))}"
-        for key in keys
-        if old.get(key) != new.get(key)
+        f"{key}: stored {json.dumps(flat_old.get(key))} -> now {json.dumps(flat_new.get(key))}"
+        for key in sorted(flat_old.keys() | flat_new.keys())
+        if flat_old.get(key) != flat_new.get(key)
     ]
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def claim_model(
