@@ -216,10 +216,12 @@ class Store:
         return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {n}" for n in names) + ")"
 
     def sql(self, query: str, *, model: str | None = None) -> pa.Table:
-        """Run `query` over the views and return the result as an Arrow table."""
-        with self.connect(model=model) as con:
-            relation = con.sql(query)
-            return relation.to_arrow_table() if relation is not None else _empty_result()
+        """Run `query` over the views and return the result as an Arrow table.
+
+        Raises:
+            QueryError: DuckDB refused the query; the message lists the views' columns.
+        """
+        return run_query(self, query, model=model)
 
 
 def scan_files(location: StoreLocation, files: list[str]) -> pads.Dataset:
@@ -256,8 +258,20 @@ def run_query(store: Store, query: str, *, model: str | None = None) -> pa.Table
         try:
             relation = con.sql(query)
         except duckdb.Error as exc:
-            raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
+            raise QueryError(
+                f"{exc}\nViews and their columns:\n{describe_views(con)}{_array_hint(exc, model)}"
+            ) from exc
         return relation.to_arrow_table() if relation is not None else _empty_result()
+
+
+def _array_hint(exc: Exception, model: str | None) -> str:
+    """Models of different dims make the feature columns FLOAT[], which array_* refuse."""
+    if model is None and "array_" in str(exc) and "FLOAT[]" in str(exc):
+        return (
+            "\nHint: the store holds models of different dimensions, so features are FLOAT[] "
+            "(no fixed size); restrict the query to one model with model= (CLI: --model NAME)."
+        )
+    return ""
 
 
 @dataclass(frozen=True)

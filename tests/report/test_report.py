@@ -507,6 +507,15 @@ def test_models_of_different_dimensions_are_not_compared(tmp_path: Path) -> None
     assert shown(summary.path)["comparisons"] == {"large": {"comparable": False, "dims": [8, 16]}}
     html = summary.path.read_text("utf-8")
     assert "Cannot be compared: small has 8 dimensions and large has 16." in html
+    # Mixed dims make the features FLOAT[]: array functions need one model, and say so.
+    sql = "SELECT array_cosine_similarity(features, face_features) AS s FROM valid_frames"
+    with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
+        Store(tmp_path / "store").sql(sql)
+    from featstore.store.query import run_query
+
+    with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
+        run_query(Store(tmp_path / "store"), sql)
+    assert run_query(Store(tmp_path / "store"), sql, model="small").num_rows == 3
 
 
 # --- a real browser ------------------------------------------------------------------------
