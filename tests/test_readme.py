@@ -181,3 +181,20 @@ def test_readme_blocks_run_in_order(in_first_day: Path) -> None:
         assert (in_first_day / made).exists(), made
     assert (in_first_day / "seed" / "valid_images.json").is_file()
     assert (in_first_day / "near_frontal.parquet").is_file()
+
+
+def test_user_facing_text_names_no_spec() -> None:
+    """Users have docs/formats.md, not the project's internal SPEC: no "SPEC §n" anywhere."""
+    spec = re.compile(r"\bSPEC\b(?!S)|where the spec is silent")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("featstore", "cli", "docs", "examples")
+        for path in sorted((ROOT / folder).rglob("*"))
+        if path.suffix in (".py", ".md")
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if spec.search(line)
+    ]
+    assert not found, f"mentions of SPEC, which users do not have: {found}"
+    assert spec.search(README.read_text("utf-8")) is None
+    assert (ROOT / "docs" / "formats.md").is_file()
+    assert "docs/formats.md" in README.read_text("utf-8")

@@ -1,4 +1,4 @@
-"""DINOv2 feature extraction for batches of preprocessed images (SPEC §2)."""
+"""DINOv2 feature extraction for batches of preprocessed images (docs/formats.md)."""
 
 from __future__ import annotations
 

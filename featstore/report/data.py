@@ -17,7 +17,7 @@ from featstore.report.gallery import Thumbnail
 from featstore.store.query import ModelInfo, StoreCounts
 
 FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
-# The angle columns, as DuckDB expressions (arrays are 1-based): SPEC's angle_0..angle_4.
+# The angle columns, as DuckDB expressions (arrays are 1-based): docs/formats.md's angle_0..angle_4.
 ANGLES = ("avg_angle", *(f"spherical_angles[{i}]" for i in range(1, 6)))
 
 

@@ -239,7 +239,7 @@ def _distributions(data: ReportData) -> str:
         ),
         Panel(
             "feature L2 norm",
-            "norm (SPEC: 1)",
+            "norm (expected 1)",
             [Series(role, v) for role, v in norms.norms.items() if v.size],
             log_y=True,
         ),
@@ -255,7 +255,7 @@ def _distributions(data: ReportData) -> str:
         f"<p class='{flag_class}' id='norm-check'>Feature norms: {norms.checked} features "
         f"checked, {norms.flagged_total} flagged: {norms.non_finite} NaN or infinite, "
         f"{norms.zero} zero, {norms.non_unit} further than {norms.tolerance:g} from 1 "
-        "(SPEC: features are L2-normalised).</p>"
+        "(features are L2-normalised).</p>"
     )
     if norms.flagged:
         flags += _table(

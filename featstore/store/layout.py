@@ -1,4 +1,4 @@
-"""The on-disk store (SPEC §3): layout, schema, provenance, atomic partition writes.
+"""The on-disk store (docs/formats.md): layout, schema, provenance, atomic partition writes.
 
     <store>/_featstore.json                          marks the folder as a store
     <store>/model=<m>/_provenance.json               how model m's rows were made
@@ -78,7 +78,7 @@ def features_type(dim: int) -> pa.DataType:
 
 
 def store_schema(dim: int) -> pa.Schema:
-    """The columns of SPEC §3, then featstore's extra columns."""
+    """The columns of docs/formats.md, then featstore's extra columns."""
     point2, point3 = pa.list_(pa.float32(), 2), pa.list_(pa.float32(), 3)
     return pa.schema(
         [

@@ -279,7 +279,7 @@ class StoreCounts:
     """One model's rows counted by role and status."""
 
     identities: int = 0
-    valid_identities: int = 0  # frontal image ok and at least one frame ok (SPEC §3)
+    valid_identities: int = 0  # frontal image ok and at least one frame ok (docs/formats.md)
     faces: dict[str, int] = field(default_factory=dict)
     frames: dict[str, int] = field(default_factory=dict)
 

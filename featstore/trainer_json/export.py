@@ -1,4 +1,4 @@
-"""`export-json`: the store out as the trainer's JSON (SPEC §4), streamed.
+"""`export-json`: the store out as the trainer's JSON (docs/formats.md), streamed.
 
     {"<identity>": {"face_image_path": ..., "face_features": [...], ..., "video_data": [...],
                     "total_video_images": n, "valid_video_images": k,
@@ -18,7 +18,7 @@ How it is written:
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
   interrupted export never leaves a truncated file under the final name.
 
-Decisions where the spec is silent:
+Decisions (docs/formats.md does not fix these):
 
 - `total_video_images` is the identity's frame count in the store, all statuses (the
   seed counted the images of the video folder); `--where` does not change it. For rows
@@ -360,7 +360,7 @@ def _identity_object(
     new: bool,
     rebase: _Rebaser,
 ) -> dict[str, Any]:
-    """One identity's JSON object, keys in the order of SPEC §4."""
+    """One identity's JSON object, keys in the order of docs/formats.md."""
     if not new:
         return {
             "face_image_path": rebase(face["image_path"]),

@@ -1,4 +1,4 @@
-"""`import-json`: a trainer JSON in the new format (SPEC §4) into the store, streamed.
+"""`import-json`: a trainer JSON in the new format (docs/formats.md) into the store, streamed.
 
 Users of the seed's script already hold `valid_images.json` files; importing one gives a
 store without extracting again. What becomes of the file:

@@ -47,7 +47,7 @@ class Problem:
         identity: the top-level key concerned, or None for the whole file.
         field: a JSON path inside the identity (`video_data[3].features`, or
             `video_data[*].features` for several frames), or None.
-        expected: what SPEC §4 asks for.
+        expected: what docs/formats.md asks for.
         found: what the file holds.
         message: why it matters, when the code alone does not say.
     """

@@ -1,4 +1,4 @@
-"""Check a trainer JSON (SPEC §4) and answer the seed's troubleshooting list (Q1-Q3).
+"""Check a trainer JSON (docs/formats.md) and answer the seed's troubleshooting list (Q1-Q3).
 
     report = validate_json(Path("valid_images.json"))
     for problem in report.problems:
@@ -95,7 +95,7 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 def validate_json(
     path: Path, *, check_paths: bool = True, max_problems: int | None = None
 ) -> ValidationReport:
-    """Check a trainer JSON against SPEC §4; never raises for a bad *file content*.
+    """Check a trainer JSON against docs/formats.md; never raises for a bad *file content*.
 
     Args:
         path: the JSON file.
@@ -399,7 +399,7 @@ class _Validator:
 
 
 def _format_of(obj: dict[str, Any]) -> Format:
-    """SPEC §4: new when it carries the new format's fields, old with video_images."""
+    """docs/formats.md: new when it carries the new format's fields, old with video_images."""
     if any(key in obj for key in _NEW_KEYS):
         return "new"
     return "old" if "video_images" in obj else "unknown"
