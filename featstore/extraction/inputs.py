@@ -1,4 +1,4 @@
-"""The input tree (docs/formats.md): frontal images, video frames, and what changed since last time."""
+"""The input tree (docs/formats.md): frontal images, video frames, what changed since."""
 
 from __future__ import annotations
 

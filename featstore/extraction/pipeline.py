@@ -88,7 +88,7 @@ def extract(
         store: the store folder (created if needed), or a URI such as `s3://bucket/prefix`
             (any filesystem pyarrow supports; see `featstore.store.location`).
         models: DINOv2 models to run; images are decoded and detected once for all.
-        weights: per-model checkpoint paths overriding the lookup in docs/formats.md ("Where models come from").
+        weights: per-model checkpoints overriding the lookup (docs/formats.md).
         base_dir: stored paths are relative to it; default: the inputs' common parent.
         detector: InsightFace pack and settings.
         runtime: device, batch size, workers, precision, progress bar.
