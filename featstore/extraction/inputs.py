@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import InputError
 from featstore.extraction.images import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class InputTree:
     video_without_face: list[str] = field(default_factory=list)
     ambiguous_faces: list[str] = field(default_factory=list)  # several files, one stem
     ignored_files: int = 0  # files without an image extension
+    # Inputs that are not read, each "<path> (why)": other extensions, images directly in
+    # the video folder, folders inside an identity's folder. Logged one by one (-v).
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the folders look wrong
 
     @property
     def image_count(self) -> int:
@@ -67,6 +74,8 @@ class InputTree:
             video_without_face=mine(self.video_without_face),
             ambiguous_faces=mine(self.ambiguous_faces),
             ignored_files=self.ignored_files,
+            skipped=self.skipped,
+            warnings=self.warnings,
         )
 
 
@@ -100,17 +109,39 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def _image_files(folder: Path) -> tuple[list[Path], int]:
-    images, ignored = [], 0
+@dataclass
+class _Listing:
+    """One folder's entries: images, other files, sub-folders."""
+
+    images: list[Path]
+    others: list[Path]
+    folders: list[Path]
+
+
+def _list(folder: Path) -> _Listing:
+    listing = _Listing([], [], [])
     with os.scandir(folder) as entries:
         for entry in entries:
-            if not entry.is_file():
+            if entry.is_dir():
+                listing.folders.append(Path(entry.path))
+            elif not entry.is_file():
                 continue
-            if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                listing.images.append(Path(entry.path))
             else:
-                ignored += 1
-    return sorted(images, key=lambda p: p.name), ignored
+                listing.others.append(Path(entry.path))
+    for paths in (listing.images, listing.others, listing.folders):
+        paths.sort(key=lambda p: p.name)
+    return listing
+
+
+def _skip(tree: InputTree, paths: list[Path], why: str) -> None:
+    for path in paths:
+        log.info("skipped %s (%s)", path, why)
+        tree.skipped.append(f"{path} ({why})")
+
+
+_EXTENSIONS = "not " + "/".join(sorted(IMAGE_EXTENSIONS))
 
 
 def _require_dir(path: Path, option: str) -> None:
@@ -128,23 +159,30 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
     """
     _require_dir(face_dir, "--face-dir")
     _require_dir(video_dir, "--video-dir")
-    face_files, ignored = _image_files(face_dir)
+    face_listing, video_listing = _list(face_dir), _list(video_dir)
     faces: dict[str, Path] = {}
     ambiguous: list[str] = []
-    for path in face_files:  # sorted, so the first of `a.jpg`, `a.png` wins, reproducibly
+    for path in face_listing.images:  # sorted: the first of `a.jpg`, `a.png` wins, reproducibly
         if path.stem in faces:
             ambiguous.append(path.stem)
         else:
             faces[path.stem] = path
-    with os.scandir(video_dir) as entries:
-        video_dirs = {e.name: Path(e.path) for e in entries if e.is_dir()}
+    video_dirs = {p.name: p for p in video_listing.folders}
 
-    tree = InputTree(identities=[], ambiguous_faces=sorted(set(ambiguous)), ignored_files=ignored)
+    tree = InputTree(identities=[], ambiguous_faces=sorted(set(ambiguous)))
+    tree.ignored_files = len(face_listing.others) + len(video_listing.others)
+    _skip(tree, face_listing.others + video_listing.others, _EXTENSIONS)
+    _skip(tree, face_listing.folders, "a folder in --face-dir; frontal images are files there")
+    _skip(tree, video_listing.images, "an image directly in --video-dir; frames go in "
+          "<video-dir>/<identity>/")  # fmt: skip
     for identity in sorted(faces.keys() | video_dirs.keys()):
         frames: list[Path] = []
         if identity in video_dirs:
-            frames, skipped = _image_files(video_dirs[identity])
-            tree.ignored_files += skipped
+            listing = _list(video_dirs[identity])
+            frames = listing.images
+            tree.ignored_files += len(listing.others)
+            _skip(tree, listing.others, _EXTENSIONS)
+            _skip(tree, listing.folders, "a folder inside an identity's folder; not searched")
         elif identity in faces:
             tree.face_without_video.append(identity)
         if identity not in faces:
@@ -157,4 +195,38 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
                 has_video_dir=identity in video_dirs,
             )
         )
+    tree.warnings = _check_folders(face_dir, video_dir, face_listing, video_listing, tree)
+    for warning in tree.warnings:
+        log.warning("%s", warning)
     return tree
+
+
+def _check_folders(
+    face_dir: Path, video_dir: Path, faces: _Listing, videos: _Listing, tree: InputTree
+) -> list[str]:
+    """Why the folders look wrong (swapped, or one level off), if they do."""
+    warnings = []
+    if not faces.images and faces.folders:
+        swapped = " (swapped with --video-dir?)" if videos.images else ""
+        warnings.append(
+            f"--face-dir {face_dir} holds no image but {len(faces.folders)} folders"
+            f"{swapped}: frontal images go directly in it as <identity>.<ext>; if it is the "
+            "parent of the face folder, give the face folder itself."
+        )
+    if not videos.folders and videos.images:
+        warnings.append(
+            f"--video-dir {video_dir} holds {len(videos.images)} images but no identity "
+            "folder: frames go in <video-dir>/<identity>/<frame>.<ext> (is it the face folder?)."
+        )
+    paired = sum(1 for i in tree.identities if i.face is not None and i.has_video_dir)
+    if tree.identities and not paired and not warnings:
+        warnings.append(
+            f"no identity has both a frontal image in {face_dir} and a folder in {video_dir}, "
+            "so none can be valid: check that the names match (the image's stem is the "
+            "folder's name) and that the two folders belong together."
+        )
+    if not tree.identities and not warnings:
+        warnings.append(
+            f"no identity found: {face_dir} has no image file and {video_dir} no folder."
+        )
+    return warnings

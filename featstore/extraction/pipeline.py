@@ -257,12 +257,26 @@ def _extract(
         video_without_face=tuple(tree.video_without_face),
         ambiguous_faces=tuple(tree.ambiguous_faces),
         ignored_files=tree.ignored_files,
+        skipped_inputs=tuple(tree.skipped),
+        warnings=tuple(tree.warnings),
+        without_inputs=_without_inputs(tree, location, models) if shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
         store_counts={m: store_counts(location, m) for m in models},
         shard=shard,
         engine=engine,
     )
+
+
+def _without_inputs(
+    tree: InputTree, location: StoreLocation, models: Sequence[str]
+) -> tuple[str, ...]:
+    """Identities the store holds but the inputs no longer have (deleted or renamed)."""
+    from urllib.parse import unquote
+
+    inputs = {f"identity={encode_segment(i.identity)}" for i in tree.identities}
+    stored = set().union(*(present_identities(location, m) for m in models))
+    return tuple(sorted(unquote(name.partition("=")[2]) for name in stored - inputs))
 
 
 def _check_engine(

@@ -35,6 +35,9 @@ class ExtractSummary:
     store_counts: dict[str, StoreCounts]
     shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
     engine: str = "local"
+    skipped_inputs: tuple[str, ...] = ()  # "<path> (why)" of every input not read
+    warnings: tuple[str, ...] = ()  # the input folders look wrong
+    without_inputs: tuple[str, ...] = ()  # identities in the store whose inputs are gone
 
     @property
     def images_per_s(self) -> float:
@@ -75,7 +78,20 @@ class ExtractSummary:
                 shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
                 noun = "identity" if len(names) == 1 else "identities"
                 lines.append(f"  note: {len(names)} {noun} with a {label}: {shown}")
-        if self.ignored_files:
-            lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
+        if self.without_inputs:
+            names = self.without_inputs
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            lines.append(
+                f"  note: {len(names)} identities in the store have no inputs any more "
+                f"(deleted or renamed): {shown}; their rows stay in the store and in "
+                "export-json until removed"
+            )
+        if self.skipped_inputs:
+            n = len(self.skipped_inputs)
+            lines.append(
+                f"  note: {n} input{'s' * (n != 1)} skipped, e.g. {self.skipped_inputs[0]}"
+                + ("" if n == 1 else "; featstore -v names them all")
+            )
+        lines.extend(f"  warning: {w}" for w in self.warnings)
         lines.append(f"store: {self.store}")
         return "\n".join(lines)

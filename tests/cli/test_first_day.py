@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
-from conftest import Extracted
+from conftest import MODEL, Dataset, Extracted, Models
 from featstore_cli.main import main
 
 from featstore.errors import InputError
@@ -79,3 +81,64 @@ def test_where_typo_never_shows_a_parenthesis_never_typed(where: str, expected: 
     with pytest.raises(InputError, match=re.escape(expected)) as err:
         check_where_with(con, where, ["avg_angle"])
     assert 'near ")"' not in str(err.value)
+
+
+def extract_cli(models: Models, face: Path, video: Path, store: Path, *flags: str) -> Result:
+    return invoke(
+        *flags,
+        "extract",
+        "--face-dir", face,
+        "--video-dir", video,
+        "--store", store,
+        "--model", MODEL,
+        "--weights", models.weights,
+        "--insightface-root", models.insightface_root,
+        "--cpu", "--workers", "0", "--no-progress",
+    )  # fmt: skip
+
+
+def test_swapped_or_parent_folders_are_warned_about(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    face, video = mini_dataset.face_dir, mini_dataset.video_dir
+    swapped = extract_cli(models, video, face, tmp_path / "s1")
+    assert swapped.exit_code == 0, swapped.output
+    assert "warning: --face-dir" in swapped.output and "swapped with --video-dir?" in swapped.output
+    assert f"--video-dir {face} holds 2 images but no identity folder" in swapped.output
+    parent = extract_cli(models, mini_dataset.root, video, tmp_path / "s2")
+    assert parent.exit_code == 0, parent.output
+    assert f"warning: --face-dir {mini_dataset.root} holds no image but 2 folders" in parent.output
+    assert "give the face folder itself" in parent.output
+    fine = extract_cli(models, face, video, tmp_path / "s3")
+    assert fine.exit_code == 0 and "warning" not in fine.output.lower(), fine.output
+
+
+def test_skipped_inputs_are_named_and_deleted_identities_reported(
+    mini_dataset: Dataset, models: Models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="featstore")  # what -v shows
+    root = tmp_path / "data"
+    shutil.copytree(mini_dataset.root, root)
+    face, video = root / "face", root / "video"
+    identity = sorted(p.stem for p in face.iterdir())[0]
+    (face / "notes.txt").write_text("not an image")
+    loose = video / "loose.jpg"
+    shutil.copy(next(face.glob("*.jpg")), loose)
+    nested = video / identity / "more"
+    nested.mkdir()
+    result = extract_cli(models, face, video, tmp_path / "store", "-v")
+    assert result.exit_code == 0, result.output
+    assert "note: 3 inputs skipped" in result.output
+    for path in (face / "notes.txt", loose, nested):  # -v names every one
+        assert f"skipped {path} (" in caplog.text
+    assert "an image directly in --video-dir" in caplog.text
+    assert "a folder inside an identity's folder" in caplog.text
+
+    next(face.glob(f"{identity}.*")).unlink()
+    shutil.rmtree(video / identity)
+    again = extract_cli(models, face, video, tmp_path / "store")
+    assert again.exit_code == 0, again.output
+    assert (
+        f"note: 1 identities in the store have no inputs any more (deleted or renamed): {identity}"
+        in again.output
+    )
