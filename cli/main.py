@@ -17,6 +17,7 @@ from featstore_cli.validate_command import validate
 
 from featstore import __version__
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.extractor import PROGRESS_LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +40,8 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The --no-progress heartbeat (images/s, ETA) is shown without -v.
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
 
 
 @main.command()
@@ -122,7 +125,23 @@ def main(verbose: bool) -> None:
     is_flag=True,
     help="Redo every identity, replacing rows made with other settings.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bar; a log line with images/s and ETA every minute instead (for logs).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Only the first N identities by name: try a few before a long run.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check inputs, models and the store's settings; print what would be extracted; "
+    "write nothing.",
+)
 @click.option(
     "--shard",
     metavar="I/N",
@@ -171,6 +190,8 @@ def extract(
     precision: str,
     overwrite: bool,
     no_progress: bool,
+    limit: int | None,
+    dry_run: bool,
     shard: str | None,
     engine: str,
     ray_address: str | None,
@@ -221,6 +242,8 @@ def extract(
         shard=parse_shard(shard) if shard is not None else None,
         engine=engine,  # type: ignore[arg-type]
         ray_options=ray_options,
+        limit=limit,
+        dry_run=dry_run,
     )
     click.echo(summary.format())
 

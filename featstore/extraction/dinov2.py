@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import socket
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -227,12 +228,30 @@ def _hint_file(name: str) -> str:
     return f"Hint: give the official {stem}_pretrain.pth as weights= (CLI: --weights)."
 
 
-def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
+def check_checkpoint(path: Path, name: str) -> None:
+    """Check that `path` holds `name`'s weights (keys and shapes), without loading them.
+
+    The tensors are memory-mapped, not read, so every model of a run can be checked
+    before any work starts.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError: as `load_checkpoint`.
+    """
+    if name not in MODEL_SPECS:
+        raise _unknown(name)
+    with torch.device("meta"):
+        expected = dict(build_model(name).named_parameters())
+    _check_layout(_read_state_dict(Path(path), name, mmap=True), expected, Path(path), name)
+
+
+def _read_state_dict(path: Path, name: str, *, mmap: bool = False) -> dict[str, Tensor]:
     """The tensors of checkpoint `path`, unwrapped from a `model`/`state_dict` entry."""
     if not path.is_file():
         raise ModelNotFoundError(f"DINOv2 weights file not found: {path}\n{_hint_file(name)}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap needs the zip format (every torch.save since 1.6); older files are read whole.
+        mmap = mmap and zipfile.is_zipfile(path)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a non-checkpoint file
         first_line = (str(exc).splitlines() or [""])[0]
         if "Weights only load failed" in first_line:

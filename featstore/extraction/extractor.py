@@ -28,6 +28,8 @@ from featstore.store.layout import write_partition
 from featstore.store.location import StoreLocation
 
 log = logging.getLogger(__name__)
+# Where the engines log progress when the bar is off; the CLI shows it without -v.
+PROGRESS_LOGGER = "featstore.progress"
 
 
 @dataclass(frozen=True)

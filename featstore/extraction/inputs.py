@@ -61,6 +61,22 @@ class InputTree:
     def image_count(self) -> int:
         return sum((1 if i.face else 0) + len(i.frames) for i in self.identities)
 
+    def first(self, limit: int) -> InputTree:
+        """The first `limit` identities by name (to try a few before a long run)."""
+        if limit < 1:
+            raise InputError(f"limit must be at least 1 (CLI: --limit N), got {limit}.")
+        kept = self.identities[:limit]
+        names = {i.identity for i in kept}
+        return InputTree(
+            identities=kept,
+            face_without_video=[n for n in self.face_without_video if n in names],
+            video_without_face=[n for n in self.video_without_face if n in names],
+            ambiguous_faces=[n for n in self.ambiguous_faces if n in names],
+            ignored_files=self.ignored_files,
+            skipped=self.skipped,
+            warnings=self.warnings,
+        )
+
     def shard(self, index: int, count: int) -> InputTree:
         """The identities of shard `index` of `count` (see `shard_of`), notes included."""
         check_shard(index, count)

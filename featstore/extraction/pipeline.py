@@ -20,8 +20,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import featstore
-from featstore.errors import InputError
+from featstore.errors import InputError, ProvenanceMismatchError
 from featstore.extraction.detection import DetectorSettings, FaceDetector, find_detector_file
+from featstore.extraction.dinov2 import check_checkpoint
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 from featstore.extraction.embedding import (
     PREPROCESSING,
@@ -40,6 +41,7 @@ from featstore.extraction.inputs import IdentityInputs, InputTree, check_shard, 
 from featstore.extraction.local_engine import run_local
 from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
+from featstore.store.query import StoreCounts
 from featstore.store.layout import (
     check_claim,
     claim_model,
@@ -47,6 +49,8 @@ from featstore.store.layout import (
     open_store,
     partition_is_current,
     present_identities,
+    provenance_differences,
+    read_provenance,
     remove_stale_temporaries,
 )
 from featstore.store.location import StoreLocation, resolve_store
@@ -75,6 +79,8 @@ def extract(
     shard: tuple[int, int] | None = None,
     engine: Engine = "local",
     ray_options: RayOptions | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
 ) -> ExtractSummary:
     """Extract features, landmarks, boxes and angles of every image into `store`.
 
@@ -97,6 +103,9 @@ def extract(
             so `n` independent processes fill one store. Not with `overwrite`.
         engine: "local" (this process) or "ray" (actors on a Ray cluster, `ray_options`).
         ray_options: where the Ray cluster is and how to place workers (engine "ray").
+        limit: only the first `limit` identities by name (try a few before a long run).
+        dry_run: check the inputs, every model and the store's settings, and say what
+            would be extracted, without loading DINOv2 or writing anything.
 
     Raises:
         InputError, StoreError, ProvenanceMismatchError, ModelNotFoundError, ModelLoadError.
@@ -120,6 +129,8 @@ def extract(
         shard=shard,
         engine=engine,
         ray_options=ray_options,
+        limit=limit,
+        dry_run=dry_run,
     )
 
 
@@ -137,6 +148,8 @@ def extract_inputs(
     shard: tuple[int, int] | None = None,
     engine: Engine = "local",
     ray_options: RayOptions | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
 ) -> ExtractSummary:
     """`extract` of identities listed by the caller instead of found by walking a tree.
 
@@ -146,9 +159,11 @@ def extract_inputs(
     """
     started = time.perf_counter() if started is None else started
     _check_engine(engine, ray_options, shard, overwrite)
+    if limit is not None:
+        tree = tree.first(limit)
     with contextlib.ExitStack() as stack:
         ray = None
-        if engine == "ray":
+        if engine == "ray" and not dry_run:
             from featstore.extraction.ray_engine import RayOptions, ray_session
 
             ray_options = ray_options or RayOptions()
@@ -166,6 +181,8 @@ def extract_inputs(
             shard=shard,
             ray=ray,
             ray_options=ray_options,
+            dry_run=dry_run,
+            limit=limit,
         )
 
 
@@ -183,6 +200,8 @@ def _extract(
     shard: tuple[int, int] | None,
     ray: ModuleType | None,
     ray_options: RayOptions | None,
+    dry_run: bool = False,
+    limit: int | None = None,
 ) -> ExtractSummary:
     """`extract` once the engine is ready (`ray`: the connected Ray module, or None)."""
     engine: Engine = "local" if ray is None else "ray"
@@ -198,11 +217,16 @@ def _extract(
         raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
     if shard is not None:
         tree = tree.shard(*shard)
-    location = open_store(resolve_store(store))
-    remove_stale_temporaries(location)
+    location = resolve_store(store)
+    if not dry_run:
+        location = open_store(location)
+        remove_stale_temporaries(location)
 
     overrides = {name: Path(p) for name, p in (weights or {}).items()}
     refs = tuple(resolve_model(name, overrides.get(name)) for name in models)
+    if runtime.dinov2_source == "featstore":
+        for ref in refs:  # every checkpoint fits its model before any work starts
+            check_checkpoint(ref.weights, ref.name)
     # The local engine loads its detector now: a pack that does not load fails before
     # the store is touched. Ray actors load theirs (and pick its device where they run);
     # the driver only finds the file, for the provenance.
@@ -212,15 +236,21 @@ def _extract(
     provenance = {
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
-    discarded = {m: claim_model(location, m, provenance[m], overwrite=overwrite) for m in models}
+    if dry_run:
+        discarded = {m: _would_discard(location, m, provenance[m], overwrite) for m in models}
+    else:
+        discarded = {
+            m: claim_model(location, m, provenance[m], overwrite=overwrite) for m in models
+        }
     plan = _plan(tree, location, models, provenance, force=overwrite, discarded=discarded)
     images = sum(len(job.tasks()) for job in plan)
+    counted = {m: StoreCounts() for m in models} if dry_run else {}
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
     counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0}
     timings = {"setup_s": time.perf_counter() - started, "processing_s": 0.0}
     providers = list(local_detector.providers) if local_detector else []
-    if plan:
+    if plan and not dry_run:
         spec = WorkerSpec(
             refs=refs,
             detector=detector,
@@ -262,10 +292,29 @@ def _extract(
         without_inputs=_without_inputs(tree, location, models) if shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
-        store_counts={m: store_counts(location, m) for m in models},
+        store_counts=counted or {m: store_counts(location, m) for m in models},
         shard=shard,
         engine=engine,
+        dry_run=dry_run,
+        model_files=tuple(f"{ref.name}: {ref.weights}" for ref in refs)
+        + (f"detector: {detector_file}",),
+        limit=limit,
     )
+
+
+def _would_discard(
+    location: StoreLocation, model: str, provenance: Mapping[str, Any], overwrite: bool
+) -> bool:
+    """What `claim_model` would decide, without writing: refuse, discard or keep."""
+    stored = read_provenance(location, model)
+    diffs = provenance_differences(stored, provenance) if stored is not None else []
+    if diffs and not overwrite and present_identities(location, model):
+        raise ProvenanceMismatchError(
+            f"{location.describe(model)}: this run would be refused; the store's rows were "
+            "extracted differently:\n  " + "\n  ".join(diffs) + "\nHint: use the same "
+            "settings, another store, or overwrite (CLI: --overwrite)."
+        )
+    return bool(diffs)
 
 
 def _without_inputs(

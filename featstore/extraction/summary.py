@@ -38,6 +38,9 @@ class ExtractSummary:
     skipped_inputs: tuple[str, ...] = ()  # "<path> (why)" of every input not read
     warnings: tuple[str, ...] = ()  # the input folders look wrong
     without_inputs: tuple[str, ...] = ()  # identities in the store whose inputs are gone
+    dry_run: bool = False  # nothing was extracted: the counts say what would be
+    model_files: tuple[str, ...] = ()  # "<model>: <path>", then "detector: <path>"
+    limit: int | None = None  # only the first `limit` identities were considered
 
     @property
     def images_per_s(self) -> float:
@@ -49,6 +52,8 @@ class ExtractSummary:
 
     def format(self) -> str:
         """A human summary in the spirit of the seed script's closing report."""
+        if self.dry_run:
+            return self._format_dry_run()
         c = self.run_counts
         where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
@@ -92,6 +97,24 @@ class ExtractSummary:
                 f"  note: {n} input{'s' * (n != 1)} skipped, e.g. {self.skipped_inputs[0]}"
                 + ("" if n == 1 else "; featstore -v names them all")
             )
-        lines.extend(f"  warning: {w}" for w in self.warnings)
+        lines.extend(self._input_notes())
         lines.append(f"store: {self.store}")
+        return "\n".join(lines)
+
+    def _input_notes(self) -> list[str]:
+        lines = [f"  warning: {w}" for w in self.warnings]
+        if self.limit is not None:
+            lines.append(f"  note: limited to the first {self.limit} identities by name")
+        return lines
+
+    def _format_dry_run(self) -> str:
+        lines = [
+            f"dry run: would extract {self.images_extracted} images of "
+            f"{self.identities_extracted} identities on {self.device}; "
+            f"{self.identities_skipped} of {self.identities_in_input} identities up to date",
+            "  models (checked, not loaded):",
+            *(f"    {line}" for line in self.model_files),
+            *self._input_notes(),
+            f"store: {self.store} (nothing written)",
+        ]
         return "\n".join(lines)

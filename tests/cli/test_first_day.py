@@ -84,9 +84,10 @@ def test_where_typo_never_shows_a_parenthesis_never_typed(where: str, expected: 
 
 
 def extract_cli(models: Models, face: Path, video: Path, store: Path, *flags: str) -> Result:
+    """`featstore extract` with the stand-in models, fast settings and `flags` after."""
     return invoke(
-        *flags,
         "extract",
+        *flags,
         "--face-dir", face,
         "--video-dir", video,
         "--store", store,
@@ -126,7 +127,7 @@ def test_skipped_inputs_are_named_and_deleted_identities_reported(
     shutil.copy(next(face.glob("*.jpg")), loose)
     nested = video / identity / "more"
     nested.mkdir()
-    result = extract_cli(models, face, video, tmp_path / "store", "-v")
+    result = extract_cli(models, face, video, tmp_path / "store")
     assert result.exit_code == 0, result.output
     assert "note: 3 inputs skipped" in result.output
     for path in (face / "notes.txt", loose, nested):  # -v names every one
@@ -142,3 +143,64 @@ def test_skipped_inputs_are_named_and_deleted_identities_reported(
         f"note: 1 identities in the store have no inputs any more (deleted or renamed): {identity}"
         in again.output
     )
+
+
+def test_dry_run_says_what_would_be_done_and_writes_nothing(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    dry = extract_cli(models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: would extract 8 images of 2 identities on cpu; 0 of 2" in dry.output
+    assert f"{MODEL}: {models.weights}" in dry.output and "detector: " in dry.output
+    assert "(nothing written)" in dry.output
+    assert not store.exists()
+    limited = extract_cli(
+        models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--limit", "1"
+    )
+    assert limited.exit_code == 0, limited.output
+    assert "extracted 4 images of 1 identities" in limited.output
+    assert "note: limited to the first 1 identities by name" in limited.output
+    rest = extract_cli(models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--dry-run")
+    assert "dry run: would extract 4 images of 1 identities on cpu; 1 of 2" in rest.output
+
+
+def test_every_checkpoint_is_checked_before_any_work(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    args = ["--weights", f"{MODEL}={models.weights_reg}"]  # a _reg checkpoint for vits14
+    result = invoke(
+        "extract",
+        "--face-dir", mini_dataset.face_dir,
+        "--video-dir", mini_dataset.video_dir,
+        "--store", store,
+        "--model", MODEL,
+        *args,
+        "--insightface-root", models.insightface_root,
+        "--cpu", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "does not hold dinov2_vits14 weights" in result.output
+    assert not list(store.glob("model=*"))  # no claim, no partition: nothing was started
+
+
+def test_no_progress_logs_a_heartbeat(
+    mini_dataset: Dataset,
+    models: Models,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from featstore.extraction import local_engine
+
+    monkeypatch.setattr(local_engine, "HEARTBEAT_S", 0.0)  # every batch, not every minute
+    caplog.set_level(logging.INFO, logger="featstore.progress")
+    store = tmp_path / "store"
+    result = extract_cli(
+        models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--batch-size", "2"
+    )
+    assert result.exit_code == 0, result.output
+    lines = [r.getMessage() for r in caplog.records if r.name == "featstore.progress"]
+    line = re.compile(r"\d+/8 images \(\d+%\), [\d.]+ images/s, ETA \d+m\d\ds")
+    assert len(lines) == 3 and all(line.fullmatch(text) for text in lines), lines  # 2, 4, 6 of 8
