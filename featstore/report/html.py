@@ -242,6 +242,7 @@ def _distributions(data: ReportData) -> str:
             "norm (expected 1)",
             [Series(role, v) for role, v in norms.norms.items() if v.size],
             log_y=True,
+            min_span=4 * norms.tolerance,
         ),
         Panel(
             "frames per identity",
@@ -281,6 +282,7 @@ def _distributions(data: ReportData) -> str:
     )
 
 
+PLACEHOLDER_CHARS = 60  # what fits in a thumbnail's box; the whole reason is its tooltip
 _KEYPOINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 
 
@@ -289,7 +291,11 @@ def _figure(image: GalleryImage, caption: str) -> str:
     if t.data_uri is not None:
         picture = f"<img src='{t.data_uri}' alt='{escape(t.image_path)}'>"
     else:
-        picture = f"<div class='placeholder'>{escape(t.problem or 'not shown')}</div>"
+        problem = t.problem or "not shown"
+        short = (
+            problem if len(problem) <= PLACEHOLDER_CHARS else problem[: PLACEHOLDER_CHARS - 1] + "…"
+        )
+        picture = f"<div class='placeholder' title='{escape(problem)}'>{escape(short)}</div>"
     return (
         f"<figure>{picture}<figcaption>{caption}<br>"
         f"<span class='muted'>{escape(t.image_path)}</span></figcaption></figure>"
@@ -368,7 +374,7 @@ def _comparisons(comparisons: list[ModelComparison]) -> str:
         title = f"<h3>{escape(c.model)} vs {escape(c.other)}</h3>"
         if not c.comparable:
             parts.append(
-                title + f"<p class='bad'>Cannot be compared: {escape(c.model)} has {c.dim} "
+                title + f"<p class='muted'>Cannot be compared: {escape(c.model)} has {c.dim} "
                 f"dimensions and {escape(c.other)} has {c.other_dim}.</p>"
             )
             continue
