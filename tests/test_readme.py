@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -198,3 +199,32 @@ def test_user_facing_text_names_no_spec() -> None:
     assert spec.search(README.read_text("utf-8")) is None
     assert (ROOT / "docs" / "formats.md").is_file()
     assert "docs/formats.md" in README.read_text("utf-8")
+
+
+def test_distribution_name_and_license_install_cleanly() -> None:
+    """`featstore` on PyPI is another project; an SPDX string keeps setuptools quiet."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+    assert project["name"] == "featstore-faces"
+    assert isinstance(project["license"], str)  # not a {text = ...} table (deprecated)
+    readme = README.read_text("utf-8")
+    assert "pip install featstore " not in readme and "pip install featstore\n" not in readme
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_bench_is_quick_unless_full() -> None:
+    def commands(*args: str) -> list[str]:
+        done = subprocess.run(
+            ["make", "-n", "-o", "install", "bench", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if "bench/" in line]
+
+    quick, full = commands(), commands("FULL=1")
+    assert len(quick) == len(full) == 5
+    assert all("--identities" in line for line in quick)
+    assert not any("--identities" in line for line in full)  # the scripts' full defaults
