@@ -137,6 +137,12 @@ def main(verbose: bool) -> None:
     help="Only the first N identities by name: try a few before a long run.",
 )
 @click.option(
+    "--rebase",
+    is_flag=True,
+    help="The images moved (same folders under a new base dir): keep the rows and record "
+    "the new base dir instead of refusing.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Check inputs, models and the store's settings; print what would be extracted; "
@@ -191,6 +197,7 @@ def extract(
     overwrite: bool,
     no_progress: bool,
     limit: int | None,
+    rebase: bool,
     dry_run: bool,
     shard: str | None,
     engine: str,
@@ -244,6 +251,7 @@ def extract(
         ray_options=ray_options,
         limit=limit,
         dry_run=dry_run,
+        rebase=rebase,
     )
     click.echo(summary.format())
 

@@ -49,8 +49,10 @@ from featstore.store.layout import (
     open_store,
     partition_is_current,
     present_identities,
+    partition_key,
     provenance_differences,
     read_provenance,
+    rebase_model,
     remove_stale_temporaries,
 )
 from featstore.store.location import StoreLocation, resolve_store
@@ -81,6 +83,7 @@ def extract(
     ray_options: RayOptions | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """Extract features, landmarks, boxes and angles of every image into `store`.
 
@@ -106,6 +109,8 @@ def extract(
         limit: only the first `limit` identities by name (try a few before a long run).
         dry_run: check the inputs, every model and the store's settings, and say what
             would be extracted, without loading DINOv2 or writing anything.
+        rebase: the images moved (the same folders under a new base dir): record the new
+            base dir and keep the rows of unchanged identities instead of refusing.
 
     Raises:
         InputError, StoreError, ProvenanceMismatchError, ModelNotFoundError, ModelLoadError.
@@ -131,6 +136,7 @@ def extract(
         ray_options=ray_options,
         limit=limit,
         dry_run=dry_run,
+        rebase=rebase,
     )
 
 
@@ -150,6 +156,7 @@ def extract_inputs(
     ray_options: RayOptions | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` of identities listed by the caller instead of found by walking a tree.
 
@@ -183,6 +190,7 @@ def extract_inputs(
             ray_options=ray_options,
             dry_run=dry_run,
             limit=limit,
+            rebase=rebase,
         )
 
 
@@ -202,6 +210,7 @@ def _extract(
     ray_options: RayOptions | None,
     dry_run: bool = False,
     limit: int | None = None,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` once the engine is ready (`ray`: the connected Ray module, or None)."""
     engine: Engine = "local" if ray is None else "ray"
@@ -236,6 +245,12 @@ def _extract(
     provenance = {
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
+    if rebase and not dry_run:
+        for m in models:
+            _check_same_layout(tree, location, m, base)
+            old = rebase_model(location, m, provenance[m])
+            if old is not None:
+                log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
     if dry_run:
         discarded = {m: _would_discard(location, m, provenance[m], overwrite) for m in models}
     else:
@@ -300,6 +315,34 @@ def _extract(
         + (f"detector: {detector_file}",),
         limit=limit,
     )
+
+
+def _check_same_layout(tree: InputTree, location: StoreLocation, model: str, base: Path) -> None:
+    """Before a rebase: an identity's stored frontal path must be its path under `base`."""
+    import pyarrow.parquet as pq
+
+    from featstore.store.paths import relative_path
+
+    present = present_identities(location, model)
+    for inputs in tree.identities:
+        if inputs.face is None or f"identity={encode_segment(inputs.identity)}" not in present:
+            continue
+        table = pq.read_table(
+            location.path(partition_key(model, inputs.identity)),
+            columns=["role", "image_path"],
+            filesystem=location.fs,
+        )
+        stored = [p for r, p in zip(*table.to_pydict().values(), strict=True) if r == "face"]
+        expected = relative_path(inputs.face, base)
+        if stored and stored[0] != expected:
+            raise InputError(
+                f"rebase: {inputs.identity!r}'s frontal image is stored as {stored[0]!r} but "
+                f"is {expected!r} under the new base dir {base}: the folders below the base "
+                "dir changed, so the stored paths would be wrong.\nHint: give base_dir= "
+                "(CLI: --base-dir) the folder that now holds what the old base dir held, or "
+                "extract again with overwrite (CLI: --overwrite)."
+            )
+        return  # one identity shows the layout; every path was made the same way
 
 
 def _would_discard(

@@ -315,6 +315,23 @@ def claim_model(
     return stored is None
 
 
+def rebase_model(store: StoreLike, model: str, provenance: Mapping[str, Any]) -> str | None:
+    """Record a new base dir for the model's rows (the images moved); the old one, or None.
+
+    Only the base dir may differ: rows keep their relative paths, and partitions are
+    compared without it (see `partition_is_current`), so unchanged identities are kept.
+    """
+    loc = resolve_store(store)
+    stored = read_provenance(loc, model)
+    if stored is None or stored.get("base_dir") == provenance.get("base_dir"):
+        return None
+    diffs = provenance_differences({**stored, "base_dir": None}, {**provenance, "base_dir": None})
+    if diffs:
+        raise _mismatch(loc, model, diffs)
+    _write_provenance(loc, model, provenance)
+    return str(stored.get("base_dir"))
+
+
 def check_claim(store: StoreLike, model: str, provenance: Mapping[str, Any]) -> None:
     """Refuse when the model's provenance changed under a run (a concurrent run's claim)."""
     loc = resolve_store(store)
@@ -334,11 +351,18 @@ def _mismatch(
             "extracted:\n  " + "\n  ".join(diffs) + "\nHint: run every shard with the same "
             "settings; extract again with the settings you mean to keep (and --overwrite)."
         )
+    moved = any(d.startswith("base_dir:") for d in diffs)
     return ProvenanceMismatchError(
         f"{where} holds rows extracted differently from this run:\n  "
         + "\n  ".join(diffs)
         + "\nHint: use the same settings, another --store, or --overwrite to "
         "replace this model's rows."
+        + (
+            "\nIf only the images moved (same folders below the base dir), keep the rows: "
+            "rebase=True (CLI: --rebase)."
+            if moved
+            else ""
+        )
     )
 
 
@@ -410,10 +434,14 @@ def partition_is_current(
         stored = json.loads(metadata.get(META_PROVENANCE, b"null"))
     except (OSError, ValueError, pa.ArrowInvalid):
         return False  # missing, or a torn file from an old crash: extract again
+    # The base dir is the model's (claim_model and rebase_model check it), not the rows':
+    # rows keep relative paths, so a rebased model's partitions stay current.
     return (
         metadata.get(META_FINGERPRINT) == fingerprint.encode()
         and isinstance(stored, dict)
-        and not provenance_differences(stored, provenance)
+        and not provenance_differences(
+            {**stored, "base_dir": None}, {**provenance, "base_dir": None}
+        )
     )
 
 

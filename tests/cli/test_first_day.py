@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -204,3 +205,33 @@ def test_no_progress_logs_a_heartbeat(
     lines = [r.getMessage() for r in caplog.records if r.name == "featstore.progress"]
     line = re.compile(r"\d+/8 images \(\d+%\), [\d.]+ images/s, ETA \d+m\d\ds")
     assert len(lines) == 3 and all(line.fullmatch(text) for text in lines), lines  # 2, 4, 6 of 8
+
+
+def test_a_moved_dataset_is_rebased_not_extracted_again(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    old = tmp_path / "old" / "data"
+    shutil.copytree(mini_dataset.root, old)  # copytree keeps mtimes, as mv and rsync -a do
+    store = tmp_path / "store"
+    first = extract_cli(models, old / "face", old / "video", store)
+    assert first.exit_code == 0, first.output
+    new = tmp_path / "new" / "data"
+    new.parent.mkdir()
+    old.rename(new)
+
+    refused = extract_cli(models, new / "face", new / "video", store)
+    assert refused.exit_code == 1
+    assert "base_dir: stored" in refused.output and "(CLI: --rebase)" in refused.output
+    rebased = extract_cli(models, new / "face", new / "video", store, "--rebase")
+    assert rebased.exit_code == 0, rebased.output
+    assert "extracted 0 images of 0 identities" in rebased.output
+    assert "2 identities already up to date" in rebased.output
+    info = json.loads(next(store.glob("model=*/_provenance.json")).read_text("utf-8"))
+    assert info["base_dir"] == new.as_posix()
+    again = extract_cli(models, new / "face", new / "video", store)  # no flag needed now
+    assert "extracted 0 images of 0 identities" in again.output, again.output
+
+    (new / "face").rename(new / "faces")  # another layout below the base dir: refused
+    moved = extract_cli(models, new / "faces", new / "video", store, "--rebase")
+    assert moved.exit_code == 1
+    assert "the folders below the base dir changed" in moved.output
