@@ -48,16 +48,19 @@ class DemoInputs:
         )
 
 
-def build_demo_inputs(workdir: Path, *, identities: int = 12, frames: int = 10) -> DemoInputs:
+def build_demo_inputs(
+    workdir: Path, *, identities: int = 12, frames: int = 10, awkward: bool = True
+) -> DemoInputs:
     """Generate the dataset (with awkward names and bad files) and stand-in models once."""
     data = workdir / "data"
     if not (data / "face").is_dir():
         face_dir, video_dir = generate_face_tree(
             data, identities=identities, frames_per_identity=frames
         )
-        write_awkward_identities(face_dir, video_dir)
-        write_bad_frames(face_dir, video_dir)
-        write_orphans(face_dir, video_dir)
+        if awkward:
+            write_awkward_identities(face_dir, video_dir)
+            write_bad_frames(face_dir, video_dir)
+            write_orphans(face_dir, video_dir)
     models = workdir / "models"
     weights = models / f"{DEMO_MODEL}_random_pretrain.pth"
     if not weights.exists():
