@@ -50,8 +50,8 @@ def where_error(where: str, message: str, columns: list[str]) -> InputError:
     # a `)` the user never typed, so say what it means instead.
     if f"LINE {where.count(chr(10)) + 3}:" in message:
         first_line = (
-            "it ends too early (an unclosed parenthesis, or an operator without its "
-            "right-hand side)"
+            f"{first_line.split(':')[0]}: it ends too early (an unclosed parenthesis, or an "
+            "operator without its right-hand side)"
         )
     return InputError(
         f"--where {where!r} is not a usable filter over the frames: {first_line}\n"
