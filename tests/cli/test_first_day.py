@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -235,3 +238,21 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     moved = extract_cli(models, new / "faces", new / "video", store, "--rebase")
     assert moved.exit_code == 1
     assert "the folders below the base dir changed" in moved.output
+
+
+def test_a_plain_import_reaches_the_documented_api() -> None:
+    """`import featstore`, then what the README uses, in a fresh interpreter."""
+    code = (
+        "import featstore\n"
+        "assert callable(featstore.query.Store) and callable(featstore.report.read_report)\n"
+        "s = featstore.DetectorSettings(root='~/.insightface')\n"
+        "assert s.pack_dir.name == 'buffalo_l' and s.pack_dir.is_absolute()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
