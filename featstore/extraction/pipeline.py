@@ -41,21 +41,21 @@ from featstore.extraction.inputs import IdentityInputs, InputTree, check_shard, 
 from featstore.extraction.local_engine import run_local
 from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
-from featstore.store.query import StoreCounts
 from featstore.store.layout import (
     check_claim,
     claim_model,
     encode_segment,
     open_store,
     partition_is_current,
-    present_identities,
     partition_key,
+    present_identities,
     provenance_differences,
     read_provenance,
     rebase_model,
     remove_stale_temporaries,
 )
 from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.query import StoreCounts
 
 if TYPE_CHECKING:
     from featstore.extraction.ray_engine import RayOptions
