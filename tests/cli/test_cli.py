@@ -86,7 +86,9 @@ def test_extract_prints_the_summary(tmp_path: Path, mini_dataset: Dataset, model
 
     refused = invoke(*args, "--det-thresh", "0.6")
     assert_clean_error(refused, "holds rows extracted differently from this run")
-    assert '"det_thresh": 0.5' in refused.output and '"det_thresh": 0.6' in refused.output
+    # Only what differs, old -> new; never the whole detector object.
+    assert "detector.det_thresh: stored 0.5 -> now 0.6" in refused.output
+    assert "det_size" not in refused.output and "model_sha256" not in refused.output
     assert "Hint:" in refused.output
 
 
