@@ -3,17 +3,53 @@
 Same flags (`--video_dir --face_dir --output_file --base_dir --dinov2_model --use_cpu`)
 and defaults, so one command line swaps for the other and the trainer runs unchanged:
 extract into a store (kept, so reruns only redo what changed), then export the JSON.
+featstore's own settings come in the seed's spelling (`--batch_size`, `--insightface_root`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from featstore_cli.common import library_errors
 
-from featstore.errors import printable_message
+from featstore.errors import FeatstoreError, printable_message
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The library's hints name `extract`'s flags; this command spells them the seed's way.
+_SEED_FLAGS = [
+    (re.compile(r"--weights [\w.-]+=PATH"), "--weights PATH"),
+    (re.compile(r"--insightface-root\b"), "--insightface_root"),
+    (re.compile(r"--batch-size\b"), "--batch_size"),
+    (re.compile(r"--base-dir\b"), "--base_dir"),
+    (re.compile(r"--model\b"), "--dinov2_model"),
+    (re.compile(r"--cpu\b"), "--use_cpu"),
+    (re.compile(r"--device [\w:]+"), "--use_cpu"),
+]
+
+
+def seed_flags(message: str) -> str:
+    """`message` with extract's flags renamed to this command's."""
+    for pattern, replacement in _SEED_FLAGS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _seed_flag_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatstoreError as exc:
+            raise type(exc)(seed_flags(str(exc))) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.command("filter-valid-images")
@@ -55,10 +91,29 @@ from featstore.extraction.dinov2_specs import DEFAULT_MODEL
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("~/.insightface"),
     show_default=True,
-    help="Folder holding models/buffalo_l/.",
+    help="Folder holding models/<pack>/.",
+)
+@click.option("--pack", default="buffalo_l", show_default=True, help="InsightFace model pack.")
+@click.option(
+    "--batch_size",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images per model batch.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="DINOv2 compute precision (fp16 needs CUDA).",
+)
+@click.option(
+    "--workers", type=click.IntRange(0), help="Decoding processes [default: one per spare core]."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @library_errors
+@_seed_flag_errors
 def filter_valid_images(
     video_dir: Path,
     face_dir: Path,
@@ -69,6 +124,10 @@ def filter_valid_images(
     store: Path | None,
     weights: Path | None,
     insightface_root: Path,
+    pack: str,
+    batch_size: int,
+    precision: str,
+    workers: int | None,
     no_progress: bool,
 ) -> None:
     """Extract, keep valid images, write the trainer's JSON (the seed script's interface)."""
@@ -85,8 +144,14 @@ def filter_valid_images(
         models=[dinov2_model],
         weights={dinov2_model: weights} if weights else None,
         base_dir=base,
-        detector=DetectorSettings(root=insightface_root),
-        runtime=RuntimeOptions(device="cpu" if use_cpu else None, progress=not no_progress),
+        detector=DetectorSettings(root=insightface_root, pack=pack),
+        runtime=RuntimeOptions(
+            device="cpu" if use_cpu else None,
+            batch_size=batch_size,
+            workers=workers,
+            precision=precision,  # type: ignore[arg-type]
+            progress=not no_progress,
+        ),
     )
     click.echo(printable_message(summary.format()))
     exported = export_json(store, out=output_file, model=dinov2_model, base_dir=base)

@@ -11,13 +11,14 @@ import click
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
-from featstore_cli.query_commands import info, query
+from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.extractor import PROGRESS_LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +41,8 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The --no-progress heartbeat (images/s, ETA) is shown without -v.
+    logging.getLogger(PROGRESS_LOGGER).setLevel(logging.INFO)
 
 
 @main.command()
@@ -123,7 +126,29 @@ def main(verbose: bool) -> None:
     is_flag=True,
     help="Redo every identity, replacing rows made with other settings.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bar; a log line with images/s and ETA every minute instead (for logs).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Only the first N identities by name: try a few before a long run.",
+)
+@click.option(
+    "--rebase",
+    is_flag=True,
+    help="The images moved (same folders under a new base dir): keep the rows and record "
+    "the new base dir instead of refusing.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check inputs, models and the store's settings; print what would be extracted; "
+    "write nothing.",
+)
 @click.option(
     "--commit-every",
     type=click.IntRange(1),
@@ -142,7 +167,7 @@ def main(verbose: bool) -> None:
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore[ray]').",
+    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore-faces[ray]').",
 )
 @click.option(
     "--ray-address",
@@ -180,6 +205,9 @@ def extract(
     overwrite: bool,
     no_progress: bool,
     commit_every: int,
+    limit: int | None,
+    rebase: bool,
+    dry_run: bool,
     shard: str | None,
     engine: str,
     ray_address: str | None,
@@ -188,7 +216,7 @@ def extract(
 ) -> None:
     """Detect faces and extract DINOv2 features of every image into the store.
 
-    Each image with a face also gets its landmarks, the spherical angles of SPEC §2 and the
+    Each image with a face also gets its landmarks, the spherical angles of docs/formats.md and the
     head pose face000-pose-v1 (euler_angles, rotation_matrix, pose_landmarks_3d): solved
     by OpenCV's EPnP from the five keypoints to the seed's mean face, focal length = image
     width; null when the keypoints are degenerate (-v logs why).
@@ -237,6 +265,9 @@ def extract(
         shard=parse_shard(shard) if shard is not None else None,
         engine=engine,  # type: ignore[arg-type]
         ray_options=ray_options,
+        limit=limit,
+        dry_run=dry_run,
+        rebase=rebase,
     )
     click.echo(summary.format())  # names escaped by ExtractSummary.format
 
@@ -253,31 +284,27 @@ def extract(
 @library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
-    from featstore.demo import run_demo
+    from featstore.demo import build_demo_inputs, extract_demo, write_demo_report
+    from featstore.store.query import Store, run_query
 
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
-    summary = run_demo(workdir, progress=not no_progress)
+    inputs = build_demo_inputs(workdir)
+    store = workdir / "store"
+    summary = extract_demo(inputs, store, progress=not no_progress)
     click.echo(summary.format())
-    from featstore.store.query import Store
-
-    query = (
-        "SELECT identity, count(*) FILTER (role = 'frame') AS frames, "
-        "count(*) FILTER (role = 'frame' AND status = 'ok') AS ok_frames, "
-        "round(avg(avg_angle), 2) AS mean_avg_angle "
-        "FROM images GROUP BY identity ORDER BY identity"
-    )
-    store = Store(summary.store)
-    with store.connect() as con:
-        shown = str(con.sql(query))
-    click.echo(f'\nfeatstore query --store {summary.store} "{query}"\n{shown}')
+    sql = "SELECT identity, frames_total, frames_ok, valid FROM identities ORDER BY identity"
+    click.echo(f'\nfeatstore query --store {store} "{sql}"')
+    click.echo(render_table(run_query(Store(store), sql), 40), nl=False)
     click.echo(
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."
     )
-    from featstore.demo import write_demo_report
-
     written = write_demo_report(workdir)
     click.echo(f"\n{written.format()}\nopen it in a browser: {written.path}")
+    click.echo(
+        "\nThe same extraction from the command line (it reuses the stand-in models; "
+        "rerun, it finds everything up to date):\n" + inputs.extract_command(store)
+    )
 
 
 for _command in (query, info, export_json, import_json, validate, filter_valid_images):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -49,10 +51,30 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
             sys.stdout.write(tmp.read_text("utf-8"))
         else:
             os.replace(tmp, output)
+            _say_written(output, table)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _say_written(output: Path, table: object) -> None:
+    """On stderr, so stdout stays the data when it is piped."""
+    rows = getattr(table, "num_rows", 0)
+    click.echo(f"wrote {rows} row{'s' * (rows != 1)} to {output}", err=True)
+
+
+def render_table(table: object, max_rows: int) -> str:
+    """DuckDB's box rendering of `table`, at most `max_rows` rows (first and last)."""
+    import duckdb
+
+    if not getattr(table, "num_columns", 0):
+        return "(no result)\n"
+    buffer = io.StringIO()
+    with duckdb.connect() as con, contextlib.redirect_stdout(buffer):
+        con.register("result", table)
+        con.sql("SELECT * FROM result").show(max_rows=max_rows)
+    return buffer.getvalue()
 
 
 @click.command()
@@ -68,7 +90,13 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @click.option("--model", help="Restrict every view to this model.")
-@click.option("--max-rows", default=40, show_default=True, help="Rows shown by --format table.")
+@click.option(
+    "--max-rows",
+    default=40,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows shown by --format table (the first and last ones).",
+)
 @table_version
 @library_errors
 def query(
@@ -81,8 +109,6 @@ def query(
     version: int | None,
 ) -> None:
     """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
-    import duckdb
-
     from featstore.store.paths import enclosing_store
     from featstore.store.query import Store, run_query
 
@@ -95,17 +121,14 @@ def query(
     if fmt != "table":
         _write_result(result, fmt, output)
         return
-    with duckdb.connect() as con:
-        con.register("result", result)
-        text = con.sql("SELECT * FROM result").__str__() if result.num_columns else "(no result)\n"
+    text = render_table(result, max_rows)
     if result.num_rows > max_rows:
-        text += (
-            f"({result.num_rows} rows; DuckDB shows the first and last; use --format csv for all)\n"
-        )
+        text += f"({result.num_rows} rows; more with --max-rows N, all with --format csv)\n"
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, "utf-8")
+        _say_written(output, result)
 
 
 @click.command()
@@ -133,11 +156,21 @@ def info(store: str, model: str | None, version: int | None) -> None:
         )
         counts = found.images_by_status.get(m.name, {})
         echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
-        detector = p.get("detector") or {}
-        echo(
-            f"  provenance: precision {p.get('precision')}, angles {p.get('angle_definition')}, "
-            f"weights sha256 {str(p.get('weights_sha256'))[:12]}, "
-            f"detector {detector.get('pack')}/{detector.get('model_file')} "
-            f"det_size {detector.get('det_size')} det_thresh {detector.get('det_thresh')}, "
-            f"featstore {p.get('featstore_version')}"
-        )
+        echo(f"  provenance: {_provenance_line(p)}")
+
+
+def _provenance_line(p: dict[str, object]) -> str:
+    """The settings a model's rows share; what an imported model does not record is left out."""
+    detector = p.get("detector")
+    detector = detector if isinstance(detector, dict) else {}
+    parts = [
+        ("precision", p.get("precision")),
+        ("angles", p.get("angle_definition")),
+        ("weights sha256", str(p["weights_sha256"])[:12] if p.get("weights_sha256") else None),
+        ("detector", "/".join(str(detector[k]) for k in ("pack", "model_file") if detector.get(k))),
+        ("det_size", detector.get("det_size")),
+        ("det_thresh", detector.get("det_thresh")),
+        ("source", p.get("source")),
+        ("featstore", p.get("featstore_version")),
+    ]
+    return ", ".join(f"{name} {value}" for name, value in parts if value not in (None, ""))

@@ -9,6 +9,7 @@ network, angles, the store, DuckDB) is the production path.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +33,34 @@ class DemoInputs:
     insightface_root: Path
     weights: Path
 
+    def extract_command(self, store: Path) -> str:
+        """The `featstore extract` command line that reuses these stand-in models."""
+        args = [
+            ("--face-dir", self.face_dir),
+            ("--video-dir", self.video_dir),
+            ("--store", store),
+            ("--model", DEMO_MODEL),
+            ("--weights", self.weights),
+            ("--insightface-root", self.insightface_root),
+        ]
+        return "featstore extract " + " \\\n    ".join(
+            f"{flag} {shlex.quote(str(value))}" for flag, value in args
+        )
 
-def build_demo_inputs(workdir: Path, *, identities: int = 12, frames: int = 10) -> DemoInputs:
+
+def build_demo_inputs(
+    workdir: Path, *, identities: int = 12, frames: int = 10, awkward: bool = True
+) -> DemoInputs:
     """Generate the dataset (with awkward names and bad files) and stand-in models once."""
     data = workdir / "data"
     if not (data / "face").is_dir():
         face_dir, video_dir = generate_face_tree(
             data, identities=identities, frames_per_identity=frames
         )
-        write_awkward_identities(face_dir, video_dir)
-        write_bad_frames(face_dir, video_dir)
-        write_orphans(face_dir, video_dir)
+        if awkward:
+            write_awkward_identities(face_dir, video_dir)
+            write_bad_frames(face_dir, video_dir)
+            write_orphans(face_dir, video_dir)
     models = workdir / "models"
     weights = models / f"{DEMO_MODEL}_random_pretrain.pth"
     if not weights.exists():
@@ -55,10 +73,15 @@ def build_demo_inputs(workdir: Path, *, identities: int = 12, frames: int = 10) 
 def run_demo(workdir: Path, *, progress: bool = True) -> ExtractSummary:
     """Build the demo inputs in `workdir` and extract them into `workdir/store`."""
     inputs = build_demo_inputs(workdir)
+    return extract_demo(inputs, workdir / "store", progress=progress)
+
+
+def extract_demo(inputs: DemoInputs, store: Path, *, progress: bool = True) -> ExtractSummary:
+    """What `DemoInputs.extract_command` runs, from Python."""
     return extract(
         inputs.face_dir,
         inputs.video_dir,
-        workdir / "store",
+        store,
         models=[DEMO_MODEL],
         weights={DEMO_MODEL: inputs.weights},
         detector=DetectorSettings(root=inputs.insightface_root),

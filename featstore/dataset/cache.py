@@ -43,13 +43,14 @@ FRAMES_FILE = "frames.arrow"
 IDENTITIES_FILE = "identities.arrow"
 MANIFEST_FILE = "manifest.json"
 
-# What a sample's `position_encoding` holds (SPEC §2 angles, or the SPEC §7 head pose).
+# What a sample's `position_encoding` holds: the spherical angles or the head pose
+# (docs/formats.md).
 PositionEncoding = Literal["spherical_angles", "euler_angles"]
 POSITION_ENCODINGS: tuple[str, ...] = ("spherical_angles", "euler_angles")
 # Per-frame fields, with the shape of one sample's value ([] for a scalar).
 FRAME_FIELDS: dict[str, tuple[int, ...]] = {
     "position_encoding": (5,),  # the stored `spherical_angles`
-    "euler_angles": (3,),  # the head pose face000-pose-v1 (SPEC §7); NaN where unknown
+    "euler_angles": (3,),  # the head pose face000-pose-v1 (docs/formats.md); NaN where unknown
     "landmarks_2d": (5, 2),
     "landmarks_3d": (5, 3),
     "box": (4,),

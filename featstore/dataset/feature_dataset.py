@@ -131,8 +131,8 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         where: SQL predicate over the `frames` columns (store sources), the same as
             `featstore export-json --where`, e.g. `"abs(avg_angle) < 30"`.
         position_encoding: what a sample's `position_encoding` holds: "spherical_angles"
-            (`[5]`, the `face000-v1` angles of SPEC §2, as the first trainer) or
-            "euler_angles" (`[3]`, the head pose `face000-pose-v1` of SPEC §7 in degrees,
+            (`[5]`, the `face000-v1` angles of docs/formats.md, as the first trainer) or
+            "euler_angles" (`[3]`, the head pose `face000-pose-v1` of docs/formats.md in degrees,
             the seed's (yaw, pitch, roll), as the 3D trainer). From a store, euler_angles
             keeps the samples `export-json --format 3d` keeps (frames with a pose, of
             identities whose frontal image has one). A new-format JSON has only the angles,

@@ -1,4 +1,4 @@
-"""Where the Dataset's samples come from: a store, or the trainer's JSON (SPEC §4).
+"""Where the Dataset's samples come from: a store, or the trainer's JSON (docs/formats.md).
 
 Each source is described (what identifies its samples, for the cache key) and built into
 `SampleColumns`: the ok frames of valid identities, ordered by identity (Unicode code
@@ -180,7 +180,7 @@ class JsonDocument:
 
 
 def read_json(path: Path) -> JsonDocument:
-    """Parse a trainer's JSON file and tell new format from old (SPEC §4)."""
+    """Parse a trainer's JSON file and tell new format from old (docs/formats.md)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -247,7 +247,7 @@ def describe_json(path: Path) -> dict[str, Any]:
 
 
 def json_format(path: Path) -> JsonFormat:
-    """New format when the first identity carries face_features, else old (SPEC §4).
+    """New format when the first identity carries face_features, else old (docs/formats.md).
 
     Reads the first identity only; a file that is not a JSON object is refused here.
     """
@@ -406,7 +406,7 @@ def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:
 
 
 def _json_path(value: object, base: Path) -> str | None:
-    """A path from the file, resolved as SPEC §4 says; None where absent."""
+    """A path from the file, resolved as docs/formats.md says; None where absent."""
     if not isinstance(value, str):
         return None
     return posixpath.normpath((base / value.replace("\\", "/")).as_posix())

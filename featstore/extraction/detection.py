@@ -33,6 +33,10 @@ class DetectorSettings:
     det_size: int = 640
     det_thresh: float = 0.5
 
+    def __post_init__(self) -> None:
+        # Python callers pass strings ("~/.insightface"); the rest of featstore asks a Path.
+        object.__setattr__(self, "root", Path(self.root))
+
     @property
     def pack_dir(self) -> Path:
         return self.root.expanduser() / "models" / self.pack
@@ -56,12 +60,24 @@ def onnx_providers(device: str) -> list[Any]:
         if "CUDAExecutionProvider" not in available:
             raise ModelLoadError(
                 f"device {device!r} asks for CUDA but onnxruntime offers only {available}.\n"
-                "Hint: install onnxruntime-gpu in place of onnxruntime "
-                "(pip uninstall onnxruntime && pip install 'featstore[gpu]'), or pass --cpu."
+                + _cuda_hint()
             )
         device_id = int(device.split(":", 1)[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def _cuda_hint() -> str:
+    """What to do when CUDA was asked for: a GPU-less machine needs another device, not a wheel."""
+    import torch
+
+    cpu = "use the CPU: device='cpu' (CLI: --cpu)"
+    if not torch.cuda.is_available():
+        return f"Hint: this machine has no CUDA GPU that torch can see; {cpu}."
+    return (
+        "Hint: install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime && "
+        f"pip install 'featstore-faces[gpu]'), or {cpu}."
+    )
 
 
 def _output_count(path: Path) -> int:
@@ -83,14 +99,23 @@ def find_detector_file(settings: DetectorSettings) -> Path:
     pack_dir = settings.pack_dir
     hint = (
         f"Hint: unzip the InsightFace pack '{settings.pack}' so that {pack_dir} holds its "
-        "ONNX files (for buffalo_l: det_10g.onnx is the detector), or pass "
-        "--insightface-root DIR (the folder holding models/) and --pack NAME."
+        "ONNX files (for buffalo_l: det_10g.onnx is the detector), or point at it with "
+        "DetectorSettings(root=DIR, pack=NAME) (CLI: --insightface-root DIR --pack NAME; DIR "
+        "is the folder holding models/)."
     )
     if not pack_dir.is_dir():
         raise ModelNotFoundError(
             f"InsightFace pack '{settings.pack}' not found: {pack_dir} is not a folder.\n{hint}"
         )
     candidates = sorted(pack_dir.glob("*.onnx"), key=lambda p: (not p.name.startswith("det"), p))
+    nested = sorted({p.parent for p in pack_dir.glob("*/*.onnx")})
+    if not candidates and nested:
+        # A zip unpacked one level too deep: buffalo_l/buffalo_l/det_10g.onnx.
+        raise ModelNotFoundError(
+            f"InsightFace pack folder {pack_dir} has no .onnx files, but {nested[0]} has: "
+            "the pack was unzipped one level too deep.\nHint: move the files of "
+            f"{nested[0]} up into {pack_dir}."
+        )
     for candidate in candidates:
         if _output_count(candidate) >= DETECTOR_MIN_OUTPUTS:
             return candidate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import socket
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -224,17 +225,38 @@ def build_model(name: str) -> DinoVisionTransformer:
 
 def _hint_file(name: str) -> str:
     stem = MODEL_SPECS[name].checkpoint_stem if name in MODEL_SPECS else name
-    return f"Hint: pass the official {stem}_pretrain.pth with --weights."
+    return f"Hint: give the official {stem}_pretrain.pth as weights= (CLI: --weights)."
 
 
-def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
+def check_checkpoint(path: Path, name: str) -> None:
+    """Check that `path` holds `name`'s weights (keys and shapes), without loading them.
+
+    The tensors are memory-mapped, not read, so every model of a run can be checked
+    before any work starts.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError: as `load_checkpoint`.
+    """
+    if name not in MODEL_SPECS:
+        raise _unknown(name)
+    with torch.device("meta"):
+        expected = dict(build_model(name).named_parameters())
+    _check_layout(_read_state_dict(Path(path), name, mmap=True), expected, Path(path), name)
+
+
+def _read_state_dict(path: Path, name: str, *, mmap: bool = False) -> dict[str, Tensor]:
     """The tensors of checkpoint `path`, unwrapped from a `model`/`state_dict` entry."""
     if not path.is_file():
         raise ModelNotFoundError(f"DINOv2 weights file not found: {path}\n{_hint_file(name)}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap needs the zip format (every torch.save since 1.6); older files are read whole.
+        mmap = mmap and zipfile.is_zipfile(path)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a non-checkpoint file
         first_line = (str(exc).splitlines() or [""])[0]
+        if "Weights only load failed" in first_line:
+            # torch's own advice (weights_only=False) would run the file's pickled code.
+            first_line = "it holds Python objects besides tensors, which featstore never unpickles"
         raise ModelLoadError(
             f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {first_line})\n"
             + _hint_file(name)
@@ -283,7 +305,10 @@ def _check_layout(
         if (s.embed_dim, s.depth, bool(s.num_register_tokens)) == (width, depth, regs)
     ]
     if guess and guess[0] != name:
-        lines.append(f"Hint: this looks like a {guess[0]} checkpoint: pass --model {guess[0]}.")
+        lines.append(
+            f"Hint: this looks like a {guess[0]} checkpoint: use model {guess[0]!r} "
+            f"(CLI: --model {guess[0]})."
+        )
     else:
         lines.append(_hint_file(name))
     raise ModelLoadError("\n".join(lines))

@@ -1,4 +1,4 @@
-"""DINOv2 feature extraction for batches of preprocessed images (SPEC §2)."""
+"""DINOv2 feature extraction for batches of preprocessed images (docs/formats.md)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def resolve_model(name: str, override: Path | None) -> DinoModelRef:
     """Find a model's weights and checksum them (before any heavy loading)."""
     if name not in MODEL_SPECS:
         raise InputError(
-            f"--model {name!r} is not a DINOv2 model; choose one of: {', '.join(MODEL_SPECS)}"
+            f"model {name!r} is not a DINOv2 model; choose one of: {', '.join(MODEL_SPECS)}"
         )
     path = resolve_weights(name, override)
     return DinoModelRef(name=name, weights=path, weights_sha256=file_sha256(path))

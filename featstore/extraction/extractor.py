@@ -36,6 +36,8 @@ from featstore.store.store import Store
 from featstore.store.writer import COMMIT_IDENTITIES, TableWriter
 
 log = logging.getLogger(__name__)
+# Where the engines log progress when the bar is off; the CLI shows it without -v.
+PROGRESS_LOGGER = "featstore.progress"
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def onnx_device(device: str, requested: str | None) -> str:
     if auto_cuda and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         log.warning(
             "torch sees a GPU but onnxruntime has no CUDA provider: the detector runs on "
-            "the CPU. Install onnxruntime-gpu (featstore[gpu]) to detect on the GPU."
+            "the CPU. Install onnxruntime-gpu (featstore-faces[gpu]) to detect on the GPU."
         )
         return "cpu"
     return device

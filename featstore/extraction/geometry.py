@@ -1,4 +1,4 @@
-"""Pseudo-3D landmarks and spherical angles: the reference math of SPEC §2.
+"""Pseudo-3D landmarks and spherical angles: the reference math of docs/formats.md.
 
 Everything is computed in float64 and returned as float64; the store casts to float32.
 The definition is versioned as `ANGLE_DEFINITION`; change the math, change the name.

@@ -1,6 +1,6 @@
 """Decoding an image once and preparing the two model inputs from the same pixels.
 
-SPEC §2: Pillow decodes (content decides the format, not the extension), converts
+docs/formats.md: Pillow decodes (content decides the format, not the extension), converts
 to RGB, no EXIF rotation. DINOv2 sees the whole image resized to 224x224 bilinear;
 the detector sees it in BGR, letterboxed into det_size x det_size exactly as
 InsightFace's `SCRFD.detect` does it.

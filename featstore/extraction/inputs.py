@@ -1,16 +1,20 @@
-"""The input tree (SPEC §1): frontal images, video frames, and what changed since last time."""
+"""The input tree (docs/formats.md): frontal images, video frames, and what changed since
+last time."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import InputError
 from featstore.extraction.images import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,31 @@ class InputTree:
     ignored_files: int = 0  # files without an image extension
     # Entries of --video-dir that are no identity folder: "name (why)", escaped names.
     skipped_entries: list[str] = field(default_factory=list)
+    # Inputs that are not read, each "<path> (why)": other extensions, images directly in
+    # the video folder, folders inside an identity's folder. Logged one by one (-v).
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the folders look wrong
 
     @property
     def image_count(self) -> int:
         return sum((1 if i.face else 0) + len(i.frames) for i in self.identities)
+
+    def first(self, limit: int) -> InputTree:
+        """The first `limit` identities by name (to try a few before a long run)."""
+        if limit < 1:
+            raise InputError(f"limit must be at least 1 (CLI: --limit N), got {limit}.")
+        kept = self.identities[:limit]
+        names = {i.identity for i in kept}
+        return InputTree(
+            identities=kept,
+            face_without_video=[n for n in self.face_without_video if n in names],
+            video_without_face=[n for n in self.video_without_face if n in names],
+            ambiguous_faces=[n for n in self.ambiguous_faces if n in names],
+            ignored_files=self.ignored_files,
+            skipped_entries=self.skipped_entries,
+            skipped=self.skipped,
+            warnings=self.warnings,
+        )
 
     def shard(self, index: int, count: int) -> InputTree:
         """The identities of shard `index` of `count` (see `shard_of`), notes included."""
@@ -83,6 +108,8 @@ class InputTree:
             ambiguous_faces=mine(self.ambiguous_faces),
             ignored_files=self.ignored_files,
             skipped_entries=self.skipped_entries,
+            skipped=self.skipped,
+            warnings=self.warnings,
         )
 
 
@@ -219,6 +246,11 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
         ignored_files=ignored,
         skipped_entries=sorted(skipped),
     )
+    face_listing, video_listing = _list(face_dir), _list(video_dir)
+    _skip(tree, face_listing.others + video_listing.others, _EXTENSIONS)
+    _skip(tree, face_listing.folders, "a folder in --face-dir; frontal images are files there")
+    _skip(tree, video_listing.images, "an image directly in --video-dir; frames go in "
+          "<video-dir>/<identity>/")  # fmt: skip
     for identity in sorted(faces.keys() | video_dirs.keys()):
         frames: list[Path] = []
         if identity in video_dirs:
@@ -228,6 +260,9 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
                 tree.skipped_entries.append(f"{identity} ({exc.strerror or exc})")
             else:
                 tree.ignored_files += skipped_files
+                listing = _list(video_dirs[identity])
+                _skip(tree, listing.others, _EXTENSIONS)
+                _skip(tree, listing.folders, "a folder inside an identity's folder; not searched")
         elif identity in faces:
             tree.face_without_video.append(identity)
         if identity not in faces:
@@ -240,4 +275,80 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
                 has_video_dir=identity in video_dirs,
             )
         )
+    tree.warnings = _check_folders(face_dir, video_dir, face_listing, video_listing, tree)
+    for warning in tree.warnings:
+        log.warning("%s", warning)
     return tree
+
+
+@dataclass
+class _Listing:
+    """One folder's entries: images, other files, sub-folders."""
+
+    images: list[Path]
+    others: list[Path]
+    folders: list[Path]
+
+
+def _list(folder: Path) -> _Listing:
+    listing = _Listing([], [], [])
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # gone or unreadable since it was listed: the scan says so
+        return listing
+    for entry in entries:
+        is_image = Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+        try:
+            kind = "folder" if entry.is_dir() else "file" if entry.is_file() else "other"
+        except OSError:  # a symlink loop, a vanished entry: decoding reports it
+            kind = "other"
+        if is_image:  # whatever it is, named like an image it gets a row (see _image_files)
+            if kind == "file":
+                listing.images.append(Path(entry.path))
+        elif kind == "folder":
+            listing.folders.append(Path(entry.path))
+        elif kind == "file":
+            listing.others.append(Path(entry.path))
+    for paths in (listing.images, listing.others, listing.folders):
+        paths.sort(key=lambda p: p.name)
+    return listing
+
+
+def _skip(tree: InputTree, paths: list[Path], why: str) -> None:
+    for path in paths:
+        log.info("skipped %s (%s)", path, why)
+        tree.skipped.append(f"{path} ({why})")
+
+
+_EXTENSIONS = "not " + "/".join(sorted(IMAGE_EXTENSIONS))
+
+
+def _check_folders(
+    face_dir: Path, video_dir: Path, faces: _Listing, videos: _Listing, tree: InputTree
+) -> list[str]:
+    """Why the folders look wrong (swapped, or one level off), if they do."""
+    warnings = []
+    if not faces.images and faces.folders:
+        swapped = " (swapped with --video-dir?)" if videos.images else ""
+        warnings.append(
+            f"--face-dir {face_dir} holds no image but {len(faces.folders)} folders"
+            f"{swapped}: frontal images go directly in it as <identity>.<ext>; if it is the "
+            "parent of the face folder, give the face folder itself."
+        )
+    if not videos.folders and videos.images:
+        warnings.append(
+            f"--video-dir {video_dir} holds {len(videos.images)} images but no identity "
+            "folder: frames go in <video-dir>/<identity>/<frame>.<ext> (is it the face folder?)."
+        )
+    paired = sum(1 for i in tree.identities if i.face is not None and i.has_video_dir)
+    if tree.identities and not paired and not warnings:
+        warnings.append(
+            f"no identity has both a frontal image in {face_dir} and a folder in {video_dir}, "
+            "so none can be valid: check that the names match (the image's stem is the "
+            "folder's name) and that the two folders belong together."
+        )
+    if not tree.identities and not warnings:
+        warnings.append(
+            f"no identity found: {face_dir} has no image file and {video_dir} no folder."
+        )
+    return warnings

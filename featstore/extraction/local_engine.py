@@ -11,6 +11,7 @@ writing happens behind, in a thread (pyarrow releases the GIL while writing).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from featstore.errors import FeatstoreError
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
 from featstore.extraction.detection import FaceDetector
-from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
+from featstore.extraction.extractor import PROGRESS_LOGGER, Extractor, IdentityJob, WorkerSpec
 from featstore.extraction.rows import NO_POSE, ImageResult
 
 _MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait
@@ -84,6 +85,7 @@ def run_local(
         counts[NO_POSE] += sum(r.without_pose for r in results)
 
     bar = tqdm(total=len(tasks), unit="img", disable=not runtime.progress, dynamic_ncols=True)
+    heartbeat = Heartbeat(len(tasks)) if not runtime.progress else None
     position = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featstore-writer") as writer:
         try:
@@ -98,12 +100,51 @@ def run_local(
                     if pending.remaining == 0:
                         writes.append(writer.submit(write, pending))
                 bar.update(len(results))
+                if heartbeat is not None:
+                    heartbeat.update(len(results))
                 writes = _drain(writes, keep=_MAX_PENDING_WRITES)
             _drain(writes, keep=0)
             writer.submit(extractor.flush).result()  # the last, partial batch
         finally:
             bar.close()
     return {"models_s": loaded - started, "processing_s": time.perf_counter() - loaded}
+
+
+# Seconds between two progress log lines when the bar is off (--no-progress).
+HEARTBEAT_S = 60.0
+
+
+class Heartbeat:
+    """A log line every `HEARTBEAT_S` seconds: images done, images/s, ETA (for job logs)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last < HEARTBEAT_S or self.done >= self.total:
+            return
+        self.last = now
+        rate = self.done / (now - self.started) if now > self.started else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        logging.getLogger(PROGRESS_LOGGER).info(
+            "%d/%d images (%.0f%%), %.1f images/s, ETA %s",
+            self.done,
+            self.total,
+            100 * self.done / self.total,
+            rate,
+            _duration(eta),
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _models_from(

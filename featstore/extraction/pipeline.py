@@ -19,8 +19,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import featstore
-from featstore.errors import InputError
+from featstore.errors import InputError, StoreError
 from featstore.extraction.detection import DetectorSettings, FaceDetector, find_detector_file
+from featstore.extraction.dinov2 import check_checkpoint
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 from featstore.extraction.embedding import (
     PREPROCESSING,
@@ -40,7 +41,9 @@ from featstore.extraction.local_engine import run_local
 from featstore.extraction.pose import POSE_DEFINITION
 from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
-from featstore.store.format import FINGERPRINT_COLUMN, store_schema
+from featstore.store.format import FINGERPRINT_COLUMN, provenance_differences, store_schema
+from featstore.store.location import resolve_store
+from featstore.store.query import StoreCounts
 from featstore.store.store import Store
 from featstore.store.table import ModelTable
 
@@ -74,6 +77,9 @@ def extract(
     shard: tuple[int, int] | None = None,
     engine: Engine = "local",
     ray_options: RayOptions | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """Extract features, landmarks, boxes and angles of every image into `store`.
 
@@ -87,7 +93,7 @@ def extract(
         store: the store folder (created if needed), or a URI such as `s3://bucket/prefix`
             (any filesystem pyarrow supports; see `featstore.store.location`).
         models: DINOv2 models to run; images are decoded and detected once for all.
-        weights: per-model checkpoint paths overriding the lookup of SPEC §5.
+        weights: per-model checkpoints overriding the lookup (docs/formats.md).
         base_dir: stored paths are relative to it; default: the inputs' common parent.
         detector: InsightFace pack and settings.
         runtime: device, batch size, workers, precision, progress bar.
@@ -96,6 +102,11 @@ def extract(
             so `n` independent processes fill one store. Not with `overwrite`.
         engine: "local" (this process) or "ray" (actors on a Ray cluster, `ray_options`).
         ray_options: where the Ray cluster is and how to place workers (engine "ray").
+        limit: only the first `limit` identities by name (try a few before a long run).
+        dry_run: check the inputs, every model and the store's settings, and say what
+            would be extracted, without loading DINOv2 or writing anything.
+        rebase: the images moved (the same folders under a new base dir): record the new
+            base dir and keep the rows of unchanged identities instead of refusing.
 
     Raises:
         InputError, StoreError, ProvenanceMismatchError, ModelNotFoundError, ModelLoadError.
@@ -119,6 +130,9 @@ def extract(
         shard=shard,
         engine=engine,
         ray_options=ray_options,
+        limit=limit,
+        dry_run=dry_run,
+        rebase=rebase,
     )
 
 
@@ -136,6 +150,9 @@ def extract_inputs(
     shard: tuple[int, int] | None = None,
     engine: Engine = "local",
     ray_options: RayOptions | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` of identities listed by the caller instead of found by walking a tree.
 
@@ -145,9 +162,11 @@ def extract_inputs(
     """
     started = time.perf_counter() if started is None else started
     _check_engine(engine, ray_options, shard, overwrite)
+    if limit is not None:
+        tree = tree.first(limit)
     with contextlib.ExitStack() as stack:
         ray = None
-        if engine == "ray":
+        if engine == "ray" and not dry_run:
             from featstore.extraction.ray_engine import RayOptions, ray_session
 
             ray_options = ray_options or RayOptions()
@@ -165,6 +184,9 @@ def extract_inputs(
             shard=shard,
             ray=ray,
             ray_options=ray_options,
+            dry_run=dry_run,
+            limit=limit,
+            rebase=rebase,
         )
 
 
@@ -182,6 +204,9 @@ def _extract(
     shard: tuple[int, int] | None,
     ray: ModuleType | None,
     ray_options: RayOptions | None,
+    dry_run: bool = False,
+    limit: int | None = None,
+    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` once the engine is ready (`ray`: the connected Ray module, or None)."""
     engine: Engine = "local" if ray is None else "ray"
@@ -199,10 +224,14 @@ def _extract(
         raise InputError(f"--commit-every must be at least 1, got {runtime.commit_identities}.")
     if shard is not None:
         tree = tree.shard(*shard)
-    opened = Store(store, create=True)
+    opened = _open_store(store, dry_run)
+    display = opened.location if opened is not None else resolve_store(store)
 
     overrides = {name: Path(p) for name, p in (weights or {}).items()}
     refs = tuple(resolve_model(name, overrides.get(name)) for name in models)
+    if runtime.dinov2_source == "featstore":
+        for ref in refs:  # every checkpoint fits its model before any work starts
+            check_checkpoint(ref.weights, ref.name)
     # The local engine loads its detector now: a pack that does not load fails before
     # the store is touched. Ray actors load theirs (and pick its device where they run);
     # the driver only finds the file, for the provenance.
@@ -212,18 +241,30 @@ def _extract(
     provenance = {
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
-    tables = {m: opened.table(m) for m in models}
-    for ref in refs:
-        tables[ref.name].claim(provenance[ref.name], row_schema(ref.dim), overwrite=overwrite)
-    done = {m: _done(tables[m], overwrite) for m in models}
+    tables = {m: opened.table(m) for m in models} if opened is not None else {}
+    if rebase and not dry_run:
+        for m in models:
+            _check_same_layout(tree, tables[m], base)
+            old = tables[m].rebase(provenance[m])
+            if old is not None:
+                log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
+    if dry_run:
+        for ref in refs:
+            _would_refuse(tables.get(ref.name), provenance[ref.name], overwrite)
+    else:
+        for ref in refs:
+            tables[ref.name].claim(provenance[ref.name], row_schema(ref.dim), overwrite=overwrite)
+    done = {m: _done(tables.get(m), overwrite) for m in models}
     plan = _plan(tree, models, done)
     images = sum(len(job.tasks()) for job in plan)
+    counted = {m: StoreCounts() for m in models} if dry_run else {}
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
     counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0, NO_POSE: 0}
     timings = {"setup_s": time.perf_counter() - started, "processing_s": 0.0}
     providers = list(local_detector.providers) if local_detector else []
-    if plan:
+    if plan and not dry_run:
+        assert opened is not None
         spec = WorkerSpec(
             refs=refs,
             detector=detector,
@@ -251,7 +292,7 @@ def _extract(
             log.info("compacted the tables of %s", ", ".join(compacted))
     elapsed = time.perf_counter() - started
     return ExtractSummary(
-        store=opened.location.local or opened.location.display,
+        store=display.local or display.display,
         models=tuple(models),
         device=device,
         detector_providers=tuple(providers),
@@ -265,12 +306,89 @@ def _extract(
         ambiguous_faces=tuple(tree.ambiguous_faces),
         ignored_files=tree.ignored_files,
         skipped_entries=tuple(tree.skipped_entries),
+        skipped_inputs=tuple(tree.skipped),
+        warnings=tuple(tree.warnings),
+        without_inputs=_without_inputs(tree, done) if shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
-        store_counts={m: store_counts(opened, m) for m in models},
+        store_counts=counted
+        if opened is None or dry_run
+        else {m: store_counts(opened, m) for m in models},
         shard=shard,
         engine=engine,
+        dry_run=dry_run,
+        model_files=tuple(f"{ref.name}: {ref.weights}" for ref in refs)
+        + (f"detector: {detector_file}",),
+        limit=limit,
     )
+
+
+def _open_store(store: str | os.PathLike[str], dry_run: bool) -> Store | None:
+    """The store, created when absent; a dry run creates nothing (None: no store yet)."""
+    if not dry_run:
+        return Store(store, create=True)
+    try:
+        return Store(store)
+    except StoreError:
+        location = resolve_store(store)
+        folder = location.local
+        holds_files = (
+            any(folder.iterdir())
+            if folder and folder.is_dir()
+            else bool(folder is None and location.children())
+        )
+        if holds_files:  # not a store: the real run would refuse it too
+            raise
+        return None
+
+
+def _check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
+    """Before a rebase: an identity's stored frontal path must be its path under `base`."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from featstore.store.paths import relative_path
+
+    snapshot = table.open()
+    files = table.active_files(snapshot)
+    if not files:
+        return
+    faces = (
+        pads.dataset(files, filesystem=table.location.fs, format="parquet")
+        .to_table(columns=["identity", "role", "image_path"], filter=pc.field("role") == "face")
+        .to_pydict()
+    )
+    stored = dict(zip(faces["identity"], faces["image_path"], strict=True))
+    for inputs in tree.identities:
+        if inputs.face is None or inputs.identity not in stored:
+            continue
+        expected = relative_path(inputs.face, base)
+        if stored[inputs.identity] != expected:
+            raise InputError(
+                f"rebase: {inputs.identity!r}'s frontal image is stored as "
+                f"{stored[inputs.identity]!r} but is {expected!r} under the new base dir "
+                f"{base}: the folders below the base dir changed, so the stored paths would be "
+                "wrong.\nHint: give base_dir= (CLI: --base-dir) the folder that now holds what "
+                "the old base dir held, or extract again with overwrite (CLI: --overwrite)."
+            )
+        return  # one identity shows the layout; every path was made the same way
+
+
+def _would_refuse(table: ModelTable | None, provenance: Mapping[str, Any], overwrite: bool) -> None:
+    """What `ModelTable.claim` would refuse, found without writing anything."""
+    if table is None or not table.exists():
+        return
+    snapshot = table.open()
+    diffs = provenance_differences(table.provenance(snapshot), dict(provenance))
+    if diffs and not overwrite and table.active_files(snapshot):
+        raise table.mismatch(diffs)
+
+
+def _without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
+    """Identities the store holds but the inputs no longer have (deleted or renamed)."""
+    inputs = {i.identity for i in tree.identities}
+    stored = set().union(*(set(d) for d in done.values()))
+    return tuple(sorted(stored - inputs))
 
 
 def _check_engine(
@@ -344,9 +462,11 @@ def row_schema(dim: int) -> pa.Schema:
     return store_schema(dim).append(pa.field(FINGERPRINT_COLUMN, pa.string()))
 
 
-def _done(table: ModelTable, overwrite: bool) -> dict[str, str]:
+def _done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
     """identity -> fingerprint of what the model's table holds (nothing counts as done
     under --overwrite: every identity is redone, replacing its rows)."""
+    if table is None or not table.exists():  # a dry run before the first extract
+        return {}
     fingerprints = table.fingerprints(table.open())
     return {name: "" for name in fingerprints} if overwrite else fingerprints
 

@@ -1,4 +1,5 @@
-"""Head pose from five keypoints: `face000-pose-v1` (SPEC §7), the seed's later trainer's pose.
+"""Head pose from five keypoints: `face000-pose-v1` (docs/formats.md), the seed's later
+trainer's pose.
 
     pose = solve_pose(landmarks_2d, width, height)
     if isinstance(pose, HeadPose): pose.euler_angles, pose.rotation_matrix, pose.landmarks_3d

@@ -12,7 +12,7 @@ restarted by Ray and its identities in flight are retried (`max_restarts`,
 `max_task_retries`); one that cannot be restarted has them resubmitted to the others.
 A rerun skips finished identities as locally.
 
-Ray is optional (`pip install 'featstore[ray]'`) and imported only here, only when used.
+Ray is optional (`pip install 'featstore-faces[ray]'`) and imported only here, when used.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
 
 log = logging.getLogger(__name__)
-INSTALL_HINT = "pip install 'featstore[ray]'"
+INSTALL_HINT = "pip install 'featstore-faces[ray]'"
 
 
 @dataclass(frozen=True)

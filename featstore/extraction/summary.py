@@ -36,7 +36,13 @@ class ExtractSummary:
     shard: tuple[int, int] | None = None  # (i, n): the counts above are this shard's
     engine: str = "local"
     skipped_entries: tuple[str, ...] = ()  # entries of --video-dir that are no folder
-    without_pose: int = 0  # this run's images with a face but no head pose (SPEC §7)
+    without_pose: int = 0  # this run's images with a face but no head pose (docs/formats.md)
+    skipped_inputs: tuple[str, ...] = ()  # "<path> (why)" of every input not read
+    warnings: tuple[str, ...] = ()  # the input folders look wrong
+    without_inputs: tuple[str, ...] = ()  # identities in the store whose inputs are gone
+    dry_run: bool = False  # nothing was extracted: the counts say what would be
+    model_files: tuple[str, ...] = ()  # "<model>: <path>", then "detector: <path>"
+    limit: int | None = None  # only the first `limit` identities were considered
 
     @property
     def images_per_s(self) -> float:
@@ -52,6 +58,8 @@ class ExtractSummary:
         Names are shown through `featstore.errors.printable`: a name holding a newline
         or an escape sequence cannot forge a line or restyle the terminal.
         """
+        if self.dry_run:
+            return self._format_dry_run()
         c = self.run_counts
         where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
@@ -87,8 +95,6 @@ class ExtractSummary:
                 shown = ", ".join(map(printable, names[:5])) + (", ..." if len(names) > 5 else "")
                 noun = "identity" if len(names) == 1 else "identities"
                 lines.append(f"  note: {len(names)} {noun} with a {label}: {shown}")
-        if self.ignored_files:
-            lines.append(f"  note: {self.ignored_files} files without an image extension ignored")
         if self.skipped_entries:
             skipped = self.skipped_entries
             shown = ", ".join(map(printable, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
@@ -96,5 +102,39 @@ class ExtractSummary:
                 f"  note: {len(skipped)} entries of the video folder skipped (not a folder): "
                 + shown
             )
+        if self.without_inputs:
+            names = self.without_inputs
+            shown = ", ".join(map(printable, names[:5])) + (", ..." if len(names) > 5 else "")
+            lines.append(
+                f"  note: {len(names)} identities in the store have no inputs any more "
+                f"(deleted or renamed): {shown}; their rows stay in the store and in "
+                "export-json until removed"
+            )
+        if self.skipped_inputs:
+            k = len(self.skipped_inputs)
+            lines.append(
+                f"  note: {k} input{'s' * (k != 1)} skipped, e.g. "
+                f"{printable(self.skipped_inputs[0])}"
+                + ("" if k == 1 else "; featstore -v names them all")
+            )
+        lines.extend(self._input_notes())
         lines.append(f"store: {printable(self.store)}")
+        return "\n".join(lines)
+
+    def _input_notes(self) -> list[str]:
+        lines = [f"  warning: {w}" for w in self.warnings]
+        if self.limit is not None:
+            lines.append(f"  note: limited to the first {self.limit} identities by name")
+        return lines
+
+    def _format_dry_run(self) -> str:
+        lines = [
+            f"dry run: would extract {self.images_extracted} images of "
+            f"{self.identities_extracted} identities on {self.device}; "
+            f"{self.identities_skipped} of {self.identities_in_input} identities up to date",
+            "  models (checked, not loaded):",
+            *(f"    {line}" for line in self.model_files),
+            *self._input_notes(),
+            f"store: {self.store} (nothing written)",
+        ]
         return "\n".join(lines)

@@ -64,8 +64,9 @@ def resolve_weights(name: str, override: Path | None) -> Path:
         if override.is_file():
             return override
         raise ModelNotFoundError(
-            f"--weights file for {name} not found: {override}\n"
-            "Hint: check the path, or drop --weights to use torch.hub's cache."
+            f"weights file for {name} not found: {override}\n"
+            "Hint: check the path given as weights= (CLI: --weights), or leave it out to use "
+            "torch.hub's cache."
         )
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     official = cache / f"{MODEL_SPECS[name].checkpoint_stem}_pretrain.pth"
@@ -89,7 +90,8 @@ def resolve_weights(name: str, override: Path | None) -> Path:
         f"DINOv2 weights for {name} not found. Looked at:\n"
         + "\n".join(looked)
         + f"\nHint: on a machine with network, download {url} into {cache} "
-        f"(or set TORCH_HOME), or pass --weights {name}=PATH."
+        f"(or set TORCH_HOME), or give the file: weights={{{name!r}: PATH}} "
+        f"(CLI: --weights {name}=PATH)."
     )
 
 

@@ -23,7 +23,7 @@ Decisions where the issue is silent:
 
 - "Worst first": identities that are not valid first, then by the share of their frames
   that are not `ok` (an identity without frames counts as all lost), then by frames lost.
-- Feature norms: SPEC §2 L2-normalises every feature, so a norm further than
+- Feature norms: every feature is L2-normalised (docs/formats.md), so a norm further than
   `NORM_TOLERANCE` from 1, zero, NaN or infinite is flagged: counted and listed.
 - The gallery samples identities that have a frontal image (seeded, so the same store
   gives the same report); for each, its frontal image and up to `GALLERY_FRAMES` frames

@@ -18,7 +18,7 @@ from featstore.report.pose import PoseDistribution
 from featstore.store.query import ModelInfo, StoreCounts
 
 FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
-# The angle columns, as DuckDB expressions (arrays are 1-based): SPEC's angle_0..angle_4.
+# The angle columns, as DuckDB expressions (arrays are 1-based): docs/formats.md's angle_0..angle_4.
 ANGLES = ("avg_angle", *(f"spherical_angles[{i}]" for i in range(1, 6)))
 
 TABLE_ROWS = 5000  # identities listed; the rest are counted (featstore query lists all)
@@ -171,7 +171,7 @@ class ReportData:
     rejected: list[GalleryImage]
     rejected_total: int
     seed: int
-    pose: PoseDistribution | None = None  # the head pose histograms (SPEC §7)
+    pose: PoseDistribution | None = None  # the head pose histograms (docs/formats.md)
 
     @property
     def unshown_images(self) -> list[GalleryImage]:

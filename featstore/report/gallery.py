@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 THUMBNAIL_PX = 128
 JPEG_QUALITY = 80
 BOX_COLOUR = (0, 220, 90)
-# left eye, right eye, nose, left mouth corner, right mouth corner (SPEC §2's kps order)
+# left eye, right eye, nose, left mouth corner, right mouth corner (docs/formats.md's order)
 LANDMARK_COLOURS = ((255, 60, 60), (60, 140, 255), (255, 220, 0), (255, 0, 255), (0, 230, 230))
 
 

@@ -246,9 +246,10 @@ def _distributions(data: ReportData) -> str:
         ),
         Panel(
             "feature L2 norm",
-            "norm (SPEC: 1)",
+            "norm (expected 1)",
             [Series(role, v) for role, v in norms.norms.items() if v.size],
             log_y=True,
+            min_span=4 * norms.tolerance,
         ),
         Panel(
             "frames per identity",
@@ -262,7 +263,7 @@ def _distributions(data: ReportData) -> str:
         f"<p class='{flag_class}' id='norm-check'>Feature norms: {norms.checked} features "
         f"checked, {norms.flagged_total} flagged: {norms.non_finite} NaN or infinite, "
         f"{norms.zero} zero, {norms.non_unit} further than {norms.tolerance:g} from 1 "
-        "(SPEC: features are L2-normalised).</p>"
+        "(features are L2-normalised).</p>"
     )
     if norms.flagged:
         flags += _table(
@@ -296,6 +297,7 @@ def _pose(pose: PoseDistribution | None) -> str:
     return pose_heading(pose) + _plot(pose_panels(pose), "head pose histograms") + stats
 
 
+PLACEHOLDER_CHARS = 60  # what fits in a thumbnail's box; the whole reason is its tooltip
 _KEYPOINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 
 
@@ -304,7 +306,11 @@ def _figure(image: GalleryImage, caption: str) -> str:
     if t.data_uri is not None:
         picture = f"<img src='{t.data_uri}' alt='{escape(t.image_path)}'>"
     else:
-        picture = f"<div class='placeholder'>{escape(t.problem or 'not shown')}</div>"
+        problem = t.problem or "not shown"
+        short = (
+            problem if len(problem) <= PLACEHOLDER_CHARS else problem[: PLACEHOLDER_CHARS - 1] + "…"
+        )
+        picture = f"<div class='placeholder' title='{escape(problem)}'>{escape(short)}</div>"
     return (
         f"<figure>{picture}<figcaption>{caption}<br>"
         f"<span class='muted'>{escape(t.image_path)}</span></figcaption></figure>"
@@ -337,8 +343,19 @@ def _rejections(data: ReportData) -> str:
             f"<h3>A sample of {len(data.rejected)} (seed {data.seed})</h3>"
             f"<div class='strip'>{figures}</div>"
             if data.rejected
-            else "<p>No frame was rejected.</p>"
+            else _no_rejection(data)
         )
+    )
+
+
+def _no_rejection(data: ReportData) -> str:
+    if data.where is None:
+        return "<p>No frame was rejected.</p>"
+    # A rejected frame has null angles, scores and features: most filters drop them all.
+    return (
+        f"<p>No rejected frame among the frames that --where {escape(data.where)!s} keeps. "
+        "Rejected frames have no angles, scores or features, so a filter on those columns "
+        "leaves none of them; the overview above counts the whole store.</p>"
     )
 
 
@@ -383,7 +400,7 @@ def _comparisons(comparisons: list[ModelComparison]) -> str:
         title = f"<h3>{escape(c.model)} vs {escape(c.other)}</h3>"
         if not c.comparable:
             parts.append(
-                title + f"<p class='bad'>Cannot be compared: {escape(c.model)} has {c.dim} "
+                title + f"<p class='muted'>Cannot be compared: {escape(c.model)} has {c.dim} "
                 f"dimensions and {escape(c.other)} has {c.other_dim}.</p>"
             )
             continue

@@ -28,8 +28,10 @@ figure { margin: 0; width: 136px; font-size: 11px; }
 figure img, .placeholder { width: 128px; height: 96px; object-fit: contain;
   background: #eef0f2; display: block; }
 .placeholder { display: flex; align-items: center; justify-content: center;
-  text-align: center; color: #8a1c14; font-size: 11px; border: 1px dashed #c9a9a6; }
-figcaption { word-break: break-all; } .identity { margin: 10px 0 14px; }
+  text-align: center; color: #8a1c14; font-size: 10px; line-height: 1.25;
+  border: 1px dashed #c9a9a6; box-sizing: border-box; padding: 4px; overflow: hidden;
+  overflow-wrap: anywhere; }
+figcaption { overflow-wrap: anywhere; } .identity { margin: 10px 0 14px; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 5px; }
 details summary { cursor: pointer; }
 """

@@ -38,6 +38,8 @@ class Panel:
         bins: number of bins, or "integer" for one bin per whole number.
         value_range: fixed x range, or None to fit the finite values.
         log_y: a logarithmic count axis (for long tails).
+        min_span: the x range is at least this wide, centred on the values (so values
+            that agree to 1e-7 are not spread over the whole axis).
     """
 
     title: str
@@ -46,6 +48,7 @@ class Panel:
     bins: int | str = 60
     value_range: tuple[float, float] | None = None
     log_y: bool = False
+    min_span: float = 0.0
 
 
 def histograms_png(panels: Sequence[Panel], *, columns: int = 3) -> bytes:
@@ -71,6 +74,7 @@ def histograms_png(panels: Sequence[Panel], *, columns: int = 3) -> bytes:
 
 def _draw_panel(ax: object, panel: Panel) -> None:
     from matplotlib.axes import Axes
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     assert isinstance(ax, Axes)
     ax.set_title(panel.title, fontsize=10)
@@ -86,8 +90,16 @@ def _draw_panel(ax: object, panel: Panel) -> None:
     edges = _edges(np.concatenate([v for _, v in finite]), panel)
     for label, values in finite:
         ax.hist(values, bins=edges.tolist(), alpha=0.6 if len(finite) > 1 else 0.9, label=label)
+    # Plain tick labels: no "1e-7+1" offset, no "6x10^0", no count of 0.25.
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    # Few enough ticks that long labels (0.9995) never touch; whole numbers for counts.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=panel.bins == "integer"))
     if panel.log_y:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if len(finite) > 1 or finite[0][0]:
         ax.legend(fontsize=8)
 
@@ -104,6 +116,9 @@ def _edges(values: NDArray[np.float64], panel: Panel) -> NDArray[np.float64]:
         low, high = math.floor(low), math.ceil(high)
         count = min(int(high - low) + 1, 100)
         return np.linspace(low - 0.5, high + 0.5, count + 1)
+    if high - low < panel.min_span:
+        centre = (low + high) / 2
+        low, high = centre - panel.min_span / 2, centre + panel.min_span / 2
     if high <= low:  # a single value: a visible bar around it
         pad = max(abs(low) * 1e-3, 1e-6)
         low, high = low - pad, high + pad

@@ -1,4 +1,5 @@
-"""The head pose in `featstore report` (SPEC §7, `face000-pose-v1`): its histograms and captions.
+"""The head pose in `featstore report` (`face000-pose-v1`, docs/formats.md): its histograms
+and captions.
 
 The seed's angle names are kept (yaw, pitch, roll, sic): for an upright frontal face its
 "roll" is near ±180°, and a left-right turn shows in its "pitch". The roll histogram is

@@ -56,7 +56,19 @@ def run_query(
                 raise read_failure(exc, store) from exc
             raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
         except duckdb.Error as exc:
-            raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
+            raise QueryError(
+                f"{exc}\nViews and their columns:\n{describe_views(con)}{_array_hint(exc, model)}"
+            ) from exc
+
+
+def _array_hint(exc: Exception, model: str | None) -> str:
+    """Models of different dims make the feature columns FLOAT[], which array_* refuse."""
+    if model is None and "array_" in str(exc) and "FLOAT[]" in str(exc):
+        return (
+            "\nHint: the store holds models of different dimensions, so features are FLOAT[] "
+            "(no fixed size); restrict the query to one model with model= (CLI: --model NAME)."
+        )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class StoreCounts:
     """One model's rows counted by role and status."""
 
     identities: int = 0
-    valid_identities: int = 0  # frontal image ok and at least one frame ok (SPEC §3)
+    valid_identities: int = 0  # frontal image ok and at least one frame ok (docs/formats.md)
     faces: dict[str, int] = field(default_factory=dict)
     frames: dict[str, int] = field(default_factory=dict)
 

@@ -143,7 +143,7 @@ class Store:
             if len(names) != 1:
                 raise StoreError(
                     f"store {self.location} holds {len(names)} models ({listed}); "
-                    "choose one (--model on the command line, model= in Python)."
+                    "choose one with model= (CLI: --model)."
                 )
             return names[0]
         if name not in names:

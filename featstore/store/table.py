@@ -205,6 +205,27 @@ class ModelTable:
             raise self._error(exc, None) from exc
         return True
 
+    def rebase(self, provenance: Mapping[str, Any]) -> str | None:
+        """Record a new base dir for the model's rows (the images moved); the old one.
+
+        Only the base dir may differ: rows keep their paths relative to it, so they stay
+        true under the new one. None when it was already this base dir.
+        """
+        table = self.open()
+        stored = self.provenance(table)
+        if stored.get("base_dir") == provenance.get("base_dir"):
+            return None
+        others = provenance_differences(
+            {**stored, "base_dir": None}, {**provenance, "base_dir": None}
+        )
+        if others:
+            raise self.mismatch(others)
+        try:
+            table.alter.set_table_description(_json({**stored, "base_dir": provenance["base_dir"]}))
+        except Exception as exc:
+            raise self._error(exc, None) from exc
+        return str(stored.get("base_dir"))
+
     def commit(
         self,
         table: DeltaTable,
@@ -304,11 +325,17 @@ class ModelTable:
                 "worked:\n  " + "\n  ".join(diffs) + "\nHint: run every shard with the same "
                 "settings; run again with the settings you mean to keep (and --overwrite)."
             )
+        moved = (
+            "\nHint: if only base_dir differs because the images moved (the same folders "
+            "under a new parent), pass rebase=True (CLI: --rebase) to keep the rows."
+            if any(d.startswith("base_dir:") for d in diffs)
+            else ""
+        )
         return ProvenanceMismatchError(
             f"{self} holds rows made with other settings (stored -> this run):\n  "
             + "\n  ".join(diffs)
             + "\nHint: use the same settings, another --store, or --overwrite to replace "
-            "this model's rows."
+            "this model's rows." + moved
         )
 
     # -- internals ------------------------------------------------------------------------

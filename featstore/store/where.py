@@ -95,6 +95,13 @@ def check_where_with(con: duckdb.DuckDBPyConnection, where: str | None, columns:
 
 def where_error(where: str, message: str, columns: list[str]) -> InputError:
     first_line = message.strip().splitlines()[0] if message.strip() else message
+    # The predicate is wrapped as "(\n{where}\n)": an error on the closing line points at
+    # a `)` the user never typed, so say what it means instead.
+    if f"LINE {where.count(chr(10)) + 3}:" in message:
+        first_line = (
+            f"{first_line.split(':')[0]}: it ends too early (an unclosed parenthesis, or an "
+            "operator without its right-hand side)"
+        )
     shown = where if len(where) <= _SHOWN_CHARS else where[:_SHOWN_CHARS] + "..."
     return InputError(
         f"--where {shown!r} is not a usable filter over the frames: {first_line}\n"

@@ -1,4 +1,4 @@
-"""`export-json`: the store out as the trainer's JSON (SPEC §4), streamed.
+"""`export-json`: the store out as the trainer's JSON (docs/formats.md), streamed.
 
     {"<identity>": {"face_image_path": ..., "face_features": [...], ..., "video_data": [...],
                     "total_video_images": n, "valid_video_images": k,
@@ -18,7 +18,7 @@ How it is written:
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
   interrupted export never leaves a truncated file under the final name.
 
-Decisions where the spec is silent:
+Decisions (docs/formats.md does not fix these):
 
 - `total_video_images` is the identity's frame count in the store, all statuses (the
   seed counted the images of the video folder); `--where` does not change it. For rows
@@ -26,7 +26,7 @@ Decisions where the spec is silent:
   `featstore.trainer_json.importer`).
   `valid_video_images` is the number of frames written, after `--where`.
 - An identity whose frames `--where` removes entirely is left out.
-- `--format 3d` writes the seed's `valid_images_3d.json` (SPEC §7,
+- `--format 3d` writes the seed's `valid_images_3d.json` (docs/formats.md,
   `featstore.trainer_json.format_3d`): the same scan, frames and frontal images without a
   pose left out, identities without a posed frontal image or frame left out.
 - `--indent N` writes what `json.dumps(..., indent=N)` would (newlines, N spaces a level,
@@ -131,7 +131,7 @@ def export_json(
             `abs(avg_angle) < 30`); frames it rejects are left out, and so are
             identities left without a frame. `total_video_images` is not affected.
         format: "new" (features, landmarks, angles), "old" (paths only) or "3d" (the
-            seed's `valid_images_3d.json`: features, landmarks, head pose; SPEC §7).
+            seed's `valid_images_3d.json`: features, landmarks, head pose; docs/formats.md).
         indent: None for a compact file, else spaces per level, like `json.dumps`.
         version: export this version of the model's table (default: the latest).
 
@@ -371,7 +371,7 @@ def _identity_object(
     format: ExportFormat,
     rebase: _Rebaser,
 ) -> dict[str, Any]:
-    """One identity's JSON object, keys in the order of SPEC §4 (§7 for the 3D format)."""
+    """One identity's JSON object, keys in the order of docs/formats.md (the 3D format's for 3d)."""
     if format == "3d":
         for row in (face, *video):
             _require(row, _3D_VALUES)

@@ -1,4 +1,4 @@
-"""The seed's 3D trainer JSON (`valid_images_3d.json`, SPEC §7): its fields and its objects.
+"""The seed's 3D trainer JSON (`valid_images_3d.json`, docs/formats.md): its fields and its objects.
 
     {"<identity>": {
        "face_image_path", "face_features", "face_landmarks_2d",
@@ -10,7 +10,7 @@
        "face_euler_angles", "face_rotation_matrix"}}
 
 Keys in the order the seed's `filter_valid_images_3d.py` writes them. It is the new format of
-SPEC §4 with the pose (`face000-pose-v1`) in place of the spherical angles: frames have no
+docs/formats.md with the pose (`face000-pose-v1`) in place of the spherical angles: frames have no
 `spherical_angles` / `avg_angle`, and `landmarks_3d` holds the mean face posed in camera
 coordinates, not the pseudo-3D points. An identity is kept when its frontal image has a
 face, a pose and features and at least one frame has all three; a frame without a pose is
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# Store columns of the pose, with their shapes (SPEC §7).
+# Store columns of the pose, with their shapes (docs/formats.md).
 POSE_COLUMNS: dict[str, tuple[int, ...]] = {
     "euler_angles": (3,),
     "rotation_matrix": (3, 3),

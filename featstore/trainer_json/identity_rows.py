@@ -1,6 +1,6 @@
 """One identity of a new-format (or 3D) trainer JSON, checked and turned into its store rows.
 
-A 3D identity (SPEC §7) fills the pose columns; its `landmarks_3d` are the posed mean face,
+A 3D identity (docs/formats.md) fills the pose columns; its `landmarks_3d` are the posed mean face,
 stored as `pose_landmarks_3d`, and the pseudo-3D `landmarks_3d` and the spherical angles,
 which the 3D file does not hold, are null.
 
@@ -184,7 +184,7 @@ def identity_table(
 ) -> tuple[pa.Table, int]:
     """The rows of one identity (frontal image first, frames in file order), checked.
 
-    `three_d`: the identity is in the 3D format (SPEC §7), with a pose and no angles.
+    `three_d`: the identity is in the 3D format (docs/formats.md), with a pose and no angles.
     """
     identity = check.identity
     video = get(check, value, "video_data")

@@ -1,6 +1,6 @@
-"""`import-json`: a trainer JSON in the new format (SPEC §4) into the store, streamed.
+"""`import-json`: a trainer JSON in the new format (docs/formats.md) into the store, streamed.
 
-The seed's 3D file (`valid_images_3d.json`, SPEC §7) imports too: its identities carry a
+The seed's 3D file (`valid_images_3d.json`, docs/formats.md) imports too: its identities carry a
 pose (`face_euler_angles`, frames' `euler_angles`, ...), which fills the pose columns; its
 `landmarks_3d` become `pose_landmarks_3d`; the spherical angles and pseudo-3D landmarks it
 lacks are null (`featstore.trainer_json.identity_rows`). The provenance records

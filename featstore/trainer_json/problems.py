@@ -51,7 +51,7 @@ class Problem:
         identity: the top-level key concerned, or None for the whole file.
         field: a JSON path inside the identity (`video_data[3].features`, or
             `video_data[*].features` for several frames), or None.
-        expected: what SPEC §4 asks for.
+        expected: what docs/formats.md asks for.
         found: what the file holds.
         message: why it matters, when the code alone does not say.
     """
@@ -302,8 +302,8 @@ NEW_KEYS = (
 
 
 def format_of(obj: dict[str, Any]) -> Format:
-    """SPEC §4: new when it carries the new format's fields (3d with a pose, SPEC §7), old
-    with video_images."""
+    """New when it carries the new format's fields (3d with a pose), old with video_images
+    (docs/formats.md)."""
     if any(key in obj for key in NEW_KEYS):
         return "3d" if is_3d(obj) else "new"
     return "old" if "video_images" in obj else "unknown"

@@ -1,4 +1,4 @@
-"""Check a trainer JSON (SPEC §4) and answer the seed's troubleshooting list (Q1-Q3).
+"""Check a trainer JSON (docs/formats.md) and answer the seed's troubleshooting list (Q1-Q3).
 
     report = validate_json(Path("valid_images.json"))
     for problem in report.problems:
@@ -29,7 +29,7 @@ Every problem has a code whose prefix names the seed's question it answers:
     Q3-non-finite        NaN or +-Infinity where a number is expected
     Q3-count             valid_video_images / total_video_images disagree with video_data
 
-The seed's 3D file (`valid_images_3d.json`, SPEC §7) is checked as the "3d" format: an
+The seed's 3D file (`valid_images_3d.json`, docs/formats.md) is checked as the "3d" format: an
 identity that carries a pose (`face_euler_angles`, `face_rotation_matrix`, or frames with
 `euler_angles` / `rotation_matrix`) must carry all of it, `[3]` angles and `[3][3]`
 matrices, and its frames need no `spherical_angles` / `avg_angle`. A file mixing 3D and
@@ -103,7 +103,7 @@ def validate_json(
     max_problems: int | None = None,
     base_dir: Path | None = None,
 ) -> ValidationReport:
-    """Check a trainer JSON against SPEC §4; never raises for a bad *file content*.
+    """Check a trainer JSON against docs/formats.md; never raises for a bad *file content*.
 
     Args:
         path: the JSON file.

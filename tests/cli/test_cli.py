@@ -87,6 +87,7 @@ def test_extract_prints_the_summary(tmp_path: Path, mini_dataset: Dataset, model
     refused = invoke(*args, "--det-thresh", "0.6")
     assert_clean_error(refused, "holds rows made with other settings (stored -> this run)")
     assert "detector.det_thresh: 0.5 -> 0.6" in refused.output  # only what differs
+    assert "det_size" not in refused.output and "model_sha256" not in refused.output
     assert "Hint:" in refused.output
 
 

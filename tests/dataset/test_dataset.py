@@ -559,9 +559,7 @@ def test_two_models_need_model(extracted: Extracted, models: Models, tmp_path: P
         models=[MODEL_REG],
         weights={MODEL_REG: models.weights_reg},
     )
-    with pytest.raises(
-        StoreError, match=r"holds 2 models .*choose one \(--model on the command line"
-    ):
+    with pytest.raises(StoreError, match=r"holds 2 models .*choose one with model= \(CLI"):
         FeatureDataset(store, cache_dir=tmp_path / "cache")
     reg = FeatureDataset(store, model=MODEL_REG, cache_dir=tmp_path / "cache")
     plain = FeatureDataset(store, model=MODEL, cache_dir=tmp_path / "cache")

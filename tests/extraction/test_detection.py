@@ -209,6 +209,23 @@ def test_empty_pack_folder(tmp_path: Path) -> None:
         find_detector_file(DetectorSettings(root=tmp_path))
 
 
+def test_pack_unzipped_one_level_too_deep(tmp_path: Path) -> None:
+    outer = tmp_path / "models" / "buffalo_l"
+    write_synthetic_insightface_pack(outer)  # -> models/buffalo_l/models/buffalo_l/det_10g.onnx
+    nested = outer / "buffalo_l"
+    (outer / "models" / "buffalo_l").rename(nested)
+    with pytest.raises(ModelNotFoundError, match="one level too deep") as info:
+        find_detector_file(DetectorSettings(root=tmp_path))
+    assert f"move the files of {nested} up into {outer}" in str(info.value)
+
+
+def test_detector_settings_accept_a_str_root(tmp_path: Path) -> None:
+    pack_dir = write_synthetic_insightface_pack(tmp_path)
+    settings = DetectorSettings(root=str(tmp_path))  # type: ignore[arg-type]
+    assert settings.root == tmp_path
+    assert find_detector_file(settings) == pack_dir / DETECTOR_FILENAME
+
+
 def test_detector_is_chosen_next_to_recognition_model(tmp_path: Path) -> None:
     pack_dir = write_synthetic_insightface_pack(tmp_path, with_recognition_stub=True)
     assert find_detector_file(DetectorSettings(root=tmp_path)) == pack_dir / DETECTOR_FILENAME
@@ -269,9 +286,14 @@ def test_onnx_providers_cuda(device: str) -> None:
         assert providers[0] == ("CUDAExecutionProvider", {"device_id": expected_id})
         assert providers[-1] == "CPUExecutionProvider"
         return
-    with pytest.raises(ModelLoadError, match="onnxruntime-gpu") as info:
+    import torch
+
+    # A machine without a GPU needs the CPU, not another onnxruntime wheel.
+    advice = "onnxruntime-gpu" if torch.cuda.is_available() else r"no CUDA GPU.*device='cpu'"
+    with pytest.raises(ModelLoadError, match=advice) as info:
         onnx_providers(device)
     assert repr(device) in str(info.value)
+    assert "(CLI: --cpu)" in str(info.value)
 
 
 @pytest.fixture

@@ -161,7 +161,8 @@ def test_wrong_model_checkpoint(small_ckpt: Path) -> None:
     msg = str(err.value)
     assert str(small_ckpt) in msg
     assert "cls_token: expected [1, 1, 768] found [1, 1, 384]" in msg
-    assert "Hint: this looks like a dinov2_vits14 checkpoint: pass --model dinov2_vits14" in msg
+    assert "Hint: this looks like a dinov2_vits14 checkpoint: use model 'dinov2_vits14'" in msg
+    assert "(CLI: --model dinov2_vits14)" in msg
 
 
 def test_missing_and_unexpected_keys(small_ckpt: Path, tmp_path: Path) -> None:
@@ -180,6 +181,10 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     path.write_text("not a checkpoint\n")
     with pytest.raises(ModelLoadError, match=r"notes\.pth is not a readable torch checkpoint"):
         load_checkpoint(build_model(SMALL), path, SMALL)
+    torch.save({"cls_token": torch.zeros(1), "opt": Path("x")}, path)  # a pickled object
+    with pytest.raises(ModelLoadError, match="Python objects besides tensors") as err:
+        load_checkpoint(build_model(SMALL), path, SMALL)
+    assert "weights_only" not in str(err.value)  # torch's unsafe advice is never repeated
     torch.save([1, 2, 3], path)
     with pytest.raises(ModelLoadError, match="does not hold a state dict"):
         load_checkpoint(build_model(SMALL), path, SMALL)

@@ -351,7 +351,7 @@ def test_summary_reports_orphans_and_counts(
 @pytest.mark.parametrize(
     ("change", "key", "old", "new"),
     [
-        ({"det_thresh": 0.6}, "det_thresh", "0.5", "0.6"),
+        ({"det_thresh": 0.6}, "detector.det_thresh", "0.5", "0.6"),
         ({"precision": "bf16"}, "precision", '"fp32"', '"bf16"'),
     ],
 )
@@ -376,7 +376,9 @@ def test_different_settings_are_refused_and_leave_the_store_alone(
     message = str(info.value)
     line = next(line for line in message.splitlines() if key in line)
     assert old in line and new in line, message
-    assert line.index(old) < line.index(new)  # "stored <old>, now <new>"
+    assert line == f"  {key}: stored {old} -> now {new}"
+    # Only what differs: one line per changed setting, no whole object printed.
+    assert len([ln for ln in message.splitlines() if " -> now " in ln]) == 1, message
     assert snapshot(store) == before
 
 

@@ -23,7 +23,7 @@ from featstore.extraction.ray_engine import RayOptions
 from featstore.store.store import Store
 from featstore.synthetic.images import generate_face_tree
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'featstore[ray]')")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'featstore-faces[ray]')")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),

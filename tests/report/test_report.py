@@ -263,7 +263,11 @@ def test_where_filters_the_frames_as_export_json_does(extracted: Extracted, tmp_
     assert {row[0]: tuple(row[1:]) for row in got["identity_table"]} == expected_identities(rows)
     assert got["angles"]["avg_angle"]["count"] == kept
     assert max(abs(got["angles"]["avg_angle"]["min"]), got["angles"]["avg_angle"]["max"]) < 5
-    assert f"keeps <b id='frames-selected'>{kept}</b>" in summary.path.read_text("utf-8")
+    html = summary.path.read_text("utf-8")
+    assert f"keeps <b id='frames-selected'>{kept}</b>" in html
+    # The angle filter drops every rejected frame (null angles): the page says so.
+    assert "No frame was rejected" not in html
+    assert "No rejected frame among the frames that --where" in html
 
 
 # --- bad inputs ----------------------------------------------------------------------------
@@ -385,10 +389,7 @@ def test_two_models_cosine_of_frontal_features(
     two_models: tuple[Dataset, Path], tmp_path: Path
 ) -> None:
     _, store = two_models
-    with pytest.raises(
-        StoreError,
-        match=r"holds 2 models .*; choose one \(--model on the command line, model= in Python\)",
-    ):
+    with pytest.raises(StoreError, match=r"holds 2 models .*; choose one with model= \(CLI"):
         read_report(store)
     summary = write_report(store, out=tmp_path / "r.html", model=MODEL)
     got = shown(summary.path)["comparisons"][MODEL_REG]
@@ -428,7 +429,7 @@ def test_missing_image_files_become_placeholders(
     assert summary.unshown_images == 2 == len(got["unshown_images"])
     assert {problem for _, _, problem in got["unshown_images"]} == {"missing"}
     html = summary.path.read_text("utf-8")
-    assert html.count("<div class='placeholder'>missing</div>") == 2
+    assert html.count("<div class='placeholder' title='missing'>missing</div>") == 2
     assert "Images not shown (2)" in html
     assert "2 gallery images could not be shown" in summary.format()
     if chromium_missing_reason() is None:  # placeholders are not broken images
@@ -507,7 +508,16 @@ def test_models_of_different_dimensions_are_not_compared(tmp_path: Path) -> None
     summary = write_report(tmp_path / "store", out=tmp_path / "r.html", model="small")
     assert shown(summary.path)["comparisons"] == {"large": {"comparable": False, "dims": [8, 16]}}
     html = summary.path.read_text("utf-8")
-    assert "Cannot be compared: small has 8 dimensions and large has 16." in html
+    assert "<p class='muted'>Cannot be compared: small has 8 dimensions and large has 16." in html
+    # Mixed dims make the features FLOAT[]: array functions need one model, and say so.
+    sql = "SELECT array_cosine_similarity(features, face_features) AS s FROM valid_frames"
+    with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
+        Store(tmp_path / "store").sql(sql)
+    from featstore.store.query import run_query
+
+    with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
+        run_query(Store(tmp_path / "store"), sql)
+    assert run_query(Store(tmp_path / "store"), sql, model="small").num_rows == 3
 
 
 # --- a real browser ------------------------------------------------------------------------
@@ -547,6 +557,48 @@ def browser_check(page: Path, tmp_path: Path) -> None:
             browser.session, "document.querySelectorAll('#identity-table th')[0].click()"
         )
         assert json.loads(browser.evaluate(browser.session, names)) == before
+        # Nothing spills out of its box: placeholders hold their text, captions their words.
+        overflowing = """JSON.stringify(Array.from(document.querySelectorAll(
+            '.placeholder, figcaption')).filter(function (e) {
+              return e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1;
+            }).map(function (e) { return e.textContent.slice(0, 40); }))"""
+        placeholders = "document.querySelectorAll('.placeholder').length"
+        assert browser.evaluate(browser.session, placeholders) > 0  # the bad frames
+        assert json.loads(browser.evaluate(browser.session, overflowing)) == []
+        # A caption breaks between words, not inside "unreadable" or "det_thresh".
+        css = "getComputedStyle(document.querySelector('figcaption')).wordBreak"
+        assert browser.evaluate(browser.session, css) == "normal"
+
+
+def test_axes_read_plainly() -> None:
+    """No offset notation (1e-7+1), no fractional counts, norms shown around 1."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from featstore.report.plots import _draw_panel
+
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    norms_ax, counts_ax = figure.subplots(1, 2)
+    norms = np.float32(1) + np.arange(5, dtype=np.float32) * np.float32(1e-7)
+    _draw_panel(norms_ax, Panel("n", "norm", [Series("", norms)], log_y=True, min_span=4e-3))
+    _draw_panel(counts_ax, Panel("c", "x", [Series("", np.array([1.0, 2.0, 2.0]))]))
+    figure.canvas.draw()
+    assert norms_ax.xaxis.get_offset_text().get_text() == ""
+    low, high = norms_ax.get_xlim()
+    assert high - low >= 4e-3 and low < 1 < high
+    assert not any(t.get_text() for t in norms_ax.yaxis.get_minorticklabels())
+    assert all(float(t).is_integer() for t in counts_ax.get_yticks())
+
+
+def test_placeholders_are_short_and_comparisons_not_errors(tmp_path: Path) -> None:
+    from featstore.report.html import PLACEHOLDER_CHARS
+
+    write_model(tmp_path / "store", "m8", {"a": [np.eye(8, dtype=np.float32)[0]] * 2})
+    html = write_report(tmp_path / "store", out=tmp_path / "r.html").path.read_text("utf-8")
+    shown = re.findall(r"<div class='placeholder' title='([^']*)'>([^<]*)</div>", html)
+    assert shown and all(len(text) <= PLACEHOLDER_CHARS for _, text in shown)
+    assert all(len(title) >= len(text) for title, text in shown)
 
 
 def test_report_in_a_real_browser(report: ReportSummary, tmp_path: Path) -> None:

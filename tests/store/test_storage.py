@@ -199,4 +199,8 @@ def test_dataset_and_report_on_s3(
     assert SECRET not in html and "s3://featstore-test/stores/dataset" in html
     remote_data, local_data = read_report(uri), read_report(extracted.store)
     assert remote_data.counts == local_data.counts
+    cli_out = tmp_path / "cli-report.html"
+    result = CliRunner().invoke(main, ["report", "--store", uri, "--out", str(cli_out)])
+    assert result.exit_code == 0, result.output  # a URI, not a click.Path
+    assert "s3://featstore-test/stores/dataset" in cli_out.read_text("utf-8")
     assert remote_data.identities == local_data.identities
