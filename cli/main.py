@@ -61,7 +61,8 @@ def main(verbose: bool) -> None:
     multiple=True,
     default=(DEFAULT_MODEL,),
     show_default=True,
-    help="DINOv2 model; repeat to run several in one pass.",
+    help="DINOv2 model, or `arcface` (the pack's recognition model, stored as "
+    "arcface_<pack>); repeat to run several in one pass.",
 )
 @click.option(
     "--weights",
@@ -177,11 +178,12 @@ def extract(
     gpus_per_worker: float | None,
     workers_per_node: int | None,
 ) -> None:
-    """Detect faces and extract DINOv2 features of every image into the store."""
+    """Detect faces and extract DINOv2 (and ArcFace) features of every image into the store."""
     from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.inputs import parse_shard
     from featstore.extraction.pipeline import RuntimeOptions
     from featstore.extraction.pipeline import extract as run_extract
+    from featstore.extraction.recognition import is_arcface
     from featstore.extraction.weights import parse_weights_options
 
     if cpu and device and device != "cpu":
@@ -204,7 +206,8 @@ def extract(
         video_dir,
         store,
         models=models,
-        weights=parse_weights_options(weights, models),
+        # ArcFace's weights come with the pack: a bare --weights PATH is DINOv2's.
+        weights=parse_weights_options(weights, [m for m in models if not is_arcface(m)]),
         base_dir=base_dir,
         detector=DetectorSettings(
             root=insightface_root, pack=pack, det_size=det_size, det_thresh=det_thresh

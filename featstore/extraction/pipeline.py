@@ -23,14 +23,10 @@ import featstore
 from featstore.errors import InputError
 from featstore.extraction.detection import DetectorSettings, FaceDetector, find_detector_file
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore.extraction.embedding import (
-    PREPROCESSING,
-    DinoModelRef,
-    check_precision,
-    resolve_model,
-)
+from featstore.extraction.embedding import PREPROCESSING, check_precision, resolve_model
 from featstore.extraction.extractor import (
     IdentityJob,
+    ModelRef,
     RuntimeOptions,
     WorkerSpec,
     onnx_device,
@@ -38,6 +34,7 @@ from featstore.extraction.extractor import (
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import IdentityInputs, InputTree, check_shard, scan_inputs
 from featstore.extraction.local_engine import run_local
+from featstore.extraction.recognition import ArcFaceRef, is_arcface, resolve_arcface
 from featstore.extraction.rows import NO_FACE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
 from featstore.store.layout import (
@@ -87,7 +84,8 @@ def extract(
         video_dir: `<identity>/<frame>.<ext>` video frames.
         store: the store folder (created if needed), or a URI such as `s3://bucket/prefix`
             (any filesystem pyarrow supports; see `featstore.store.location`).
-        models: DINOv2 models to run; images are decoded and detected once for all.
+        models: DINOv2 models, and `arcface` (the pack's recognition model, stored as
+            `arcface_<pack>`), to run; images are decoded and detected once for all.
         weights: per-model checkpoint paths overriding the lookup of SPEC §5.
         base_dir: stored paths are relative to it; default: the inputs' common parent.
         detector: InsightFace pack and settings.
@@ -202,7 +200,8 @@ def _extract(
     remove_stale_temporaries(location)
 
     overrides = {name: Path(p) for name, p in (weights or {}).items()}
-    refs = tuple(resolve_model(name, overrides.get(name)) for name in models)
+    refs = _resolve_models(models, overrides, detector)
+    models = [ref.name for ref in refs]  # `arcface` is stored as arcface_<pack>
     # The local engine loads its detector now: a pack that does not load fails before
     # the store is touched. Ray actors load theirs (and pick its device where they run);
     # the driver only finds the file, for the provenance.
@@ -298,8 +297,55 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _resolve_models(
+    models: Sequence[str], overrides: Mapping[str, Path], detector: DetectorSettings
+) -> tuple[ModelRef, ...]:
+    """Each model found (and checksummed) before anything heavy loads; arcface once."""
+    refs: dict[str, ModelRef] = {}
+    for name in models:
+        if not is_arcface(name):
+            ref: ModelRef = resolve_model(name, overrides.get(name))
+        elif name in overrides:
+            raise InputError(
+                f"--weights {name}=...: the ArcFace model comes from the InsightFace pack.\n"
+                "Hint: choose it with --insightface-root and --pack."
+            )
+        else:
+            ref = resolve_arcface(name, detector)
+        refs.setdefault(ref.name, ref)
+    return tuple(refs.values())
+
+
+def _model_provenance(ref: ModelRef, runtime: RuntimeOptions) -> dict[str, Any]:
+    """What makes a model's numbers: its weights and how its input is prepared."""
+    if isinstance(ref, ArcFaceRef):
+        from featstore.extraction.recognition import PREPROCESSING as ARCFACE_PREPROCESSING
+
+        return {
+            "model": ref.name,
+            "feature_dim": ref.dim,
+            "weights_sha256": ref.weights_sha256,
+            "precision": "fp32",  # onnxruntime runs the model as exported
+            "preprocessing": ARCFACE_PREPROCESSING,
+            "recognition": {
+                "pack": ref.pack,
+                "model_file": ref.model_file.name,
+                "model_sha256": ref.weights_sha256,
+                "input_size": ref.input_size,
+            },
+        }
+    return {
+        "model": ref.name,
+        "feature_dim": ref.dim,
+        "weights_sha256": ref.weights_sha256,
+        "dinov2_implementation": runtime.dinov2_source,
+        "precision": runtime.precision,
+        "preprocessing": PREPROCESSING,
+    }
+
+
 def _provenance(
-    ref: DinoModelRef,
+    ref: ModelRef,
     detector_file: Path,
     settings: DetectorSettings,
     runtime: RuntimeOptions,
@@ -308,12 +354,7 @@ def _provenance(
     from featstore.extraction.weights import file_sha256
 
     return {
-        "model": ref.name,
-        "feature_dim": ref.dim,
-        "weights_sha256": ref.weights_sha256,
-        "dinov2_implementation": runtime.dinov2_source,
-        "precision": runtime.precision,
-        "preprocessing": PREPROCESSING,
+        **_model_provenance(ref, runtime),
         "angle_definition": ANGLE_DEFINITION,
         "detector": {
             "pack": settings.pack,
