@@ -111,7 +111,7 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     root = tmp_path_factory.mktemp("models")
-    write_synthetic_insightface_pack(root / "insightface")
+    write_synthetic_insightface_pack(root / "insightface", with_recognition=True)
     return Models(
         insightface_root=root / "insightface",
         weights=write_random_dinov2_checkpoint(root / "vits14_random.pth", MODEL, seed=0),

@@ -30,9 +30,7 @@ from featstore.extraction.detection import Detection, DetectorSettings, onnx_pro
 
 ARCFACE = "arcface"  # what --model asks for; stored as arcface_<pack>
 ARCFACE_PREFIX = "arcface_"
-PREPROCESSING = (
-    "pil-rgb/insightface-norm_crop(kps)/bgr/arcface_onnx-get_feat/normed_embedding"
-)
+PREPROCESSING = "pil-rgb/insightface-norm_crop(kps)/bgr/arcface_onnx-get_feat/normed_embedding"
 
 
 def is_arcface(name: str) -> bool:
@@ -64,7 +62,7 @@ def resolve_arcface(name: str, settings: DetectorSettings) -> ArcFaceRef:
     if name not in (ARCFACE, stored):
         raise ModelNotFoundError(
             f"--model {name!r}: the recognition model of pack {settings.pack!r} is stored as "
-            f"{stored!r}.\nHint: pass --model arcface (or --pack {name[len(ARCFACE_PREFIX):]})."
+            f"{stored!r}.\nHint: pass --model arcface (or --pack {name[len(ARCFACE_PREFIX) :]})."
         )
     pack_dir = settings.pack_dir
     files = sorted(pack_dir.glob("*.onnx")) if pack_dir.is_dir() else []

@@ -28,7 +28,7 @@ _IR_VERSION = 8
 
 
 def build_recognition_model(*, batched: bool = True, seed: int = 0) -> onnx.ModelProto:
-    """The recognition graph; `batched=False` fixes the batch dimension to 1 (as some exports do)."""
+    """The recognition graph; `batched=False` fixes the batch to 1, as some exports do."""
     rng = np.random.default_rng(seed)
     cells = 3 * (_SIZE // _CELL) ** 2
     first = (rng.standard_normal((cells, RECOGNITION_DIM)) * (3.0 / np.sqrt(cells))).astype(
@@ -39,8 +39,12 @@ def build_recognition_model(*, batched: bool = True, seed: int = 0) -> onnx.Mode
     )
     nodes = [
         helper.make_node(
-            "AveragePool", ["input.1"], ["pooled"], name="rec_pool",
-            kernel_shape=[_CELL, _CELL], strides=[_CELL, _CELL],
+            "AveragePool",
+            ["input.1"],
+            ["pooled"],
+            name="rec_pool",
+            kernel_shape=[_CELL, _CELL],
+            strides=[_CELL, _CELL],
         ),
         helper.make_node("Flatten", ["pooled"], ["cells"], name="rec_flatten", axis=1),
         helper.make_node("MatMul", ["cells", "w_first"], ["hidden"], name="rec_project"),
