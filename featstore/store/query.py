@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import QueryError, StoreError
+from featstore.store.consistency import arcface_models, create_identity_consistency
 from featstore.store.layout import (
     DATA_FILE,
     PROVENANCE_FILE,
@@ -140,10 +141,7 @@ class Store:
         models = [self.model(model)] if model is not None else self.models()
         con = duckdb.connect()
         dims = {m.dim for m in models}
-        if self.location.local is not None:
-            source = self._local_source(models)
-        else:
-            source = self._remote_source(con, models)
+        source = self._source(con, models)
         if source is None:
             con.register("_empty_store", _empty_table(next(iter(dims), 0)))
             source = "_empty_store"
@@ -183,7 +181,24 @@ class Store:
                -- at least one ok frame, so it is valid (no aggregate over all rows needed)
                WHERE f.status = 'ok' AND face.status = 'ok'"""
         )
+        create_identity_consistency(con, self._arcface_source(con, models, source))
         return con
+
+    def _source(
+        self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo], prefix: str = "_store"
+    ) -> str | None:
+        if self.location.local is not None:
+            return self._local_source(models)
+        return self._remote_source(con, models, prefix)
+
+    def _arcface_source(
+        self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo], source: str
+    ) -> str | None:
+        """The ArcFace rows for `identity_consistency`, also when `images` has only one model."""
+        if arcface_models(m.name for m in models):
+            return source
+        found = [m for m in self.models() if m.name in arcface_models([m.name])]
+        return self._source(con, found, "_arcface") if found else None
 
     def _local_source(self, models: list[ModelInfo]) -> str | None:
         """DuckDB's own Parquet reader over the model folders' glob (the fast path)."""
@@ -197,7 +212,9 @@ class Store:
         union = ", union_by_name = true" if len(files) > 1 else ""
         return f"read_parquet([{sources}], hive_partitioning = false{union})"
 
-    def _remote_source(self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo]) -> str | None:
+    def _remote_source(
+        self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo], prefix: str = "_store"
+    ) -> str | None:
         """pyarrow datasets over the listed files, one per model, registered in DuckDB.
 
         DuckDB's httpfs extension is not needed (nor downloaded): pyarrow's filesystem reads
@@ -207,7 +224,7 @@ class Store:
         for i, m in enumerate(models):
             files = self.partition_files(m.name)
             if files:
-                names.append(f"_store_{i}")
+                names.append(f"{prefix}_{i}")
                 con.register(names[-1], scan_files(self.location, files))
         if not names:
             return None

@@ -247,7 +247,9 @@ class _Scan:
             if identity != next(expected, None):
                 # DuckDB returned the files out of order: stop rather than write them so.
                 raise StoreError(
-                    f"the scan of {self.store} returned identity {identity!r} out of order."
+                    f"the scan of {self.store} returned identity {identity!r} out of order.\n"
+                    "Hint: a --where with `x IN (SELECT ...)` can reorder rows; write it as "
+                    "list_contains((SELECT list(x) FROM ...), x), or suspicious_frame(image_path)."
                 )
             face = next((r for r in rows if r["role"] == "face"), None)
             frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
