@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.errors import InputError, StoreError
+from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
     FLAGGED_LISTED,
@@ -188,6 +189,7 @@ def read_report(
             ]
             gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
+            consistency = read_consistency(con, base_dir)
         except _duckdb_error() as exc:
             raise StoreError(f"cannot read the store {opened.location}: {exc}") from exc
     return ReportData(
@@ -207,6 +209,7 @@ def read_report(
         rejected=rejected,
         rejected_total=rejected_total,
         seed=seed,
+        consistency=consistency,
     )
 
 

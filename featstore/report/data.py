@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from featstore.report.consistency import ConsistencySection
 from featstore.report.gallery import Thumbnail
 from featstore.store.query import ModelInfo, StoreCounts
 
@@ -167,6 +168,7 @@ class ReportData:
     rejected: list[GalleryImage]
     rejected_total: int
     seed: int
+    consistency: ConsistencySection | None = None  # None: the store has no ArcFace model
 
     @property
     def unshown_images(self) -> list[GalleryImage]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from featstore import __version__
+from featstore.report.consistency import render_consistency
 from featstore.report.data import (
     ANGLES,
     GalleryImage,
@@ -41,6 +42,7 @@ def render_report(data: ReportData) -> str:
         _distributions(data),
         _rejections(data),
         _gallery(data),
+        render_consistency(data.consistency),
         _comparisons(data.comparisons),
         _unshown(data),
     ]
@@ -432,6 +434,7 @@ def _summary_json(data: ReportData) -> str:
             "tolerance": data.norms.tolerance,
         },
         "rejected_frames": data.rejected_total,
+        "consistency": data.consistency.summary() if data.consistency else None,
         "comparisons": {
             c.other: (
                 {"identities": c.identities, "cosine": {k: _finite(v) for k, v in c.cosine.items()}}

@@ -191,7 +191,15 @@ def _model_info(store: Store, model: str | None) -> ModelInfo:
             f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
-    return store.model(model)
+    info = store.model(model)
+    if info.name.startswith("arcface_"):
+        raise InputError(
+            f"model {info.name} holds ArcFace identity embeddings, which never replace DINOv2 "
+            "features in the trainer's JSON (SPEC §8).\nHint: export a DINOv2 model with "
+            "--model, and use the ArcFace model through --where "
+            "'NOT suspicious_frame(image_path)'."
+        )
+    return info
 
 
 class _Rebaser:

@@ -7,34 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODEL, Dataset, Extracted, Models, fast_runtime, run_extract
+from conftest import ARCFACE, INTRUDER, MODEL, Extracted
 
 from featstore.dataset.feature_dataset import FeatureDataset
 from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW, create_identity_consistency
 from featstore.store.query import Store
-from featstore.synthetic.images import draw_face, generate_face_tree
 from featstore.trainer_json.export import export_json
 
-ARCFACE = "arcface_buffalo_l"
-INTRUDER = "zz_intruder.png"
 # Where the synthetic recogniser puts a differently tinted face: well below its own
 # identity's frames (~0.7-0.98), see test_the_intruder_is_the_worst_frame.
 CUT = 0.6
-
-
-@pytest.fixture(scope="module")
-def consistency_store(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Path:
-    """3 identities x 4 frames (the 4th shows no face), one intruder frame in person_000."""
-    root = tmp_path_factory.mktemp("consistency")
-    face_dir, video_dir = generate_face_tree(
-        root, identities=3, frames_per_identity=4, no_face_every=4, seed=5
-    )
-    intruder = draw_face((320, 240), tint=(0.7, 1.0, 1.3), brightness=1.0, seed=9)
-    intruder.save(video_dir / "person_000" / INTRUDER)
-    store = root / "store"
-    dataset = Dataset(root, face_dir, video_dir)
-    run_extract(dataset, store, models, models=[MODEL, "arcface"], runtime=fast_runtime())
-    return store
 
 
 def _view(store: Path, model: str | None) -> list[dict]:
