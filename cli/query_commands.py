@@ -64,7 +64,8 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 def query(
     store: str, sql: str, fmt: str, output: Path | None, model: str | None, max_rows: int
 ) -> None:
-    """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
+    """Run SQL (DuckDB) over the views: images, faces, frames, identities, valid_frames (and
+    identity_consistency when the store has an ArcFace model)."""
     import duckdb
 
     from featstore.store.query import Store, run_query

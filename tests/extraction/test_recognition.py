@@ -9,9 +9,12 @@ from typing import Any
 import insightface
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, fast_runtime, run_extract
+from featstore_cli.main import main
 from insightface.app.common import Face
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+from store_checks import extract_command
 
 from featstore.errors import ModelNotFoundError
 from featstore.extraction.detection import DetectorSettings
@@ -201,3 +204,30 @@ def test_arcface_of_another_pack_is_refused(models: Models) -> None:
     with pytest.raises(ModelNotFoundError, match="stored as 'arcface_buffalo_l'"):
         resolve_arcface("arcface_antelopev2", settings)
     assert resolve_arcface("arcface_buffalo_l", settings).name == ARCFACE
+
+
+def test_cli_extract_model_arcface_and_query(
+    tmp_path: Path, edge_dataset: Dataset, models: Models
+) -> None:
+    store = tmp_path / "store"
+    # A bare --weights PATH is DINOv2's even with arcface asked for too.
+    args = [*extract_command(edge_dataset, store, models)[3:], "--model", "arcface"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(m.name for m in Store(store).models()) == [ARCFACE, MODEL]
+    query = "SELECT count(*) AS n FROM identity_consistency"
+    result = CliRunner().invoke(main, ["query", "--store", str(store), "--format", "csv", query])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["n", "5"]  # 2 x 2 ok frames and the edge frame
+
+
+def test_cli_pack_without_recognition_model(
+    tmp_path: Path, edge_dataset: Dataset, models: Models
+) -> None:
+    write_synthetic_insightface_pack(tmp_path / "bare")
+    args = extract_command(edge_dataset, tmp_path / "store", models)[3:]
+    args[args.index("--insightface-root") + 1] = str(tmp_path / "bare")
+    result = CliRunner().invoke(main, [*args, "--model", "arcface"])
+    assert result.exit_code != 0
+    assert f"{DETECTOR_FILENAME} -> SCRFD (detection)" in result.output
+    assert not (tmp_path / "store" / "model=dinov2_vits14").exists()
