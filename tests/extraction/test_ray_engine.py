@@ -15,7 +15,7 @@ from types import FrameType, ModuleType
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MODEL, Dataset, Extracted, Models, fast_runtime, run_extract
+from conftest import ARCFACE, MODEL, Dataset, Extracted, Models, fast_runtime, run_extract
 from store_checks import assert_same_rows, data_files, store_files, temporaries
 
 from featstore.errors import InputError
@@ -123,6 +123,31 @@ def test_ray_engine_writes_the_rows_of_the_local_engine(
     assert again.identities_extracted == 0 and again.images_extracted == 0
     # The local engine sees the Ray engine's store as up to date, and vice versa.
     assert run_extract(extracted.dataset, store, models).images_extracted == 0
+
+
+def test_ray_engine_runs_arcface_as_the_local_engine_does(
+    tmp_path: Path, ray_cluster: ModuleType, models: Models
+) -> None:
+    face_dir, video_dir = generate_face_tree(
+        tmp_path / "data", identities=2, frames_per_identity=3, no_face_every=3, seed=4
+    )
+    dataset = Dataset(tmp_path / "data", face_dir, video_dir)
+    both = [MODEL, "arcface"]
+    local = run_extract(dataset, tmp_path / "local", models, models=both)
+    remote = run_extract(
+        dataset, tmp_path / "ray", models, models=both, engine="ray", ray_options=FAST
+    )
+    assert remote.models == local.models == (MODEL, ARCFACE)
+    assert remote.store_counts == local.store_counts
+    names = sorted(
+        p.relative_to(tmp_path / "local").as_posix()
+        for p in (tmp_path / "local").glob("model=*/identity=*/*.parquet")
+    )
+    assert sum(ARCFACE in name for name in names) == 2
+    for name in names:
+        assert_same_rows(
+            pq.read_table(tmp_path / "ray" / name), pq.read_table(tmp_path / "local" / name)
+        )
 
 
 def test_a_worker_killed_mid_run_loses_nothing(
