@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from featstore.extraction.images import (
@@ -59,8 +60,20 @@ class DecodedBatch:
     decoded: list[int]  # positions in `images` of the rows of `pixels` / `det_blobs`
     pixels: torch.Tensor  # [K, 3, 224, 224] float32
     det_blobs: torch.Tensor  # [K, 3, S, S] float32
-    # [H, W, 3] uint8 RGB per row of `pixels`, when the dataset keeps images (ArcFace)
-    images_rgb: list[torch.Tensor] | None = None
+    # The decoded RGB images of the rows of `pixels`, one after the other in one uint8
+    # buffer (one shared-memory block per batch, not one per image), and their shapes;
+    # present when the dataset keeps images (ArcFace). `image_rgb(row)` reads one.
+    image_buffer: torch.Tensor | None = None
+    image_shapes: list[tuple[int, int, int]] | None = None
+
+    def image_rgb(self, row: int) -> NDArray[np.uint8]:
+        """The decoded `[H, W, 3]` RGB image of row `row` of `pixels` (a view, no copy)."""
+        if self.image_buffer is None or self.image_shapes is None:
+            raise RuntimeError("this batch has no images: DecodeDataset(keep_image=True)")
+        sizes = [h * w * c for h, w, c in self.image_shapes]
+        start = sum(sizes[:row])
+        flat = self.image_buffer.numpy()[start : start + sizes[row]]
+        return flat.reshape(self.image_shapes[row])
 
     def pin_memory(self) -> DecodedBatch:  # DataLoader(pin_memory=True) calls this
         self.pixels = self.pixels.pin_memory()
@@ -123,15 +136,20 @@ def collate(items: list[_Item]) -> DecodedBatch:
     for row, i in enumerate(decoded):
         normalize_dinov2(items[i][1], out=pixels_np[row])
         detector_blob(items[i][2], out=blobs_np[row])
-    full: list[torch.Tensor] | None = None
+    batch = DecodedBatch(images, decoded, pixels, blobs)
     if decoded and items[decoded[0]][3] is not None:
-        # One copy into shared memory in the worker; none in the main process.
-        full = [torch.empty(items[i][3].shape, dtype=torch.uint8) for i in decoded]
-        for row, i in enumerate(decoded):
-            if in_worker:
-                full[row].share_memory_()
-            full[row].numpy()[...] = items[i][3]
-    return DecodedBatch(images, decoded, pixels, blobs, full)
+        # One copy into one shared-memory block in the worker; none in the main process.
+        batch.image_shapes = [items[i][3].shape for i in decoded]
+        total = sum(int(items[i][3].size) for i in decoded)
+        batch.image_buffer = torch.empty(total, dtype=torch.uint8)
+        if in_worker:
+            batch.image_buffer.share_memory_()
+        flat, start = batch.image_buffer.numpy(), 0
+        for i in decoded:
+            image = items[i][3]
+            flat[start : start + image.size] = image.reshape(-1)
+            start += image.size
+    return batch
 
 
 def init_worker(_: int) -> None:

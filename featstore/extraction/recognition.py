@@ -7,7 +7,7 @@ InsightFace's `Face.normed_embedding` is. The result equals `ArcFaceONNX.get(img
 followed by `face.normed_embedding` on the same detection (`tests/extraction/test_recognition.py`).
 
 The pixels are the run's decoded image (Pillow, RGB): the decoding workers keep the full
-image for this model (`DecodedBatch.images_rgb`), because the crop needs the keypoints,
+image for this model (`DecodedBatch.image_rgb`), because the crop needs the keypoints,
 which exist only after detection. `norm_crop` warps the RGB image and the crop's channels
 are then reversed to BGR: the warp treats channels independently (same matrix, same
 bilinear weights, border value 0 in every channel), so this is bit for bit the crop of
@@ -171,9 +171,7 @@ class ArcFaceEmbedder:
         self, batch: DecodedBatch, rows: Sequence[int], detections: Sequence[Detection]
     ) -> NDArray[np.float32]:
         """The `Embedder` protocol: embeddings of `rows` of the batch, one detection each."""
-        if batch.images_rgb is None:
-            raise RuntimeError("ArcFace needs the decoded images: DecodeDataset(keep_image=True)")
-        images = [batch.images_rgb[r].numpy() for r in rows]
+        images = [batch.image_rgb(r) for r in rows]
         return self.embed_faces(images, [d.landmarks_2d for d in detections])
 
     def embed_faces(

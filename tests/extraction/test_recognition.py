@@ -161,7 +161,7 @@ def test_fixed_batch_of_one_runs_image_by_image(
         models,
         models=["arcface"],
         detector=settings,
-        runtime=fast_runtime(batch_size=4),
+        runtime=fast_runtime(batch_size=4, workers=1),  # images through shared memory
     )
     fixed, batched = _rows(store, ARCFACE), _rows(arcface_store, ARCFACE)
     assert fixed.keys() == batched.keys()
