@@ -31,16 +31,31 @@ MODEL = "dinov2_vitb14"
 FEATSTORE = [sys.executable, "-m", "featstore"]
 
 
-def build_store(store: Path, identities: int, frames: int, dim: int, seed: int = 0) -> None:
+def build_store(
+    store: Path,
+    identities: int,
+    frames: int,
+    dim: int,
+    seed: int = 0,
+    *,
+    model: str = MODEL,
+    spread: float | None = None,
+) -> None:
+    """Random unit features; with `spread`, each identity's around its own direction
+    (`spread` = noise / signal), so cosines within an identity look like ArcFace's."""
     rng = np.random.default_rng(seed)
     open_store(store)
-    provenance = {"model": MODEL, "feature_dim": dim, "source": "bench", "base_dir": "/data"}
-    claim_model(store, MODEL, provenance, overwrite=True)
+    provenance = {"model": model, "feature_dim": dim, "source": "bench", "base_dir": "/data"}
+    claim_model(store, model, provenance, overwrite=True)
     now = datetime.now(timezone.utc)
     box = np.array([80, 60, 240, 200], dtype=np.float32)
     for i in range(identities):
         name = f"person_{i:05d}"
         feats = rng.standard_normal((frames + 1, dim)).astype(np.float32)
+        if spread is not None:
+            feats = rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim) + feats * (
+                np.float32(spread) / np.sqrt(dim)
+            )
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         kps = rng.uniform(100, 200, size=(frames + 1, 5, 2)).astype(np.float32)
         results = []
@@ -53,16 +68,16 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
                     status="ok",
                     error=None,
                     detection=Detection(box=box, landmarks_2d=kps[j], score=0.99),
-                    features={MODEL: feats[j]},
+                    features={model: feats[j]},
                     width=320,
                     height=240,
                     file_size=20000,
                 )
             )
         table = identity_table(
-            results, model=MODEL, dim=dim, base_dir=Path("/data"), extracted_at=now
+            results, model=model, dim=dim, base_dir=Path("/data"), extracted_at=now
         )
-        write_partition(store, MODEL, name, table, fingerprint="bench", provenance=provenance)
+        write_partition(store, model, name, table, fingerprint="bench", provenance=provenance)
 
 
 def build_store_verbose(store: Path, identities: int, frames: int, dim: int) -> None:

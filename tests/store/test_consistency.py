@@ -10,6 +10,7 @@ import pytest
 from conftest import ARCFACE, INTRUDER, MODEL, Extracted
 
 from featstore.dataset.feature_dataset import FeatureDataset
+from featstore.errors import InputError
 from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW, create_identity_consistency
 from featstore.store.query import Store
 from featstore.trainer_json.export import export_json
@@ -132,3 +133,10 @@ def test_dataset_where_drops_the_intruder(consistency_store: Path, tmp_path: Pat
     assert len(kept) == len(everything) - 1
     arcface = FeatureDataset(consistency_store, model=ARCFACE, cache_dir=tmp_path)
     assert len(arcface) == len(everything)
+
+
+def test_export_json_refuses_an_arcface_model(consistency_store: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="never replace DINOv2") as info:
+        export_json(consistency_store, out=tmp_path / "arcface.json", model=ARCFACE)
+    assert "Hint:" in str(info.value)
+    assert not (tmp_path / "arcface.json").exists()
