@@ -14,6 +14,7 @@ from conftest import MODEL, Dataset, Models, fast_runtime, run_extract
 from featstore_cli.main import main
 from insightface.app.common import Face
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+from insightface.utils import face_align
 from store_checks import extract_command
 
 from featstore.errors import ModelNotFoundError
@@ -141,6 +142,10 @@ def test_a_crop_partly_outside_the_image_is_insightface_s_border(
     ref = resolve_arcface("arcface", DetectorSettings(root=models.insightface_root))
     crop = ArcFaceEmbedder(ref).crop(image, np.asarray(row["landmarks_2d"], np.float32))
     assert (crop[:, :4] == 0).all()  # the left of the crop lies outside the image
+    # Warping the RGB image and reversing the crop's channels is InsightFace's BGR crop.
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    kps = np.asarray(row["landmarks_2d"], np.float32)
+    assert np.array_equal(crop, face_align.norm_crop(bgr, landmark=kps, image_size=112))
     expected = _insightface_embedding(
         insightface_model, edge_dataset.root / path, row["landmarks_2d"]
     )
