@@ -27,9 +27,9 @@ from numpy.typing import NDArray
 from featstore.errors import ModelLoadError, ModelNotFoundError
 from featstore.extraction.decoding import DecodedBatch
 from featstore.extraction.detection import Detection, DetectorSettings, onnx_providers
+from featstore.store.consistency import ARCFACE_PREFIX
 
 ARCFACE = "arcface"  # what --model asks for; stored as arcface_<pack>
-ARCFACE_PREFIX = "arcface_"
 PREPROCESSING = "pil-rgb/insightface-norm_crop(kps)/bgr/arcface_onnx-get_feat/normed_embedding"
 
 

@@ -42,7 +42,6 @@ nested-loop join that streams the frames in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,9 +55,9 @@ ARCFACE_PREFIX = "arcface_"
 DEFAULT_THRESHOLD = 0.3
 
 
-def arcface_models(models: Iterable[str]) -> list[str]:
-    """The ArcFace models among `models` (stored as `arcface_<pack>`)."""
-    return [m for m in models if m.startswith(ARCFACE_PREFIX)]
+def is_arcface_model(name: str) -> bool:
+    """Whether a stored model holds ArcFace embeddings (`arcface_<pack>`, SPEC §8)."""
+    return name.startswith(ARCFACE_PREFIX)
 
 
 def consistency_sql(source: str, threshold: float = DEFAULT_THRESHOLD) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import QueryError, StoreError
-from featstore.store.consistency import arcface_models, create_identity_consistency
+from featstore.store.consistency import create_identity_consistency, is_arcface_model
 from featstore.store.layout import (
     DATA_FILE,
     PROVENANCE_FILE,
@@ -195,9 +195,9 @@ class Store:
         self, con: duckdb.DuckDBPyConnection, models: list[ModelInfo], source: str
     ) -> str | None:
         """The ArcFace rows for `identity_consistency`, also when `images` has only one model."""
-        if arcface_models(m.name for m in models):
+        if any(is_arcface_model(m.name) for m in models):
             return source
-        found = [m for m in self.models() if m.name in arcface_models([m.name])]
+        found = [m for m in self.models() if is_arcface_model(m.name)]
         return self._source(con, found, "_arcface") if found else None
 
     def _local_source(self, models: list[ModelInfo]) -> str | None:

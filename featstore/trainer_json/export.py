@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
+from featstore.store.consistency import is_arcface_model
 from featstore.store.layout import partition_key, present_identities
 from featstore.store.location import StoreLocation
 from featstore.store.paths import output_path, relative_path
@@ -192,7 +193,7 @@ def _model_info(store: Store, model: str | None) -> ModelInfo:
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
     info = store.model(model)
-    if info.name.startswith("arcface_"):
+    if is_arcface_model(info.name):
         raise InputError(
             f"model {info.name} holds ArcFace identity embeddings, which never replace DINOv2 "
             "features in the trainer's JSON (SPEC §8).\nHint: export a DINOv2 model with "
