@@ -72,9 +72,13 @@ def read_consistency(
     if VIEW not in views:
         return None
     # The report's frames (after --where) give the detection drawn on the thumbnails.
-    selected = f"""
-        SELECT c.*, f.box, f.landmarks_2d FROM {VIEW} c
-        JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
+    # Computed once (the view embeds every frame's vector in the identity's mean).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _consistency AS
+            SELECT c.*, f.box, f.landmarks_2d FROM {VIEW} c
+            JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
+    )
+    selected = "SELECT * FROM _consistency"
     totals = con.execute(
         f"""SELECT any_value(model), any_value(threshold), count(*),
                    count(*) FILTER (below_threshold),
