@@ -204,3 +204,22 @@ def test_dataset_and_report_on_s3(
     remote_data, local_data = read_report(uri), read_report(extracted.store)
     assert remote_data.counts == local_data.counts
     assert remote_data.identities == local_data.identities
+
+
+def test_identity_consistency_on_s3(s3: S3, consistency_store: Path) -> None:
+    """The view reads the ArcFace model beside a one-model connection on object storage too."""
+    import pyarrow.fs as pafs
+
+    uri = s3.uri("stores/consistency")
+    location = resolve_store(uri)
+    pafs.copy_files(
+        str(consistency_store),
+        location.path(""),
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=location.fs,
+    )
+    query = "SELECT * FROM identity_consistency ORDER BY identity, frame_index"
+    local = Store(consistency_store).sql(query, model=MODEL)
+    remote = Store(uri).sql(query, model=MODEL)
+    assert remote.num_rows == local.num_rows > 0
+    assert remote == local
