@@ -14,6 +14,13 @@ Figures:
   naive loop    the seed's way: one image at a time through decode, detect, DINOv2
   head pose     face000-pose-v1 (EPnP on the stored keypoints) per image with a face, as a
                 share of the pipeline's time per image (it runs inside the pipeline above)
+  + arcface     the fp32 pipeline with `--model arcface` added (same run, same inputs): its
+                images/s, the time spent in the ArcFace embedder (alignment with InsightFace's
+                norm_crop, and the recognition model) as a share of the run, and the decoding
+                workers' cost of handing the full image over (decode + collate with and
+                without `keep_image`). The synthetic recognition model costs next to nothing,
+                so the share measures what featstore adds around the model; buffalo_l's
+                w600k_r50 (a ResNet-50 at 112x112) adds about one vits14 forward per face.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from featstore.extraction.images import decode_image, dinov2_input
 from featstore.extraction.inputs import scan_inputs
 from featstore.extraction.pipeline import RuntimeOptions, extract
 from featstore.extraction.pose import solve_pose
+from featstore.extraction.recognition import ArcFaceEmbedder
 from featstore.store.query import Store
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
@@ -53,7 +61,8 @@ def make_inputs(
         work / "data", identities=identities, frames_per_identity=frames
     )
     weights = write_random_dinov2_checkpoint(work / "vits14.pth", MODEL)
-    settings = DetectorSettings(root=write_synthetic_insightface_pack(work / "if").parent.parent)
+    pack = write_synthetic_insightface_pack(work / "if", with_recognition=True)
+    settings = DetectorSettings(root=pack.parent.parent)
     return face_dir, video_dir, weights, settings
 
 
@@ -88,6 +97,7 @@ def pipeline(
     batch: int,
     precision: str,
     workers: int | None,
+    models: tuple[str, ...] = (MODEL,),
     **engine: Any,
 ) -> tuple[float, float]:
     """End-to-end images/s (wall time of `extract`, start-up included) and streaming images/s.
@@ -99,7 +109,7 @@ def pipeline(
         face_dir,
         video_dir,
         store,
-        models=[MODEL],
+        models=list(models),
         weights={MODEL: weights},
         detector=settings,
         runtime=RuntimeOptions(
@@ -128,6 +138,60 @@ def pose_seconds_per_image(store: Path, repeat: int = 5) -> tuple[float, int]:
             solve_pose(points, width, height)
         best = min(best, time.perf_counter() - start)
     return best / max(1, len(sizes)), len(sizes)
+
+
+def with_arcface(
+    face_dir: Path,
+    video_dir: Path,
+    store: Path,
+    settings: DetectorSettings,
+    weights: Path,
+    batch: int,
+    workers: int | None,
+) -> tuple[float, float, float]:
+    """The fp32 pipeline with ArcFace added: images/s, ArcFace's share, its alignment's share."""
+    spent = {"embed": 0.0, "crop": 0.0}
+    embed_batch, crop = ArcFaceEmbedder.embed_batch, ArcFaceEmbedder.crop
+
+    def timed(key: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        return wrapper
+
+    ArcFaceEmbedder.embed_batch = timed("embed", embed_batch)  # type: ignore[method-assign]
+    ArcFaceEmbedder.crop = timed("crop", crop)  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        rate, _ = pipeline(
+            face_dir,
+            video_dir,
+            store,
+            settings,
+            weights,
+            batch,
+            "fp32",
+            workers,
+            (MODEL, "arcface"),
+        )
+        wall = time.perf_counter() - start
+    finally:
+        ArcFaceEmbedder.embed_batch, ArcFaceEmbedder.crop = embed_batch, crop  # type: ignore[method-assign]
+    return rate, spent["embed"] / wall, spent["crop"] / wall
+
+
+def decode_rate(face_dir: Path, video_dir: Path, det_size: int, keep_image: bool) -> float:
+    """Images/s of one decoding worker's work (decode, both inputs, collate) in-process."""
+    tasks = [t for i in scan_inputs(face_dir, video_dir).identities for t in image_tasks(i)]
+    dataset = DecodeDataset(tasks, det_size, keep_image=keep_image)
+    start = time.perf_counter()
+    for s in range(0, len(tasks), 32):
+        collate([dataset[i] for i in range(s, min(s + 32, len(tasks)))])
+    return len(tasks) / (time.perf_counter() - start)
 
 
 def naive_loop(
@@ -219,6 +283,20 @@ def main() -> None:
         )
         pose_s, posed = pose_seconds_per_image(work / "store")
         naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
+        # ArcFace: runs with and without it alternate (the machine is shared), best of each.
+        arc_args = (face_dir, video_dir, work / "arc", settings, weights, args.batch_size)
+        plain_args = (face_dir, video_dir, work / "plain", settings, weights, args.batch_size)
+        alternated = [
+            (pipeline(*plain_args, "fp32", args.workers)[0], with_arcface(*arc_args, args.workers))
+            for _ in range(max(2, args.repeat))
+        ]
+        without = max(rate for rate, _ in alternated)
+        arc, arc_share, crop_share = max((arcface for _, arcface in alternated), key=lambda a: a[0])
+        decode = [
+            (decode_rate(face_dir, video_dir, settings.det_size, keep))
+            for keep in (False, True) * 3
+        ]
+        plain, kept = max(decode[0::2]), max(decode[1::2])
         rows = [
             ("models only (baseline)", base, "1.00"),
             ("pipeline fp32", fp32, f"{fp32 / base:.2f}  (goal >= 0.85)"),
@@ -237,6 +315,10 @@ def main() -> None:
         print(
             f"head pose (face000-pose-v1): {pose_s * 1e6:.0f} us per image with a face "
             f"({posed} images) = {pose_s * fp32:.2%} of the fp32 pipeline's time per image"
+            f"+ arcface (same run): {arc:.1f} images/s with, {without:.1f} without "
+            f"({arc / without:.2f}x); "
+            f"ArcFace embedder {arc_share:.1%} of the run (alignment {crop_share:.1%}); "
+            f"decoding worker {plain:.0f} -> {kept:.0f} images/s when it hands the image over"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -33,10 +33,21 @@ MODEL = "dinov2_vitb14"
 FEATSTORE = [sys.executable, "-m", "featstore"]
 
 
-def build_store(store: Path, identities: int, frames: int, dim: int, seed: int = 0) -> None:
+def build_store(
+    store: Path,
+    identities: int,
+    frames: int,
+    dim: int,
+    seed: int = 0,
+    *,
+    model: str = MODEL,
+    spread: float | None = None,
+) -> None:
+    """Random unit features; with `spread`, each identity's around its own direction
+    (`spread` = noise / signal), so cosines within an identity look like ArcFace's."""
     rng = np.random.default_rng(seed)
-    provenance = {"model": MODEL, "feature_dim": dim, "source": "bench", "base_dir": "/data"}
-    table = Store(store, create=True).table(MODEL)
+    provenance = {"model": model, "feature_dim": dim, "source": "bench", "base_dir": "/data"}
+    table = Store(store, create=True).table(model)
     table.claim(provenance, row_schema(dim), overwrite=True)
     writer = TableWriter(table, provenance, command="bench", max_identities=1000)
     now = datetime.now(timezone.utc)
@@ -44,6 +55,10 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
     for i in range(identities):
         name = f"person_{i:05d}"
         feats = rng.standard_normal((frames + 1, dim)).astype(np.float32)
+        if spread is not None:
+            feats = rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim) + feats * (
+                np.float32(spread) / np.sqrt(dim)
+            )
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         kps = rng.uniform(100, 200, size=(frames + 1, 5, 2)).astype(np.float32)
         results = []
@@ -56,14 +71,14 @@ def build_store(store: Path, identities: int, frames: int, dim: int, seed: int =
                     status="ok",
                     error=None,
                     detection=Detection(box=box, landmarks_2d=kps[j], score=0.99),
-                    features={MODEL: feats[j]},
+                    features={model: feats[j]},
                     width=320,
                     height=240,
                     file_size=20000,
                 )
             )
         rows = identity_table(
-            results, model=MODEL, dim=dim, base_dir=Path("/data"), extracted_at=now
+            results, model=model, dim=dim, base_dir=Path("/data"), extracted_at=now
         )
         writer.add(name, rows, fingerprint="bench")
     writer.flush()

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from featstore import __version__
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.extractor import PROGRESS_LOGGER
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
@@ -15,10 +19,6 @@ from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
 from featstore_cli.validate_command import validate
-
-from featstore import __version__
-from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore.extraction.extractor import PROGRESS_LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,8 @@ def main(verbose: bool) -> None:
     multiple=True,
     default=(DEFAULT_MODEL,),
     show_default=True,
-    help="DINOv2 model; repeat to run several in one pass.",
+    help="DINOv2 model, or `arcface` (the pack's recognition model, stored as "
+    "arcface_<pack>); repeat to run several in one pass.",
 )
 @click.option(
     "--weights",
@@ -214,7 +215,7 @@ def extract(
     gpus_per_worker: float | None,
     workers_per_node: int | None,
 ) -> None:
-    """Detect faces and extract DINOv2 features of every image into the store.
+    """Detect faces and extract DINOv2 (and ArcFace) features of every image into the store.
 
     Each image with a face also gets its landmarks, the spherical angles of docs/formats.md and the
     head pose face000-pose-v1 (euler_angles, rotation_matrix, pose_landmarks_3d): solved
@@ -225,6 +226,7 @@ def extract(
     from featstore.extraction.inputs import parse_shard
     from featstore.extraction.pipeline import RuntimeOptions
     from featstore.extraction.pipeline import extract as run_extract
+    from featstore.extraction.recognition import is_arcface
     from featstore.extraction.weights import parse_weights_options
 
     if cpu and device and device != "cpu":
@@ -247,7 +249,8 @@ def extract(
         video_dir,
         store,
         models=models,
-        weights=parse_weights_options(weights, models),
+        # ArcFace's weights come with the pack: a bare --weights PATH is DINOv2's.
+        weights=parse_weights_options(weights, [m for m in models if not is_arcface(m)]),
         base_dir=base_dir,
         detector=DetectorSettings(
             root=insightface_root, pack=pack, det_size=det_size, det_thresh=det_thresh

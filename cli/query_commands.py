@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors, table_version
 
 from featstore.errors import printable
+from featstore_cli.common import library_errors, table_version
 
 _STORE = click.option(
     "--store",
@@ -108,7 +108,8 @@ def query(
     max_rows: int,
     version: int | None,
 ) -> None:
-    """Run SQL (DuckDB) over the store's views: images, faces, frames, identities, valid_frames."""
+    """Run SQL (DuckDB) over the views: images, faces, frames, identities, valid_frames (and
+    identity_consistency when the store has an ArcFace model)."""
     from featstore.store.paths import enclosing_store
     from featstore.store.query import Store, run_query
 

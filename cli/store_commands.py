@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import click
+
 from featstore_cli.common import library_errors
 
 _STORE = click.option(

@@ -23,10 +23,12 @@ from featstore.extraction.summary import ExtractSummary
 from featstore.synthetic.awkward import write_awkward_identities, write_bad_frames, write_orphans
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
-from featstore.synthetic.images import generate_face_tree
+from featstore.synthetic.images import draw_face, generate_face_tree
 
 MODEL = "dinov2_vits14"
 MODEL_REG = "dinov2_vits14_reg"
+ARCFACE = "arcface_buffalo_l"  # `--model arcface` with the test pack
+INTRUDER = "zz_intruder.png"  # the frame of person_000 in `consistency_store` that is not them
 DIM = 384
 # The main dataset: 3 synthetic identities x 4 frames (frame 4 of each shows no face).
 IDENTITIES = 3
@@ -111,7 +113,7 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     root = tmp_path_factory.mktemp("models")
-    write_synthetic_insightface_pack(root / "insightface")
+    write_synthetic_insightface_pack(root / "insightface", with_recognition=True)
     return Models(
         insightface_root=root / "insightface",
         weights=write_random_dinov2_checkpoint(root / "vits14_random.pth", MODEL, seed=0),
@@ -151,3 +153,18 @@ def extracted(
     store = tmp_path_factory.mktemp("extracted") / "store"
     summary = run_extract(dataset, store, models)
     return Extracted(dataset, store, summary)
+
+
+@pytest.fixture(scope="session")
+def consistency_store(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Path:
+    """3 identities x 4 frames (the 4th shows no face), one intruder frame in person_000."""
+    root = tmp_path_factory.mktemp("consistency")
+    face_dir, video_dir = generate_face_tree(
+        root, identities=3, frames_per_identity=4, no_face_every=4, seed=5
+    )
+    intruder = draw_face((320, 240), tint=(0.7, 1.0, 1.3), brightness=1.0, seed=9)
+    intruder.save(video_dir / "person_000" / INTRUDER)
+    store = root / "store"
+    dataset = Dataset(root, face_dir, video_dir)
+    run_extract(dataset, store, models, models=[MODEL, "arcface"], runtime=fast_runtime())
+    return store

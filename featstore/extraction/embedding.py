@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from featstore.errors import InputError
+from featstore.extraction.decoding import DecodedBatch
+from featstore.extraction.detection import Detection
 from featstore.extraction.dinov2 import MODEL_SPECS, build_model, load_checkpoint, load_hub_model
 from featstore.extraction.weights import file_sha256, resolve_weights
 
@@ -83,6 +86,16 @@ class DinoEmbedder:
                 model = build_model(ref.name)
             load_checkpoint(model, ref.weights, ref.name)  # takes the checkpoint's tensors
         self.model: Any = model.eval().to(self.device)
+
+    @property
+    def dim(self) -> int:
+        return self.ref.dim
+
+    def embed_batch(
+        self, batch: DecodedBatch, rows: Sequence[int], detections: Sequence[Detection]
+    ) -> NDArray[np.float32]:
+        """The `Embedder` protocol: the whole image's features for `rows` of the batch."""
+        return self.embed(batch.pixels[list(rows)])
 
     @torch.inference_mode()
     def embed(self, pixels: torch.Tensor) -> NDArray[np.float32]:

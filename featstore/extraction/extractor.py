@@ -15,14 +15,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, ImageTask, collate
-from featstore.extraction.detection import DetectorSettings, FaceDetector
+from featstore.extraction.detection import Detection, DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
 from featstore.extraction.inputs import IdentityInputs
+from featstore.extraction.recognition import ArcFaceEmbedder, ArcFaceRef
 from featstore.extraction.rows import (
     NO_FACE,
     NO_POSE,
@@ -66,11 +68,27 @@ class IdentityJob:
         return list(image_tasks(self.inputs))
 
 
+ModelRef = DinoModelRef | ArcFaceRef
+
+
+class Embedder(Protocol):
+    """A loaded model: `dim` floats per image with a face (DINOv2, ArcFace)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_batch(
+        self, batch: DecodedBatch, rows: Sequence[int], detections: Sequence[Detection]
+    ) -> NDArray[np.float32]:
+        """Unit vectors `[len(rows), dim]` for `rows` of `batch.pixels`, one detection each."""
+        ...
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a process needs to extract identities into the store (picklable, for Ray)."""
 
-    refs: tuple[DinoModelRef, ...]
+    refs: tuple[ModelRef, ...]
     detector: DetectorSettings
     device: str  # torch device
     onnx_device: str | None  # the detector's device; None: decided where it loads
@@ -82,6 +100,11 @@ class WorkerSpec:
     # model -> identities its table held when planned (their rows are replaced, not added)
     present: Mapping[str, frozenset[str]]
     commit_identities: int = COMMIT_IDENTITIES
+
+    @property
+    def keeps_images(self) -> bool:
+        """Whether decoding must hand over the decoded image (ArcFace crops it after detection)."""
+        return any(isinstance(ref, ArcFaceRef) for ref in self.refs)
 
 
 def onnx_device(device: str, requested: str | None) -> str:
@@ -118,8 +141,10 @@ class Extractor:
         ort_device = spec.onnx_device or onnx_device(spec.device, spec.runtime.device)
         self.detector = detector or FaceDetector(spec.detector, device=ort_device)
         runtime = spec.runtime
-        self.embedders = {
-            ref.name: DinoEmbedder(
+        self.embedders: dict[str, Embedder] = {
+            ref.name: ArcFaceEmbedder(ref, device=ort_device)
+            if isinstance(ref, ArcFaceRef)
+            else DinoEmbedder(
                 ref, device=spec.device, precision=runtime.precision, source=runtime.dinov2_source
             )
             for ref in spec.refs
@@ -136,7 +161,9 @@ class Extractor:
         another thread decodes while this one runs the models.
         """
         tasks = job.tasks()
-        dataset = DecodeDataset(tasks, self.spec.detector.det_size)
+        dataset = DecodeDataset(
+            tasks, self.spec.detector.det_size, keep_image=self.spec.keeps_images
+        )
         size = self.spec.runtime.batch_size
         results: list[ImageResult] = []
         for start in range(0, len(tasks), size):
@@ -180,7 +207,8 @@ class Extractor:
             rows = [r for r in with_face if name in models_of(batch.decoded[r])]
             if not rows:
                 continue
-            features = embedder.embed(batch.pixels[rows])
+            faces = [results[batch.decoded[r]].detection for r in rows]
+            features = embedder.embed_batch(batch, rows, [d for d in faces if d is not None])
             for row, vector in zip(rows, features, strict=True):
                 results[batch.decoded[row]].features[name] = vector
         return results
@@ -192,7 +220,7 @@ class Extractor:
             table = identity_table(
                 results,
                 model=model,
-                dim=self.embedders[model].ref.dim,
+                dim=self.embedders[model].dim,
                 base_dir=spec.base_dir,
                 extracted_at=spec.extracted_at,
             )

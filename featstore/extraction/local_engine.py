@@ -59,7 +59,7 @@ def run_local(
         else max(1, min(8, (os.cpu_count() or 2) - 1))
     )
     loader = DataLoader(
-        DecodeDataset(tasks, detector.settings.det_size),
+        DecodeDataset(tasks, detector.settings.det_size, keep_image=spec.keeps_images),
         batch_size=runtime.batch_size,
         num_workers=workers,
         collate_fn=collate,

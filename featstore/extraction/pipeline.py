@@ -19,18 +19,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 import featstore
-from featstore.errors import InputError, StoreError
+from featstore.errors import InputError
+from featstore.extraction import planning
 from featstore.extraction.detection import DetectorSettings, FaceDetector, find_detector_file
 from featstore.extraction.dinov2 import check_checkpoint
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore.extraction.embedding import (
-    PREPROCESSING,
-    DinoModelRef,
-    check_precision,
-    resolve_model,
-)
+from featstore.extraction.embedding import PREPROCESSING, check_precision, resolve_model
 from featstore.extraction.extractor import (
-    IdentityJob,
+    ModelRef,
     RuntimeOptions,
     WorkerSpec,
     onnx_device,
@@ -38,26 +34,18 @@ from featstore.extraction.extractor import (
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import InputTree, check_shard, scan_inputs
 from featstore.extraction.local_engine import run_local
+from featstore.extraction.planning import row_schema
 from featstore.extraction.pose import POSE_DEFINITION
+from featstore.extraction.recognition import ArcFaceRef, is_arcface, resolve_arcface
 from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
 from featstore.extraction.summary import ExtractSummary, store_counts
-from featstore.store.format import FINGERPRINT_COLUMN, provenance_differences, store_schema
 from featstore.store.location import resolve_store
 from featstore.store.query import StoreCounts
-from featstore.store.store import Store
-from featstore.store.table import ModelTable
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from featstore.extraction.ray_engine import RayOptions
 
 log = logging.getLogger(__name__)
-# A run that leaves this many files under COMPACT_SMALL_BYTES compacts its table at the
-# end: a lookup opens one file's footer per file, so thousands of small files would make
-# every read slow, while one compaction costs about one read and write of the table.
-COMPACT_AT_FILES = 64
-COMPACT_SMALL_BYTES = 32 << 20
 
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
@@ -92,8 +80,9 @@ def extract(
         video_dir: `<identity>/<frame>.<ext>` video frames.
         store: the store folder (created if needed), or a URI such as `s3://bucket/prefix`
             (any filesystem pyarrow supports; see `featstore.store.location`).
-        models: DINOv2 models to run; images are decoded and detected once for all.
-        weights: per-model checkpoints overriding the lookup (docs/formats.md).
+        models: DINOv2 models, and `arcface` (the pack's recognition model, stored as
+            `arcface_<pack>`), to run; images are decoded and detected once for all.
+        weights: per-model checkpoint paths overriding the lookup (docs/formats.md).
         base_dir: stored paths are relative to it; default: the inputs' common parent.
         detector: InsightFace pack and settings.
         runtime: device, batch size, workers, precision, progress bar.
@@ -224,14 +213,16 @@ def _extract(
         raise InputError(f"--commit-every must be at least 1, got {runtime.commit_identities}.")
     if shard is not None:
         tree = tree.shard(*shard)
-    opened = _open_store(store, dry_run)
+    opened = planning.open_store(store, dry_run)
     display = opened.location if opened is not None else resolve_store(store)
 
     overrides = {name: Path(p) for name, p in (weights or {}).items()}
-    refs = tuple(resolve_model(name, overrides.get(name)) for name in models)
+    refs = _resolve_models(models, overrides, detector)
+    models = [ref.name for ref in refs]  # `arcface` is stored as arcface_<pack>
     if runtime.dinov2_source == "featstore":
         for ref in refs:  # every checkpoint fits its model before any work starts
-            check_checkpoint(ref.weights, ref.name)
+            if not isinstance(ref, ArcFaceRef):
+                check_checkpoint(ref.weights, ref.name)
     # The local engine loads its detector now: a pack that does not load fails before
     # the store is touched. Ray actors load theirs (and pick its device where they run);
     # the driver only finds the file, for the provenance.
@@ -244,18 +235,18 @@ def _extract(
     tables = {m: opened.table(m) for m in models} if opened is not None else {}
     if rebase and not dry_run:
         for m in models:
-            _check_same_layout(tree, tables[m], base)
+            planning.check_same_layout(tree, tables[m], base)
             old = tables[m].rebase(provenance[m])
             if old is not None:
                 log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
     if dry_run:
         for ref in refs:
-            _would_refuse(tables.get(ref.name), provenance[ref.name], overwrite)
+            planning.would_refuse(tables.get(ref.name), provenance[ref.name], overwrite)
     else:
         for ref in refs:
             tables[ref.name].claim(provenance[ref.name], row_schema(ref.dim), overwrite=overwrite)
-    done = {m: _done(tables.get(m), overwrite) for m in models}
-    plan = _plan(tree, models, done)
+    done = {m: planning.done(tables.get(m), overwrite) for m in models}
+    plan = planning.plan(tree, models, done)
     images = sum(len(job.tasks()) for job in plan)
     counted = {m: StoreCounts() for m in models} if dry_run else {}
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
@@ -287,7 +278,7 @@ def _extract(
         else:
             assert local_detector is not None
             timings.update(run_local(plan, spec, local_detector, counts))
-        compacted = [m for m in models if _compact_if_fragmented(tables[m])]
+        compacted = [m for m in models if planning.compact_if_fragmented(tables[m])]
         if compacted:
             log.info("compacted the tables of %s", ", ".join(compacted))
     elapsed = time.perf_counter() - started
@@ -308,7 +299,7 @@ def _extract(
         skipped_entries=tuple(tree.skipped_entries),
         skipped_inputs=tuple(tree.skipped),
         warnings=tuple(tree.warnings),
-        without_inputs=_without_inputs(tree, done) if shard is None else (),
+        without_inputs=planning.without_inputs(tree, done) if shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
         store_counts=counted
@@ -317,78 +308,13 @@ def _extract(
         shard=shard,
         engine=engine,
         dry_run=dry_run,
-        model_files=tuple(f"{ref.name}: {ref.weights}" for ref in refs)
+        model_files=tuple(
+            f"{ref.name}: {ref.model_file if isinstance(ref, ArcFaceRef) else ref.weights}"
+            for ref in refs
+        )
         + (f"detector: {detector_file}",),
         limit=limit,
     )
-
-
-def _open_store(store: str | os.PathLike[str], dry_run: bool) -> Store | None:
-    """The store, created when absent; a dry run creates nothing (None: no store yet)."""
-    if not dry_run:
-        return Store(store, create=True)
-    try:
-        return Store(store)
-    except StoreError:
-        location = resolve_store(store)
-        folder = location.local
-        holds_files = (
-            any(folder.iterdir())
-            if folder and folder.is_dir()
-            else bool(folder is None and location.children())
-        )
-        if holds_files:  # not a store: the real run would refuse it too
-            raise
-        return None
-
-
-def _check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
-    """Before a rebase: an identity's stored frontal path must be its path under `base`."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    from featstore.store.paths import relative_path
-
-    snapshot = table.open()
-    files = table.active_files(snapshot)
-    if not files:
-        return
-    faces = (
-        pads.dataset(files, filesystem=table.location.fs, format="parquet")
-        .to_table(columns=["identity", "role", "image_path"], filter=pc.field("role") == "face")
-        .to_pydict()
-    )
-    stored = dict(zip(faces["identity"], faces["image_path"], strict=True))
-    for inputs in tree.identities:
-        if inputs.face is None or inputs.identity not in stored:
-            continue
-        expected = relative_path(inputs.face, base)
-        if stored[inputs.identity] != expected:
-            raise InputError(
-                f"rebase: {inputs.identity!r}'s frontal image is stored as "
-                f"{stored[inputs.identity]!r} but is {expected!r} under the new base dir "
-                f"{base}: the folders below the base dir changed, so the stored paths would be "
-                "wrong.\nHint: give base_dir= (CLI: --base-dir) the folder that now holds what "
-                "the old base dir held, or extract again with overwrite (CLI: --overwrite)."
-            )
-        return  # one identity shows the layout; every path was made the same way
-
-
-def _would_refuse(table: ModelTable | None, provenance: Mapping[str, Any], overwrite: bool) -> None:
-    """What `ModelTable.claim` would refuse, found without writing anything."""
-    if table is None or not table.exists():
-        return
-    snapshot = table.open()
-    diffs = provenance_differences(table.provenance(snapshot), dict(provenance))
-    if diffs and not overwrite and table.active_files(snapshot):
-        raise table.mismatch(diffs)
-
-
-def _without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
-    """Identities the store holds but the inputs no longer have (deleted or renamed)."""
-    inputs = {i.identity for i in tree.identities}
-    stored = set().union(*(set(d) for d in done.values()))
-    return tuple(sorted(stored - inputs))
 
 
 def _check_engine(
@@ -424,8 +350,55 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _resolve_models(
+    models: Sequence[str], overrides: Mapping[str, Path], detector: DetectorSettings
+) -> tuple[ModelRef, ...]:
+    """Each model found (and checksummed) before anything heavy loads; arcface once."""
+    refs: dict[str, ModelRef] = {}
+    for name in models:
+        if not is_arcface(name):
+            ref: ModelRef = resolve_model(name, overrides.get(name))
+        elif name in overrides:
+            raise InputError(
+                f"--weights {name}=...: the ArcFace model comes from the InsightFace pack.\n"
+                "Hint: choose it with --insightface-root and --pack."
+            )
+        else:
+            ref = resolve_arcface(name, detector)
+        refs.setdefault(ref.name, ref)
+    return tuple(refs.values())
+
+
+def _model_provenance(ref: ModelRef, runtime: RuntimeOptions) -> dict[str, Any]:
+    """What makes a model's numbers: its weights and how its input is prepared."""
+    if isinstance(ref, ArcFaceRef):
+        from featstore.extraction.recognition import PREPROCESSING as ARCFACE_PREPROCESSING
+
+        return {
+            "model": ref.name,
+            "feature_dim": ref.dim,
+            "weights_sha256": ref.weights_sha256,
+            "precision": "fp32",  # onnxruntime runs the model as exported
+            "preprocessing": ARCFACE_PREPROCESSING,
+            "recognition": {
+                "pack": ref.pack,
+                "model_file": ref.model_file.name,
+                "model_sha256": ref.weights_sha256,
+                "input_size": ref.input_size,
+            },
+        }
+    return {
+        "model": ref.name,
+        "feature_dim": ref.dim,
+        "weights_sha256": ref.weights_sha256,
+        "dinov2_implementation": runtime.dinov2_source,
+        "precision": runtime.precision,
+        "preprocessing": PREPROCESSING,
+    }
+
+
 def _provenance(
-    ref: DinoModelRef,
+    ref: ModelRef,
     detector_file: Path,
     settings: DetectorSettings,
     runtime: RuntimeOptions,
@@ -434,12 +407,7 @@ def _provenance(
     from featstore.extraction.weights import file_sha256
 
     return {
-        "model": ref.name,
-        "feature_dim": ref.dim,
-        "weights_sha256": ref.weights_sha256,
-        "dinov2_implementation": runtime.dinov2_source,
-        "precision": runtime.precision,
-        "preprocessing": PREPROCESSING,
+        **_model_provenance(ref, runtime),
         "angle_definition": ANGLE_DEFINITION,
         "pose_definition": POSE_DEFINITION,
         "detector": {
@@ -453,48 +421,3 @@ def _provenance(
         "base_dir": base_dir.as_posix(),
         "featstore_version": featstore.__version__,
     }
-
-
-def row_schema(dim: int) -> pa.Schema:
-    """The columns extraction writes: the store's, and each identity's input fingerprint."""
-    import pyarrow as pa
-
-    return store_schema(dim).append(pa.field(FINGERPRINT_COLUMN, pa.string()))
-
-
-def _done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
-    """identity -> fingerprint of what the model's table holds (nothing counts as done
-    under --overwrite: every identity is redone, replacing its rows)."""
-    if table is None or not table.exists():  # a dry run before the first extract
-        return {}
-    fingerprints = table.fingerprints(table.open())
-    return {name: "" for name in fingerprints} if overwrite else fingerprints
-
-
-def _plan(
-    tree: InputTree, models: Sequence[str], done: Mapping[str, Mapping[str, str]]
-) -> list[IdentityJob]:
-    """The identities some model lacks or holds from other inputs, and which models."""
-    jobs = []
-    for inputs in tree.identities:
-        if inputs.face is None and not inputs.frames:
-            continue  # an empty video folder without a frontal image: nothing to store
-        fingerprint = inputs.fingerprint()
-        needed = tuple(m for m in models if done[m].get(inputs.identity) != fingerprint)
-        if needed:
-            jobs.append(IdentityJob(inputs, fingerprint, needed))
-    return jobs
-
-
-def _compact_if_fragmented(table: ModelTable) -> bool:
-    """Compact a table this run left in many small files (see COMPACT_AT_FILES)."""
-    snapshot = table.open()
-    small = sum(1 for size in table.file_sizes(snapshot) if size < COMPACT_SMALL_BYTES)
-    if small < COMPACT_AT_FILES:
-        return False
-    try:
-        table.compact(snapshot, "extract (compaction)")
-    except StoreError as exc:  # e.g. another shard committed meanwhile: the rows are safe
-        log.warning("%s not compacted (run `featstore compact` later): %s", table, exc)
-        return False
-    return True

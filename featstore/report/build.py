@@ -48,6 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.errors import InputError, StoreError
+from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
     FLAGGED_LISTED,
@@ -197,6 +198,7 @@ def read_report(
             ]
             gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
+            consistency = read_consistency(con, base_dir)
         except _duckdb_error() as exc:
             raise read_failure(exc, opened) from exc
     return ReportData(
@@ -217,6 +219,7 @@ def read_report(
         rejected_total=rejected_total,
         seed=seed,
         pose=pose,
+        consistency=consistency,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from featstore.report.consistency import ConsistencySection
 from featstore.report.gallery import Thumbnail
 from featstore.report.pose import PoseDistribution
 from featstore.store.query import ModelInfo, StoreCounts
@@ -172,6 +173,7 @@ class ReportData:
     rejected_total: int
     seed: int
     pose: PoseDistribution | None = None  # the head pose histograms (docs/formats.md)
+    consistency: ConsistencySection | None = None  # None: the store has no ArcFace model
 
     @property
     def unshown_images(self) -> list[GalleryImage]:

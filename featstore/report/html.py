@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from featstore import __version__
+from featstore.report.consistency import render_consistency
 from featstore.report.data import (
     ANGLES,
     TABLE_ROWS,
@@ -48,6 +49,7 @@ def render_report(data: ReportData) -> str:
         _distributions(data),
         _rejections(data),
         _gallery(data),
+        render_consistency(data.consistency),
         _comparisons(data.comparisons),
         _unshown(data),
     ]

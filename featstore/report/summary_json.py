@@ -41,6 +41,7 @@ def summary_json(data: ReportData) -> str:
             "tolerance": data.norms.tolerance,
         },
         "rejected_frames": data.rejected_total,
+        "consistency": data.consistency.summary() if data.consistency else None,
         "comparisons": {
             c.other: (
                 {"identities": c.identities, "cosine": {k: finite(v) for k, v in c.cosine.items()}}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import StoreError
+from featstore.store.consistency import create_identity_consistency, is_arcface_model
 from featstore.store.format import (
     STORE_MANIFEST,
     check_manifest,
@@ -177,11 +178,33 @@ class Store:
         source, columns, readable = self._source(con, snapshots)
         try:  # DuckDB reads the first file's footer to type the views
             create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
+            readable += self._consistency(con, names, snapshots, source)
         except duckdb.Error as exc:
             con.close()
             raise read_failure(exc, self) from exc
         lock_down(con, readable)
         return con
+
+    def _consistency(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        names: list[str],
+        snapshots: list[Snapshot],
+        source: str,
+    ) -> list[str]:
+        """The `identity_consistency` view (`featstore.store.consistency`) when the store
+        has an ArcFace model, also on a connection restricted to another model; the files
+        it reads beyond `source`'s."""
+        if any(is_arcface_model(name) for name in names):
+            create_identity_consistency(con, source)
+            return []
+        arcface = [n for n in self.model_names() if is_arcface_model(n)]
+        if not arcface:
+            return []
+        extra = [self.snapshot(name) for name in arcface]
+        arc_source, _, readable = self._source(con, extra, prefix="_arcface")
+        create_identity_consistency(con, arc_source)
+        return readable
 
     def sql(self, query: str, *, model: str | None = None, version: int | None = None) -> pa.Table:
         """Run `query` over the views and return the result as an Arrow table."""
@@ -192,7 +215,7 @@ class Store:
             return relation.to_arrow_table() if relation is not None else pa.table({})
 
     def _source(
-        self, con: duckdb.DuckDBPyConnection, snapshots: list[Snapshot]
+        self, con: duckdb.DuckDBPyConnection, snapshots: list[Snapshot], prefix: str = "_store"
     ) -> tuple[str, set[str], list[str]]:
         """The rows of `snapshots` as one table expression, its columns, the files it reads.
 
@@ -209,7 +232,7 @@ class Store:
             schema = pa.schema(snap.table.schema().to_arrow())
             columns |= set(schema.names)
             if not snap.files:
-                parts.append(f"_empty_{i}")
+                parts.append(f"{prefix}_empty_{i}")
                 con.register(parts[-1], schema.empty_table())
             elif self.location.local is not None:
                 listed = ", ".join(sql_string(f) for f in snap.files)
@@ -218,7 +241,7 @@ class Store:
             else:
                 import pyarrow.dataset as pads
 
-                parts.append(f"_store_{i}")
+                parts.append(f"{prefix}_{i}")
                 dataset = pads.dataset(snap.files, filesystem=self.location.fs, format="parquet")
                 con.register(parts[-1], dataset)
         if not parts:  # a store without models: the views exist, empty

@@ -23,13 +23,21 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import InputError
+from featstore.store import consistency
 
 if TYPE_CHECKING:
     import duckdb
 
 MAX_WHERE_CHARS = 10_000  # a filter, not a program; also bounds the parser's work
 # The views of `featstore.store.query` a subquery in a predicate may read.
-STORE_VIEWS = ("images", "faces", "frames", "identities", "valid_frames")
+STORE_VIEWS = (
+    "images",
+    "faces",
+    "frames",
+    "identities",
+    "valid_frames",
+    "identity_consistency",
+)
 _SHOWN_CHARS = 200  # of the predicate, in messages
 
 
@@ -86,6 +94,14 @@ def check_where_with(con: duckdb.DuckDBPyConnection, where: str | None, columns:
             types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})")
             definition = ", ".join(f"{_quote(name)} {kind}" for name, kind in types.fetchall())
             sandbox.execute(f"CREATE TABLE {view} ({definition})")
+        if _has_view(con, consistency.VIEW):  # the macros over it, as on con
+            if consistency.VIEW not in views:
+                types = con.execute(
+                    f"SELECT column_name, column_type FROM (DESCRIBE {consistency.VIEW})"
+                )
+                definition = ", ".join(f"{_quote(n)} {k}" for n, k in types.fetchall())
+                sandbox.execute(f"CREATE TABLE {consistency.VIEW} ({definition})")
+            consistency.create_macros(sandbox)
         try:
             sandbox.execute(f"{statement} LIMIT 0").fetchall()
         except duckdb_error() as exc:
@@ -121,6 +137,12 @@ def where_failed(where: str, exc: Exception, columns: list[str]) -> InputError:
         "Hint: guard conversions that some rows cannot take, e.g. TRY_CAST(identity AS "
         "INTEGER) > 0 (NULL where the name is no number)."
     )
+
+
+def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [name])
+    row = found.fetchone()
+    return bool(row and row[0])
 
 
 def _sandbox() -> duckdb.DuckDBPyConnection:

@@ -42,21 +42,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from featstore.synthetic.recognition import RECOGNITION_FILENAME, build_recognition_model
+
 __all__ = [
     "ACTIVE_STRIDE",
     "DETECTOR_FILENAME",
     "NEUTRAL_TINT",
-    "RECOGNITION_STUB_FILENAME",
     "STRIDES",
     "build_detector_model",
-    "build_recognition_stub_model",
     "write_synthetic_insightface_pack",
 ]
 
 #: File name InsightFace's ``buffalo_l`` pack uses for its SCRFD detector.
 DETECTOR_FILENAME = "det_10g.onnx"
-#: File name of ``buffalo_l``'s ArcFace recogniser, used for the optional stub.
-RECOGNITION_STUB_FILENAME = "w600k_r50.onnx"
 #: SCRFD's feature strides, in InsightFace's output order.
 STRIDES = (8, 16, 32)
 #: The only stride whose scores can exceed the threshold.
@@ -440,39 +438,13 @@ def build_detector_model(*, batched: bool = True) -> onnx.ModelProto:
     return model
 
 
-def build_recognition_stub_model() -> onnx.ModelProto:
-    """A tiny single-output model shaped like an ArcFace recogniser (112x112 -> 512).
-
-    InsightFace routes it to ``ArcFaceONNX``, never to ``SCRFD``; tests use it to check
-    that only the detector is picked from a pack.  Its "embedding" is a fixed projection
-    of the pooled colour and carries no identity information.
-    """
-    g = _GraphBuilder()
-    pooled = g.op("GlobalAveragePool", ["input.1"])
-    flat = g.op("Flatten", [pooled], axis=1)
-    proj = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
-    g.op("MatMul", [flat, g.const(proj)], out="embedding")
-    graph = helper.make_graph(
-        g.nodes,
-        "featstore_recognition_stub",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["batch", 3, 112, 112])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 512])],
-        initializer=g.initializers,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="featstore.synthetic"
-    )
-    model.ir_version = _IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 def write_synthetic_insightface_pack(
     root: Path,
     pack: str = "buffalo_l",
     *,
     batched: bool = True,
-    with_recognition_stub: bool = False,
+    with_recognition: bool = False,
+    recognition_batched: bool = True,
 ) -> Path:
     """Write a pack in InsightFace's layout: ``<root>/models/<pack>/det_10g.onnx``.
 
@@ -481,7 +453,9 @@ def write_synthetic_insightface_pack(
             expect; the pack folder goes under ``models/``).
         pack: Pack folder name.
         batched: Which detector layout to write (see :func:`build_detector_model`).
-        with_recognition_stub: Also write a single-output ``w600k_r50.onnx``.
+        with_recognition: Also write the ArcFace-shaped ``w600k_r50.onnx``
+            (:mod:`featstore.synthetic.recognition`).
+        recognition_batched: Its batch dimension: dynamic, or fixed to 1.
 
     Returns:
         The pack folder ``<root>/models/<pack>``.
@@ -489,6 +463,7 @@ def write_synthetic_insightface_pack(
     pack_dir = Path(root) / "models" / pack
     pack_dir.mkdir(parents=True, exist_ok=True)
     onnx.save_model(build_detector_model(batched=batched), pack_dir / DETECTOR_FILENAME)
-    if with_recognition_stub:
-        onnx.save_model(build_recognition_stub_model(), pack_dir / RECOGNITION_STUB_FILENAME)
+    if with_recognition:
+        model = build_recognition_model(batched=recognition_batched)
+        onnx.save_model(model, pack_dir / RECOGNITION_FILENAME)
     return pack_dir

@@ -46,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
+from featstore.store.consistency import is_arcface_model
 from featstore.store.paths import output_path, relative_path
 from featstore.store.store import read_failure
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
@@ -206,7 +207,15 @@ def _model_info(store: Store, model: str | None, version: int | None) -> ModelIn
             f"store {store.location} is empty: it holds no model yet.\n"
             "Hint: run `featstore extract` (or `featstore import-json`) into it first."
         )
-    return store.model(model, version)
+    info = store.model(model, version)
+    if is_arcface_model(info.name):
+        raise InputError(
+            f"model {info.name} holds ArcFace identity embeddings, which never replace DINOv2 "
+            "features in the trainer's JSON (docs/formats.md).\nHint: export a DINOv2 model "
+            "with --model, and use the ArcFace model through --where "
+            "'NOT suspicious_frame(image_path)'."
+        )
+    return info
 
 
 class _Rebaser:
@@ -259,7 +268,9 @@ class _Scan:
                 continue
             if identity != next(expected, None):
                 raise StoreError(
-                    f"the scan of the store returned identity {identity!r} out of order."
+                    f"the store scan returned identity {identity!r} out of order.\n"
+                    "Hint: a --where with `x IN (SELECT ...)` can reorder rows; write it as "
+                    "list_contains((SELECT list(x) FROM ...), x), or suspicious_frame(image_path)."
                 )
             face = next((r for r in rows if r["role"] == "face"), None)
             frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)

@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import MODEL, Dataset, Models
-from featstore_cli.main import main
 
 import featstore
+from featstore_cli.main import main
 
 
 def invoke(*args: str | Path) -> Result:

@@ -15,10 +15,10 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 from conftest import MODEL, Dataset, Extracted, Models
-from featstore_cli.main import main
 
 from featstore.errors import InputError
 from featstore.store.where import check_where_with
+from featstore_cli.main import main
 
 
 def invoke(*args: str | Path) -> Result:

@@ -29,11 +29,10 @@ from featstore.extraction.detection import (
 from featstore.extraction.images import decode_image, detector_input
 from featstore.synthetic.detector import (
     DETECTOR_FILENAME,
-    RECOGNITION_STUB_FILENAME,
-    build_recognition_stub_model,
     write_synthetic_insightface_pack,
 )
 from featstore.synthetic.images import draw_background, draw_face
+from featstore.synthetic.recognition import RECOGNITION_FILENAME, build_recognition_model
 
 DET_SIZE = 640
 
@@ -195,11 +194,11 @@ def test_missing_pack_folder(tmp_path: Path) -> None:
 
 
 def test_pack_without_detector_lists_what_it_found(tmp_path: Path) -> None:
-    pack_dir = write_synthetic_insightface_pack(tmp_path, with_recognition_stub=True)
+    pack_dir = write_synthetic_insightface_pack(tmp_path, with_recognition=True)
     (pack_dir / DETECTOR_FILENAME).unlink()
     with pytest.raises(ModelNotFoundError, match="no face detector") as info:
         find_detector_file(DetectorSettings(root=tmp_path))
-    assert RECOGNITION_STUB_FILENAME in str(info.value)
+    assert RECOGNITION_FILENAME in str(info.value)
     assert str(pack_dir) in str(info.value)
 
 
@@ -227,16 +226,16 @@ def test_detector_settings_accept_a_str_root(tmp_path: Path) -> None:
 
 
 def test_detector_is_chosen_next_to_recognition_model(tmp_path: Path) -> None:
-    pack_dir = write_synthetic_insightface_pack(tmp_path, with_recognition_stub=True)
+    pack_dir = write_synthetic_insightface_pack(tmp_path, with_recognition=True)
     assert find_detector_file(DetectorSettings(root=tmp_path)) == pack_dir / DETECTOR_FILENAME
 
 
 def test_detector_is_chosen_by_outputs_not_by_name(tmp_path: Path) -> None:
     # Neither file name starts with "det" and the recogniser sorts first: the detector is
     # still the model with >= 5 outputs.
-    pack_dir = write_synthetic_insightface_pack(tmp_path, "custom", with_recognition_stub=True)
+    pack_dir = write_synthetic_insightface_pack(tmp_path, "custom", with_recognition=True)
     (pack_dir / DETECTOR_FILENAME).rename(pack_dir / "scrfd_face.onnx")
-    (pack_dir / RECOGNITION_STUB_FILENAME).rename(pack_dir / "arcface.onnx")
+    (pack_dir / RECOGNITION_FILENAME).rename(pack_dir / "arcface.onnx")
     settings = DetectorSettings(root=tmp_path, pack="custom")
     assert find_detector_file(settings) == pack_dir / "scrfd_face.onnx"
     assert FaceDetector(settings).model_file == pack_dir / "scrfd_face.onnx"
@@ -266,7 +265,7 @@ def test_single_output_model_named_like_a_detector_is_not_a_detector(tmp_path: P
     pack_dir.mkdir(parents=True)
     import onnx
 
-    onnx.save_model(build_recognition_stub_model(), pack_dir / DETECTOR_FILENAME)
+    onnx.save_model(build_recognition_model(), pack_dir / DETECTOR_FILENAME)
     with pytest.raises(ModelNotFoundError, match=f"found: {re.escape(DETECTOR_FILENAME)}"):
         FaceDetector(DetectorSettings(root=tmp_path))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 import pytest
-from conftest import MODEL, Dataset, Extracted, Models, fast_runtime, run_extract
+from conftest import ARCFACE, MODEL, Dataset, Extracted, Models, fast_runtime, run_extract
 from store_checks import assert_same_rows, table_rows
 from store_checks import identities as identities_of
 
@@ -122,6 +122,25 @@ def test_ray_engine_writes_the_rows_of_the_local_engine(
     assert again.identities_extracted == 0 and again.images_extracted == 0
     # The local engine sees the Ray engine's store as up to date, and vice versa.
     assert run_extract(extracted.dataset, store, models).images_extracted == 0
+
+
+def test_ray_engine_runs_arcface_as_the_local_engine_does(
+    tmp_path: Path, ray_cluster: ModuleType, models: Models
+) -> None:
+    face_dir, video_dir = generate_face_tree(
+        tmp_path / "data", identities=2, frames_per_identity=3, no_face_every=3, seed=4
+    )
+    dataset = Dataset(tmp_path / "data", face_dir, video_dir)
+    both = [MODEL, "arcface"]
+    local = run_extract(dataset, tmp_path / "local", models, models=both)
+    remote = run_extract(
+        dataset, tmp_path / "ray", models, models=both, engine="ray", ray_options=FAST
+    )
+    assert remote.models == local.models == (MODEL, ARCFACE)
+    assert remote.store_counts == local.store_counts
+    for model in (MODEL, ARCFACE):
+        assert identities_of(tmp_path / "local", model) == identities_of(tmp_path / "ray", model)
+        assert_same_rows(table_rows(tmp_path / "ray", model), table_rows(tmp_path / "local", model))
 
 
 def test_a_worker_killed_mid_run_loses_nothing(

@@ -19,7 +19,6 @@ from PIL import Image
 
 from featstore.synthetic.detector import (
     DETECTOR_FILENAME,
-    RECOGNITION_STUB_FILENAME,
     build_detector_model,
     write_synthetic_insightface_pack,
 )
@@ -28,6 +27,7 @@ from featstore.synthetic.images import (
     draw_face,
     generate_face_tree,
 )
+from featstore.synthetic.recognition import RECOGNITION_FILENAME
 
 INPUT_SIZE = (640, 640)
 STRIDES = (8, 16, 32)
@@ -67,7 +67,7 @@ def batched(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="module")
 def pack(batched: bool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("insightface")
-    return write_synthetic_insightface_pack(root, batched=batched, with_recognition_stub=True)
+    return write_synthetic_insightface_pack(root, batched=batched, with_recognition=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_pack_layout_and_size(pack: Path) -> None:
     det = pack / DETECTOR_FILENAME
     assert det.is_file()
     assert det.stat().st_size < 1_000_000
-    assert (pack / RECOGNITION_STUB_FILENAME).is_file()
+    assert (pack / RECOGNITION_FILENAME).is_file()
 
 
 def test_get_model_routes_to_scrfd(batched: bool, detector) -> None:
@@ -113,7 +113,7 @@ def test_only_the_detector_is_a_detector(pack: Path) -> None:
         model = insightface.model_zoo.get_model(str(path), providers=["CPUExecutionProvider"])
         tasks[path.name] = getattr(model, "taskname", None)
     assert tasks[DETECTOR_FILENAME] == "detection"
-    assert tasks[RECOGNITION_STUB_FILENAME] != "detection"
+    assert tasks[RECOGNITION_FILENAME] != "detection"
     assert [name for name, task in tasks.items() if task == "detection"] == [DETECTOR_FILENAME]
 
 

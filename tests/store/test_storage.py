@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Extracted, Models, run_extract
-from featstore_cli.main import main
 from store_checks import assert_same_rows, table_rows
 
 from featstore.errors import StoreError
 from featstore.store.location import resolve_store, scrub_uri
 from featstore.store.query import Store, count_rows, store_info
 from featstore.trainer_json.export import export_json
+from featstore_cli.main import main
 
 SECRET = "featstore-test-secret-key"
 
@@ -204,3 +204,22 @@ def test_dataset_and_report_on_s3(
     assert result.exit_code == 0, result.output  # a URI, not a click.Path
     assert "s3://featstore-test/stores/dataset" in cli_out.read_text("utf-8")
     assert remote_data.identities == local_data.identities
+
+
+def test_identity_consistency_on_s3(s3: S3, consistency_store: Path) -> None:
+    """The view reads the ArcFace model beside a one-model connection on object storage too."""
+    import pyarrow.fs as pafs
+
+    uri = s3.uri("stores/consistency")
+    location = resolve_store(uri)
+    pafs.copy_files(
+        str(consistency_store),
+        location.path(""),
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=location.fs,
+    )
+    query = "SELECT * FROM identity_consistency ORDER BY identity, frame_index"
+    local = Store(consistency_store).sql(query, model=MODEL)
+    remote = Store(uri).sql(query, model=MODEL)
+    assert remote.num_rows == local.num_rows > 0
+    assert remote == local

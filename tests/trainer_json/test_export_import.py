@@ -17,8 +17,6 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 from conftest import DIM, MODEL, Extracted
-from featstore_cli.json_commands import export_json as export_command
-from featstore_cli.json_commands import import_json as import_command
 from store_checks import table_rows
 
 import featstore.trainer_json.export
@@ -32,6 +30,8 @@ from featstore.trainer_json import json_stream
 from featstore.trainer_json.export import ExportSummary, export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.json_writer import reindent
+from featstore_cli.json_commands import export_json as export_command
+from featstore_cli.json_commands import import_json as import_command
 
 IDENTITY_KEYS = [
     "face_image_path",

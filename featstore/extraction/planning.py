@@ -1,0 +1,148 @@
+"""What a run has to do: the store's state (each model's table) against the inputs.
+
+`open_store` opens (or, but for a dry run, creates) the store; `done` reads which identities
+a table holds with which input fingerprint; `plan` lists the identities some model lacks or
+holds from other inputs; `compact_if_fragmented` tidies a table a run left in pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featstore.errors import InputError, StoreError
+from featstore.extraction.extractor import IdentityJob
+from featstore.extraction.inputs import InputTree
+from featstore.store.format import FINGERPRINT_COLUMN, provenance_differences, store_schema
+from featstore.store.location import resolve_store
+from featstore.store.store import Store
+from featstore.store.table import ModelTable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+# A run that leaves this many files under COMPACT_SMALL_BYTES compacts its table at the
+# end: a lookup opens one file's footer per file, so thousands of small files would make
+# every read slow, while one compaction costs about one read and write of the table.
+COMPACT_AT_FILES = 64
+
+
+COMPACT_SMALL_BYTES = 32 << 20
+
+
+def open_store(store: str | os.PathLike[str], dry_run: bool) -> Store | None:
+    """The store, created when absent; a dry run creates nothing (None: no store yet)."""
+    if not dry_run:
+        return Store(store, create=True)
+    try:
+        return Store(store)
+    except StoreError:
+        location = resolve_store(store)
+        folder = location.local
+        holds_files = (
+            any(folder.iterdir())
+            if folder and folder.is_dir()
+            else bool(folder is None and location.children())
+        )
+        if holds_files:  # not a store: the real run would refuse it too
+            raise
+        return None
+
+
+def check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
+    """Before a rebase: an identity's stored frontal path must be its path under `base`."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from featstore.store.paths import relative_path
+
+    snapshot = table.open()
+    files = table.active_files(snapshot)
+    if not files:
+        return
+    faces = (
+        pads.dataset(files, filesystem=table.location.fs, format="parquet")
+        .to_table(columns=["identity", "role", "image_path"], filter=pc.field("role") == "face")
+        .to_pydict()
+    )
+    stored = dict(zip(faces["identity"], faces["image_path"], strict=True))
+    for inputs in tree.identities:
+        if inputs.face is None or inputs.identity not in stored:
+            continue
+        expected = relative_path(inputs.face, base)
+        if stored[inputs.identity] != expected:
+            raise InputError(
+                f"rebase: {inputs.identity!r}'s frontal image is stored as "
+                f"{stored[inputs.identity]!r} but is {expected!r} under the new base dir "
+                f"{base}: the folders below the base dir changed, so the stored paths would be "
+                "wrong.\nHint: give base_dir= (CLI: --base-dir) the folder that now holds what "
+                "the old base dir held, or extract again with overwrite (CLI: --overwrite)."
+            )
+        return  # one identity shows the layout; every path was made the same way
+
+
+def would_refuse(table: ModelTable | None, provenance: Mapping[str, Any], overwrite: bool) -> None:
+    """What `ModelTable.claim` would refuse, found without writing anything."""
+    if table is None or not table.exists():
+        return
+    snapshot = table.open()
+    diffs = provenance_differences(table.provenance(snapshot), dict(provenance))
+    if diffs and not overwrite and table.active_files(snapshot):
+        raise table.mismatch(diffs)
+
+
+def without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
+    """Identities the store holds but the inputs no longer have (deleted or renamed)."""
+    inputs = {i.identity for i in tree.identities}
+    stored = set().union(*(set(d) for d in done.values()))
+    return tuple(sorted(stored - inputs))
+
+
+def row_schema(dim: int) -> pa.Schema:
+    """The columns extraction writes: the store's, and each identity's input fingerprint."""
+    import pyarrow as pa
+
+    return store_schema(dim).append(pa.field(FINGERPRINT_COLUMN, pa.string()))
+
+
+def done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
+    """identity -> fingerprint of what the model's table holds (nothing counts as done
+    under --overwrite: every identity is redone, replacing its rows)."""
+    if table is None or not table.exists():  # a dry run before the first extract
+        return {}
+    fingerprints = table.fingerprints(table.open())
+    return {name: "" for name in fingerprints} if overwrite else fingerprints
+
+
+def plan(
+    tree: InputTree, models: Sequence[str], done: Mapping[str, Mapping[str, str]]
+) -> list[IdentityJob]:
+    """The identities some model lacks or holds from other inputs, and which models."""
+    jobs = []
+    for inputs in tree.identities:
+        if inputs.face is None and not inputs.frames:
+            continue  # an empty video folder without a frontal image: nothing to store
+        fingerprint = inputs.fingerprint()
+        needed = tuple(m for m in models if done[m].get(inputs.identity) != fingerprint)
+        if needed:
+            jobs.append(IdentityJob(inputs, fingerprint, needed))
+    return jobs
+
+
+def compact_if_fragmented(table: ModelTable) -> bool:
+    """Compact a table this run left in many small files (see COMPACT_AT_FILES)."""
+    snapshot = table.open()
+    small = sum(1 for size in table.file_sizes(snapshot) if size < COMPACT_SMALL_BYTES)
+    if small < COMPACT_AT_FILES:
+        return False
+    try:
+        table.compact(snapshot, "extract (compaction)")
+    except StoreError as exc:  # e.g. another shard committed meanwhile: the rows are safe
+        log.warning("%s not compacted (run `featstore compact` later): %s", table, exc)
+        return False
+    return True

@@ -1,0 +1,169 @@
+"""The report's identity-consistency section: frames that may show somebody else.
+
+From the store's `identity_consistency` view (`featstore.store.consistency`, ArcFace
+embeddings): the frames whose embedding is furthest from their identity's frontal image,
+worst first, each thumbnail beside its frontal image, with both cosines and the identity's
+share of frames below the threshold. Only frames the report's `--where` keeps are listed
+(the view is joined to the report's `frames`), so the section follows the same selection
+as the rest of the page. Without an ArcFace model in the store the section says how to
+get one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from featstore.report.gallery import Thumbnail, make_thumbnail
+from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW
+
+if TYPE_CHECKING:
+    import duckdb
+
+SUSPICIOUS_LISTED = 24
+
+
+@dataclass(frozen=True)
+class SuspiciousFrame:
+    """One frame of the list, with its identity's frontal image."""
+
+    identity: str
+    frame_index: int
+    face_cosine: float | None  # None: the frontal image has no embedding
+    mean_cosine: float | None
+    share_below: float
+    frame: Thumbnail
+    face: Thumbnail | None
+
+
+@dataclass(frozen=True)
+class ConsistencySection:
+    """The numbers of the section and its worst frames."""
+
+    model: str  # the ArcFace model
+    threshold: float
+    frames_checked: int  # frames with an embedding that --where keeps
+    frames_below: int
+    identities_below: int  # identities with at least one frame below
+    worst: list[SuspiciousFrame]
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers as JSON-ready values (the report embeds them)."""
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "frames_checked": self.frames_checked,
+            "frames_below": self.frames_below,
+            "identities_below": self.identities_below,
+            "worst": [
+                [s.identity, s.frame.image_path, _finite(s.face_cosine), _finite(s.mean_cosine)]
+                for s in self.worst
+            ],
+        }
+
+
+def read_consistency(
+    con: duckdb.DuckDBPyConnection, base_dir: str | None, limit: int = SUSPICIOUS_LISTED
+) -> ConsistencySection | None:
+    """The section from the report's connection, or None when the store has no ArcFace model."""
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    if VIEW not in views:
+        return None
+    # The report's frames (after --where) give the detection drawn on the thumbnails.
+    # Computed once (the view embeds every frame's vector in the identity's mean).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _consistency AS
+            SELECT c.*, f.box, f.landmarks_2d FROM {VIEW} c
+            JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
+    )
+    selected = "SELECT * FROM _consistency"
+    totals = con.execute(
+        f"""SELECT any_value(model), any_value(threshold), count(*),
+                   count(*) FILTER (below_threshold),
+                   count(DISTINCT identity) FILTER (below_threshold)
+            FROM ({selected})"""
+    ).fetchall()[0]
+    model, threshold, checked, below, identities = totals
+    rows = con.execute(
+        f"""SELECT s.identity, s.frame_index, s.image_path, s.face_cosine, s.mean_cosine,
+                   s.share_below, s.box, s.landmarks_2d,
+                   face.image_path, face.box, face.landmarks_2d
+            FROM ({selected}) s
+            LEFT JOIN faces face ON face.identity = s.identity AND face.status = 'ok'
+            ORDER BY coalesce(s.face_cosine, s.mean_cosine) NULLS LAST, s.identity,
+                     s.frame_index
+            LIMIT {int(limit)}"""
+    ).fetchall()
+    worst = [
+        SuspiciousFrame(
+            identity=r[0],
+            frame_index=int(r[1]),
+            face_cosine=r[3],
+            mean_cosine=r[4],
+            share_below=float(r[5]),
+            frame=make_thumbnail(base_dir, r[2], box=r[6], landmarks=r[7]),
+            face=None
+            if r[8] is None
+            else make_thumbnail(base_dir, r[8], box=r[9], landmarks=r[10]),
+        )
+        for r in rows
+    ]
+    return ConsistencySection(
+        model=str(model) if model is not None else "",
+        threshold=float(threshold) if threshold is not None else DEFAULT_THRESHOLD,
+        frames_checked=int(checked),
+        frames_below=int(below),
+        identities_below=int(identities),
+        worst=worst,
+    )
+
+
+def render_consistency(section: ConsistencySection | None) -> str:
+    """The section's HTML."""
+    heading = "<h2 id='consistency'>Identity consistency (ArcFace)</h2>"
+    if section is None:
+        return (
+            heading + "<p class='muted'>The store has no ArcFace model. Run <code>featstore "
+            "extract --model arcface</code> to embed every face with the pack's recognition "
+            "model and list here the frames that may show somebody else.</p>"
+        )
+    pairs = "".join(_pair(s) for s in section.worst)
+    return (
+        heading + f"<p>{section.frames_below} of {section.frames_checked} frames are below cosine "
+        f"{section.threshold:g} to their identity's frontal image ({section.identities_below} "
+        f"identities), by <code>{escape(section.model)}</code>. The "
+        f"{len(section.worst)} least similar, worst first, each beside its frontal image. "
+        'Drop them with <code>--where "NOT suspicious_frame(image_path)"</code> '
+        "(view <code>identity_consistency</code>).</p>"
+        + (f"<div class='strip'>{pairs}</div>" if pairs else "<p>No frame to check.</p>")
+    )
+
+
+def _pair(s: SuspiciousFrame) -> str:
+    caption = (
+        f"{escape(s.identity)} #{s.frame_index}<br>to frontal {_num(s.face_cosine)}, to mean "
+        f"{_num(s.mean_cosine)}<br>identity below: {s.share_below:.0%}"
+    )
+    face = _img(s.face, "no frontal embedding") if s.face else _img(None, "no frontal image")
+    return (
+        "<figure style='width: 272px'><div style='display: flex; gap: 8px'>"
+        f"{face}{_img(s.frame, '')}</div><figcaption>{caption}<br>"
+        f"<span class='muted'>{escape(s.frame.image_path)}</span></figcaption></figure>"
+    )
+
+
+def _img(t: Thumbnail | None, missing: str) -> str:
+    if t is not None and t.data_uri is not None:
+        return f"<img src='{t.data_uri}' alt='{escape(t.image_path)}'>"
+    reason = t.problem if t is not None and t.problem else missing
+    return f"<div class='placeholder'>{escape(reason)}</div>"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
