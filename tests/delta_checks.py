@@ -154,6 +154,7 @@ def assert_same_rows(a: pa.Table, b: pa.Table, *, atol: float = 1e-5) -> None:
 
 def identities_whole(rows: pa.Table, reference: pa.Table) -> set[str]:
     """The identities of `rows`, after checking each has exactly its reference rows' keys."""
+
     def keys(t: pa.Table) -> dict[str, set[tuple[str, str]]]:
         out: dict[str, set[tuple[str, str]]] = {}
         for i, r, p in zip(*(t.column(k).to_pylist() for k in KEY), strict=True):
@@ -204,7 +205,13 @@ def synthetic_provenance(dim: int, model: str = MODEL) -> dict[str, Any]:
 
 
 def build_store(
-    store: Path | str, identities: int, *, frames: int = 4, dim: int = 8, per_commit: int = 1
+    store: Path | str,
+    identities: int,
+    *,
+    frames: int = 4,
+    dim: int = 8,
+    per_commit: int = 1,
+    prefix: str = "id",
 ) -> None:
     """A version-2 store of synthetic rows, one commit (and data file) per `per_commit`."""
     from featstore.extraction.pipeline import row_schema
@@ -215,7 +222,7 @@ def build_store(
     table.claim(provenance, row_schema(dim), overwrite=False)
     writer = TableWriter(table, provenance, command="test", max_identities=per_commit)
     for i in range(identities):
-        name = f"id_{i:05d}"
+        name = f"{prefix}_{i:05d}"
         writer.add(name, synthetic_rows(name, frames, dim, seed=i), fingerprint=f"fp-{i}")
     writer.flush()
 

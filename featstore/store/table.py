@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -162,7 +162,39 @@ class ModelTable:
             entries = table.history(limit)
         except Exception as exc:
             raise self._error(exc, None) from exc
-        return [_version(entry) for entry in entries]
+        versions = []
+        totals: dict[int, int | None] = {}
+        for entry in entries:
+            found = _version(entry)
+            params = entry.get("operationParameters") or {}
+            if found.rows_removed is None and params.get("mode") == "Overwrite":
+                # delta-rs reports no removed rows for an overwrite (with or without a
+                # predicate; files it rewrote count as added): the row totals tell them.
+                found = replace(found, rows_removed=self._rows_removed(found, totals))
+            versions.append(found)
+        return versions
+
+    def _rows_removed(self, found: Version, totals: dict[int, int | None]) -> int | None:
+        before, after = (self._row_total(v, totals) for v in (found.version - 1, found.version))
+        if before is None or after is None or found.rows_added is None:
+            return None
+        return before + found.rows_added - after
+
+    def _row_total(self, version: int, totals: dict[int, int | None]) -> int | None:
+        """Rows of `version` from its files' statistics (None when it cannot be read)."""
+        if version < 0:
+            return 0
+        if version not in totals:
+            from deltalake import DeltaTable
+
+            try:
+                table = DeltaTable(self.uri, version=version, storage_options=self.options or None)
+                actions = pa.table(table.get_add_actions(flatten=True))
+                counts = actions.column("num_records").to_pylist() if actions.num_rows else []
+                totals[version] = sum(int(n) for n in counts) if None not in counts else None
+            except Exception:  # vacuumed or damaged: the count stays unknown
+                totals[version] = None
+        return totals[version]
 
     # -- writing --------------------------------------------------------------------------
 

@@ -125,9 +125,10 @@ def test_import_json_killed_then_rerun_equals_an_uninterrupted_import(
         assert table_rows(store).num_rows in (0, expected.num_rows)
     run(command)
     assert_same_rows(table_rows(store), expected)
-    assert Store(store).snapshot(MODEL).info.provenance == Store(reference).snapshot(
-        MODEL
-    ).info.provenance
+    assert (
+        Store(store).snapshot(MODEL).info.provenance
+        == Store(reference).snapshot(MODEL).info.provenance
+    )
 
 
 def test_import_json_killed_while_replacing_keeps_the_old_rows(

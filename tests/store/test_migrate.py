@@ -48,7 +48,11 @@ def _check_migrated(store: Path, v1: dict[str, pa.Table], provenance: dict[str, 
     assert not list(folder.glob("identity=*")) and not (folder / "_provenance.json").exists()
     rows = _migrated_rows(store)
     fingerprints = dict(
-        zip(rows.column("identity").to_pylist(), rows.column(FINGERPRINT_COLUMN).to_pylist())
+        zip(
+            rows.column("identity").to_pylist(),
+            rows.column(FINGERPRINT_COLUMN).to_pylist(),
+            strict=True,
+        )
     )
     assert fingerprints == {name: f"fp-{name}" for name in v1}
     expected = pa.concat_tables(v1.values())
