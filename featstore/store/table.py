@@ -12,10 +12,12 @@ What lives where:
   commit"), re-reads the provenance and refuses to mix (`commit`).
 - Each row carries its identity's input fingerprint, so a rerun learns what is done from
   the table itself (`fingerprints`), one scan of two small columns.
-- An identity's rows are replaced as a whole in one commit: identities new to the table are
-  appended (appends never conflict, so shards and Ray workers commit side by side); ones
-  already there are replaced with an overwrite whose predicate names them, which removes
-  their old rows in the same commit. A conflicting commit is retried on the new snapshot.
+- An identity's rows are replaced as a whole in one commit: an overwrite whose predicate
+  names the batch's identities removes their old rows (if any) and adds the new ones. The
+  predicate is what makes two writers of the same identity conflict (a plain append never
+  does, and would double its rows); shards write disjoint identities, and files whose
+  min/max statistics exclude the batch are not read. A conflicting commit is retried on
+  the new snapshot.
 
 Every deltalake exception is turned into a StoreError naming the table and what to do.
 """

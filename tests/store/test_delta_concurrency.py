@@ -169,3 +169,30 @@ def test_two_runs_with_other_settings_into_an_empty_model_one_is_refused(
     final = Store(store).snapshot(MODEL).info.provenance
     assert str(final["detector"]["det_thresh"]) == winner
     assert table_rows(store).num_rows == 6 * 3
+
+
+def test_two_writers_of_the_same_new_identities_leave_one_copy(tmp_path: Path) -> None:
+    """Two runs that both planned the same identities as new (the same command started
+    twice, a Ray task retried after its commit): the second commit replaces, never adds."""
+    store = tmp_path / "store"
+    build_store(store, 1, prefix="base")
+
+    def writer(seed: int) -> Callable[[], None]:
+        def job() -> None:
+            table = Store(store).table(MODEL)
+            out = TableWriter(table, synthetic_provenance(8), command="test", max_identities=3)
+            for i in range(3):
+                out.add(f"x_{i}", synthetic_rows(f"x_{i}", 4, 8, seed=seed + i), f"fp-{seed}")
+            out.flush()
+
+        return job
+
+    _in_threads(writer(0), writer(10))
+    rows = table_rows(store)
+    assert_no_duplicates(rows)
+    assert rows.num_rows == 4 * 5
+    # each identity's rows come from one writer, whole
+    per_identity = Store(store).sql(
+        "SELECT identity, count(DISTINCT input_fingerprint) n FROM images GROUP BY ALL"
+    )
+    assert set(per_identity.column("n").to_pylist()) == {1}
