@@ -227,7 +227,31 @@ class ModelTable:
             table.alter.set_table_description(_json(provenance))
         except Exception as exc:
             raise self._error(exc, None) from exc
+        self._check_claim_race(table, stored, diffs)
         return True
+
+    def _check_claim_race(
+        self, table: DeltaTable, stored: dict[str, Any], diffs: list[str]
+    ) -> None:
+        """Refuse (and undo) a provenance change that labelled rows it never saw.
+
+        A metadata commit does not conflict with a concurrent append, so a run with other
+        settings that committed rows between our check and our change would have its rows
+        labelled with our provenance. The version our change made tells: if it holds rows,
+        the stored provenance is put back (the other run's next commit then goes through)
+        and this run is refused.
+        """
+        try:
+            claimed = self.open(table.version())
+            raced = bool(self._paths(claimed))
+            if raced:
+                claimed.alter.set_table_description(_json(stored))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, None) from exc
+        if raced:
+            raise self.mismatch(diffs, concurrent=True)
 
     def commit(
         self,

@@ -196,3 +196,43 @@ def test_two_writers_of_the_same_new_identities_leave_one_copy(tmp_path: Path) -
         "SELECT identity, count(DISTINCT input_fingerprint) n FROM images GROUP BY ALL"
     )
     assert set(per_identity.column("n").to_pylist()) == {1}
+
+
+def test_a_claim_that_races_a_commit_of_other_settings_is_undone_and_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 point 1, its narrow window: run B finds the model empty, run A commits
+    rows, then B changes the provenance. B must not label A's rows with its settings."""
+    from featstore.errors import ProvenanceMismatchError
+    from featstore.extraction.pipeline import row_schema
+    from featstore.store.table import ModelTable
+
+    store = tmp_path / "store"
+    opened = Store(store, create=True)
+    mine, theirs = synthetic_provenance(8), {**synthetic_provenance(8), "source": "other"}
+    opened.table(MODEL).claim(mine, row_schema(8), overwrite=False)  # empty, A's settings
+    real_provenance = ModelTable.provenance
+    raced: list[bool] = []
+
+    def provenance_then_a_commits(self: ModelTable, table: object) -> dict[str, object]:
+        stored = real_provenance(self, table)  # type: ignore[arg-type]
+        if not raced:  # B has read the (empty) snapshot: A commits now
+            raced.append(True)
+            writer = TableWriter(Store(store).table(MODEL), mine, command="A")
+            writer.add("x", synthetic_rows("x", 4, 8, seed=0), fingerprint="fp")
+            writer.flush()
+        return stored
+
+    monkeypatch.setattr(ModelTable, "provenance", provenance_then_a_commits)
+    with pytest.raises(ProvenanceMismatchError, match="other settings by another run"):
+        Store(store).table(MODEL).claim(theirs, row_schema(8), overwrite=False)
+    monkeypatch.undo()
+    assert raced
+    snap = Store(store).snapshot(MODEL)
+    assert snap.info.provenance == mine  # A's rows keep A's provenance
+    assert table_rows(store).num_rows == 5
+    # A goes on committing: its snapshot predates two metadata commits, same provenance.
+    writer = TableWriter(Store(store).table(MODEL), mine, command="A")
+    writer.add("y", synthetic_rows("y", 4, 8, seed=1), fingerprint="fp")
+    writer.flush()
+    assert table_rows(store).num_rows == 10
