@@ -111,7 +111,7 @@ def test_migrate_keeps_rows_and_provenance_and_removes_the_old_files(tmp_path: P
 @pytest.mark.parametrize("moment", ["writing", "committed"])
 def test_a_killed_migration_finishes_on_a_rerun(tmp_path: Path, moment: str) -> None:
     pristine = tmp_path / "pristine"
-    v1 = _v1_rows(300)
+    v1 = _v1_rows(500)
     provenance = write_v1_store(pristine, v1, DIM)
     store = tmp_path / "v1"
     shutil.copytree(pristine, store)
