@@ -105,8 +105,18 @@ class Store:
         names = []
         for child in children:
             model = model_of_key(child)
-            if model is not None and ModelTable(self.location, model).exists():
+            if model is None:
+                continue
+            table = ModelTable(self.location, model)
+            if table.exists():
                 names.append(model)
+            elif self.location.children(child):  # files, but no log saying which count
+                raise StoreError(
+                    f"{table} holds files but no _delta_log: the model's table is damaged "
+                    "(its log was deleted) or was not written by featstore.\nHint: move the "
+                    "folder out of the store and extract the model again (`featstore "
+                    "extract`, or `import-json` for an imported model)."
+                )
         return names
 
     def table(self, model: str) -> ModelTable:

@@ -12,10 +12,12 @@ What lives where:
   commit"), re-reads the provenance and refuses to mix (`commit`).
 - Each row carries its identity's input fingerprint, so a rerun learns what is done from
   the table itself (`fingerprints`), one scan of two small columns.
-- An identity's rows are replaced as a whole in one commit: identities new to the table are
-  appended (appends never conflict, so shards and Ray workers commit side by side); ones
-  already there are replaced with an overwrite whose predicate names them, which removes
-  their old rows in the same commit. A conflicting commit is retried on the new snapshot.
+- An identity's rows are replaced as a whole in one commit: an overwrite whose predicate
+  names the batch's identities removes their old rows (if any) and adds the new ones. The
+  predicate is what makes two writers of the same identity conflict (a plain append never
+  does, and would double its rows); shards write disjoint identities, and files whose
+  min/max statistics exclude the batch are not read. A conflicting commit is retried on
+  the new snapshot.
 
 Every deltalake exception is turned into a StoreError naming the table and what to do.
 """
@@ -26,7 +28,7 @@ import json
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -163,7 +165,39 @@ class ModelTable:
             entries = table.history(limit)
         except Exception as exc:
             raise self._error(exc, None) from exc
-        return [_version(entry) for entry in entries]
+        versions = []
+        totals: dict[int, int | None] = {}
+        for entry in entries:
+            found = _version(entry)
+            params = entry.get("operationParameters") or {}
+            if found.rows_removed is None and params.get("mode") == "Overwrite":
+                # delta-rs reports no removed rows for an overwrite (with or without a
+                # predicate; files it rewrote count as added): the row totals tell them.
+                found = replace(found, rows_removed=self._rows_removed(found, totals))
+            versions.append(found)
+        return versions
+
+    def _rows_removed(self, found: Version, totals: dict[int, int | None]) -> int | None:
+        before, after = (self._row_total(v, totals) for v in (found.version - 1, found.version))
+        if before is None or after is None or found.rows_added is None:
+            return None
+        return before + found.rows_added - after
+
+    def _row_total(self, version: int, totals: dict[int, int | None]) -> int | None:
+        """Rows of `version` from its files' statistics (None when it cannot be read)."""
+        if version < 0:
+            return 0
+        if version not in totals:
+            from deltalake import DeltaTable
+
+            try:
+                table = DeltaTable(self.uri, version=version, storage_options=self.options or None)
+                actions = pa.table(table.get_add_actions(flatten=True))
+                counts = actions.column("num_records").to_pylist() if actions.num_rows else []
+                totals[version] = sum(int(n) for n in counts) if None not in counts else None
+            except Exception:  # vacuumed or damaged: the count stays unknown
+                totals[version] = None
+        return totals[version]
 
     # -- writing --------------------------------------------------------------------------
 
@@ -192,18 +226,9 @@ class ModelTable:
             if has_rows:
                 table.delete(commit_properties=commit_properties("extract --overwrite"))
             table.alter.set_table_description(_json(provenance))
-            # A concurrent run may have committed rows of the old provenance after our
-            # look and before our change (a metadata change does not conflict with an
-            # append): then those rows are not ours to relabel. Give the old provenance
-            # back (its run then goes on) and refuse this one.
-            table.update_incremental()
-            if self._paths(table):
-                table.alter.set_table_description(_json(stored))
-                raise self.mismatch(diffs, concurrent=True)
-        except ProvenanceMismatchError:
-            raise
         except Exception as exc:
             raise self._error(exc, None) from exc
+        self._check_claim_race(table, stored, diffs)
         return True
 
     def rebase(self, provenance: Mapping[str, Any]) -> str | None:
@@ -226,6 +251,29 @@ class ModelTable:
         except Exception as exc:
             raise self._error(exc, None) from exc
         return str(stored.get("base_dir"))
+
+    def _check_claim_race(
+        self, table: DeltaTable, stored: dict[str, Any], diffs: list[str]
+    ) -> None:
+        """Refuse (and undo) a provenance change that labelled rows it never saw.
+
+        A metadata commit does not conflict with a concurrent append, so a run with other
+        settings that committed rows between our check and our change would have its rows
+        labelled with our provenance. The version our change made tells: if it holds rows,
+        the stored provenance is put back (the other run's next commit then goes through)
+        and this run is refused.
+        """
+        try:
+            claimed = self.open(table.version())
+            raced = bool(self._paths(claimed))
+            if raced:
+                claimed.alter.set_table_description(_json(stored))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, None) from exc
+        if raced:
+            raise self.mismatch(diffs, concurrent=True)
 
     def commit(
         self,

@@ -30,8 +30,8 @@ class TableWriter:
     Args:
         table: the model's table, already claimed with `provenance` (`ModelTable.claim`).
         provenance: this run's provenance, checked again at every commit.
-        present: identities the table held when the run was planned: theirs are replaced
-            (old rows removed in the same commit), the others appended.
+        present: identities the table held when the run was planned (informational:
+            every identity is committed as a replacement of whatever rows it has).
         command: recorded with each commit (`featstore history`).
         max_identities, max_seconds: commit when either is reached.
     """
@@ -82,11 +82,14 @@ class TableWriter:
         if not self._pending:
             return
         rows = pa.concat_tables(self._pending, promote_options="default")
-        replace = [name for name in self._names if name in self.present]
+        # Every identity is committed as a replacement, also one the table did not hold
+        # when the run was planned: another writer (the same command started twice, a Ray
+        # task retried after its commit) may have added it since, and an append would then
+        # double its rows. The predicate makes such a commit conflict and retry instead.
         self.table.commit(
             self.snapshot,
             rows,
-            replace=replace,
+            replace=list(self._names),
             provenance=self.provenance,
             command=self.command,
         )

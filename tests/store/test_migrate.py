@@ -1,0 +1,126 @@
+"""`featstore migrate`: a version-1 store (one Parquet file per model and identity, written
+here by hand) is refused by every command, then converted in place: rows identical,
+provenance carried over, old files gone, and a killed migration finishes on a rerun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+from conftest import MODEL
+from delta_checks import (
+    data_files,
+    featstore,
+    kill_when,
+    log_versions,
+    run,
+    synthetic_rows,
+    write_v1_store,
+)
+from featstore_cli.main import main
+
+from featstore.errors import StoreError
+from featstore.store.format import FINGERPRINT_COLUMN
+from featstore.store.store import Store
+
+DIM = 16
+
+
+def _v1_rows(count: int) -> dict[str, pa.Table]:
+    return {f"id_{i:04d}": synthetic_rows(f"id_{i:04d}", 4, DIM, seed=i) for i in range(count)}
+
+
+def _sorted(table: pa.Table) -> list[dict[str, object]]:
+    return sorted(table.to_pylist(), key=lambda r: (r["identity"], r["role"], r["image_path"]))
+
+
+def _migrated_rows(store: Path) -> pa.Table:
+    return Store(store).sql("SELECT * FROM images", model=MODEL)
+
+
+def _check_migrated(store: Path, v1: dict[str, pa.Table], provenance: dict[str, object]) -> None:
+    folder = store / f"model={MODEL}"
+    assert json.loads((store / "_featstore.json").read_text())["version"] == 2
+    assert not list(folder.glob("identity=*")) and not (folder / "_provenance.json").exists()
+    rows = _migrated_rows(store)
+    fingerprints = dict(
+        zip(
+            rows.column("identity").to_pylist(),
+            rows.column(FINGERPRINT_COLUMN).to_pylist(),
+            strict=True,
+        )
+    )
+    assert fingerprints == {name: f"fp-{name}" for name in v1}
+    expected = pa.concat_tables(v1.values())
+    assert _sorted(rows.drop_columns([FINGERPRINT_COLUMN])) == _sorted(expected)
+    assert Store(store).snapshot(MODEL).info.provenance == provenance
+
+
+REFUSING = [
+    ["info", "--store", "{s}"],
+    ["query", "--store", "{s}", "select count(*) from images"],
+    ["export-json", "--store", "{s}", "--out", "{t}/out.json"],
+    ["report", "--store", "{s}", "--out", "{t}/report.html"],
+    ["history", "--store", "{s}"],
+    ["compact", "--store", "{s}"],
+    ["vacuum", "--store", "{s}"],
+    ["import-json", "{t}/in.json", "--store", "{s}"],
+    ["extract", "--face-dir", "{t}", "--video-dir", "{t}", "--store", "{s}", "--cpu"],
+]
+
+
+def test_every_command_refuses_a_version_1_store_naming_migrate(tmp_path: Path) -> None:
+    store = tmp_path / "v1"
+    write_v1_store(store, _v1_rows(2), DIM)
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+    (tmp_path / "in.json").write_text(
+        json.dumps({"a": {"face_image_path": "a.jpg", "face_features": [0.0] * DIM}})
+    )
+    for args in REFUSING:
+        argv = [a.replace("{s}", str(store)).replace("{t}", str(tmp_path)) for a in args]
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 1, (argv, result.output)
+        assert f"featstore migrate {store}" in result.output, (argv, result.output)
+    with pytest.raises(StoreError, match="featstore migrate"):
+        Store(store)
+    from featstore.dataset.feature_dataset import FeatureDataset
+
+    with pytest.raises(StoreError, match="featstore migrate"):
+        FeatureDataset(store)
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+
+
+def test_migrate_keeps_rows_and_provenance_and_removes_the_old_files(tmp_path: Path) -> None:
+    store = tmp_path / "v1"
+    v1 = _v1_rows(5)
+    provenance = write_v1_store(store, v1, DIM)
+    result = CliRunner().invoke(main, ["migrate", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "5 identities" in result.output and "version-2" in result.output
+    _check_migrated(store, v1, provenance)
+    again = CliRunner().invoke(main, ["migrate", str(store)])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    assert log_versions(store) == [0]  # one commit: the rows, with the provenance
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["writing", "committed"])
+def test_a_killed_migration_finishes_on_a_rerun(tmp_path: Path, moment: str) -> None:
+    pristine = tmp_path / "pristine"
+    v1 = _v1_rows(500)
+    provenance = write_v1_store(pristine, v1, DIM)
+    store = tmp_path / "v1"
+    shutil.copytree(pristine, store)
+    command = featstore("migrate", str(store))
+    if moment == "writing":  # a data file of the table exists, its commit does not
+        kill_when(command, lambda: bool(data_files(store)))
+    else:  # committed; the old folders being deleted
+        kill_when(command, lambda: bool(log_versions(store)))
+    with pytest.raises(StoreError, match="featstore migrate"):
+        Store(store)  # still refused as version 1: the marker changes last
+    run(command)
+    _check_migrated(store, v1, provenance)
