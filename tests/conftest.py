@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_server import s3  # noqa: F401 - the moto S3 fixture, for every test module
 
 from featstore.extraction.detection import DetectorSettings
 from featstore.extraction.pipeline import RuntimeOptions, extract

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import MODEL, Dataset, Models
+from conftest import MODEL
 
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
@@ -49,31 +49,6 @@ def run(command: list[str], *, expect: int = 0) -> subprocess.CompletedProcess[s
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == expect, (done.returncode, done.stdout, done.stderr)
     return done
-
-
-def extract_args(dataset: Dataset, store: Path | str, models: Models, *extra: str) -> list[str]:
-    return [
-        "extract",
-        "--face-dir",
-        str(dataset.face_dir),
-        "--video-dir",
-        str(dataset.video_dir),
-        "--store",
-        str(store),
-        "--model",
-        MODEL,
-        "--weights",
-        str(models.weights),
-        "--insightface-root",
-        str(models.insightface_root),
-        "--cpu",
-        "--no-progress",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        *extra,
-    ]
 
 
 def kill_when(command: list[str], ready: Callable[[], bool], *, timeout: float = 300) -> str:

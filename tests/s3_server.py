@@ -1,6 +1,6 @@
 """moto's S3 server on loopback, for tests of stores on object storage.
 
-Import the fixture into a test module (`from s3_server import S3, s3`); pyarrow's and
+tests/conftest.py registers the `s3` fixture for every test module; pyarrow's and
 delta-rs's real S3 clients reach it through the usual AWS_* variables.
 """
 

@@ -82,11 +82,9 @@ def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
                 np.testing.assert_allclose(np.array(u), np.array(v), rtol=0, atol=1e-5)
 
 
-def extract_command(dataset: Dataset, store: Path, models: Models) -> list[str]:
+def extract_args(dataset: Dataset, store: Path | str, models: Models, *extra: str) -> list[str]:
+    """`featstore extract` arguments for the stand-in models, small batches, no workers."""
     return [
-        sys.executable,
-        "-m",
-        "featstore",
         "extract",
         "--face-dir",
         str(dataset.face_dir),
@@ -106,7 +104,12 @@ def extract_command(dataset: Dataset, store: Path, models: Models) -> list[str]:
         "2",
         "--workers",
         "0",
+        *extra,
     ]
+
+
+def extract_command(dataset: Dataset, store: Path, models: Models) -> list[str]:
+    return [sys.executable, "-m", "featstore", *extract_args(dataset, store, models)]
 
 
 def drop_columns(store: Path | str, columns: list[str], model: str = MODEL) -> None:

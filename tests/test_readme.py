@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from featstore_cli.main import main
 
 from featstore.demo import DEMO_MODEL, build_demo_inputs, extract_demo
-from featstore_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -145,11 +145,11 @@ def check_manifest(data: bytes, where: str, store: str) -> None:
 
 
 def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old -> new` lines for every compared key that differs (nested keys dotted)."""
+    """`key: stored X -> now Y` for every compared key that differs (nested keys dotted)."""
     flat_old, flat_new = _flatten(old), _flatten(new)
     keys = sorted((flat_old.keys() | flat_new.keys()) - UNCOMPARED_PROVENANCE_KEYS)
     return [
-        f"{key}: {json.dumps(flat_old.get(key))} -> {json.dumps(flat_new.get(key))}"
+        f"{key}: stored {json.dumps(flat_old.get(key))} -> now {json.dumps(flat_new.get(key))}"
         for key in keys
         if flat_old.get(key) != flat_new.get(key)
     ]

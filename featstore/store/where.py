@@ -113,7 +113,10 @@ def where_error(where: str, message: str, columns: list[str]) -> InputError:
     first_line = message.strip().splitlines()[0] if message.strip() else message
     # The predicate is wrapped as "(\n{where}\n)": an error on the closing line points at
     # a `)` the user never typed, so say what it means instead.
-    if f"LINE {where.count(chr(10)) + 3}:" in message:
+    unclosed = "is never closed" in first_line or (
+        'near ")"' in first_line and not where.rstrip().endswith(")")
+    )
+    if f"LINE {where.count(chr(10)) + 3}:" in message or unclosed:
         first_line = (
             f"{first_line.split(':')[0]}: it ends too early (an unclosed parenthesis, or an "
             "operator without its right-hand side)"

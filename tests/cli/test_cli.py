@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import MODEL, Dataset, Models
+from featstore_cli.main import main
 
 import featstore
-from featstore_cli.main import main
 
 
 def invoke(*args: str | Path) -> Result:
@@ -86,7 +86,7 @@ def test_extract_prints_the_summary(tmp_path: Path, mini_dataset: Dataset, model
 
     refused = invoke(*args, "--det-thresh", "0.6")
     assert_clean_error(refused, "holds rows made with other settings (stored -> this run)")
-    assert "detector.det_thresh: 0.5 -> 0.6" in refused.output  # only what differs
+    assert "detector.det_thresh: stored 0.5 -> now 0.6" in refused.output  # only what differs
     assert "det_size" not in refused.output and "model_sha256" not in refused.output
     assert "Hint:" in refused.output
 

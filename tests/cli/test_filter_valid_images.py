@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models
+from featstore_cli.main import main
 
 from featstore.trainer_json.export import export_json
-from featstore_cli.main import main
 
 SEED_KEYS = [
     "face_image_path",

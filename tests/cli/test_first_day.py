@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,10 +14,11 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 from conftest import MODEL, Dataset, Extracted, Models
+from featstore_cli.main import main
 
 from featstore.errors import InputError
+from featstore.store.store import Store
 from featstore.store.where import check_where_with
-from featstore_cli.main import main
 
 
 def invoke(*args: str | Path) -> Result:
@@ -229,7 +229,7 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     assert rebased.exit_code == 0, rebased.output
     assert "extracted 0 images of 0 identities" in rebased.output
     assert "2 identities already up to date" in rebased.output
-    info = json.loads(next(store.glob("model=*/_provenance.json")).read_text("utf-8"))
+    info = Store(store).model(MODEL).provenance
     assert info["base_dir"] == new.as_posix()
     again = extract_cli(models, new / "face", new / "video", store)  # no flag needed now
     assert "extracted 0 images of 0 identities" in again.output, again.output

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from conftest import MODEL, Extracted, Models, copy_store, run_extract
+from featstore_cli.main import main
 from store_checks import drop_columns, table_rows, table_version
 
 from featstore.extraction.derive import POSE_COLUMNS, derive
 from featstore.store.store import Store
-from featstore_cli.main import main
 
 
 def _without_pose(extracted: Extracted, tmp_path: Path) -> Path:

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, run_extract
+from featstore_cli.main import main
 
 from featstore.errors import printable, printable_message
 from featstore.extraction.decoding import DecodeDataset, ImageTask
 from featstore.extraction.images import UnreadableImageError, decode_image
 from featstore.extraction.inputs import scan_inputs, storable_name
 from featstore.store.query import Store
-from featstore_cli.main import main
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file types and names")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, fast_runtime, run_extract
+from featstore_cli.main import main
 from insightface.app.common import Face
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 from insightface.utils import face_align
@@ -24,7 +25,6 @@ from featstore.store.query import Store
 from featstore.synthetic.detector import DETECTOR_FILENAME, write_synthetic_insightface_pack
 from featstore.synthetic.images import draw_face, generate_face_tree
 from featstore.synthetic.recognition import RECOGNITION_DIM, RECOGNITION_FILENAME
-from featstore_cli.main import main
 
 ARCFACE = "arcface_buffalo_l"
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, run_extract
+from featstore_cli.main import main
 from store_checks import assert_same_rows, extract_command, table_rows
 
 from featstore.errors import InputError, ProvenanceMismatchError
@@ -20,7 +21,6 @@ from featstore.extraction.pipeline import row_schema
 from featstore.store.store import Store
 from featstore.store.writer import TableWriter
 from featstore.synthetic.images import generate_face_tree
-from featstore_cli.main import main
 
 
 def test_shard_of_is_a_stable_hash_of_the_name() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, MODEL_REG, Dataset, Extracted, Models, run_extract
+from featstore_cli.main import main
 from headless_browser import Browser, chromium_missing_reason
 from PIL import Image
 from store_checks import table_rows
@@ -40,7 +41,6 @@ from featstore.report.plots import Panel, Series, histograms_png
 from featstore.store.query import Store, count_rows
 from featstore.store.writer import TableWriter
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
-from featstore_cli.main import main
 
 SHOWN = re.compile(r"<script type='application/json' id='featstore-report'>(.*?)</script>", re.S)
 WHERE = "abs(avg_angle) < 5"

@@ -22,7 +22,7 @@ from delta_checks import (
     synthetic_rows,
     table_rows,
 )
-from s3_server import S3, s3  # noqa: F401  (the fixture)
+from s3_server import S3
 
 from featstore.store.store import Store
 from featstore.store.writer import TableWriter
@@ -94,7 +94,7 @@ def test_concurrent_commits_are_retried_never_lost_or_doubled(tmp_path: Path) ->
     _check_concurrent_writers(store)
 
 
-def test_concurrent_commits_on_s3(s3: S3) -> None:  # noqa: F811
+def test_concurrent_commits_on_s3(s3: S3) -> None:
     uri = s3.uri("stores/concurrent")
     _concurrent_writers(uri)
     _check_concurrent_writers(uri)

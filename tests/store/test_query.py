@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import DIM, Extracted
+from featstore_cli.main import main
 from store_checks import table_rows
 
 from featstore.errors import QueryError, StoreError
 from featstore.store.query import VIEWS, Store, run_query, store_info
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
-from featstore_cli.main import main
 
 
 def _rows(extracted: Extracted) -> list[dict]:

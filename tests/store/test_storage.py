@@ -3,25 +3,19 @@ client against moto's S3 server on loopback; URIs and secrets in messages."""
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Extracted, Models, run_extract
+from featstore_cli.main import main
+from s3_server import S3, SECRET
 from store_checks import assert_same_rows, table_rows
 
 from featstore.errors import StoreError
 from featstore.store.location import resolve_store, scrub_uri
 from featstore.store.query import Store, count_rows, store_info
 from featstore.trainer_json.export import export_json
-from featstore_cli.main import main
-
-SECRET = "featstore-test-secret-key"
 
 
 def test_scrub_uri_hides_user_info_and_secret_options() -> None:
@@ -39,53 +33,6 @@ def test_local_paths_and_file_uris_are_local(tmp_path: Path) -> None:
 def test_an_unknown_scheme_is_a_store_error() -> None:
     with pytest.raises(StoreError, match=r"cannot open --store nosuch://b/p\?secret_key=\*\*\*"):
         resolve_store(f"nosuch://b/p?secret_key={SECRET}")
-
-
-@dataclass(frozen=True)
-class S3:
-    endpoint: str  # host:port
-    bucket: str
-
-    def uri(self, prefix: str) -> str:
-        return f"s3://{self.bucket}/{prefix}"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    """moto's S3 server on 127.0.0.1 (a free port), credentials in the usual variables."""
-    server_module = pytest.importorskip(
-        "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')"
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "featstore-test",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import pyarrow.fs as pafs
-
-        bucket_maker = pafs.S3FileSystem(
-            endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True
-        )
-        bucket_maker.create_dir("featstore-test")
-        yield S3(f"127.0.0.1:{port}", "featstore-test")
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_extract_query_info_and_export_on_s3(

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Extracted, Models, copy_store, run_extract
+from featstore_cli.main import main
 from store_checks import identities, store_files
 
 from featstore.errors import StoreError
 from featstore.store.query import Store, count_rows
 from featstore.trainer_json.export import export_json
-from featstore_cli.main import main
 
 
 def _cli(*args: object) -> tuple[int, str]:

@@ -107,9 +107,9 @@ def test_file_functions_cannot_read_outside(con: duckdb.DuckDBPyConnection) -> N
 
 def test_no_command_runs_stacked_statements(extracted: Extracted, tmp_path: Path) -> None:
     from click.testing import CliRunner
+    from featstore_cli.main import main
 
     from featstore import FeatureDataset
-    from featstore_cli.main import main
 
     target = tmp_path / "x.csv"
     runner = CliRunner()

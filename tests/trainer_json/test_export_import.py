@@ -17,6 +17,8 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 from conftest import DIM, MODEL, Extracted
+from featstore_cli.json_commands import export_json as export_command
+from featstore_cli.json_commands import import_json as import_command
 from store_checks import table_rows
 
 import featstore.trainer_json.export
@@ -30,8 +32,6 @@ from featstore.trainer_json import json_stream
 from featstore.trainer_json.export import ExportSummary, export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.json_writer import reindent
-from featstore_cli.json_commands import export_json as export_command
-from featstore_cli.json_commands import import_json as import_command
 
 IDENTITY_KEYS = [
     "face_image_path",
@@ -474,7 +474,7 @@ def test_reimport_needs_overwrite_when_made_differently(
 ) -> None:
     store = shutil.copytree(extracted.store, tmp_path / "store")
     before = snapshot(store)
-    with pytest.raises(ProvenanceMismatchError, match=r"source: null -> \"json\""):
+    with pytest.raises(ProvenanceMismatchError, match=r"source: stored null -> now \"json\""):
         import_json(exported, store=store)
     assert snapshot(store) == before
     summary = import_json(exported, store=store, overwrite=True)

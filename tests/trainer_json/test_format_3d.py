@@ -12,6 +12,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from conftest import DIM, MODEL, Dataset, Extracted, Models, run_extract
+from featstore_cli.json_commands import export_json as export_command
+from featstore_cli.json_commands import import_json as import_command
+from featstore_cli.validate_command import validate as validate_command
 from store_checks import drop_columns, table_rows
 
 from featstore.errors import InputError, StoreError
@@ -21,9 +24,6 @@ from featstore.store.query import Store
 from featstore.trainer_json.export import export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.validate import validate_json
-from featstore_cli.json_commands import export_json as export_command
-from featstore_cli.json_commands import import_json as import_command
-from featstore_cli.validate_command import validate as validate_command
 
 IDENTITY_KEYS = [
     "face_image_path",

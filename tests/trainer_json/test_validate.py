@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from featstore_cli.validate_command import validate
 
 from featstore.trainer_json.validate import Problem, ValidationReport, validate_json
-from featstore_cli.validate_command import validate
 
 DIM = 384
 MODEL = "dinov2_vits14"
