@@ -30,16 +30,18 @@ ifdef FULL
 BENCH_EXTRACT :=
 BENCH_STORES :=
 BENCH_GROW :=
+BENCH_SCALE :=
 else
 BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
 BENCH_GROW := --grow-identities 2000
+BENCH_SCALE := --identities 1000,10000
 endif
 
 bench: install
 	$(PY) bench/bench_extract.py $(BENCH_EXTRACT)
 	$(PY) bench/bench_store.py $(BENCH_STORES) $(BENCH_GROW)
-	$(PY) bench/bench_store_scale.py $(if $(FULL),--full,)
+	$(PY) bench/bench_store_scale.py $(BENCH_SCALE)
 	$(PY) bench/bench_ray.py $(BENCH_EXTRACT)
 	$(PY) bench/bench_dataset.py $(BENCH_STORES)
 	$(PY) bench/bench_report.py $(BENCH_STORES)

@@ -1,7 +1,7 @@
 """Store version 2 at scale: do reads stay flat as identities grow? (issue: Delta store)
 
-    .venv/bin/python bench/bench_store_scale.py            # 1,000 and 10,000 identities
-    .venv/bin/python bench/bench_store_scale.py --full     # and 100,000
+    .venv/bin/python bench/bench_store_scale.py                          # 1k, 10k, 100k
+    .venv/bin/python bench/bench_store_scale.py --identities 1000,10000   # make bench
 
 Builds stores of N identities x 10 frames x 384 dims through the library's writer
 (`TableWriter`, commits of 5,000 identities, then `compact` as extract does), then times
@@ -154,9 +154,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--full", action="store_true", help="add the 100,000-identity store")
+    parser.add_argument(
+        "--identities",
+        default="1000,10000,100000",
+        help="store sizes to build, comma-separated (the first is the ratios' baseline)",
+    )
     args = parser.parse_args()
-    sizes = [1_000, 10_000] + ([100_000] if args.full else [])
+    sizes = [int(n) for n in args.identities.split(",")]
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-scale-"))
     results: dict[int, dict[str, tuple[float, float]]] = {}
     try:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from featstore_cli.common import library_errors
 
 from featstore.errors import FeatstoreError, printable_message
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore_cli.common import library_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from featstore_cli.common import library_errors, table_version
 
 from featstore.errors import printable_message
-from featstore_cli.common import library_errors, table_version
 
 
 @click.command("export-json")

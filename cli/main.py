@@ -8,10 +8,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-
-from featstore import __version__
-from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore.extraction.extractor import PROGRESS_LOGGER
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
@@ -19,6 +15,10 @@ from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
 from featstore_cli.validate_command import validate
+
+from featstore import __version__
+from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+from featstore.extraction.extractor import PROGRESS_LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 
 import click
+from featstore_cli.common import library_errors, table_version
 
 from featstore.errors import printable
-from featstore_cli.common import library_errors, table_version
 
 _STORE = click.option(
     "--store",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import click
-
 from featstore_cli.common import library_errors
 
 _STORE = click.option(
@@ -91,7 +90,7 @@ def migrate(store: str) -> None:
 
     done = run_migrate(store)
     if not done:
-        click.echo(f"{store} is already a version-2 store; nothing to migrate.")
+        click.echo(f"{store} is already a version-2 store; nothing to do.")
     for m in done:
         how = "finished (committed earlier)" if m.already_done else f"{m.rows} rows"
         click.echo(f"model {m.model}: {m.identities} identities, {how}")

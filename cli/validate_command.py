@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import click
+from featstore_cli.common import library_errors
 
 from featstore.errors import printable_message
-from featstore_cli.common import library_errors
 
 
 @click.command()

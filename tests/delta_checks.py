@@ -29,20 +29,13 @@ from featstore.store.store import Store
 from featstore.store.writer import TableWriter
 
 KEY = ("identity", "role", "image_path")
-# `python -m featstore`, with the local engine's commit batch made small so a run of a few
-# identities commits several times (the real default, 256, would commit once at its end).
-_SMALL_BATCHES = (
-    "import runpy, sys; import featstore.extraction.pipeline as p; "
-    "p.COMMIT_IDENTITIES = int(sys.argv.pop(1)); "
-    "runpy.run_module('featstore', run_name='__main__', alter_sys=True)"
-)
 
 
 def featstore(*args: str, commit_every: int | None = None) -> list[str]:
-    """The command line of `python -m featstore ARGS` (committing every N identities)."""
-    if commit_every is None:
-        return [sys.executable, "-m", "featstore", *args]
-    return [sys.executable, "-c", _SMALL_BATCHES, str(commit_every), *args]
+    """The command line of `python -m featstore ARGS`; `commit_every`: an extract that
+    commits every N identities (the default, 256, would commit a small run once)."""
+    extra = ["--commit-every", str(commit_every)] if commit_every is not None else []
+    return [sys.executable, "-m", "featstore", *args, *extra]
 
 
 def run(command: list[str], *, expect: int = 0) -> subprocess.CompletedProcess[str]:

@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from featstore.errors import QueryError
 from featstore.store.store import ModelInfo, Store, read_failure
-from featstore.store.views import VIEWS
+from featstore.store.views import VIEWS, describe_views
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
 
 __all__ = [
@@ -31,44 +29,11 @@ __all__ = [
 ]
 
 
-def describe_views(con: duckdb.DuckDBPyConnection) -> str:
-    """`view(col type, ...)` lines, shown when a query fails so users see what exists."""
-    lines = []
-    for view in VIEWS:
-        columns = con.execute(f"DESCRIBE {view}").fetchall()
-        lines.append(f"  {view}: " + ", ".join(f"{c[0]} {c[1]}" for c in columns))
-    return "\n".join(lines)
-
-
 def run_query(
     store: Store, query: str, *, model: str | None = None, version: int | None = None
 ) -> pa.Table:
-    """`store.sql` with DuckDB's errors turned into a QueryError that lists the views."""
-    import duckdb
-    import pyarrow as pa
-
-    with store.connect(model=model, version=version) as con:
-        try:
-            relation = con.sql(query)
-            return relation.to_arrow_table() if relation is not None else pa.table({})
-        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
-            if ".parquet" in str(exc):
-                raise read_failure(exc, store) from exc
-            raise QueryError(f"{exc}\nViews and their columns:\n{describe_views(con)}") from exc
-        except duckdb.Error as exc:
-            raise QueryError(
-                f"{exc}\nViews and their columns:\n{describe_views(con)}{_array_hint(exc, model)}"
-            ) from exc
-
-
-def _array_hint(exc: Exception, model: str | None) -> str:
-    """Models of different dims make the feature columns FLOAT[], which array_* refuse."""
-    if model is None and "array_" in str(exc) and "FLOAT[]" in str(exc):
-        return (
-            "\nHint: the store holds models of different dimensions, so features are FLOAT[] "
-            "(no fixed size); restrict the query to one model with model= (CLI: --model NAME)."
-        )
-    return ""
+    """`store.sql`: DuckDB's errors become a QueryError that lists the views."""
+    return store.sql(query, model=model, version=version)
 
 
 @dataclass(frozen=True)

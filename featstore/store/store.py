@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featstore.errors import StoreError
+from featstore.errors import QueryError, StoreError
 from featstore.store.consistency import create_identity_consistency, is_arcface_model
 from featstore.store.format import (
     STORE_MANIFEST,
@@ -29,7 +29,13 @@ from featstore.store.format import (
 )
 from featstore.store.location import StoreLocation, resolve_store
 from featstore.store.table import ModelTable
-from featstore.store.views import create_views, lock_down, sql_string
+from featstore.store.views import (
+    array_hint,
+    create_views,
+    describe_views,
+    lock_down,
+    sql_string,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -217,12 +223,28 @@ class Store:
         return readable
 
     def sql(self, query: str, *, model: str | None = None, version: int | None = None) -> pa.Table:
-        """Run `query` over the views and return the result as an Arrow table."""
+        """Run `query` over the views and return the result as an Arrow table.
+
+        Raises:
+            QueryError: DuckDB refused the query (the message lists the views' columns).
+            StoreError: a data file of the store cannot be read.
+        """
+        import duckdb
         import pyarrow as pa
 
         with self.connect(model=model, version=version) as con:
-            relation = con.sql(query)
-            return relation.to_arrow_table() if relation is not None else pa.table({})
+            try:
+                relation = con.sql(query)
+                return relation.to_arrow_table() if relation is not None else pa.table({})
+            except duckdb.Error as exc:
+                if ".parquet" in str(exc) and isinstance(
+                    exc, (duckdb.IOException, duckdb.InvalidInputException)
+                ):
+                    raise read_failure(exc, self) from exc
+                raise QueryError(
+                    f"{exc}\nViews and their columns:\n{describe_views(con)}"
+                    + array_hint(exc, model)
+                ) from exc
 
     def _source(
         self, con: duckdb.DuckDBPyConnection, snapshots: list[Snapshot], prefix: str = "_store"

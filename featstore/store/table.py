@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 # features), not a whole file; DuckDB and delta-rs skip the others by min/max identity.
 ROW_GROUP_ROWS = 4096
 _COMMIT_ATTEMPTS = 20
-_COMPACT_MEMORY = "1GB"  # DuckDB's sort spills to disk beyond this
 _LOG = "_delta_log"
 
 
@@ -338,53 +337,23 @@ class ModelTable:
             raise self.mismatch(diffs, concurrent=True)
 
     def compact(self, table: DeltaTable, command: str) -> dict[str, Any]:
-        """Rewrite the table's files into large ones sorted by (identity, role, frame_index).
-
-        The rows are the same; only their files change, in one commit (an overwrite whose
-        snapshot is `table`: a concurrent commit makes it fail rather than be lost). DuckDB
-        sorts out of core (its memory limit, spilling to a temporary folder), so a table
-        larger than memory compacts too. delta-rs's own `optimize.z_order(["identity"])`
-        sorts by identity only, not by role and frame within it, hence this.
-        """
-        import tempfile
-
-        import duckdb
-        from deltalake import write_deltalake
+        """Rewrite the table's files into large ones sorted by (identity, role, frame_index),
+        in one commit (see `featstore.store.compaction`); content unchanged."""
+        from featstore.store.compaction import sorted_rewrite
 
         files = self.active_files(table)
         if len(files) < 2:
             return {"files_before": len(files), "files_after": len(files)}
-        schema = pa.schema(table.schema().to_arrow())
-        with tempfile.TemporaryDirectory(prefix="featstore-compact-") as spill:
-            con = duckdb.connect(
-                config={"memory_limit": _COMPACT_MEMORY, "temp_directory": spill, "threads": 2}
+        try:
+            sorted_rewrite(
+                table,
+                files,
+                self.location,
+                writer_properties=writer_properties(),
+                commit_properties=commit_properties(command),
             )
-            try:
-                if self.location.local is not None:
-                    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                    source = f"read_parquet([{listed}], hive_partitioning = false)"
-                else:
-                    import pyarrow.dataset as pads
-
-                    dataset = pads.dataset(files, filesystem=self.location.fs, format="parquet")
-                    con.register("_table", dataset)
-                    source = "_table"
-                columns = ", ".join('"' + n.replace('"', '""') + '"' for n in schema.names)
-                ordered = con.sql(
-                    f"SELECT {columns} FROM {source} "
-                    "ORDER BY identity, role, frame_index NULLS FIRST, image_path"
-                ).to_arrow_reader(ROW_GROUP_ROWS)
-                write_deltalake(
-                    table,
-                    ordered.cast(schema),
-                    mode="overwrite",
-                    writer_properties=writer_properties(),
-                    commit_properties=commit_properties(command),
-                )
-            except Exception as exc:
-                raise self._error(exc, None) from exc
-            finally:
-                con.close()
+        except Exception as exc:
+            raise self._error(exc, None) from exc
         table.update_incremental()
         return {"files_before": len(files), "files_after": len(self.active_files(table))}
 

@@ -88,5 +88,24 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
     con.execute("SET lock_configuration = true")
 
 
+def describe_views(con: duckdb.DuckDBPyConnection) -> str:
+    """`view(col type, ...)` lines, shown when a query fails so users see what exists."""
+    lines = []
+    for view in VIEWS:
+        columns = con.execute(f"DESCRIBE {view}").fetchall()
+        lines.append(f"  {view}: " + ", ".join(f"{c[0]} {c[1]}" for c in columns))
+    return "\n".join(lines)
+
+
+def array_hint(exc: Exception, model: str | None) -> str:
+    """Models of different dims make the feature columns FLOAT[], which array_* refuse."""
+    if model is None and "array_" in str(exc) and "FLOAT[]" in str(exc):
+        return (
+            "\nHint: the store holds models of different dimensions, so features are FLOAT[] "
+            "(no fixed size); restrict the query to one model with model= (CLI: --model NAME)."
+        )
+    return ""
+
+
 def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"

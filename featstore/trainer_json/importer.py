@@ -60,7 +60,8 @@ import pyarrow as pa
 
 import featstore
 from featstore.errors import InputError, StoreError
-from featstore.store.format import to_delta
+from featstore.store.format import STORE_MANIFEST, to_delta
+from featstore.store.location import resolve_store
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
 from featstore.trainer_json.identity_rows import HINT, IdentityReader
@@ -120,6 +121,7 @@ def import_json(
     opening = _sniff(json_path)
     digest = _sha256(json_path)
     base = Path(os.path.abspath(base_dir if base_dir is not None else json_path.parent))
+    _refuse_a_store_it_cannot_write(store)  # before a long parse, not after
     with tempfile.TemporaryDirectory(prefix="featstore-import-") as scratch:
         spill = Path(scratch) / "rows.arrow"
         loader = _Loader(json_path, digest, base, model)
@@ -138,6 +140,14 @@ def import_json(
         base_dir=base,
         replaced=replaced,
     )
+
+
+def _refuse_a_store_it_cannot_write(store: str | os.PathLike[str]) -> None:
+    """An existing store of another format (or not a store) is refused up front; nothing
+    is created here (a new store is made only once the file has parsed)."""
+    location = resolve_store(store)
+    if location.is_file(STORE_MANIFEST):
+        Store(location)
 
 
 def _commit(store: Store, loader: _Loader, spill: Path, *, overwrite: bool) -> bool:

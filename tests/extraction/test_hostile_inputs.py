@@ -136,7 +136,7 @@ def test_error_text_holds_no_absolute_path(tmp_path: Path) -> None:
     bad = tmp_path / "deep" / "not_an_image.jpg"
     bad.parent.mkdir()
     bad.write_text("text, not pixels\n", "utf-8")
-    info, _, _ = DecodeDataset([ImageTask("p", "frame", bad, 0)], 64)[0]
+    info = DecodeDataset([ImageTask("p", "frame", bad, 0)], 64)[0][0]
     assert info.error == "cannot identify image file (not an image format Pillow decodes)"
     assert str(tmp_path) not in info.error
 

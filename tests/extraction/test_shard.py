@@ -99,7 +99,7 @@ def test_a_concurrent_claim_with_other_settings_is_caught(tmp_path: Path) -> Non
     assert not errors  # the same settings claimed concurrently: fine
     writer = TableWriter(table, ours, command="test")  # a run's snapshot, checked
     table.claim(theirs, schema, overwrite=False)  # no rows yet, so it takes over
-    writer.add("a", pa.table({"identity": ["a"], "model": [MODEL]}))
+    writer.add("a", pa.Table.from_pylist([{"identity": "a", "model": MODEL}], schema=schema))
     with pytest.raises(ProvenanceMismatchError, match="claimed with other settings"):
         writer.flush()  # its commit meets the new provenance: refused, nothing written
     assert Store(tmp_path / "store").sql("SELECT count(*) AS n FROM images")["n"][0].as_py() == 0

@@ -16,13 +16,13 @@ from delta_checks import (
     assert_no_duplicates,
     assert_same_rows,
     build_store,
-    extract_args,
     featstore,
     synthetic_provenance,
     synthetic_rows,
     table_rows,
 )
 from s3_server import S3
+from store_checks import extract_args
 
 from featstore.store.store import Store
 from featstore.store.writer import TableWriter

@@ -15,7 +15,6 @@ from delta_checks import (
     build_store,
     committed_files,
     data_files,
-    extract_args,
     featstore,
     identities_whole,
     kill_when,
@@ -23,6 +22,7 @@ from delta_checks import (
     run,
     table_rows,
 )
+from store_checks import extract_args
 
 from featstore.store.store import Store
 from featstore.synthetic.images import generate_face_tree

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MODEL, Dataset, Models, run_extract
+from conftest import MODEL, Dataset, Models, fast_runtime, run_extract
 from delta_checks import (
     assert_same_rows,
     build_store,
@@ -22,7 +22,7 @@ from delta_checks import (
     table_rows,
 )
 
-from featstore.extraction import pipeline
+from featstore.extraction import planning
 from featstore.store.maintenance import compact, history, vacuum
 from featstore.store.store import Store
 
@@ -58,7 +58,7 @@ def test_compact_keeps_the_rows_in_fewer_files_sorted_by_identity(tmp_path: Path
     # Compacting a compacted table commits nothing.
     assert compact(store)[0].files_before == 1
     assert max(log_versions(store)) == version + 1
-    assert history(store)[MODEL][0].operation == "OPTIMIZE"
+    assert history(store)[MODEL][0].command == "compact"
 
 
 def test_vacuum_removes_orphans_only_past_the_retention(tmp_path: Path) -> None:
@@ -86,16 +86,15 @@ def test_extract_compacts_a_fragmented_table_and_a_rerun_commits_nothing(
     tmp_path: Path, mini_dataset: Dataset, models: Models, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = tmp_path / "store"
-    monkeypatch.setattr(pipeline, "COMMIT_IDENTITIES", 1)
-    monkeypatch.setattr(pipeline, "COMPACT_AT_FILES", 2)
-    run_extract(mini_dataset, store, models)
-    operations = [v.operation for v in history(store)[MODEL]]
-    assert operations[0] == "OPTIMIZE", operations  # 2 commits, then the compaction
+    monkeypatch.setattr(planning, "COMPACT_AT_FILES", 2)
+    run_extract(mini_dataset, store, models, runtime=fast_runtime(commit_identities=1))
+    commands = [v.command for v in history(store)[MODEL]]
+    assert commands[0] == "extract (compaction)", commands  # 2 commits, then the compaction
     assert len(committed_files(store)) == 1
     _assert_sorted_by_identity(store)
     rows = table_rows(store)
 
-    monkeypatch.setattr(pipeline, "COMPACT_AT_FILES", 1)  # one file would compact again
+    monkeypatch.setattr(planning, "COMPACT_AT_FILES", 1)  # one file would compact again
     versions = log_versions(store)
     summary = run_extract(mini_dataset, store, models)
     assert summary.identities_extracted == 0

@@ -55,9 +55,20 @@ def _check_migrated(store: Path, v1: dict[str, pa.Table], provenance: dict[str, 
         )
     )
     assert fingerprints == {name: f"fp-{name}" for name in v1}
+    # `featstore migrate` then derives the head pose (`featstore derive`): the v1 rows and
+    # provenance, plus the pose columns and their definition.
+    derived = [
+        c
+        for c in ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+        if c in rows.column_names
+    ]
     expected = pa.concat_tables(v1.values())
-    assert _sorted(rows.drop_columns([FINGERPRINT_COLUMN])) == _sorted(expected)
-    assert Store(store).snapshot(MODEL).info.provenance == provenance
+    expected = expected.drop_columns([c for c in derived if c in expected.column_names])
+    assert _sorted(rows.drop_columns([FINGERPRINT_COLUMN, *derived])) == _sorted(expected)
+    stored = dict(Store(store).snapshot(MODEL).info.provenance)
+    if derived:
+        assert stored.pop("pose_definition") == "face000-pose-v1"
+    assert stored == provenance
 
 
 REFUSING = [
@@ -104,7 +115,9 @@ def test_migrate_keeps_rows_and_provenance_and_removes_the_old_files(tmp_path: P
     _check_migrated(store, v1, provenance)
     again = CliRunner().invoke(main, ["migrate", str(store)])
     assert again.exit_code == 0 and "nothing to do" in again.output
-    assert log_versions(store) == [0]  # one commit: the rows, with the provenance
+    # The migration is one commit (the rows, with the provenance); `derive` then adds the
+    # head pose in two (the rows with their pose columns, then the pose definition).
+    assert log_versions(store) == [0, 1, 2]
 
 
 @pytest.mark.slow

@@ -82,8 +82,8 @@ def test_query_and_info_read_the_version_asked_for(
         for r in before["faces"]  # type: ignore[attr-defined]
     ]
     info = _cli("info", "--store", str(store), "--version", str(version))
-    assert f"(version {version})" in info
-    assert f"(version {latest})" in _cli("info", "--store", str(store))
+    assert f"(table version {version})" in info
+    assert f"(table version {latest})" in _cli("info", "--store", str(store))
 
 
 def test_export_json_and_report_read_the_version_asked_for(
