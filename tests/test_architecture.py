@@ -126,3 +126,19 @@ def test_library_never_imports_the_cli() -> None:
         if target.startswith("featstore_cli")
     )
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject lists packages one by one: a new subpackage missing there would be left
+    out of a (non-editable) install."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        name
+        for name, path in MODULES.items()
+        if path.name == "__init__.py" or (name == "featstore_cli")
+    }
+    assert found <= listed, sorted(found - listed)
