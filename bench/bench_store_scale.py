@@ -89,6 +89,8 @@ def build_store(store: Path, identities: int, seed: int = 0) -> None:
             "extracted_at": pa.repeat(now, n),
             "input_fingerprint": pa.array(["bench"] * n),
         }
+        for name in ("euler_angles", "rotation_matrix", "pose_landmarks_3d"):  # not measured
+            columns[name] = pa.nulls(n, schema.field(name).type)
         rows = pa.Table.from_pydict(columns, schema=schema)
         for i, name in enumerate(names):  # whole identities, as extraction queues them
             writer.add(name, rows.slice(i * per, per))

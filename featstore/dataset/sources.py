@@ -151,12 +151,23 @@ def read_store(
 
 
 def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """A (nested) fixed-size float column as `[N, *shape]` float32; nulls become NaN."""
+    """A (nested) fixed-size float column as `[N, *shape]` float32; nulls become NaN.
+
+    A null row (a frame without a head pose, a field the source lacks) keeps its slot:
+    `flatten` would drop it and shift every later row.
+    """
     array = column.combine_chunks()
+    rows = len(array)
+    null_rows = array.is_null().to_numpy(zero_copy_only=False)
     while pa.types.is_fixed_size_list(array.type):
-        array = array.flatten()
+        size = array.type.list_size
+        array = array.values.slice(array.offset * size, len(array) * size)
     values = pc.fill_null(array.cast(pa.float32()), np.float32("nan"))
-    return values.to_numpy().reshape(len(column), *shape)
+    out: NDArray[np.float32] = values.to_numpy(zero_copy_only=False).reshape(rows, *shape)
+    if null_rows.any():
+        out = out.copy()
+        out[null_rows] = np.nan
+    return out
 
 
 def _resolve_paths(column: pa.ChunkedArray, base: object) -> pa.Array:
