@@ -17,8 +17,8 @@ from featstore_cli.store_commands import compact, derive, history, migrate, vacu
 from featstore_cli.validate_command import validate
 
 from featstore import __version__
+from featstore.extraction import PROGRESS_LOGGER
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
-from featstore.extraction.extractor import PROGRESS_LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 

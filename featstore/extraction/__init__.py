@@ -7,3 +7,7 @@ it all (local and Ray), which share `extractor.Extractor`.
 May import: `featstore.store` (to plan against and write into a store) and
 `featstore.errors`. Nothing here imports the trainer's JSON, the Dataset or the report.
 """
+
+# The logger of the periodic progress line (`extract --no-progress`); here, not in the
+# engine's module, so the command line can name it without importing torch.
+PROGRESS_LOGGER = "featstore.progress"

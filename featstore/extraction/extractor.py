@@ -39,7 +39,6 @@ from featstore.store.writer import COMMIT_IDENTITIES, TableWriter
 
 log = logging.getLogger(__name__)
 # Where the engines log progress when the bar is off; the CLI shows it without -v.
-PROGRESS_LOGGER = "featstore.progress"
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from featstore.errors import FeatstoreError
+from featstore.extraction import PROGRESS_LOGGER
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
 from featstore.extraction.detection import FaceDetector
-from featstore.extraction.extractor import PROGRESS_LOGGER, Extractor, IdentityJob, WorkerSpec
+from featstore.extraction.extractor import Extractor, IdentityJob, WorkerSpec
 from featstore.extraction.rows import NO_POSE, ImageResult
 
 _MAX_PENDING_WRITES = 64  # identities queued for the writer before the models wait

@@ -131,3 +131,16 @@ def test_python_m_featstore_version() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"featstore, version {featstore.__version__}"
+
+
+def test_reading_commands_start_without_torch() -> None:
+    """`query`, `info` and the other readers answer in a fraction of a second: loading the
+    command line must not import torch (about a second) or the models' other libraries."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, featstore_cli.main; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
