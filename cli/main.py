@@ -36,7 +36,7 @@ def _existing_dir(option: str, help_text: str) -> Callable[[F], F]:
 @click.version_option(__version__, prog_name="featstore")
 @click.option("-v", "--verbose", is_flag=True, help="Log what featstore is doing.")
 def main(verbose: bool) -> None:
-    """featstore: InsightFace + DINOv2 features of face datasets, in Parquet."""
+    """featstore: InsightFace + DINOv2 (and ArcFace) features of face data, in Delta tables."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
