@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from bench_store import timed as timed_with_output
 
 from featstore.extraction.pipeline import row_schema
 from featstore.store.format import fixed_size_column
@@ -99,19 +99,8 @@ def build_store(store: Path, identities: int, seed: int = 0) -> None:
 
 
 def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB, VmHWM) of a command run in a fresh process."""
-    probe = (
-        "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-        "dt = time.perf_counter() - t; "
-        "sys.stderr.write(r.stderr if r.returncode else ''); "
-        "assert r.returncode == 0, r.returncode; "
-        "print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
-    )
-    out = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{command} failed:\n{out.stderr}")
-    seconds, rss = (float(x) for x in out.stdout.split())
+    """Wall seconds and peak RSS (MiB) of a command run in a fresh process."""
+    seconds, rss, _ = timed_with_output(command)
     return seconds, rss
 
 

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import MODEL, Dataset, Models, run_extract
 from featstore_cli.main import main
+from store_checks import extract_args
 
 from featstore.errors import printable, printable_message
 from featstore.extraction.decoding import DecodeDataset, ImageTask
@@ -218,28 +219,7 @@ def test_extract_summary_escapes_names(
     data = copy_dataset(mini_dataset, tmp_path / "data")
     face = sorted(data.face_dir.iterdir())[0]
     shutil.copyfile(face, data.face_dir / f"{FORGED}.jpg")  # a face without a video folder
-    result = CliRunner().invoke(
-        main,
-        [
-            "extract",
-            "--face-dir",
-            str(data.face_dir),
-            "--video-dir",
-            str(data.video_dir),
-            "--store",
-            str(tmp_path / "store"),
-            "--model",
-            MODEL,
-            "--weights",
-            str(models.weights),
-            "--insightface-root",
-            str(models.insightface_root),
-            "--cpu",
-            "--workers",
-            "0",
-            "--no-progress",
-        ],
-    )
+    result = CliRunner().invoke(main, extract_args(data, tmp_path / "store", models))
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output
     assert "\\x1b[31mred\\n  store: elsewhere" in result.output
