@@ -3,24 +3,5 @@
 The code lives in `featstore.store.query`; this module re-exports its public names.
 """
 
-from featstore.store.query import (
-    VIEWS,
-    ModelInfo,
-    Store,
-    StoreCounts,
-    StoreInfo,
-    count_rows,
-    run_query,
-    store_info,
-)
-
-__all__ = [
-    "VIEWS",
-    "ModelInfo",
-    "Store",
-    "StoreCounts",
-    "StoreInfo",
-    "count_rows",
-    "run_query",
-    "store_info",
-]
+from featstore.store.query import *  # noqa: F403 - the names of __all__ below
+from featstore.store.query import __all__  # noqa: F401

@@ -66,7 +66,7 @@ def describe_store(
             "where": where,
             "position_encoding": encoding,  # euler_angles keeps posed frames only
         },
-        "signature": f"{store.table_id(info.name, info.version)}@{info.version}",
+        "signature": info.signature,
         # A `where` may read identity_consistency, made from the ArcFace tables: their
         # versions are part of what the samples are made from.
         "arcface": _arcface_versions(store) if where else {},
@@ -78,9 +78,7 @@ def _arcface_versions(store: Store) -> dict[str, str]:
     from featstore.store.consistency import is_arcface_model
 
     return {
-        name: f"{store.table_id(name)}@{store.model(name).version}"
-        for name in store.model_names()
-        if is_arcface_model(name)
+        name: store.model(name).signature for name in store.model_names() if is_arcface_model(name)
     }
 
 

@@ -22,11 +22,10 @@ import pyarrow as pa
 
 from featstore.errors import StoreError
 from featstore.extraction.pose import POSE_DEFINITION, HeadPose, solve_pose
-from featstore.store.format import fixed_size_column, store_schema, to_delta
+from featstore.extraction.rows import POSE_COLUMNS, pose_columns
+from featstore.store.format import to_delta
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
-
-POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,7 @@ def _derive_model(store: Store, model: str) -> Derived:
         )
         snapshot.update_incremental()
         table.refresh(snapshot, provenance)  # nobody changed the provenance meanwhile
-        snapshot.alter.set_table_description(
-            _provenance_json({**provenance, "pose_definition": POSE_DEFINITION})
-        )
+        table.set_provenance(snapshot, {**provenance, "pose_definition": POSE_DEFINITION})
     except StoreError:
         raise
     except Exception as exc:
@@ -94,37 +91,14 @@ def _derive_model(store: Store, model: str) -> Derived:
 
 
 def _pose_columns(rows: pa.Table) -> tuple[dict[str, pa.Array], int]:
-    """The pose columns of `rows`, from their landmarks_2d, width and height."""
+    """The pose columns of `rows` (from their landmarks_2d, width and height), and how many
+    rows got a pose."""
     n = rows.num_rows
-    euler = np.zeros((n, 3), np.float32)
-    rotation = np.zeros((n, 3, 3), np.float32)
-    landmarks = np.zeros((n, 5, 3), np.float32)
-    valid = np.zeros(n, dtype=bool)
     kps = rows.column("landmarks_2d").to_pylist()
     widths = rows.column("width").to_pylist() if "width" in rows.column_names else [None] * n
     heights = rows.column("height").to_pylist() if "height" in rows.column_names else [None] * n
-    for i, (points, width, height) in enumerate(zip(kps, widths, heights, strict=True)):
-        if points is None:
-            continue
-        pose = solve_pose(np.asarray(points, dtype=np.float32), width, height)
-        if isinstance(pose, HeadPose):
-            euler[i], rotation[i], landmarks[i] = (
-                pose.euler_angles,
-                pose.rotation_matrix,
-                pose.landmarks_3d,
-            )
-            valid[i] = True
-    schema = store_schema(1)
-    return {
-        "euler_angles": fixed_size_column(euler, valid, schema.field("euler_angles").type),
-        "rotation_matrix": fixed_size_column(rotation, valid, schema.field("rotation_matrix").type),
-        "pose_landmarks_3d": fixed_size_column(
-            landmarks, valid, schema.field("pose_landmarks_3d").type
-        ),
-    }, int(valid.sum())
-
-
-def _provenance_json(provenance: dict[str, object]) -> str:
-    import json
-
-    return json.dumps(provenance, sort_keys=True, ensure_ascii=False)
+    poses = [
+        None if points is None else solve_pose(np.asarray(points, np.float32), width, height)
+        for points, width, height in zip(kps, widths, heights, strict=True)
+    ]
+    return pose_columns(poses), sum(isinstance(p, HeadPose) for p in poses)

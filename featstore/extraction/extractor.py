@@ -96,8 +96,6 @@ class WorkerSpec:
     base_dir: Path
     provenance: Mapping[str, Mapping[str, Any]]
     extracted_at: datetime
-    # model -> identities its table held when planned (their rows are replaced, not added)
-    present: Mapping[str, frozenset[str]]
     commit_identities: int = COMMIT_IDENTITIES
 
     @property
@@ -236,7 +234,6 @@ class Extractor:
             self._writers[model] = TableWriter(
                 Store(spec.store).table(model),
                 spec.provenance[model],
-                present=spec.present.get(model, frozenset()),
                 command="extract",
                 max_identities=spec.commit_identities,
             )

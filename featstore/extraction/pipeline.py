@@ -248,7 +248,6 @@ def _extract(
     done = {m: planning.done(tables.get(m), overwrite) for m in models}
     plan = planning.plan(tree, models, done)
     images = sum(len(job.tasks()) for job in plan)
-    counted = {m: StoreCounts() for m in models} if dry_run else {}
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
 
     counts = {OK: 0, NO_FACE: 0, UNREADABLE: 0, NO_POSE: 0}
@@ -266,7 +265,6 @@ def _extract(
             base_dir=base,
             provenance=provenance,
             extracted_at=datetime.now(timezone.utc),
-            present={m: frozenset(done[m]) for m in models},
             commit_identities=1 if ray is not None else runtime.commit_identities,
         )
         if ray is not None:
@@ -302,9 +300,10 @@ def _extract(
         without_inputs=planning.without_inputs(tree, done) if shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
-        store_counts=counted
-        if opened is None or dry_run
-        else {m: store_counts(opened, m) for m in models},
+        store_counts={  # a dry run wrote nothing: the store's counts are not this run's
+            m: StoreCounts() if opened is None or dry_run else store_counts(opened, m)
+            for m in models
+        },
         shard=shard,
         engine=engine,
         dry_run=dry_run,

@@ -18,7 +18,7 @@ from featstore.extraction.extractor import IdentityJob
 from featstore.extraction.inputs import InputTree
 from featstore.store.format import FINGERPRINT_COLUMN, provenance_differences, store_schema
 from featstore.store.location import resolve_store
-from featstore.store.store import Store
+from featstore.store.store import Store, holds_entries
 from featstore.store.table import ModelTable
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 # end: a lookup opens one file's footer per file, so thousands of small files would make
 # every read slow, while one compaction costs about one read and write of the table.
 COMPACT_AT_FILES = 64
-
-
 COMPACT_SMALL_BYTES = 32 << 20
 
 
@@ -42,14 +40,7 @@ def open_store(store: str | os.PathLike[str], dry_run: bool) -> Store | None:
     try:
         return Store(store)
     except StoreError:
-        location = resolve_store(store)
-        folder = location.local
-        holds_files = (
-            any(folder.iterdir())
-            if folder and folder.is_dir()
-            else bool(folder is None and location.children())
-        )
-        if holds_files:  # not a store: the real run would refuse it too
+        if holds_entries(resolve_store(store)):  # not a store: the real run refuses it too
             raise
         return None
 

@@ -63,25 +63,36 @@ def add_poses(results: Sequence[ImageResult]) -> None:
             log.info("no head pose for %s: %s", r.task.path, r.pose.reason)
 
 
-def _pose_columns(results: Sequence[ImageResult], schema: pa.Schema) -> dict[str, pa.Array]:
-    """euler_angles, rotation_matrix and pose_landmarks_3d; null without a face or pose."""
-    add_poses(results)
-    n = len(results)
+POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+
+
+def pose_columns(poses: Sequence[HeadPose | NoPose | None]) -> dict[str, pa.Array]:
+    """The POSE_COLUMNS of rows whose poses are `poses`; null where there is none.
+
+    Extraction and `featstore derive` both build them here, so the two give the same bytes.
+    """
+    n = len(poses)
     euler, rotation, posed = np.zeros((n, 3)), np.zeros((n, 3, 3)), np.zeros((n, 5, 3))
     solved = np.zeros(n, dtype=bool)
-    for i, r in enumerate(results):
-        if isinstance(r.pose, HeadPose):
+    for i, pose in enumerate(poses):
+        if isinstance(pose, HeadPose):
             euler[i], rotation[i], posed[i] = (
-                r.pose.euler_angles,
-                r.pose.rotation_matrix,
-                r.pose.landmarks_3d,
+                pose.euler_angles,
+                pose.rotation_matrix,
+                pose.landmarks_3d,
             )
             solved[i] = True
     values = {"euler_angles": euler, "rotation_matrix": rotation, "pose_landmarks_3d": posed}
+    schema = store_schema(1)  # the pose columns' types do not depend on the feature dim
     return {
         name: fixed_size_column(v.astype(np.float32), solved, schema.field(name).type)
         for name, v in values.items()
     }
+
+
+def _solved_poses(results: Sequence[ImageResult]) -> list[HeadPose | NoPose | None]:
+    add_poses(results)
+    return [r.pose for r in results]
 
 
 def _frame_geometry(
@@ -164,7 +175,7 @@ def identity_table(
             angles.astype(np.float32), has_angles, schema.field("spherical_angles").type
         ),
         "avg_angle": pa.array(avg, pa.float32(), mask=~has_angles),
-        **_pose_columns(results, schema),
+        **pose_columns(_solved_poses(results)),
         "width": pa.array([r.width for r in results], pa.int32()),
         "height": pa.array([r.height for r in results], pa.int32()),
         "file_size": pa.array([r.file_size for r in results], pa.int64()),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -142,6 +143,11 @@ def check_manifest(data: bytes, where: str, store: str) -> None:
             f"{where} says format version {version!r}; this featstore reads version "
             f"{STORE_FORMAT_VERSION}.\nHint: use the featstore that wrote it, or a newer one."
         )
+
+
+def provenance_json(provenance: Mapping[str, Any]) -> str:
+    """A provenance as a table's description holds it (keys sorted, UTF-8 kept)."""
+    return json.dumps(dict(provenance), sort_keys=True, ensure_ascii=False)
 
 
 def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

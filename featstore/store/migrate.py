@@ -34,6 +34,7 @@ from featstore.store.format import (
     check_model_name,
     delta_schema,
     manifest_bytes,
+    provenance_json,
     store_schema,
     to_delta,
 )
@@ -178,7 +179,7 @@ def _write_table(
             pa.RecordBatchReader.from_batches(delta_schema(schema), batches()),
             mode="error",
             name=table.model,
-            description=json.dumps(provenance, sort_keys=True, ensure_ascii=False),
+            description=provenance_json(provenance),
             storage_options=table.options or None,
             writer_properties=writer_properties(),
             commit_properties=commit_properties("migrate"),

@@ -51,6 +51,12 @@ class ModelInfo:
     dim: int
     provenance: dict[str, Any]
     version: int = -1  # the table version read
+    table_id: str = ""  # the Delta table's id: a table deleted and made again gets a new one
+
+    @property
+    def signature(self) -> str:
+        """`<table id>@<version>`: names these rows exactly (a version never changes)."""
+        return f"{self.table_id}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -137,12 +143,8 @@ class Store:
             dim = int(provenance["feature_dim"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{table}: its provenance records no feature_dim.") from exc
-        info = ModelInfo(model, dim, provenance, delta.version())
+        info = ModelInfo(model, dim, provenance, delta.version(), str(delta.metadata().id))
         return Snapshot(info, delta, table.active_files(delta))
-
-    def table_id(self, model: str, version: int | None = None) -> str:
-        """The Delta table's unique id (a table deleted and made again gets a new one)."""
-        return str(self.table(model).open(version).metadata().id)
 
     def models(self) -> list[ModelInfo]:
         """The models of the store at their latest versions, sorted by name."""
@@ -152,9 +154,12 @@ class Store:
         """The named model, or the only one when `name` is None."""
         return self.snapshot(self.choose(name), version).info
 
-    def choose(self, name: str | None) -> str:
-        """`name` when the store has it; the only model when None; else a clear error."""
-        names = self.model_names()
+    def choose(self, name: str | None, names: list[str] | None = None) -> str:
+        """`name` when the store has it; the only model when None; else a clear error.
+
+        `names`: the store's models when the caller has listed them already.
+        """
+        names = self.model_names() if names is None else names
         listed = ", ".join(names) or "none"
         if name is None:
             if len(names) != 1:
@@ -185,16 +190,17 @@ class Store:
         """
         import duckdb
 
+        stored = self.model_names()  # listed once: on object storage each listing is a request
         if version is not None:
-            model = self.choose(model)
-        names = [self.choose(model)] if model is not None else self.model_names()
+            model = self.choose(model, stored)
+        names = [self.choose(model, stored)] if model is not None else stored
         snapshots = [self.snapshot(name, version) for name in names]
         con = duckdb.connect()
         dims = {s.info.dim for s in snapshots}
         source, columns, readable = self._source(con, snapshots)
         try:  # DuckDB reads the first file's footer to type the views
             create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
-            readable += self._consistency(con, names, snapshots, source)
+            readable += self._consistency(con, names, stored, source)
         except duckdb.Error as exc:
             con.close()
             raise read_failure(exc, self) from exc
@@ -205,7 +211,7 @@ class Store:
         self,
         con: duckdb.DuckDBPyConnection,
         names: list[str],
-        snapshots: list[Snapshot],
+        stored: list[str],
         source: str,
     ) -> list[str]:
         """The `identity_consistency` view (`featstore.store.consistency`) when the store
@@ -214,7 +220,7 @@ class Store:
         if any(is_arcface_model(name) for name in names):
             create_identity_consistency(con, source)
             return []
-        arcface = [n for n in self.model_names() if is_arcface_model(n)]
+        arcface = [n for n in stored if is_arcface_model(n)]
         if not arcface:
             return []
         extra = [self.snapshot(name) for name in arcface]
@@ -307,7 +313,7 @@ class Store:
         try:
             if where.is_file(STORE_MANIFEST):
                 self._check()
-            elif self._holds_other_files():
+            elif holds_entries(where):
                 raise StoreError(
                     f"--store {where} holds files but no {STORE_MANIFEST}, so it is not a "
                     "featstore store.\nHint: pick a new or empty folder (or prefix); featstore "
@@ -326,13 +332,16 @@ class Store:
                 "(AWS_ENDPOINT_URL) this process sees."
             ) from exc
 
-    def _holds_other_files(self) -> bool:
-        where = self.location
-        if where.local is not None:
-            if where.local.exists() and not where.local.is_dir():
-                raise StoreError(f"--store {where} exists and is not a folder.")
-            where.local.mkdir(parents=True, exist_ok=True)
-        return bool(where.children())
+
+def holds_entries(location: StoreLocation) -> bool:
+    """Whether the folder (or prefix) holds anything; creates nothing.
+
+    Raises:
+        StoreError: the path exists and is not a folder.
+    """
+    if location.local is not None and location.local.exists() and not location.local.is_dir():
+        raise StoreError(f"--store {location} exists and is not a folder.")
+    return bool(location.children())
 
 
 def read_failure(exc: BaseException, store: Store | StoreLocation) -> StoreError:

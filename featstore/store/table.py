@@ -42,6 +42,7 @@ from featstore.store.format import (
     delta_schema,
     model_key,
     provenance_differences,
+    provenance_json,
     to_delta,
 )
 from featstore.store.location import StoreLocation
@@ -187,10 +188,8 @@ class ModelTable:
         if version < 0:
             return 0
         if version not in totals:
-            from deltalake import DeltaTable
-
             try:
-                table = DeltaTable(self.uri, version=version, storage_options=self.options or None)
+                table = self.open(version)
                 actions = pa.table(table.get_add_actions(flatten=True))
                 counts = actions.column("num_records").to_pylist() if actions.num_rows else []
                 totals[version] = sum(int(n) for n in counts) if None not in counts else None
@@ -224,9 +223,9 @@ class ModelTable:
         try:
             if has_rows:
                 table.delete(commit_properties=commit_properties("extract --overwrite"))
-            table.alter.set_table_description(_json(provenance))
         except Exception as exc:
             raise self._error(exc, None) from exc
+        self.set_provenance(table, provenance)
         self._check_claim_race(table, stored, diffs)
         return True
 
@@ -245,11 +244,15 @@ class ModelTable:
         )
         if others:
             raise self.mismatch(others)
+        self.set_provenance(table, {**stored, "base_dir": provenance["base_dir"]})
+        return str(stored.get("base_dir"))
+
+    def set_provenance(self, table: DeltaTable, provenance: Mapping[str, Any]) -> None:
+        """Record `provenance` in the table's metadata (a metadata commit)."""
         try:
-            table.alter.set_table_description(_json({**stored, "base_dir": provenance["base_dir"]}))
+            table.alter.set_table_description(provenance_json(provenance))
         except Exception as exc:
             raise self._error(exc, None) from exc
-        return str(stored.get("base_dir"))
 
     def _check_claim_race(
         self, table: DeltaTable, stored: dict[str, Any], diffs: list[str]
@@ -262,16 +265,9 @@ class ModelTable:
         the stored provenance is put back (the other run's next commit then goes through)
         and this run is refused.
         """
-        try:
-            claimed = self.open(table.version())
-            raced = bool(self._paths(claimed))
-            if raced:
-                claimed.alter.set_table_description(_json(stored))
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, None) from exc
-        if raced:
+        claimed = self.open(table.version())
+        if self._paths(claimed):
+            self.set_provenance(claimed, stored)
             raise self.mismatch(diffs, concurrent=True)
 
     def commit(
@@ -279,11 +275,15 @@ class ModelTable:
         table: DeltaTable,
         rows: pa.Table,
         *,
-        replace: Sequence[str],
+        identities: Sequence[str],
         provenance: Mapping[str, Any],
         command: str,
     ) -> None:
-        """Add `rows` in one commit, removing the old rows of the identities in `replace`.
+        """Make `rows` the rows of `identities` in one commit (their old rows, if any, go).
+
+        An overwrite whose predicate names the identities: two writers of the same identity
+        conflict instead of doubling its rows. `schema_mode="merge"` lets a table made
+        before a column existed (the head pose) take rows that have it.
 
         `table` is the snapshot the caller checked the provenance on; it moves to the new
         version. On a conflict the snapshot is refreshed, the provenance checked again (a
@@ -294,26 +294,18 @@ class ModelTable:
         from deltalake.exceptions import CommitFailedError
 
         data = to_delta(rows)
+        predicate = "identity IN (" + ", ".join(map(_sql, identities)) + ")"
         for attempt in range(_COMMIT_ATTEMPTS):
             try:
-                if replace:
-                    write_deltalake(
-                        table,
-                        data,
-                        mode="overwrite",
-                        predicate="identity IN (" + ", ".join(map(_sql, replace)) + ")",
-                        writer_properties=writer_properties(),
-                        commit_properties=commit_properties(command),
-                    )
-                else:
-                    write_deltalake(
-                        table,
-                        data,
-                        mode="append",
-                        schema_mode="merge",
-                        writer_properties=writer_properties(),
-                        commit_properties=commit_properties(command),
-                    )
+                write_deltalake(
+                    table,
+                    data,
+                    mode="overwrite",
+                    predicate=predicate,
+                    schema_mode="merge",
+                    writer_properties=writer_properties(),
+                    commit_properties=commit_properties(command),
+                )
                 return
             except CommitFailedError:
                 if attempt + 1 == _COMMIT_ATTEMPTS:
@@ -402,7 +394,7 @@ class ModelTable:
                 delta_schema(schema),
                 mode="ignore",
                 name=self.model,
-                description=_json(provenance),
+                description=provenance_json(provenance),
                 storage_options=self.options or None,
                 commit_properties=commit_properties("create"),
             )
@@ -471,7 +463,3 @@ def _version(entry: dict[str, Any]) -> Version:
 
 def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _json(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), sort_keys=True, ensure_ascii=False)

@@ -30,8 +30,6 @@ class TableWriter:
     Args:
         table: the model's table, already claimed with `provenance` (`ModelTable.claim`).
         provenance: this run's provenance, checked again at every commit.
-        present: identities the table held when the run was planned (informational:
-            every identity is committed as a replacement of whatever rows it has).
         command: recorded with each commit (`featstore history`).
         max_identities, max_seconds: commit when either is reached.
     """
@@ -41,14 +39,12 @@ class TableWriter:
         table: ModelTable,
         provenance: Mapping[str, Any],
         *,
-        present: set[str] | frozenset[str] = frozenset(),
         command: str,
         max_identities: int = COMMIT_IDENTITIES,
         max_seconds: float = COMMIT_SECONDS,
     ) -> None:
         self.table = table
         self.provenance = dict(provenance)
-        self.present = set(present)
         self.command = command
         self.max_identities = max_identities
         self.max_seconds = max_seconds
@@ -89,11 +85,10 @@ class TableWriter:
         self.table.commit(
             self.snapshot,
             rows,
-            replace=list(self._names),
+            identities=list(self._names),
             provenance=self.provenance,
             command=self.command,
         )
-        self.present.update(self._names)
         self.commits += 1
         self.identities_committed += len(self._names)
         self._pending, self._names = [], []

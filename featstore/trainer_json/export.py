@@ -66,7 +66,8 @@ TOTAL_COLUMN = "total_video_images"
 # Rows turned into Python objects at a time: a range is sorted by DuckDB (Arrow memory),
 # but only this many rows at once become numpy arrays and dicts.
 _BATCH_ROWS = 256
-_RANGE_ROWS = 32768  # rows of one identity range read and sorted at a time
+# Identities read and sorted at a time: about 20,000 rows at the usual ~10 frames each.
+_RANGE_IDENTITIES = 2048
 _SHAPES: dict[str, tuple[int, ...]] = {
     "landmarks_2d": (5, 2),
     "landmarks_3d": (5, 3),
@@ -297,10 +298,8 @@ class _Scan:
                     AND (role = 'face' OR {frame_filter})
                   ORDER BY identity, role, frame_index"""
         batch_rows = _BATCH_ROWS if self.new else 65536
-        # About _RANGE_ROWS rows a range (identities have ~10 frames, some have thousands).
-        step = max(1, _RANGE_ROWS // 16)
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
+        for start in range(0, len(order), _RANGE_IDENTITIES):
+            chunk = order[start : start + _RANGE_IDENTITIES]
             relation = self.con.sql(sql, params={"lo": chunk[0], "hi": chunk[-1]})
             # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
             reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader

@@ -356,7 +356,7 @@ def test_cache_is_reused_then_invalidated(
     model_table = Store(store).table(MODEL)
     snapshot = model_table.open()
     provenance = model_table.provenance(snapshot)
-    model_table.commit(snapshot, rows, replace=[name], provenance=provenance, command="test")
+    model_table.commit(snapshot, rows, identities=[name], provenance=provenance, command="test")
     updated = FeatureDataset(store)
     assert updated.cache_folder != first.cache_folder
     assert not first.cache_folder.exists()

@@ -62,9 +62,7 @@ def _concurrent_writers(store: str | Path) -> None:
     def replace() -> None:
         table = Store(store).table(MODEL)
         present = {f"old_{i:05d}" for i in range(4)}
-        writer = TableWriter(
-            table, synthetic_provenance(8), present=present, command="test", max_identities=1
-        )
+        writer = TableWriter(table, synthetic_provenance(8), command="test", max_identities=1)
         for i, name in enumerate(sorted(present)):
             rows = synthetic_rows(name, 4, 8, seed=100 + i)
             writer.add(name, rows, fingerprint=f"new-{i}")
