@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 
+_PROBE = ".write-probe-"  # a file written and deleted to check the store is writable
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """One model in the store at one version, as its provenance records it."""
@@ -314,14 +317,17 @@ class Store:
             if where.is_file(STORE_MANIFEST):
                 self._check()
             elif holds_entries(where):
-                raise StoreError(
-                    f"--store {where} holds files but no {STORE_MANIFEST}, so it is not a "
-                    "featstore store.\nHint: pick a new or empty folder (or prefix); featstore "
-                    "will not mix its files with others."
-                )
+                # Read again: a concurrent run (another shard) may have just made the store.
+                if not where.is_file(STORE_MANIFEST):
+                    raise StoreError(
+                        f"--store {where} holds files but no {STORE_MANIFEST}, so it is not a "
+                        "featstore store.\nHint: pick a new or empty folder (or prefix); "
+                        "featstore will not mix its files with others."
+                    )
+                self._check()
             else:
                 where.write_atomic(STORE_MANIFEST, manifest_bytes())
-            probe = f".write-probe-{uuid.uuid4().hex}"
+            probe = f"{_PROBE}{uuid.uuid4().hex}"
             where.write_atomic(probe, b"")
             where.delete_file(probe)
         except OSError as exc:
@@ -341,7 +347,9 @@ def holds_entries(location: StoreLocation) -> bool:
     """
     if location.local is not None and location.local.exists() and not location.local.is_dir():
         raise StoreError(f"--store {location} exists and is not a folder.")
-    return bool(location.children())
+    # A concurrent run creating the same store leaves these for an instant: not "others".
+    transient = (f"{STORE_MANIFEST}.tmp-", _PROBE)
+    return any(not name.startswith(transient) for name in location.children())
 
 
 def read_failure(exc: BaseException, store: Store | StoreLocation) -> StoreError:

@@ -94,3 +94,19 @@ def test_a_store_path_with_percent_is_refused_clearly(
 ) -> None:
     with pytest.raises(StoreError, match=r"(?s)holds '%'.*rename the folder"):
         run_extract(mini_dataset, tmp_path / "50%41" / "store", models)
+
+
+def test_a_store_another_run_is_creating_is_not_refused(tmp_path: Path) -> None:
+    """Shards started together create one store: the other's manifest temporary or write
+    probe, seen for an instant, is not a stranger's file."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "_featstore.json.tmp-otherhost-123-abcd").write_bytes(b"{")
+    (folder / ".write-probe-0123abcd").write_bytes(b"")
+    Store(folder, create=True)
+    assert (folder / "_featstore.json").is_file()
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match="holds files but no _featstore.json"):
+        Store(stranger, create=True)
