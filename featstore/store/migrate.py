@@ -113,8 +113,10 @@ def _migrate_model(location: StoreLocation, folder: str) -> Migration:
             if "/" not in key and key.endswith(".parquet"):
                 location.delete_file(f"{folder}/{key}")
         rows = _write_table(location, table, folder, files, provenance)
-    for key in files:
-        location.remove_tree(f"{folder}/{key.split('/')[0]}")
+    # Every old partition folder, also one a killed cleanup left empty (its data file gone).
+    for name in location.children(folder):
+        if name.startswith("identity="):
+            location.remove_tree(f"{folder}/{name}")
     if location.is_file(f"{folder}/{_V1_PROVENANCE}"):
         location.delete_file(f"{folder}/{_V1_PROVENANCE}")
     return Migration(model, len(files), rows, already)

@@ -137,3 +137,17 @@ def test_a_killed_migration_finishes_on_a_rerun(tmp_path: Path, moment: str) -> 
         Store(store)  # still refused as version 1: the marker changes last
     run(command)
     _check_migrated(store, v1, provenance)
+
+
+def test_a_cleanup_killed_midway_is_finished(tmp_path: Path) -> None:
+    """Killed while deleting the old partitions: one folder has lost its data file but not
+    itself. The rerun removes it too."""
+    store = tmp_path / "v1"
+    v1 = {f"id_{i:04d}": synthetic_rows(f"id_{i:04d}", 2, DIM, seed=i) for i in range(3)}
+    write_v1_store(store, v1, DIM)
+    run(featstore("migrate", str(store)))
+    half_deleted = store / f"model={MODEL}" / "identity=id_0002"
+    half_deleted.mkdir()  # what rmtree leaves when killed between the file and the folder
+    (store / "_featstore.json").write_text('{"format": "featstore-store", "version": 1}')
+    run(featstore("migrate", str(store)))
+    assert not half_deleted.exists()
