@@ -251,7 +251,10 @@ def _fixed_size_array(values: NDArray[np.float32]) -> pa.Array:
 
 
 def _fixed_size_view(column: pa.Array, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    flat = column.flatten() if pa.types.is_fixed_size_list(column.type) else column
+    flat = column
+    if pa.types.is_fixed_size_list(column.type):  # `.values`, not flatten(): no compute import
+        size = column.type.list_size
+        flat = column.values.slice(column.offset * size, len(column) * size)
     values: NDArray[np.float32] = flat.to_numpy(zero_copy_only=True)
     return values.reshape(len(column), *shape)
 

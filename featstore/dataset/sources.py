@@ -18,7 +18,6 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
@@ -27,6 +26,7 @@ from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store.query import ModelInfo, Store
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
+from featstore.trainer_json.identity_values import IdentityValues
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
@@ -91,6 +91,7 @@ def read_store(
     frames with a head pose, of identities whose frontal image has one.
     """
     import duckdb
+    import pyarrow.compute as pc  # here: a tenth of a second to import, for stores only
 
     with store.connect(model=info.name, version=info.version) as con:
         predicate = check_where(con, where)
@@ -154,6 +155,8 @@ def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[n
     A null row (a frame without a head pose, a field the source lacks) keeps its slot:
     `flatten` would drop it and shift every later row.
     """
+    import pyarrow.compute as pc
+
     array = column.combine_chunks()
     rows = len(array)
     null_rows = array.is_null().to_numpy(zero_copy_only=False)
@@ -315,21 +318,14 @@ def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> S
         spool.mkdir()
         sink = open(spool / "frames.f32", "wb")  # noqa: SIM115 (closed below)
     try:
-        for name, table, _frames in _checked(reader, path, model):
-            assert reader.dim is not None
-            features = _row_values(table.column("features"), (reader.dim,))
-            columns = {"target": features[0]}
-            for field, key in _STORE_COLUMNS.items():
-                if field != "det_score":
-                    columns[field] = _row_values(table.column(key), FRAME_FIELDS[field])
+        for values in _checked(reader, path, model):
             if sink is not None:
-                features[1:].tofile(sink)
+                values.features[1:].tofile(sink)
             else:
-                spooled.append(features[1:])
-            parts[name] = columns
-            paths[name] = [
-                posixpath.normpath(posixpath.join(base.as_posix(), p))
-                for p in table.column("image_path").to_pylist()
+                spooled.append(values.features[1:])
+            parts[values.name] = {"target": values.features[0], **_frame_fields(values)}
+            paths[values.name] = [
+                posixpath.normpath(posixpath.join(base.as_posix(), p)) for p in values.paths
             ]
     finally:
         if sink is not None:
@@ -354,7 +350,7 @@ def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> S
     del spooled
 
     def frames_of(field: str) -> NDArray[np.float32]:
-        return np.concatenate([parts[name].pop(field)[1:] for name in names])
+        return np.concatenate([parts[name].pop(field) for name in names])
 
     frame_fields = {field: frames_of(field) for field in FRAME_FIELDS if field != "det_score"}
     targets = np.stack([parts[name]["target"] for name in names])
@@ -381,38 +377,43 @@ def _in_order(
     return np.concatenate([inputs[starts[n] : starts[n] + len(paths[n]) - 1] for n in names])
 
 
-def _checked(reader: Any, path: Path, model: str | None) -> Iterator[tuple[str, pa.Table, int]]:
+def _checked(reader: Any, path: Path, model: str | None) -> Iterator[IdentityValues]:
     """The reader's identities, with what a Dataset needs more: the model asked for, frames."""
-    for name, table, frames in reader:
+    for values in reader:
+        name = values.name
         if model is not None and reader.file_model not in (None, model):
             raise InputError(
                 f"{path}: the features were made with {reader.file_model} (identity "
                 f"{name!r}), not with model={model!r}.\nHint: pass "
                 f"model={reader.file_model!r} or None."
             )
-        if not frames:
+        if not values.frames:
             raise InputError(
                 f"{path}: identity {name!r} has no frames (video_data is empty); every "
                 "identity needs at least one.\nHint: remove the identity, or regenerate the "
                 "file with `featstore export-json`, which leaves such identities out."
             )
-        yield name, table, frames
+        yield values
 
 
-def _row_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """Every row's values as `[N, *shape]`; null rows (the frontal image's angles, a field
-    the file's format does not have) are NaN."""
-    array = column.combine_chunks()
-    nulls = array.is_null().to_numpy(zero_copy_only=False)
-    while pa.types.is_fixed_size_list(array.type):
-        size = array.type.list_size
-        array = array.values.slice(array.offset * size, len(array) * size)
-    values: NDArray[np.float32] = array.to_numpy(zero_copy_only=False)
-    values = values.reshape(len(column), *shape)
-    if nulls.any():
-        values = values.copy()
-        values[nulls] = np.nan
-    return values
+def _frame_fields(values: IdentityValues) -> dict[str, NDArray[np.float32]]:
+    """The frames' per-frame fields (FRAME_FIELDS but det_score); NaN where the file's
+    format has none (the pose in the new format, the angles in the 3D one)."""
+    n = values.frames
+
+    def frames_of(array: NDArray[np.float32] | None, field: str) -> NDArray[np.float32]:
+        if array is None:
+            return np.full((n, *FRAME_FIELDS[field]), np.nan, np.float32)
+        return array[1:] if len(array) > n else array  # per row: drop the frontal image's
+
+    return {
+        "position_encoding": frames_of(values.spherical_angles, "position_encoding"),
+        "euler_angles": frames_of(values.euler_angles, "euler_angles"),
+        "landmarks_2d": frames_of(values.landmarks_2d, "landmarks_2d"),
+        "landmarks_3d": frames_of(values.landmarks_3d, "landmarks_3d"),
+        "box": frames_of(values.box, "box"),
+        "avg_angle": frames_of(values.avg_angle, "avg_angle"),
+    }
 
 
 def _frames(path: Path, name: str, field: str, value: object) -> list[Any]:

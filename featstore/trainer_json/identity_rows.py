@@ -1,34 +1,39 @@
-"""One identity of a new-format (or 3D) trainer JSON, checked and turned into its store rows.
+"""One identity of a new-format (or 3D) trainer JSON, checked and turned into its values.
 
-A 3D identity (docs/formats.md) fills the pose columns; its `landmarks_3d` are the posed mean face,
-stored as `pose_landmarks_3d`, and the pseudo-3D `landmarks_3d` and the spherical angles,
-which the 3D file does not hold, are null.
+A 3D identity (docs/formats.md) has the pose; its `landmarks_3d` are the posed mean face
+(`pose_landmarks_3d`), and it has neither pseudo-3D landmarks nor spherical angles.
 
 Every message names the file, the identity and the field; numbers become float32 exactly
-(see `float32`). `IdentityReader` streams a whole file this way (`json_stream` finds and
-parses each identity): the one reading of the trainer's JSON that `import-json` and
-`FeatureDataset` share, so both accept and refuse exactly the same files."""
+(see `float32`). Right identities are converted in bulk (`identity_values.bulk_values`);
+the checks here walk the others frame by frame to name what is wrong. `IdentityReader`
+streams a whole file this way (`json_stream` finds and parses each identity): the one
+reading of the trainer's JSON that `import-json` and `FeatureDataset` share, so both
+accept and refuse exactly the same files."""
 
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import InputError
-from featstore.store.format import fixed_size_column, store_schema
-from featstore.store.paths import relative_path
-from featstore.trainer_json.export import TOTAL_COLUMN
 from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
+from featstore.trainer_json.identity_values import (
+    FACE_SHAPES,
+    FRAME_SHAPES,
+    HalfwayNumber,
+    IdentityValues,
+    bulk_values,
+    round_float32,
+    stored_path,
+    values_of,
+)
 from featstore.trainer_json.json_stream import (
     BinaryReader,
     JsonTextError,
@@ -41,21 +46,6 @@ NUMBER_TYPES = frozenset({Decimal, int, float})
 
 
 HINT = "Hint: re-export the file with the tool that made it (or featstore export-json)."
-
-
-FACE_SHAPES: dict[str, tuple[int, ...]] = {
-    "face_landmarks_2d": (5, 2),
-    "face_landmarks_3d": (5, 3),
-    "face_box": (4,),
-}
-
-
-FRAME_SHAPES: dict[str, tuple[int, ...]] = {
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "spherical_angles": (5,),
-}
 
 
 @dataclass(frozen=True)
@@ -138,8 +128,7 @@ def float32(
     """
     # float() of a Decimal rounds correctly to float64; numpy then rounds to float32.
     wide = np.array([float(v) for v in values] if check.exact else values, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        narrow = wide.astype(np.float32)
+    narrow, halfway = round_float32(wide)
     if not np.isfinite(narrow).all():
         index = int(np.flatnonzero(~np.isfinite(narrow))[0])
         row, name = index // per_row, field.removeprefix("face_")
@@ -149,44 +138,40 @@ def float32(
         if not np.isfinite(wide[index]):  # a NaN / Infinity token, or beyond float64
             found += " (NaN or Infinity: not JSON numbers, though Python's json.dump writes them)"
         raise check.fail(where, "numbers within float32's range", found)
-    # Rounding to float64 and then to float32 differs from rounding the number straight
-    # to float32 only when the float64 is exactly halfway between two float32 values.
-    back = narrow.astype(np.float64)
-    toward = np.where(wide > back, np.float32(np.inf), np.float32(-np.inf))
-    neighbour = np.nextafter(narrow, toward)
-    halfway = (back != wide) & ((back + neighbour.astype(np.float64)) / 2 == wide)
     for i in map(int, np.flatnonzero(halfway)):
         if not check.exact:
             raise HalfwayNumber
         # The decimal as written decides which side of the halfway point it is on.
+        toward = np.float32(np.inf if wide[i] > narrow[i] else -np.inf)
+        neighbour = np.nextafter(narrow[i], toward)
         exact, middle = Decimal(values[i]), Decimal(float(wide[i]))
         if exact != middle:
-            upper, lower = max(narrow[i], neighbour[i]), min(narrow[i], neighbour[i])
+            upper, lower = max(narrow[i], neighbour), min(narrow[i], neighbour)
             narrow[i] = upper if exact > middle else lower
     return narrow
 
 
-def stored_path(base: Path, value: str) -> str:
-    """A path of the file as stored: relative to the import's base dir, forward slashes."""
-    posix = value.replace("\\", "/")
-    if not posix.startswith("/"):
-        # Relative and staying below the base (the usual case): relpath would give the
-        # normalised path itself; skip its two abspath calls per frame.
-        normal = posixpath.normpath(posix)
-        if normal != ".." and not normal.startswith("../"):
-            return normal
-    absolute = PurePosixPath(base.as_posix(), posix)  # an absolute `posix` wins
-    return relative_path(Path(absolute), base)
+def identity_values(
+    check: Check, value: dict[str, Any], base: Path, dim: int, *, three_d: bool = False
+) -> IdentityValues:
+    """The identity's values (frontal image first, frames in file order), checked.
 
-
-def identity_table(
-    check: Check, value: dict[str, Any], target: RowTarget, dim: int, *, three_d: bool = False
-) -> tuple[pa.Table, int]:
-    """The rows of one identity (frontal image first, frames in file order), checked.
+    In bulk when everything is right (`bulk_values`); otherwise frame by frame, which
+    names the first problem in file order.
 
     `three_d`: the identity is in the 3D format (docs/formats.md), with a pose and no angles.
     """
-    identity = check.identity
+    if not check.exact:
+        values = bulk_values(check.identity, value, base, dim, three_d=three_d)
+        if values is not None:
+            return values
+    return _checked_values(check, value, base, dim, three_d=three_d)
+
+
+def _checked_values(
+    check: Check, value: dict[str, Any], base: Path, dim: int, *, three_d: bool
+) -> IdentityValues:
+    """`identity_values` frame by frame: the first problem in file order is named."""
     video = get(check, value, "video_data")
     if not isinstance(video, list):
         raise check.fail("video_data", "a list of frames", describe(video))
@@ -202,7 +187,7 @@ def identity_table(
     if valid != n or type(valid) is not int:
         raise check.fail("valid_video_images", f"{n} (the frames listed)", describe(valid))
 
-    paths = [stored_path(target.base, string(check, value, "face_image_path"))]
+    paths = [stored_path(base, string(check, value, "face_image_path"))]
     # Each field's numbers over all rows, converted in one go per field.
     face_shapes = FACE_SHAPES_3D if three_d else FACE_SHAPES
     frame_shapes = FRAME_SHAPES_3D if three_d else FRAME_SHAPES
@@ -218,7 +203,7 @@ def identity_table(
         where = f"video_data[{i}]."
         if not isinstance(frame, dict):
             raise check.fail(f"video_data[{i}]", "an object", describe(frame))
-        paths.append(stored_path(target.base, string(check, frame, "image_path", where)))
+        paths.append(stored_path(base, string(check, frame, "image_path", where)))
         take(frame, "features", (dim,), where, "features")
         for name, shape in frame_shapes.items():
             take(frame, name, shape, where, name)
@@ -229,88 +214,26 @@ def identity_table(
             raise check.fail(f"{where}avg_angle", "a number", describe(avg))
         numbers["avg"].append(avg)
 
-    rows = n + 1
-    on_frames = np.arange(rows) > 0  # angles exist for frames, not for the frontal image
-    everywhere = np.ones(rows, dtype=bool)
-    schema = arrow_schema(dim)
-    features = float32(check, numbers["features"], "face_features", dim).reshape(rows, dim)
-    lm2d = float32(check, numbers["landmarks_2d"], "face_landmarks_2d", 10).reshape(rows, 5, 2)
-    lm3d = float32(check, numbers["landmarks_3d"], "face_landmarks_3d", 15).reshape(rows, 5, 3)
-    box = float32(check, numbers["box"], "face_box", 4).reshape(rows, 4)
-    angles = np.zeros((rows, 5), dtype=np.float32)
-    avg_angle = np.zeros(rows, dtype=np.float32)
-    euler = np.zeros((rows, 3), dtype=np.float32)
-    rotation = np.zeros((rows, 3, 3), dtype=np.float32)
-    if three_d:
-        euler = float32(check, numbers["euler_angles"], "face_euler_angles", 3).reshape(rows, 3)
-        rotation = float32(check, numbers["rotation_matrix"], "face_rotation_matrix", 9)
-        rotation = rotation.reshape(rows, 3, 3)
-    else:
-        angles[1:] = float32(check, numbers["spherical_angles"], "spherical_angles", 5).reshape(
-            n, 5
-        )
-        avg_angle[1:] = float32(check, numbers["avg"], "avg_angle", 1)
-    # Which rows hold what: the 3D format has the pose everywhere and no angles.
-    pseudo_3d = ~everywhere if three_d else everywhere
-    posed = everywhere if three_d else ~everywhere
-    on_frames &= not three_d
-    columns = {
-        "identity": pa.array([identity] * rows, pa.string()),
-        "model": pa.array([target.model] * rows, pa.string()),
-        "role": pa.array(["face"] + ["frame"] * n, pa.string()),
-        "image_path": pa.array(paths, pa.string()),
-        "frame_index": pa.array([None, *range(n)], pa.int32()),
-        "status": pa.array(["ok"] * rows, pa.string()),
-        "error": pa.nulls(rows, pa.string()),
-        "features": fixed_size_column(features, everywhere, schema.field("features").type),
-        "landmarks_2d": fixed_size_column(lm2d, everywhere, schema.field("landmarks_2d").type),
-        "landmarks_3d": fixed_size_column(lm3d, pseudo_3d, schema.field("landmarks_3d").type),
-        "box": fixed_size_column(box, everywhere, schema.field("box").type),
-        "det_score": pa.nulls(rows, pa.float32()),
-        "spherical_angles": fixed_size_column(
-            angles, on_frames, schema.field("spherical_angles").type
-        ),
-        "avg_angle": pa.array(avg_angle, pa.float32(), mask=~on_frames),
-        "width": pa.nulls(rows, pa.int32()),
-        "height": pa.nulls(rows, pa.int32()),
-        "file_size": pa.nulls(rows, pa.int64()),
-        "extracted_at": pa.repeat(target.extracted_at, rows).cast(
-            schema.field("extracted_at").type
-        ),
-        "euler_angles": fixed_size_column(euler, posed, schema.field("euler_angles").type),
-        "rotation_matrix": fixed_size_column(rotation, posed, schema.field("rotation_matrix").type),
-        "pose_landmarks_3d": fixed_size_column(lm3d, posed, schema.field("pose_landmarks_3d").type),
-        TOTAL_COLUMN: pa.array([total] + [None] * n, pa.int32()),
-    }
-    return pa.Table.from_pydict(columns, schema=schema), n
-
-
-def arrow_schema(dim: int) -> pa.Schema:
-    """The store's columns plus the recorded frame total (on the frontal row only)."""
-    return store_schema(dim).append(pa.field(TOTAL_COLUMN, pa.int32()))
-
-
-@dataclass(frozen=True)
-class RowTarget:
-    """Where an identity's rows go: the model, the import's base dir and its time."""
-
-    model: str
-    base: Path
-    extracted_at: pa.Scalar
-
-
-class HalfwayNumber(Exception):
-    """A number parsed to float64 fell exactly halfway between two float32 values."""
+    features = float32(check, numbers["features"], "face_features", dim)
+    arrays = {"features": features.reshape(n + 1, dim)}
+    for name, shape in frame_shapes.items():
+        on_face = f"face_{name}" in face_shapes
+        field = f"face_{name}" if on_face else name
+        converted = float32(check, numbers[name], field, int(np.prod(shape)))
+        arrays[name] = converted.reshape(n + 1 if on_face else n, *shape)
+    if not three_d:
+        arrays["avg_angle"] = float32(check, numbers["avg"], "avg_angle", 1)
+    return values_of(check.identity, paths, total, arrays, three_d=three_d)
 
 
 @dataclass
 class IdentityReader:
-    """A new-format file's identities, streamed: `(identity, rows, frames)` each, checked.
+    """A new-format file's identities, streamed as `IdentityValues`, checked.
 
     The first identity settles the model and dim; every later one must agree. Refused
     everywhere alike: a key that is not valid Unicode, an empty or repeated identity,
     numbers that are strings or booleans or beyond float32, and any shape or count that
-    `identity_table` checks.
+    `identity_values` checks.
 
     Args:
         path: the JSON file (named in messages).
@@ -325,9 +248,6 @@ class IdentityReader:
     model: str | None = None
     raw: BinaryReader | None = None
     start: int = 0
-    extracted_at: pa.Scalar = field(
-        default_factory=lambda: pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
-    )
     dim: int | None = None
     file_model: str | None = None
     first: str | None = None  # the first identity, named when later ones disagree
@@ -336,7 +256,7 @@ class IdentityReader:
     frames: int = 0
     seen: set[str] = field(default_factory=set)
 
-    def __iter__(self) -> Iterator[tuple[str, pa.Table, int]]:
+    def __iter__(self) -> Iterator[IdentityValues]:
         if self.raw is None:
             try:
                 with open(self.path, "rb") as raw:
@@ -348,17 +268,17 @@ class IdentityReader:
         if not self.identities:
             raise InputError(f"{self.path} holds no identity (it is an empty object).")
 
-    def _read(self, raw: BinaryReader, start: int) -> Iterator[tuple[str, pa.Table, int]]:
+    def _read(self, raw: BinaryReader, start: int) -> Iterator[IdentityValues]:
         try:
             for member in read_members(raw, start=start):
-                identity, table, frames = self._identity(member)
+                values = self._identity(member)
                 self.identities += 1
-                self.frames += frames
-                yield identity, table, frames
+                self.frames += values.frames
+                yield values
         except JsonTextError as exc:
             raise text_error(self.path, exc) from None
 
-    def _identity(self, member: Member) -> tuple[str, pa.Table, int]:
+    def _identity(self, member: Member) -> IdentityValues:
         name = member.name if member.name is not None else member.key_text
         check = Check(self.path, name, False)
         if member.name is None:
@@ -384,17 +304,15 @@ class IdentityReader:
                 "Hint: extract the images with `featstore extract` instead."
             )
         self._settle_model(check, value)
-        assert self.model is not None and self.dim is not None
-        target = RowTarget(self.model, self.base, self.extracted_at)
+        assert self.dim is not None
         try:
-            table, frames = identity_table(check, value, target, self.dim, three_d=self.three_d)
+            return identity_values(check, value, self.base, self.dim, three_d=self.three_d)
         except HalfwayNumber:
             # Rare (see `float32`): this identity again, its numbers as written.
             exact = json.loads(member.text, parse_float=Decimal)
-            table, frames = identity_table(
-                Check(self.path, name, True), exact, target, self.dim, three_d=self.three_d
+            return identity_values(
+                Check(self.path, name, True), exact, self.base, self.dim, three_d=self.three_d
             )
-        return name, table, frames
 
     def _settle_model(self, check: Check, value: dict[str, Any]) -> None:
         """Model and dim from the first identity; later ones must agree."""

@@ -53,6 +53,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,11 +61,12 @@ import pyarrow as pa
 
 import featstore
 from featstore.errors import InputError, StoreError
-from featstore.store.format import STORE_MANIFEST, to_delta
+from featstore.store.format import STORE_MANIFEST
 from featstore.store.location import resolve_store
 from featstore.store.store import Store
 from featstore.store.table import commit_properties, writer_properties
 from featstore.trainer_json.identity_rows import HINT, IdentityReader
+from featstore.trainer_json.store_rows import RowTarget, rows_schema, store_rows
 
 
 @dataclass(frozen=True)
@@ -255,13 +257,11 @@ class _Loader:
                 self.path, self.base, model=self.model, raw=hashing, start=start
             )
             try:
-                for _identity, table, _frames in reader:
-                    if not self.provenance:
-                        self._settled(reader)
-                    rows = to_delta(table)
+                for values in reader:
                     if writer is None:
-                        writer = pa.ipc.new_stream(str(path), rows.schema)
-                    writer.write_table(rows)
+                        target = self._settled(reader)
+                        writer = pa.ipc.new_stream(str(path), target.schema)
+                    writer.write_table(store_rows(values, target))
             finally:
                 if writer is not None:
                     writer.close()
@@ -270,8 +270,9 @@ class _Loader:
         if hashing.digest.hexdigest() != self.digest:
             raise InputError(f"{self.path} changed while it was being imported; try again.")
 
-    def _settled(self, reader: IdentityReader) -> None:
-        """The first identity settled the model, the dim and the format: the provenance."""
+    def _settled(self, reader: IdentityReader) -> RowTarget:
+        """The first identity settled the model, the dim and the format: the provenance,
+        and what every row shares."""
         assert reader.model is not None and reader.dim is not None
         self.model, self.dim = reader.model, reader.dim
         self.provenance = {
@@ -284,3 +285,5 @@ class _Loader:
             "featstore_version": featstore.__version__,
             **({"json_format": "3d"} if reader.three_d else {}),
         }
+        now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
+        return RowTarget(self.model, now, rows_schema(self.dim))

@@ -680,7 +680,7 @@ def test_interrupted_import_leaves_the_store_untouched(
     import_json(small_json, store=store, model="mine")
     before = snapshot(store)
     calls = []
-    real = featstore.trainer_json.identity_rows.identity_table
+    real = featstore.trainer_json.identity_rows.identity_values
 
     def interrupt(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -688,7 +688,7 @@ def test_interrupted_import_leaves_the_store_untouched(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featstore.trainer_json.identity_rows, "identity_table", interrupt)
+    monkeypatch.setattr(featstore.trainer_json.identity_rows, "identity_values", interrupt)
     with pytest.raises(KeyboardInterrupt):
         import_json(exported, store=store)
     assert snapshot(store) == before  # not a file of the store touched
