@@ -12,6 +12,7 @@ accept and refuse exactly the same files."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import simdjson
 from numpy.typing import NDArray
 
 from featstore.errors import InputError
+from featstore.trainer_json.fast_parse import FastValue, fast_parse
 from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
 from featstore.trainer_json.identity_values import (
     FACE_SHAPES,
@@ -269,8 +273,9 @@ class IdentityReader:
             raise InputError(f"{self.path} holds no identity (it is an empty object).")
 
     def _read(self, raw: BinaryReader, start: int) -> Iterator[IdentityValues]:
+        fast = functools.partial(fast_parse, simdjson.Parser())
         try:
-            for member in read_members(raw, start=start):
+            for member in read_members(raw, start=start, fast=fast):
                 values = self._identity(member)
                 self.identities += 1
                 self.frames += values.frames
@@ -294,7 +299,11 @@ class IdentityReader:
         if name in self.seen:
             raise check.fail("its name", "each identity once", f"it again at line {member.line}")
         self.seen.add(name)
-        value = member.value
+        value, fast = member.value, False
+        if isinstance(value, FastValue):
+            # simdjson's value, unless a feature vector hides nested lists (see fast_parse).
+            fast = value.arrays == member.arrays
+            value = value.value if fast else _python_value(member.text)
         if not isinstance(value, dict):
             raise check.fail("its value", "an object", describe(value))
         if "face_features" not in value and "video_images" in value:
@@ -306,6 +315,11 @@ class IdentityReader:
         self._settle_model(check, value)
         assert self.dim is not None
         try:
+            if fast:
+                values = bulk_values(name, value, self.base, self.dim, three_d=self.three_d)
+                if values is not None:
+                    return values
+                value = _python_value(member.text)  # for the checks to name what is off
             return identity_values(check, value, self.base, self.dim, three_d=self.three_d)
         except HalfwayNumber:
             # Rare (see `float32`): this identity again, its numbers as written.
@@ -324,7 +338,7 @@ class IdentityReader:
             raise check.fail("feature_dim", "a positive integer", describe(declared))
         features = value.get("face_features")
         dim: int | None = declared
-        if dim is None and isinstance(features, list):
+        if dim is None and isinstance(features, (list, np.ndarray)):
             dim = len(features)
         if self.first is None:
             self.first = check.identity
@@ -361,6 +375,14 @@ class IdentityReader:
                 f"{self.dim} like identity {self.first!r} (features of one model per file)",
                 str(dim),
             )
+
+
+def _python_value(text: bytes) -> Any:
+    """A value's text as orjson parses it (valid JSON: simdjson accepted it)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # not expected; Python's json is the lenient one
+        return json.loads(text)
 
 
 def check_model_dim(path: Path, model: str, dim: int) -> None:

@@ -86,23 +86,25 @@ def values_of(
     three_d: bool,
 ) -> IdentityValues:
     """`IdentityValues` from each field's converted rows (keyed by frame field name)."""
-    common = {
-        "name": name,
-        "paths": paths,
-        "total": total,
-        "features": numbers["features"],
-        "landmarks_2d": numbers["landmarks_2d"],
-        "box": numbers["box"],
-    }
     if three_d:
         return IdentityValues(
-            **common,
+            name,
+            paths,
+            total,
+            numbers["features"],
+            numbers["landmarks_2d"],
+            numbers["box"],
             euler_angles=numbers["euler_angles"],
             rotation_matrix=numbers["rotation_matrix"],
             pose_landmarks_3d=numbers["landmarks_3d"],
         )
     return IdentityValues(
-        **common,
+        name,
+        paths,
+        total,
+        numbers["features"],
+        numbers["landmarks_2d"],
+        numbers["box"],
         landmarks_3d=numbers["landmarks_3d"],
         spherical_angles=numbers["spherical_angles"],
         avg_angle=numbers["avg_angle"],
@@ -169,12 +171,14 @@ def _rows_float32(rows: list[Any], shape: tuple[int, ...]) -> NDArray[np.float32
         return None
     if wide.shape != shape:
         return None
-    # np.array converts true and "0.5" too: every element must be a number.
-    elements: Iterable[Any] = rows
-    for _ in shape[1:]:
-        elements = chain.from_iterable(elements)
-    if not set(map(type, elements)) <= _NUMBER_TYPES:
-        return None
+    # np.array converts true and "0.5" too: every element must be a number. Vectors
+    # from fast_parse are float64 arrays of numbers already.
+    if not all(type(row) is np.ndarray for row in rows):
+        elements: Iterable[Any] = rows
+        for _ in shape[1:]:
+            elements = chain.from_iterable(elements)
+        if not set(map(type, elements)) <= _NUMBER_TYPES:
+            return None
     narrow, halfway = round_float32(wide)
     if not np.isfinite(narrow).all():
         return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -37,9 +37,9 @@ from numpy.typing import NDArray
 
 CHUNK = 1 << 17  # small enough to keep the memory flat, big enough for numpy to pay
 SNIPPET = 20  # characters shown either side of an error
-# Byte classes, for bytes.translate: 1 quote, 2 backslash, 3 opening, 4 closing bracket.
+# Byte classes, for bytes.translate: 1 quote, 2 backslash, 3 '{', 4 '[', 5 '}' or ']'.
 _CLASSES = bytes(
-    {ord('"'): 1, ord("\\"): 2, ord("{"): 3, ord("["): 3, ord("}"): 4, ord("]"): 4}.get(b, 0)
+    {ord('"'): 1, ord("\\"): 2, ord("{"): 3, ord("["): 4, ord("}"): 5, ord("]"): 5}.get(b, 0)
     for b in range(256)
 )
 _OFFSETS = np.arange(8, dtype=np.int64)
@@ -104,25 +104,31 @@ class Member:
     key_error: str | None = None
     key_bytes: bytes = b""  # the key as written, quotes included
     key_offset: int = 0  # in the file, in bytes
+    arrays: int = 0  # JSON arrays in the value's text (its '[' outside strings)
 
 
-def read_members(raw: BinaryReader, *, start: int = 0) -> Iterator[Member]:
+def read_members(
+    raw: BinaryReader, *, start: int = 0, fast: Callable[[bytes], Any] | None = None
+) -> Iterator[Member]:
     """The members of the file's top-level object, in file order.
 
     Args:
         raw: the file, positioned at `start` (after a BOM the caller dealt with).
         start: the file offset of `raw`'s position (for error positions).
+        fast: a quicker parser to try first on each value's text (see
+            `fast_parse`): what it returns (not None) is the member's value.
 
     Raises:
         JsonTextError: the text is not a JSON object (the line and column say where),
             or it stops inside it (truncated).
     """
-    yield from _Scanner(raw, start).members()
+    yield from _Scanner(raw, start, fast).members()
 
 
 class _Scanner:
-    def __init__(self, raw: BinaryReader, start: int) -> None:
+    def __init__(self, raw: BinaryReader, start: int, fast: Callable[[bytes], Any] | None) -> None:
         self.raw = raw
+        self.fast = fast
         self.buf = bytearray()
         self.base = start  # file offset of buf[0]
         self.lines = 0  # newlines before buf[0] (`start` bytes are a BOM at most)
@@ -132,6 +138,8 @@ class _Scanner:
         self.held = b""  # trailing backslashes of the last chunk, scanned with the next
         self.pending = 0  # buffer offset where the gap before the next value starts
         self.value_start = -1
+        self.squares = 0  # '[' outside strings so far
+        self.squares_before_value = 0  # ... before the current value started
         self.count = 0  # members read
         self.cursor = (0, 0)  # (buffer offset, newlines before it in buf): lines, quickly
 
@@ -223,24 +231,28 @@ class _Scanner:
         # A bracket is inside a string when an odd number of quotes precede it.
         inside = (np.searchsorted(quotes, brackets) + self.in_string) % 2 == 1
         brackets = brackets[~inside]
-        steps = np.where(kinds[kinds >= 3][~inside] == 3, 1, -1)
+        classes = kinds[kinds >= 3][~inside]
+        steps = np.where(classes <= 4, 1, -1)
         depth = self.depth + np.cumsum(steps)
+        squares = self.squares + np.cumsum(classes == 4)  # '[' up to each bracket
         self.in_string = (len(quotes) + self.in_string) % 2 == 1
         self.depth = int(depth[-1]) if len(depth) else self.depth
+        self.squares = int(squares[-1]) if len(squares) else self.squares
         opens = (steps == 1) & (depth == 2)
         closes = (steps == -1) & (depth <= 1)
         for i in np.flatnonzero(opens | closes):
             offset = at + int(brackets[i])
             if opens[i]:
                 self.value_start = offset
+                self.squares_before_value = int(squares[i]) - int(classes[i] == 4)
                 continue
             if depth[i] == 0:  # the top-level object closes
                 yield from self.scalar_members(self.pending, offset, last=True)
                 return offset + 1
-            yield from self.member(offset + 1)
+            yield from self.member(offset + 1, int(squares[i]) - self.squares_before_value)
         return None
 
-    def member(self, end: int) -> Iterator[Member]:
+    def member(self, end: int, arrays: int) -> Iterator[Member]:
         """The member whose value spans buf[value_start:end]; the gap before holds its key."""
         start, self.value_start = self.value_start, -1
         gap = bytes(self.buf[self.pending : start])
@@ -256,7 +268,7 @@ class _Scanner:
             self.check_comma(key, self.pending)
             key_bytes, key_at = key.group(2), self.pending + key.start(2)
         self.pending = end
-        yield self.parse(key_bytes, key_at, start, end)
+        yield self.parse(key_bytes, key_at, start, end, arrays)
 
     def scalar_members(self, start: int, end: int, *, last: bool) -> Iterator[Member]:
         """Members with scalar values in buf[start:end] (no brackets in there)."""
@@ -284,7 +296,7 @@ class _Scanner:
             what = "a ',' before" if self.count else "no ',' before the first"
             raise self.error("syntax", f"expected {what} member", start + match.start(2))
 
-    def parse(self, key: bytes, key_at: int, start: int, end: int) -> Member:
+    def parse(self, key: bytes, key_at: int, start: int, end: int, arrays: int = 0) -> Member:
         self.count += 1
         with memoryview(self.buf) as view:
             text = bytes(view[start:end])
@@ -295,11 +307,13 @@ class _Scanner:
             key_error = None
         except orjson.JSONDecodeError as exc:
             name, key_error = None, str(exc).split(":")[0]
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            value = self.lenient(text, exc, start, name or key_text)
-        return Member(name, value, text, line, key_text, key_error, key, self.base + key_at)
+        value = self.fast(text) if self.fast is not None else None
+        if value is None:
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                value = self.lenient(text, exc, start, name or key_text)
+        return Member(name, value, text, line, key_text, key_error, key, self.base + key_at, arrays)
 
     def lenient(self, text: bytes, exc: orjson.JSONDecodeError, start: int, who: str) -> Any:
         """Python's json for what orjson refuses (NaN, Infinity, huge integers), else an error."""
