@@ -139,7 +139,7 @@ class _Scanner:
         self.pending = 0  # buffer offset where the gap before the next value starts
         self.value_start = -1
         self.squares = 0  # '[' outside strings so far
-        self.squares_before_value = 0  # ... before the current value started
+        self.squares_at_value = 0  # ... before the current value started
         self.count = 0  # members read
         self.cursor = (0, 0)  # (buffer offset, newlines before it in buf): lines, quickly
 
@@ -232,24 +232,27 @@ class _Scanner:
         inside = (np.searchsorted(quotes, brackets) + self.in_string) % 2 == 1
         brackets = brackets[~inside]
         classes = kinds[kinds >= 3][~inside]
-        steps = np.where(classes <= 4, 1, -1)
-        depth = self.depth + np.cumsum(steps)
-        squares = self.squares + np.cumsum(classes == 4)  # '[' up to each bracket
+        # int8/int32: a chunk of nothing but brackets stays a few MB.
+        steps = np.where(classes <= 4, np.int8(1), np.int8(-1))
+        depth = self.depth + np.cumsum(steps, dtype=np.int32)
+        squares = np.cumsum(classes == 4, dtype=np.int32)  # '[' in the chunk up to each
+        squares_before = self.squares
         self.in_string = (len(quotes) + self.in_string) % 2 == 1
         self.depth = int(depth[-1]) if len(depth) else self.depth
-        self.squares = int(squares[-1]) if len(squares) else self.squares
+        self.squares += int(squares[-1]) if len(squares) else 0
         opens = (steps == 1) & (depth == 2)
         closes = (steps == -1) & (depth <= 1)
         for i in np.flatnonzero(opens | closes):
             offset = at + int(brackets[i])
+            squares_so_far = squares_before + int(squares[i])
             if opens[i]:
                 self.value_start = offset
-                self.squares_before_value = int(squares[i]) - int(classes[i] == 4)
+                self.squares_at_value = squares_so_far - int(classes[i] == 4)
                 continue
             if depth[i] == 0:  # the top-level object closes
                 yield from self.scalar_members(self.pending, offset, last=True)
                 return offset + 1
-            yield from self.member(offset + 1, int(squares[i]) - self.squares_before_value)
+            yield from self.member(offset + 1, squares_so_far - self.squares_at_value)
         return None
 
     def member(self, end: int, arrays: int) -> Iterator[Member]:

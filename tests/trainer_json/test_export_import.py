@@ -680,7 +680,8 @@ def test_interrupted_import_leaves_the_store_untouched(
     import_json(small_json, store=store, model="mine")
     before = snapshot(store)
     calls = []
-    real = featstore.trainer_json.identity_rows.identity_values
+    reader = featstore.trainer_json.identity_rows.IdentityReader
+    real = reader._identity
 
     def interrupt(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -688,7 +689,7 @@ def test_interrupted_import_leaves_the_store_untouched(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featstore.trainer_json.identity_rows, "identity_values", interrupt)
+    monkeypatch.setattr(reader, "_identity", interrupt)
     with pytest.raises(KeyboardInterrupt):
         import_json(exported, store=store)
     assert snapshot(store) == before  # not a file of the store touched
