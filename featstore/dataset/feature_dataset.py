@@ -55,6 +55,7 @@ EXTRA_FIELDS = (
     "image_path",
 )
 log = logging.getLogger(__name__)
+_from_numpy = torch.from_numpy  # a module global: one lookup, four times a sample
 SAMPLE_KEYS = (
     "input_features",
     "position_encoding",
@@ -222,7 +223,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             )
         self.cache_folder = folder
         self._columns: SampleColumns | None = None
-        self._opened_by = -1
+        self._sample_columns: tuple[Any, ...] | None = None
         columns = self._open()
         if not len(columns):
             raise InputError(
@@ -241,29 +242,33 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int | Sequence[int] | NDArray[np.integer]) -> Any:
         """One sample (a dict of tensors and `person_name`), or a batch for a list of indices.
 
-        The sample's numbers are copies (the cache is mapped read-only and shared).
+        The tensors are the sample's own copies, as the seed's Dataset's were
+        (`torch.FloatTensor` of its arrays): change them in place freely.
         """
-        if not isinstance(index, (int, np.integer)):
+        # Every step counts here: it runs once per sample in a plain loop.
+        if type(index) is not int and not isinstance(index, np.integer):
             return self.__getitems__(index)
-        columns = self._columns
-        if columns is None or self._opened_by != os.getpid():
-            columns = self._open()
-        size = len(columns.identity_index)
-        i = int(index)
-        if not -size <= i < size:
-            raise IndexError(f"sample {i} out of range for {size} samples")
-        i %= size
-        who = columns.identity_index[i]
-        # numpy copies wrapped by torch.from_numpy: a third of the time of torch.tensor().
-        frame = columns.input_features[i].copy()
-        target = columns.target_features[who].copy()
+        if self._sample_columns is None:
+            self._open()
+        identity_index, inputs, positions, targets, names = self._sample_columns  # type: ignore[misc]
+        try:
+            who = identity_index[index]  # negative indices count from the end
+        except IndexError:
+            raise IndexError(f"sample {index} out of range for {len(inputs)} samples") from None
+        # numpy copies of the mapped rows (read-only, shared), wrapped by torch.from_numpy:
+        # a third of the time of torch.tensor().
+        frame = inputs[index].copy()
+        target = targets[who].copy()
         sample: dict[str, Any] = {
-            "input_features": torch.from_numpy(frame),
-            "position_encoding": torch.from_numpy(columns.fields[self._encoding][i].copy()),
-            "target_features": torch.from_numpy(target),
-            "target_residual": torch.from_numpy(target - frame),
-            "person_name": columns.identities[who],
+            "input_features": _from_numpy(frame),
+            "position_encoding": _from_numpy(positions[index].copy()),
+            "target_features": _from_numpy(target),
+            "target_residual": _from_numpy(target - frame),
+            "person_name": names[who],
         }
+        if not self.extra_fields:
+            return sample
+        columns, i = self._open(), index
         for name in self.extra_fields:
             sample[name] = (
                 columns.image_path[i].as_py()
@@ -348,10 +353,20 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         )
 
     def _open(self) -> SampleColumns:
-        # A forked or spawned DataLoader worker maps the files itself on first use.
-        if self._columns is None or self._opened_by != os.getpid():
-            self._columns = open_columns(self.cache_folder)
-            self._opened_by = os.getpid()
+        # A spawned DataLoader worker receives the dataset without its mapping
+        # (__getstate__) and maps the files on first use; a forked one shares the
+        # parent's read-only mapping.
+        if self._columns is None:
+            columns = open_columns(self.cache_folder)
+            self._columns = columns
+            # What __getitem__ reads, in one tuple: one attribute lookup, not eight.
+            self._sample_columns = (
+                columns.identity_index,
+                columns.input_features,
+                columns.fields[self._encoding],
+                columns.target_features,
+                columns.identities,
+            )
         return self._columns
 
     def _check_index(self, index: int) -> int:
@@ -363,6 +378,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_columns"] = None  # paths travel to spawned workers, never mapped buffers
+        state["_sample_columns"] = None
         return state
 
 
