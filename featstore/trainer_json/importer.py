@@ -121,12 +121,11 @@ def import_json(
     """
     json_path = Path(path)
     opening = _sniff(json_path)
-    digest = _sha256(json_path)
     base = Path(os.path.abspath(base_dir if base_dir is not None else json_path.parent))
     _refuse_a_store_it_cannot_write(store)  # before a long parse, not after
     with tempfile.TemporaryDirectory(prefix="featstore-import-") as scratch:
         spill = Path(scratch) / "rows.arrow"
-        loader = _Loader(json_path, digest, base, model)
+        loader = _Loader(json_path, base, model)
         loader.spill(opening, spill)
         # The whole file has parsed and checked: only now is the store touched.
         opened = Store(store, create=True)
@@ -213,14 +212,6 @@ def _sniff(path: Path) -> int:
     return start
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class _HashingReader:
     """A binary file that hashes what is read from it (to notice a file changed mid-import)."""
 
@@ -239,7 +230,6 @@ class _Loader:
     """The file's identities (read and checked by `IdentityReader`), spilled as rows."""
 
     path: Path
-    digest: str
     base: Path
     model: str | None
     dim: int | None = None
@@ -248,8 +238,13 @@ class _Loader:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def spill(self, start: int, path: Path) -> None:
-        """Parse and check the whole file into an Arrow stream at `path` (Delta's types)."""
+        """Parse and check the whole file into an Arrow stream at `path` (Delta's types).
+
+        The file is read once: hashed as it is parsed, its stat compared before and
+        after (what git's index compares) to notice a change while it was read.
+        """
         writer: pa.ipc.RecordBatchStreamWriter | None = None
+        before = _stat_signature(self.path)
         with open(self.path, "rb") as raw:
             hashing = _HashingReader(raw)
             hashing.digest.update(raw.read(start))  # a BOM
@@ -267,8 +262,9 @@ class _Loader:
                     writer.close()
             hashing.digest.update(raw.read())  # anything the reader did not need
         self.identities, self.frames = reader.identities, reader.frames
-        if hashing.digest.hexdigest() != self.digest:
+        if _stat_signature(self.path) != before:
             raise InputError(f"{self.path} changed while it was being imported; try again.")
+        self.provenance["json_sha256"] = hashing.digest.hexdigest()
 
     def _settled(self, reader: IdentityReader) -> RowTarget:
         """The first identity settled the model, the dim and the format: the provenance,
@@ -280,10 +276,15 @@ class _Loader:
             "feature_dim": self.dim,
             "source": "json",
             "json_file": self.path.name,
-            "json_sha256": self.digest,
+            "json_sha256": None,  # once the whole file is read
             "base_dir": self.base.as_posix(),
             "featstore_version": featstore.__version__,
             **({"json_format": "3d"} if reader.three_d else {}),
         }
         now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
         return RowTarget(self.model, now, rows_schema(self.dim))
+
+
+def _stat_signature(path: Path) -> tuple[int, int, int, int]:
+    stat = path.stat()
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
