@@ -1,8 +1,10 @@
 """The Dataset's samples, materialised once into uncompressed Arrow IPC files and mapped.
 
-    <cache_dir>/<key>/frames.arrow      one row per sample, in sample order
-    <cache_dir>/<key>/identities.arrow  one row per identity: name, target features
-    <cache_dir>/<key>/manifest.json     written last: what the folder was made from
+    <cache_dir>/<key>/frames.arrow          one row per sample, in sample order
+    <cache_dir>/<key>/input_features.f32    the samples' input features: raw float32,
+                                            [samples, feature_dim], row-major
+    <cache_dir>/<key>/identities.arrow      one row per identity: name, target features
+    <cache_dir>/<key>/manifest.json         written last: what the folder was made from
 
 `key` digests the source and everything that changes the samples (model, `where`, the
 store's files or the JSON file's size and time), so a changed source gets a new folder
@@ -13,7 +15,10 @@ Why IPC and a memory map: every DataLoader worker maps the same file read-only, 
 features live once, in the OS page cache, whatever the number of workers; nothing is
 parsed or copied to open it (a few milliseconds), and a batch is a numpy gather from the
 mapped columns. Each file holds a single record batch, so every column is one contiguous
-buffer that numpy can view without a copy.
+buffer that numpy can view without a copy. The input features, nearly all of the bytes,
+are a raw file of their own: a JSON source's features, spooled to disk as they are read,
+become that file by a rename, never read back through memory (which would make the
+first construction's memory grow with the file).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from numpy.typing import NDArray
 from featstore.errors import StoreError
 
 CACHE_FORMAT = "featstore-dataset-cache"
-CACHE_VERSION = 2  # 2: the head pose (euler_angles) joined the per-frame fields
+# 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32
+CACHE_VERSION = 3
 FRAMES_FILE = "frames.arrow"
+FEATURES_FILE = "input_features.f32"
 IDENTITIES_FILE = "identities.arrow"
 MANIFEST_FILE = "manifest.json"
 
@@ -75,6 +82,9 @@ class SampleColumns:
     target_features: NDArray[np.float32]  # [I, D]
     face_image_path: pa.Array  # [I] strings
     model: str  # the DINOv2 model that made the features
+    # A file holding exactly `input_features` (raw float32, row-major) that the cache may
+    # move in rather than write them again (a JSON source's spool); None: write them.
+    features_file: Path | None = None
 
     def __len__(self) -> int:
         return len(self.identity_index)
@@ -166,10 +176,10 @@ def open_columns(folder: Path) -> SampleColumns:
     """Map a materialised folder's files and view their columns (no copy, no parsing)."""
     frames = _read_single_batch(folder / FRAMES_FILE)
     identities = _read_single_batch(folder / IDENTITIES_FILE)
-    dim = frames.schema.field("input_features").type.list_size
+    dim = identities.schema.field("target_features").type.list_size
     return SampleColumns(
         identity_index=frames.column("identity_index").to_numpy(),
-        input_features=_fixed_size_view(frames.column("input_features"), (dim,)),
+        input_features=_map_features(folder / FEATURES_FILE, frames.num_rows, dim),
         fields={name: _fixed_size_view(frames.column(name), s) for name, s in FRAME_FIELDS.items()},
         image_path=frames.column("image_path"),
         identities=identities.column("identity").to_pylist(),
@@ -199,9 +209,13 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write(folder: Path, columns: SampleColumns, description: dict[str, Any]) -> None:
+    features = folder / FEATURES_FILE
+    if columns.features_file is not None:
+        os.replace(columns.features_file, features)
+    else:
+        np.ascontiguousarray(columns.input_features, dtype=np.float32).tofile(features)
     frames = {
         "identity_index": pa.array(columns.identity_index.astype(np.int32, copy=False)),
-        "input_features": _fixed_size_array(columns.input_features),
         **{name: _fixed_size_array(values) for name, values in columns.fields.items()},
         "image_path": columns.image_path,
     }
@@ -227,6 +241,22 @@ def _write(folder: Path, columns: SampleColumns, description: dict[str, Any]) ->
 def _write_single_batch(path: Path, batch: pa.RecordBatch) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
+
+
+def _map_features(path: Path, samples: int, dim: int) -> NDArray[np.float32]:
+    """The input features file, mapped read-only as `[samples, dim]`."""
+    try:
+        size = path.stat().st_size
+        if size != samples * dim * 4:
+            raise ValueError(f"{size} bytes, expected {samples} x {dim} float32")
+        if not samples:
+            return np.zeros((0, dim), np.float32)  # an empty file cannot be mapped
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(samples, dim))
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"cannot read the dataset cache file {path}: {exc}.\n"
+            f"Hint: delete the folder {path.parent}; it is rebuilt on next use."
+        ) from exc
 
 
 def _read_single_batch(path: Path) -> pa.RecordBatch:

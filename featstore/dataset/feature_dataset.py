@@ -246,7 +246,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         (`torch.FloatTensor` of its arrays): change them in place freely.
         """
         # Every step counts here: it runs once per sample in a plain loop.
-        if type(index) is not int and not isinstance(index, np.integer):
+        if not isinstance(index, (int, np.integer)):
             return self.__getitems__(index)
         if self._sample_columns is None:
             self._open()

@@ -323,7 +323,9 @@ def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> S
                 values.features[1:].tofile(sink)
             else:
                 spooled.append(values.features[1:])
-            parts[values.name] = {"target": values.features[0], **_frame_fields(values)}
+            # A copy of the target: a view would keep all of the identity's features alive.
+            target = values.features[0].copy()
+            parts[values.name] = {"target": target, **_frame_fields(values)}
             paths[values.name] = [
                 posixpath.normpath(posixpath.join(base.as_posix(), p)) for p in values.paths
             ]
@@ -335,11 +337,14 @@ def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> S
     counts = [len(paths[name]) - 1 for name in names]
     samples = int(sum(counts))
     in_order = names == list(parts)
+    features_file = None
     if spool is not None:
         inputs: NDArray[np.float32] = np.memmap(
             spool / "frames.f32", dtype=np.float32, mode="r", shape=(samples, reader.dim)
         )
-        if not in_order:
+        if in_order:  # the spool is the cache's features file as it stands
+            features_file = spool / "frames.f32"
+        else:
             inputs = _in_order(inputs, list(parts), paths, names)
     elif in_order:
         inputs = np.concatenate(spooled)
@@ -363,6 +368,7 @@ def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> S
         target_features=targets,
         face_image_path=pa.array([paths[name][0] for name in names], pa.string()),
         model=reader.model,
+        features_file=features_file,
     )
 
 

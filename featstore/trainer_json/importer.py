@@ -61,10 +61,10 @@ import pyarrow as pa
 
 import featstore
 from featstore.errors import InputError, StoreError
+from featstore.store.bulk_write import replace_rows
 from featstore.store.format import STORE_MANIFEST
 from featstore.store.location import resolve_store
 from featstore.store.store import Store
-from featstore.store.table import commit_properties, writer_properties
 from featstore.trainer_json.identity_rows import HINT, IdentityReader
 from featstore.trainer_json.store_rows import RowTarget, rows_schema, store_rows
 
@@ -158,24 +158,17 @@ def _commit(store: Store, loader: _Loader, spill: Path, *, overwrite: bool) -> b
     and the provenance changed first (`ModelTable.claim`): a kill at that moment leaves
     the model empty, never mixed, and the same import fills it.
     """
-    from deltalake import write_deltalake
-
     assert loader.model is not None
     table = store.table(loader.model)
     had_rows = table.exists() and bool(table.active_files(table.open()))
-    with pa.memory_map(str(spill)) as source:
+    # Read, not mapped: mapped pages would count in the process's memory, growing with
+    # the file; read batches are freed once written.
+    with pa.OSFile(str(spill), "rb") as source:
         reader = pa.ipc.open_stream(source)
         table.claim(loader.provenance, reader.schema, overwrite=overwrite)
         try:
-            write_deltalake(
-                table.open(),
-                reader,
-                mode="overwrite",
-                schema_mode="overwrite",
-                writer_properties=writer_properties(),
-                commit_properties=commit_properties("import-json"),
-            )
-        except Exception as exc:
+            replace_rows(table, reader.schema, reader, "import-json")
+        except Exception as exc:  # delta-rs raises several kinds
             raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
     return had_rows
 
