@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from featstore import FeatureDataset
-from featstore.dataset.cache import MANIFEST_FILE
+from featstore.dataset.cache import FEATURES_FILE, MANIFEST_FILE
+from featstore.errors import StoreError
 
 DIM = 384
 
@@ -85,3 +87,14 @@ def test_killed_first_construction_is_rebuilt(tmp_path: Path) -> None:
     assert len(dataset) == 6 and dataset.identities == ["a", "b"]
     want = np.asarray(document["b"]["video_data"][2]["features"], np.float32)
     assert np.array_equal(dataset[5]["input_features"].numpy(), want)
+
+
+def test_a_damaged_features_file_is_named_with_what_to_do(tmp_path: Path) -> None:
+    source, cache = write_json(tmp_path / "valid_images.json"), tmp_path / "cache"
+    features = FeatureDataset(source, cache_dir=cache).cache_folder / FEATURES_FILE
+    features.write_bytes(features.read_bytes()[:-4])  # a torn copy, a full disk
+    with pytest.raises(StoreError) as caught:
+        FeatureDataset(source, cache_dir=cache)
+    message = str(caught.value)
+    assert str(features) in message and f"expected 6 x {DIM} float32" in message
+    assert f"delete the folder {features.parent}" in message
