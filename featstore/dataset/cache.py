@@ -251,7 +251,9 @@ def _map_features(path: Path, samples: int, dim: int) -> NDArray[np.float32]:
             raise ValueError(f"{size} bytes, expected {samples} x {dim} float32")
         if not samples:
             return np.zeros((0, dim), np.float32)  # an empty file cannot be mapped
-        return np.memmap(path, dtype=np.float32, mode="r", shape=(samples, dim))
+        mapped = np.memmap(path, dtype=np.float32, mode="r", shape=(samples, dim))
+        # A plain ndarray view: indexing a np.memmap runs Python code for every row.
+        return mapped.view(np.ndarray)
     except (OSError, ValueError) as exc:
         raise StoreError(
             f"cannot read the dataset cache file {path}: {exc}.\n"

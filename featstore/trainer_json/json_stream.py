@@ -14,7 +14,8 @@ non-zero bytes eight at a time, which brackets lie outside strings and the runni
 only the few events where the depth crosses 1 <-> 2 (an identity's value starting or
 ending) reach Python. Numbers, the bulk of the file, are never looked at by the scanner;
 parsing them is orjson's (floats to float64 correctly rounded; float32 rounding is
-`identity_rows.float32`'s).
+`identity_rows.float32`'s), or that of a quicker parser the caller passes (`fast`, see
+`fast_parse`), for which the scanner also counts the arrays in each span.
 
 What orjson refuses in a span is parsed again with Python's `json` (span-sized), which
 accepts `NaN` / `Infinity` (Python's `json.dump` writes them), so that the checks name
