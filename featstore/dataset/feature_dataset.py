@@ -246,8 +246,10 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         (`torch.FloatTensor` of its arrays): change them in place freely.
         """
         # Every step counts here: it runs once per sample in a plain loop.
-        if not isinstance(index, (int, np.integer)):
-            return self.__getitems__(index)
+        if type(index) is not int:  # numpy integers, bools, lists of indices
+            if not isinstance(index, (int, np.integer)):
+                return self.__getitems__(index)
+            index = int(index)  # numpy would read True as a mask, not as 1
         if self._sample_columns is None:
             self._open()
         identity_index, inputs, positions, targets, names = self._sample_columns  # type: ignore[misc]

@@ -48,12 +48,28 @@ def replace_rows(
         for batch in batches:
             files.write(batch)
         actions = files.close()
+    except BaseException:
+        files.discard()  # nothing refers to them; spare vacuum the work
+        raise
+    try:
         table.open().create_write_transaction(
             actions, mode="overwrite", schema=schema, commit_properties=commit_properties(command)
         )
     except BaseException:
-        files.discard()  # nothing refers to them; spare vacuum the work
+        # delta-rs also raises after the commit (a post-commit hook: a checkpoint that
+        # could not be written): the files are then the table's, and must stay.
+        if not _referenced(table, files.written):
+            files.discard()
         raise
+
+
+def _referenced(table: ModelTable, names: list[str]) -> bool:
+    """Whether the table's latest version holds any of `names`; True when unsure."""
+    try:
+        held = {path.rsplit("/", 1)[-1] for path in table.active_files(table.open())}
+    except Exception:  # the log cannot be read: keep the files (vacuum decides later)
+        return True
+    return not held.isdisjoint(names)
 
 
 class _FileWriter:
@@ -89,7 +105,8 @@ class _FileWriter:
 
     def discard(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with contextlib.suppress(Exception):  # the error being handled matters more
+                self.writer.close()
         for name in self.written:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(self._path(name))
@@ -122,8 +139,8 @@ class _FileWriter:
         from deltalake.transaction import AddAction
 
         assert self.writer is not None
-        self.writer.close()
-        self.writer = None
+        writer, self.writer = self.writer, None  # closed once, even if closing fails
+        writer.close()
         info = self.fs.get_file_info(self._path(self.name))
         stats = {
             "numRecords": self.rows,

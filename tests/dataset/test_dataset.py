@@ -115,7 +115,8 @@ def test_store_samples_are_the_valid_frames_in_order(extracted: Extracted, cache
 
 
 def test_sample_tensors(extracted: Extracted, cache: Path) -> None:
-    sample = FeatureDataset(extracted.store, cache_dir=cache)[0]
+    dataset = FeatureDataset(extracted.store, cache_dir=cache)
+    sample = dataset[0]
     assert set(sample) == {
         "input_features",
         "position_encoding",
@@ -128,7 +129,11 @@ def test_sample_tensors(extracted: Extracted, cache: Path) -> None:
     )
     assert sample["position_encoding"].shape == (5,)
     assert isinstance(sample["person_name"], str)
-    sample["input_features"][0] = 123.0  # samples are writable copies, not the cache
+    # Samples are the caller's own copies, as the seed's torch.FloatTensor were: changing
+    # one changes neither the dataset nor the cache.
+    for key in ("input_features", "position_encoding", "target_features"):
+        sample[key][0] = 123.0
+        assert dataset[0][key][0] != 123.0, key
     assert FeatureDataset(extracted.store, cache_dir=cache)[0]["input_features"][0] != 123.0
 
 
@@ -148,6 +153,11 @@ def test_getitems_is_the_stacked_samples(extracted: Extracted, cache: Path) -> N
         dataset.__getitems__([0, len(dataset)])
     with pytest.raises(IndexError, match="out of range"):
         dataset[len(dataset)]
+    # Any integer is one sample: numpy's, a negative one, and a bool (as int, not a mask).
+    last = len(dataset) - 1
+    for index, same in ((np.int64(3), 3), (-1, last), (True, 1), (np.int32(-2), last - 1)):
+        assert torch.equal(dataset[index]["input_features"], dataset[same]["input_features"])
+        assert dataset[index]["person_name"] == dataset[same]["person_name"]
 
 
 def test_json_and_store_give_identical_samples(

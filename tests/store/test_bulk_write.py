@@ -88,3 +88,21 @@ def test_a_failure_leaves_the_table_and_its_folder_as_they_were(tmp_path: Path) 
     assert table.open().version() == version  # type: ignore[attr-defined]
     assert sorted(p.name for p in folder.glob("*.parquet")) == files_before
     assert rows_of(table).num_rows == 15
+
+
+def test_an_error_after_the_commit_keeps_the_committed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # delta-rs raises from its post-commit hooks (a checkpoint it could not write) after
+    # the version is in the log: its files are the table's now and must not be deleted.
+    _, table = new_table(tmp_path, {"model": "m"})
+    real = DeltaTable.create_write_transaction
+
+    def commit_then_fail(self: DeltaTable, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        raise OSError("checkpoint: Is a directory (os error 21)")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", commit_then_fail)
+    with pytest.raises(OSError, match="checkpoint"):
+        replace_rows(table, SCHEMA, batches(4, 3), "import-json")
+    assert rows_of(table).num_rows == 12  # readable: the files are all there
