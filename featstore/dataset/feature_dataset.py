@@ -371,12 +371,6 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             )
         return self._columns
 
-    def _check_index(self, index: int) -> int:
-        size = len(self._open())
-        if not -size <= index < size:
-            raise IndexError(f"sample {index} out of range for {size} samples")
-        return index % size
-
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_columns"] = None  # paths travel to spawned workers, never mapped buffers

@@ -412,13 +412,11 @@ def _frame_fields(values: IdentityValues) -> dict[str, NDArray[np.float32]]:
             return np.full((n, *FRAME_FIELDS[field]), np.nan, np.float32)
         return array[1:] if len(array) > n else array  # per row: drop the frontal image's
 
+    # IdentityValues' attributes are named like the store's columns.
     return {
-        "position_encoding": frames_of(values.spherical_angles, "position_encoding"),
-        "euler_angles": frames_of(values.euler_angles, "euler_angles"),
-        "landmarks_2d": frames_of(values.landmarks_2d, "landmarks_2d"),
-        "landmarks_3d": frames_of(values.landmarks_3d, "landmarks_3d"),
-        "box": frames_of(values.box, "box"),
-        "avg_angle": frames_of(values.avg_angle, "avg_angle"),
+        field: frames_of(getattr(values, column), field)
+        for field, column in _STORE_COLUMNS.items()
+        if field != "det_score"  # not in the trainer's JSON
     }
 
 

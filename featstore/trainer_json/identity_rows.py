@@ -319,7 +319,9 @@ class IdentityReader:
                 values = bulk_values(name, value, self.base, self.dim, three_d=self.three_d)
                 if values is not None:
                     return values
-                value = _python_value(member.text)  # for the checks to name what is off
+                # Something is off: orjson's value, for the checks to name it.
+                value = _python_value(member.text)
+                return _checked_values(check, value, self.base, self.dim, three_d=self.three_d)
             return identity_values(check, value, self.base, self.dim, three_d=self.three_d)
         except HalfwayNumber:
             # Rare (see `float32`): this identity again, its numbers as written.

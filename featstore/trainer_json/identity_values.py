@@ -86,25 +86,16 @@ def values_of(
     three_d: bool,
 ) -> IdentityValues:
     """`IdentityValues` from each field's converted rows (keyed by frame field name)."""
+    common = (name, paths, total, numbers["features"], numbers["landmarks_2d"], numbers["box"])
     if three_d:
         return IdentityValues(
-            name,
-            paths,
-            total,
-            numbers["features"],
-            numbers["landmarks_2d"],
-            numbers["box"],
+            *common,
             euler_angles=numbers["euler_angles"],
             rotation_matrix=numbers["rotation_matrix"],
             pose_landmarks_3d=numbers["landmarks_3d"],
         )
     return IdentityValues(
-        name,
-        paths,
-        total,
-        numbers["features"],
-        numbers["landmarks_2d"],
-        numbers["box"],
+        *common,
         landmarks_3d=numbers["landmarks_3d"],
         spherical_angles=numbers["spherical_angles"],
         avg_angle=numbers["avg_angle"],
