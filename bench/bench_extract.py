@@ -45,7 +45,7 @@ from featstore.extraction.inputs import scan_inputs
 from featstore.extraction.pipeline import RuntimeOptions, extract
 from featstore.extraction.pose import solve_pose
 from featstore.extraction.recognition import ArcFaceEmbedder
-from featstore.store.query import Store
+from featstore.store import Store
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
 from featstore.synthetic.images import generate_face_tree

@@ -26,7 +26,7 @@ from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.pipeline import row_schema
 from featstore.extraction.rows import ImageResult, identity_table
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.store.writer import TableWriter
 
 MODEL = "dinov2_vitb14"
@@ -114,7 +114,7 @@ def timed(command: list[str]) -> tuple[float, float, str]:
 
 def seed_style_dump(store: Path, out: Path) -> float:
     """The seed's way: build the whole document from Python lists, then json.dump it."""
-    from featstore.store.query import Store
+    from featstore.store import Store
 
     start = time.perf_counter()
     table = Store(store).sql(

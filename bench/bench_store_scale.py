@@ -25,9 +25,9 @@ import pyarrow as pa
 from bench_store import timed as timed_with_output
 
 from featstore.extraction.pipeline import row_schema
+from featstore.store import Store
 from featstore.store.format import fixed_size_column
 from featstore.store.maintenance import compact
-from featstore.store.store import Store
 from featstore.store.writer import TableWriter
 
 MODEL = "dinov2_vits14"
@@ -117,7 +117,7 @@ def measure(store: Path, work: Path) -> dict[str, tuple[float, float]]:
     )
     plan = (
         "from featstore.store.store import Store; "
-        f"t = Store({s!r}).table({MODEL!r}); print(len(t.fingerprints(t.open())))"
+        f"print(len(Store({s!r}).model({MODEL!r}).fingerprints()))"
     )
     figures = {
         "query count(*)": timed([*FEATSTORE, "query", "--store", s, "SELECT count(*) FROM images"]),
@@ -159,7 +159,7 @@ def main() -> None:
             store = work / f"store-{n}"
             started = time.perf_counter()
             build_store(store, n)
-            files = len(Store(store).snapshot(MODEL).files)
+            files = len(Store(store).model(MODEL).files)
             print(
                 f"built {n:,} identities x {FRAMES + 1} rows x {DIM} dims in "
                 f"{time.perf_counter() - started:.0f} s ({files} files after compaction)",

@@ -288,7 +288,7 @@ def extract(
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
     from featstore.demo import build_demo_inputs, extract_demo, write_demo_report
-    from featstore.store.query import Store, run_query
+    from featstore.store import Store
 
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
     inputs = build_demo_inputs(workdir)
@@ -297,7 +297,7 @@ def demo(workdir: Path, no_progress: bool) -> None:
     click.echo(summary.format())
     sql = "SELECT identity, frames_total, frames_ok, valid FROM identities ORDER BY identity"
     click.echo(f'\nfeatstore query --store {store} "{sql}"')
-    click.echo(render_table(run_query(Store(store), sql), 40), nl=False)
+    click.echo(render_table(Store(store).sql(sql), 40), nl=False)
     click.echo(
         "The DINOv2 weights are random and the detector is synthetic: the pipeline is real, "
         "the feature values are not."

@@ -110,15 +110,15 @@ def query(
 ) -> None:
     """Run SQL (DuckDB) over the views: images, faces, frames, identities, valid_frames (and
     identity_consistency when the store has an ArcFace model)."""
+    from featstore.store import Store
     from featstore.store.paths import enclosing_store
-    from featstore.store.query import Store, run_query
 
     inside = enclosing_store(output) if output is not None else None
     if inside is not None:
         raise click.UsageError(
             f"--output {output} is inside the store {inside}; write results outside it."
         )
-    result = run_query(Store(store), sql, model=model, version=version)
+    result = Store(store).sql(sql, model=model, version=version)
     if fmt != "table":
         _write_result(result, fmt, output)
         return
@@ -139,7 +139,8 @@ def query(
 @library_errors
 def info(store: str, model: str | None, version: int | None) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
-    from featstore.store.query import Store, store_info
+    from featstore.store import Store
+    from featstore.store.query import store_info
 
     found = store_info(Store(store), model=model, version=version)
 

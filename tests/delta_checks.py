@@ -25,7 +25,7 @@ from conftest import MODEL
 from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.rows import ImageResult, identity_table
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.store.writer import TableWriter
 
 KEY = ("identity", "role", "image_path")
@@ -81,7 +81,7 @@ def data_files(store: Path, model: str = MODEL) -> set[str]:
 
 def committed_files(store: Path, model: str = MODEL) -> set[str]:
     """The data files the latest version lists."""
-    snap = Store(store).snapshot(model)
+    snap = Store(store).model(model)
     return {Path(f).name for f in snap.files}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from conftest import MODEL, Dataset, Models
 
-from featstore.store.store import Store
+from featstore.store import Store
 
 
 def store_files(store: Path) -> dict[str, bytes]:
@@ -25,8 +25,8 @@ def table_rows(store: Path | str, model: str = MODEL, version: int | None = None
     order: (identity, role, frame_index, image_path)."""
     import pyarrow.dataset as pads
 
-    snapshot = Store(store).snapshot(model, version)
-    schema = pa.schema(snapshot.table.schema().to_arrow())
+    snapshot = Store(store).model(model, version)
+    schema = snapshot.schema()
     if not snapshot.files:
         return schema.empty_table()
     location = Store(store).location

@@ -21,7 +21,7 @@ from featstore.dataset.cache import (
     materialise,
     read_manifest,
 )
-from featstore.errors import InputError, StoreError
+from featstore.errors import InputError
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -41,14 +41,10 @@ def from_store(
     encoding: PositionEncoding = "spherical_angles",
 ) -> tuple[str, int, Path]:
     from featstore.dataset.sources import describe_store, read_store
-    from featstore.store.query import Store
+    from featstore.store import Store
 
     store = Store(source)
-    if not store.model_names():
-        raise StoreError(
-            f"store {store.location} is empty: it holds no model yet.\n"
-            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-        )
+    store.require_models()
     info = store.model(model, version)
     folder = materialise(
         store_cache_dir(store.location.local, cache_dir),

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
-from featstore.store.query import ModelInfo, Store
+from featstore.store import ModelSnapshot, Store
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
 from featstore.trainer_json.identity_values import IdentityValues
@@ -48,7 +48,7 @@ _POSED = """euler_angles IS NOT NULL AND identity IN (
 
 
 def describe_store(
-    store: Store, info: ModelInfo, where: str | None, encoding: PositionEncoding
+    store: Store, info: ModelSnapshot, where: str | None, encoding: PositionEncoding
 ) -> dict[str, Any]:
     """What a store's samples are made from: one version of the model's table.
 
@@ -83,7 +83,7 @@ def _arcface_versions(store: Store) -> dict[str, str]:
 
 
 def read_store(
-    store: Store, info: ModelInfo, where: str | None, encoding: PositionEncoding
+    store: Store, info: ModelSnapshot, where: str | None, encoding: PositionEncoding
 ) -> SampleColumns:
     """The samples of one model of a store, `where` applied to the frames.
 
@@ -93,16 +93,11 @@ def read_store(
     import duckdb
     import pyarrow.compute as pc  # here: a tenth of a second to import, for stores only
 
-    with store.connect(model=info.name, version=info.version) as con:
+    with info.connect() as con:
         predicate = check_where(con, where)
         columns = {r[0] for r in con.execute("DESCRIBE frames").fetchall()}
         if encoding == "euler_angles":
-            if "euler_angles" not in columns:
-                raise StoreError(
-                    f"model {info.name} of {store.location} has no head pose columns: it was "
-                    "made before featstore computed the pose.\nHint: extract it again with "
-                    "--overwrite, or use position_encoding='spherical_angles'."
-                )
+            info.require_pose(alternative="use position_encoding='spherical_angles'")
             predicate = f"({predicate}) AND {_POSED}"
         fields = ", ".join(
             c if c in columns else f"NULL::FLOAT[3] AS {c}" for c in _STORE_COLUMNS.values()

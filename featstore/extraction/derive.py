@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from featstore.errors import StoreError
 from featstore.extraction.pose import POSE_DEFINITION, HeadPose, solve_pose
-from featstore.extraction.rows import POSE_COLUMNS, pose_columns
-from featstore.store.format import to_delta
-from featstore.store.store import Store
-from featstore.store.table import commit_properties, writer_properties
+from featstore.extraction.rows import pose_columns
+from featstore.store import Store
+from featstore.store.delta_errors import store_errors
+from featstore.store.format import POSE_COLUMNS, to_delta
+from featstore.store.properties import commit_properties, writer_properties
 
 
 @dataclass(frozen=True)
@@ -53,40 +53,33 @@ def _derive_model(store: Store, model: str) -> Derived:
     import pyarrow.dataset as pads
     from deltalake import write_deltalake
 
-    table = store.table(model)
-    snapshot = table.open()
-    provenance = table.provenance(snapshot)
+    snapshot = store.model(model)
+    provenance = snapshot.provenance
     # Imported rows keep the file's values (a 3D file brought its own pose; a new-format
     # one has no image sizes to solve a pose with).
     if provenance.get("pose_definition") == POSE_DEFINITION or provenance.get("source") == "json":
         return Derived(model, 0, 0, already_done=True)
-    files = table.active_files(snapshot)
-    schema = pa.schema(snapshot.schema().to_arrow())
+    files = snapshot.files
     rows = (
         pads.dataset(files, filesystem=store.location.fs, format="parquet").to_table()
         if files
-        else schema.empty_table()
+        else snapshot.schema().empty_table()
     )
     rows = rows.drop_columns([c for c in POSE_COLUMNS if c in rows.column_names])
     columns, posed = _pose_columns(rows)
     for name in POSE_COLUMNS:
         rows = rows.append_column(name, columns[name])
-    try:
+    with store_errors(f"cannot write {snapshot}", store.location):
         write_deltalake(
-            snapshot,
+            snapshot.delta,
             to_delta(rows),
             mode="overwrite",
             schema_mode="overwrite",
             writer_properties=writer_properties(),
             commit_properties=commit_properties("derive"),
         )
-        snapshot.update_incremental()
-        table.refresh(snapshot, provenance)  # nobody changed the provenance meanwhile
-        table.set_provenance(snapshot, {**provenance, "pose_definition": POSE_DEFINITION})
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"cannot write {table}: {store.location.scrub(str(exc))}") from exc
+    snapshot.refresh()  # nobody changed the provenance meanwhile
+    snapshot.set_provenance({**provenance, "pose_definition": POSE_DEFINITION})
     return Derived(model, rows.num_rows, posed, already_done=False)
 
 

@@ -33,8 +33,8 @@ from featstore.extraction.rows import (
     ImageResult,
     identity_table,
 )
+from featstore.store import Store
 from featstore.store.location import StoreLocation
-from featstore.store.store import Store
 from featstore.store.writer import COMMIT_IDENTITIES, TableWriter
 
 log = logging.getLogger(__name__)

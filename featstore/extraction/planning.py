@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from featstore.errors import InputError, StoreError
 from featstore.extraction.extractor import IdentityJob
 from featstore.extraction.inputs import InputTree
-from featstore.store.format import FINGERPRINT_COLUMN, provenance_differences, store_schema
+from featstore.store import Store
+from featstore.store.format import FINGERPRINT_COLUMN, store_schema
 from featstore.store.location import resolve_store
-from featstore.store.store import Store, holds_entries
+from featstore.store.store import holds_entries
 from featstore.store.table import ModelTable
 
 if TYPE_CHECKING:
@@ -47,21 +48,9 @@ def open_store(store: str | os.PathLike[str], dry_run: bool) -> Store | None:
 
 def check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
     """Before a rebase: an identity's stored frontal path must be its path under `base`."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
     from featstore.store.paths import relative_path
 
-    snapshot = table.open()
-    files = table.active_files(snapshot)
-    if not files:
-        return
-    faces = (
-        pads.dataset(files, filesystem=table.location.fs, format="parquet")
-        .to_table(columns=["identity", "role", "image_path"], filter=pc.field("role") == "face")
-        .to_pydict()
-    )
-    stored = dict(zip(faces["identity"], faces["image_path"], strict=True))
+    stored = table.open().frontal_paths()
     for inputs in tree.identities:
         if inputs.face is None or inputs.identity not in stored:
             continue
@@ -79,12 +68,8 @@ def check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
 
 def would_refuse(table: ModelTable | None, provenance: Mapping[str, Any], overwrite: bool) -> None:
     """What `ModelTable.claim` would refuse, found without writing anything."""
-    if table is None or not table.exists():
-        return
-    snapshot = table.open()
-    diffs = provenance_differences(table.provenance(snapshot), dict(provenance))
-    if diffs and not overwrite and table.active_files(snapshot):
-        raise table.mismatch(diffs)
+    if table is not None:
+        table.would_refuse(provenance, overwrite)
 
 
 def without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
@@ -106,7 +91,7 @@ def done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
     under --overwrite: every identity is redone, replacing its rows)."""
     if table is None or not table.exists():  # a dry run before the first extract
         return {}
-    fingerprints = table.fingerprints(table.open())
+    fingerprints = table.open().fingerprints()
     return {name: "" for name in fingerprints} if overwrite else fingerprints
 
 
@@ -128,11 +113,11 @@ def plan(
 def compact_if_fragmented(table: ModelTable) -> bool:
     """Compact a table this run left in many small files (see COMPACT_AT_FILES)."""
     snapshot = table.open()
-    small = sum(1 for size in table.file_sizes(snapshot) if size < COMPACT_SMALL_BYTES)
+    small = sum(1 for size in snapshot.file_sizes() if size < COMPACT_SMALL_BYTES)
     if small < COMPACT_AT_FILES:
         return False
     try:
-        table.compact(snapshot, "extract (compaction)")
+        snapshot.compact("extract (compaction)")
     except StoreError as exc:  # e.g. another shard committed meanwhile: the rows are safe
         log.warning("%s not compacted (run `featstore compact` later): %s", table, exc)
         return False

@@ -63,9 +63,6 @@ def add_poses(results: Sequence[ImageResult]) -> None:
             log.info("no head pose for %s: %s", r.task.path, r.pose.reason)
 
 
-POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
-
-
 def pose_columns(poses: Sequence[HeadPose | NoPose | None]) -> dict[str, pa.Array]:
     """The POSE_COLUMNS of rows whose poses are `poses`; null where there is none.
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.errors import printable
-from featstore.store.query import Store, StoreCounts, count_rows
+from featstore.store import Store
+from featstore.store.query import StoreCounts, count_rows
 
 
 def store_counts(store: Store, model: str) -> StoreCounts:

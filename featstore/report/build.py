@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from featstore.errors import InputError, StoreError
+from featstore.errors import InputError
 from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
@@ -64,10 +64,11 @@ from featstore.report.data import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.pose import has_pose_columns, read_pose
+from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path
-from featstore.store.query import ModelInfo, Store, count_rows
+from featstore.store.query import count_rows
 from featstore.store.store import read_failure
-from featstore.store.where import check_where
+from featstore.store.where import check_where, columns_of, where_failed
 
 if TYPE_CHECKING:
     import duckdb
@@ -152,25 +153,18 @@ def read_report(
     if gallery_identities < 0:
         raise InputError(f"gallery_identities must be 0 or more, got {gallery_identities}.")
     opened = store if isinstance(store, Store) else Store(store)
-    if not opened.model_names():
-        raise StoreError(
-            f"store {opened.location} is empty: it holds no model yet.\n"
-            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-        )
-    info = opened.model(model, version)
+    opened.require_models()
+    snap = opened.model(model, version)
+    snap.require_rows()
+    info = snap.info
     if version is None:
         models, counts = opened.models(), count_rows(opened)
     else:
         models, counts = [info], count_rows(opened, model=info.name, version=version)
-    if not counts[info.name].identities:
-        raise StoreError(
-            f"model {info.name} in {opened.location} has no rows yet.\n"
-            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-        )
     recorded = info.provenance.get("base_dir")
     base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
     rng = random.Random(seed)
-    with _filtered(opened, info.name, where, version) as con:
+    with _filtered(snap, where) as con:
         try:
             # Counting the frames evaluates --where on every frame: a predicate that fails
             # on some value (a CAST of text) fails here, where the blame is clear.
@@ -178,11 +172,7 @@ def read_report(
         except _duckdb_error() as exc:
             if not where:
                 raise read_failure(exc, opened) from exc
-            raise InputError(
-                f"--where {where!r} failed on the rows of the store: "
-                f"{str(exc).strip().splitlines()[0]}\n"
-                "Hint: guard the expression (e.g. TRY_CAST instead of CAST)."
-            ) from exc
+            raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
             identities = worst_first(_identity_rows(con))
             angles = _angles(con)
@@ -268,11 +258,9 @@ def write_report(
 
 
 @contextmanager
-def _filtered(
-    store: Store, model: str, where: str | None, version: int | None
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The store's views for `model`, with `where` applied to the frames underneath them."""
-    with store.connect(model=model, version=version) as con:
+def _filtered(snap: ModelSnapshot, where: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The views of one model's version, with `where` applied to the frames underneath them."""
+    with snap.connect() as con:
         predicate = check_where(con, where)
         if predicate != "true":
             con.execute("ALTER VIEW images RENAME TO unfiltered_images")

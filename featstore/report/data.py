@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 from featstore.report.consistency import ConsistencySection
 from featstore.report.gallery import Thumbnail
 from featstore.report.pose import PoseDistribution
-from featstore.store.query import ModelInfo, StoreCounts
+from featstore.store import ModelInfo
+from featstore.store.query import StoreCounts
 
 FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
 # The angle columns, as DuckDB expressions (arrays are 1-based): docs/formats.md's angle_0..angle_4.

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featstore.store.table import ROW_GROUP_ROWS, commit_properties
+from featstore.store.properties import ROW_GROUP_ROWS, commit_properties
 
 if TYPE_CHECKING:
     from featstore.store.table import ModelTable
@@ -52,7 +52,7 @@ def replace_rows(
         files.discard()  # nothing refers to them; spare vacuum the work
         raise
     try:
-        table.open().create_write_transaction(
+        table.open().delta.create_write_transaction(
             actions, mode="overwrite", schema=schema, commit_properties=commit_properties(command)
         )
     except BaseException:
@@ -66,7 +66,7 @@ def replace_rows(
 def _referenced(table: ModelTable, names: list[str]) -> bool:
     """Whether the table's latest version holds any of `names`; True when unsure."""
     try:
-        held = {path.rsplit("/", 1)[-1] for path in table.active_files(table.open())}
+        held = {path.rsplit("/", 1)[-1] for path in table.open().files}
     except Exception:  # the log cannot be read: keep the files (vacuum decides later)
         return True
     return not held.isdisjoint(names)

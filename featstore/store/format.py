@@ -56,6 +56,10 @@ def model_of_key(name: str) -> str | None:
     return model if _MODEL_NAME.match(model) else None
 
 
+# The head pose face000-pose-v1's columns (docs/formats.md); stores made before it lack them.
+POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+
+
 def features_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 

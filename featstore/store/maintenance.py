@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 
 from featstore.errors import InputError
+from featstore.store.history import Version
 from featstore.store.store import Store
-from featstore.store.table import Version
 
 DEFAULT_RETAIN_HOURS = 168.0
 
@@ -42,13 +42,11 @@ def compact(store: str | os.PathLike[str] | Store, *, model: str | None = None) 
     opened = Store(store)
     done = []
     for name in _models(opened, model):
-        table = opened.table(name)
-        snapshot = table.open()
-        before = len(table.active_files(snapshot))
-        if before > 1:
-            table.compact(snapshot, "compact")
-            snapshot = table.open()
-        done.append(Compaction(name, before, len(table.active_files(snapshot)), snapshot.version()))
+        snapshot = opened.model(name)
+        counts = snapshot.compact("compact")
+        done.append(
+            Compaction(name, counts["files_before"], counts["files_after"], snapshot.version)
+        )
     return done
 
 
@@ -64,9 +62,8 @@ def vacuum(
         raise InputError(f"--retain must be 0 hours or more, got {retain_hours:g}.")
     opened = Store(store)
     return [
-        Vacuum(name, table.vacuum(table.open(), retain_hours, dry_run=dry_run), dry_run)
+        Vacuum(name, opened.model(name).vacuum(retain_hours, dry_run=dry_run), dry_run)
         for name in _models(opened, model)
-        for table in [opened.table(name)]
     ]
 
 
@@ -75,7 +72,7 @@ def history(
 ) -> dict[str, list[Version]]:
     """model -> its versions, newest first."""
     opened = Store(store)
-    return {name: opened.table(name).history(limit) for name in _models(opened, model)}
+    return {name: opened.model(name).history(limit) for name in _models(opened, model)}
 
 
 def _models(store: Store, model: str | None) -> list[str]:

@@ -39,7 +39,8 @@ from featstore.store.format import (
     to_delta,
 )
 from featstore.store.location import StoreLocation, resolve_store
-from featstore.store.table import ModelTable, commit_properties, writer_properties
+from featstore.store.properties import commit_properties, writer_properties
+from featstore.store.table import ModelTable
 
 _V1_PROVENANCE = "_provenance.json"
 _V1_DATA = "data.parquet"
@@ -129,7 +130,7 @@ def _v1_provenance(location: StoreLocation, folder: str) -> dict[str, Any]:
     except FileNotFoundError:
         if location.children(f"{folder}/_delta_log"):  # migrated, marker not yet written
             table = ModelTable(location, folder[len("model=") :])
-            return table.provenance(table.open())
+            return table.open().provenance
         raise StoreError(
             f"{location.describe(key)} is missing: the model's settings are unknown.\n"
             "Hint: extract the model again into a new store."

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from featstore.store.store import ModelInfo, Store, read_failure
+from featstore.store.snapshot import ModelInfo
+from featstore.store.store import Store, read_failure
 from featstore.store.views import VIEWS, describe_views
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 __all__ = [
     "VIEWS",
@@ -24,16 +25,8 @@ __all__ = [
     "StoreInfo",
     "count_rows",
     "describe_views",
-    "run_query",
     "store_info",
 ]
-
-
-def run_query(
-    store: Store, query: str, *, model: str | None = None, version: int | None = None
-) -> pa.Table:
-    """`store.sql`: DuckDB's errors become a QueryError that lists the views."""
-    return store.sql(query, model=model, version=version)
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,7 @@ def store_info(store: Store, *, model: str | None = None, version: int | None = 
     else:
         disk = sum(size for _, size in where.list_files())
     if version is not None or model is not None:
-        models = [store.model(model, version)]
+        models = [store.model(model, version).info]
     else:
         models = store.models()
     counts = count_rows(store, model=model, version=version)

@@ -3,8 +3,10 @@
     store = Store("faces-store")                     # read: must exist, format 2
     store = Store("s3://bucket/faces", create=True)  # write: created when absent
     store.models()                                   # ModelInfo per table, from its log
-    store.table("dinov2_vitb14")                     # the model's ModelTable (writes)
+    snap = store.model("dinov2_vitb14", version=3)   # ModelSnapshot: one version, owned
+    snap.files, snap.fingerprints(), snap.commit(...), snap.compact(...), snap.history()
     con = store.connect(model="dinov2_vitb14", version=3)   # DuckDB with the views
+    store.table("dinov2_vitb14")                     # the model's ModelTable (claiming)
 
 Commands, engines, readers and the Dataset receive this object; none of them resolves a
 path again.
@@ -14,9 +16,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from featstore.errors import QueryError, StoreError
 from featstore.store.consistency import create_identity_consistency, is_arcface_model
@@ -28,6 +29,7 @@ from featstore.store.format import (
     store_schema,
 )
 from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.snapshot import ModelInfo, ModelSnapshot
 from featstore.store.table import ModelTable
 from featstore.store.views import (
     array_hint,
@@ -40,35 +42,9 @@ from featstore.store.views import (
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
-    from deltalake import DeltaTable
 
 
 _PROBE = ".write-probe-"  # a file written and deleted to check the store is writable
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One model in the store at one version, as its provenance records it."""
-
-    name: str
-    dim: int
-    provenance: dict[str, Any]
-    version: int = -1  # the table version read
-    table_id: str = ""  # the Delta table's id: a table deleted and made again gets a new one
-
-    @property
-    def signature(self) -> str:
-        """`<table id>@<version>`: names these rows exactly (a version never changes)."""
-        return f"{self.table_id}@{self.version}"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One committed version of a model's table: what a reader reads, and only that."""
-
-    info: ModelInfo
-    table: DeltaTable
-    files: list[str]  # its active data files, as paths in the store's filesystem
 
 
 class Store:
@@ -122,7 +98,7 @@ class Store:
             model = model_of_key(child)
             if model is None:
                 continue
-            table = ModelTable(self.location, model)
+            table = self.table(model)
             if table.exists():
                 names.append(model)
             elif self.location.children(child):  # files, but no log saying which count
@@ -135,27 +111,27 @@ class Store:
         return names
 
     def table(self, model: str) -> ModelTable:
-        return ModelTable(self.location, model)
-
-    def snapshot(self, model: str, version: int | None = None) -> Snapshot:
-        """The model's table at `version` (default: latest) with its provenance and files."""
-        table = self.table(model)
-        delta = table.open(version)
-        provenance = table.provenance(delta)
-        try:
-            dim = int(provenance["feature_dim"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{table}: its provenance records no feature_dim.") from exc
-        info = ModelInfo(model, dim, provenance, delta.version(), str(delta.metadata().id))
-        return Snapshot(info, delta, table.active_files(delta))
+        """The model's table, existing or not (`ModelTable.claim` creates it)."""
+        return ModelTable(self.location, model, self)
 
     def models(self) -> list[ModelInfo]:
         """The models of the store at their latest versions, sorted by name."""
-        return [self.snapshot(name).info for name in self.model_names()]
+        return [self.table(name).open().info for name in self.model_names()]
 
-    def model(self, name: str | None, version: int | None = None) -> ModelInfo:
-        """The named model, or the only one when `name` is None."""
-        return self.snapshot(self.choose(name), version).info
+    def model(self, name: str | None = None, version: int | None = None) -> ModelSnapshot:
+        """The named model (the only one when `name` is None) at `version` (default: the
+        latest): a `ModelSnapshot`, which owns that version's provenance and files."""
+        return self.table(self.choose(name)).open(version)
+
+    def require_models(self) -> list[str]:
+        """The store's models; refuses an empty store, with what to do."""
+        names = self.model_names()
+        if not names:
+            raise StoreError(
+                f"store {self.location} is empty: it holds no model yet.\n"
+                "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+            )
+        return names
 
     def choose(self, name: str | None, names: list[str] | None = None) -> str:
         """`name` when the store has it; the only model when None; else a clear error.
@@ -191,16 +167,26 @@ class Store:
             version: read this version of the model's table (needs `model`, or a store
                 with a single model).
         """
-        import duckdb
-
         stored = self.model_names()  # listed once: on object storage each listing is a request
         if version is not None:
             model = self.choose(model, stored)
         names = [self.choose(model, stored)] if model is not None else stored
-        snapshots = [self.snapshot(name, version) for name in names]
+        return self.connect_snapshots([self.table(n).open(version) for n in names], stored)
+
+    def connect_snapshots(
+        self, snapshots: list[ModelSnapshot], stored: list[str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """A locked DuckDB connection whose views read exactly `snapshots` (see `connect`).
+
+        `stored`: the store's models when the caller has listed them already.
+        """
+        import duckdb
+
+        stored = self.model_names() if stored is None else stored
         con = duckdb.connect()
-        dims = {s.info.dim for s in snapshots}
+        dims = {s.dim for s in snapshots}
         source, columns, readable = self._source(con, snapshots)
+        names = [s.name for s in snapshots]
         try:  # DuckDB reads the first file's footer to type the views
             create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
             readable += self._consistency(con, names, stored, source)
@@ -226,7 +212,7 @@ class Store:
         arcface = [n for n in stored if is_arcface_model(n)]
         if not arcface:
             return []
-        extra = [self.snapshot(name) for name in arcface]
+        extra = [self.table(name).open() for name in arcface]
         arc_source, _, readable = self._source(con, extra, prefix="_arcface")
         create_identity_consistency(con, arc_source)
         return readable
@@ -256,7 +242,10 @@ class Store:
                 ) from exc
 
     def _source(
-        self, con: duckdb.DuckDBPyConnection, snapshots: list[Snapshot], prefix: str = "_store"
+        self,
+        con: duckdb.DuckDBPyConnection,
+        snapshots: list[ModelSnapshot],
+        prefix: str = "_store",
     ) -> tuple[str, set[str], list[str]]:
         """The rows of `snapshots` as one table expression, its columns, the files it reads.
 
@@ -264,13 +253,12 @@ class Store:
         through pyarrow datasets registered into DuckDB (its filesystem reads the objects,
         DuckDB pushes projections and filters into the scan).
         """
-        import pyarrow as pa
 
         parts: list[str] = []
         columns: set[str] = set()
         readable: list[str] = []
         for i, snap in enumerate(snapshots):
-            schema = pa.schema(snap.table.schema().to_arrow())
+            schema = snap.schema()
             columns |= set(schema.names)
             if not snap.files:
                 parts.append(f"{prefix}_empty_{i}")

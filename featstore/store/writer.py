@@ -49,7 +49,7 @@ class TableWriter:
         self.max_identities = max_identities
         self.max_seconds = max_seconds
         self.snapshot = table.open()
-        table.refresh(self.snapshot, self.provenance)  # claimed differently meanwhile?
+        self.snapshot.refresh(self.provenance)  # claimed differently meanwhile?
         self.commits = 0
         self.identities_committed = 0
         self._pending: list[pa.Table] = []
@@ -82,13 +82,7 @@ class TableWriter:
         # when the run was planned: another writer (the same command started twice, a Ray
         # task retried after its commit) may have added it since, and an append would then
         # double its rows. The predicate makes such a commit conflict and retry instead.
-        self.table.commit(
-            self.snapshot,
-            rows,
-            identities=list(self._names),
-            provenance=self.provenance,
-            command=self.command,
-        )
+        self.snapshot.commit(rows, identities=list(self._names), command=self.command)
         self.commits += 1
         self.identities_committed += len(self._names)
         self._pending, self._names = [], []

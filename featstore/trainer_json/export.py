@@ -49,14 +49,14 @@ from featstore.errors import InputError, StoreError
 from featstore.store.consistency import is_arcface_model
 from featstore.store.paths import output_path, relative_path
 from featstore.store.store import read_failure
-from featstore.store.where import check_where_with, columns_of, duckdb_error, where_error
+from featstore.store.where import check_where_with, columns_of, duckdb_error, where_failed
 from featstore.trainer_json.format_3d import POSE_COLUMNS, identity_object_3d
 from featstore.trainer_json.json_writer import AtomicWriter, check_indent, document
 
 if TYPE_CHECKING:
     import duckdb
 
-    from featstore.store.query import ModelInfo, Store
+    from featstore.store import ModelInfo, ModelSnapshot, Store
 
 ExportFormat = Literal["new", "old", "3d"]
 EXPORT_FORMATS: tuple[str, ...] = ("new", "old", "3d")
@@ -144,39 +144,35 @@ def export_json(
         StoreError: not a store, no model or no rows, several models and no `model`.
         InputError: a bad `format`, `indent`, `where` or output path.
     """
-    from featstore.store.query import Store
+    from featstore.store import Store
 
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}.")
     check_indent(indent)
     opened = store if isinstance(store, Store) else Store(store)
-    info = _model_info(opened, model, version)
-    source_base = info.provenance.get("base_dir")
+    snap = _exportable(opened, model, version)
+    source_base = snap.provenance.get("base_dir")
     if not isinstance(source_base, str):
         raise StoreError(
-            f"the provenance of model {info.name} in {opened.location} records no base_dir, so "
+            f"the provenance of model {snap.name} in {opened.location} records no base_dir, so "
             "its image paths cannot be re-based.\nHint: extract again with this featstore."
         )
     out_path = output_path(Path(out))
     export_base = Path(os.path.abspath(base_dir)) if base_dir is not None else out_path.parent
 
-    with opened.connect(model=info.name, version=version) as con:
-        if not con.execute("SELECT count(*) FROM images").fetchall()[0][0]:
-            raise StoreError(
-                f"model {info.name} in {opened.location} has no rows yet.\n"
-                "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-            )
+    snap.require_rows()
+    if format == "3d":
+        snap.require_pose()
+    with snap.connect() as con:
         columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = check_where_with(con, where, columns)
-        if format == "3d":
-            _require_pose_columns(con, info, opened.location)
         new, pose = format != "old", format == "3d"
-        scan = _Scan(con, info, frame_filter, new=new, pose=pose)
+        scan = _Scan(con, snap.info, frame_filter, new=new, pose=pose)
         rebase = _Rebaser(source_base, export_base)
         writer = AtomicWriter(out_path)
         try:
             entries = (
-                (identity, _identity_object(face, frames, total, info, format, rebase))
+                (identity, _identity_object(face, frames, total, snap.info, format, rebase))
                 for identity, face, frames, total in scan.identities()
             )
             written = writer.write(document(entries, indent))
@@ -185,15 +181,14 @@ def export_json(
             # DuckDB's errors while rows are read reach us through Arrow as OSError.
             if not isinstance(exc, (duckdb_error(), OSError)):
                 raise
-            message = str(exc)
             # A cast that fails on some value shows only now; DuckDB quotes the line.
-            if where and where.strip().splitlines()[0] in message:
-                raise where_error(where, message, columns) from exc
+            if where and where.strip().splitlines()[0] in str(exc):
+                raise where_failed(where, exc, columns) from exc
             raise read_failure(exc, opened) from exc
     size = writer.commit()
     return ExportSummary(
         path=out_path,
-        model=info.name,
+        model=snap.name,
         json_format=format,
         identities=written.identities,
         frames=written.frames,
@@ -202,21 +197,17 @@ def export_json(
     )
 
 
-def _model_info(store: Store, model: str | None, version: int | None) -> ModelInfo:
-    if not store.model_names():
-        raise StoreError(
-            f"store {store.location} is empty: it holds no model yet.\n"
-            "Hint: run `featstore extract` (or `featstore import-json`) into it first."
-        )
-    info = store.model(model, version)
-    if is_arcface_model(info.name):
+def _exportable(store: Store, model: str | None, version: int | None) -> ModelSnapshot:
+    store.require_models()
+    snap = store.model(model, version)
+    if is_arcface_model(snap.name):
         raise InputError(
-            f"model {info.name} holds ArcFace identity embeddings, which never replace DINOv2 "
+            f"model {snap.name} holds ArcFace identity embeddings, which never replace DINOv2 "
             "features in the trainer's JSON (docs/formats.md).\nHint: export a DINOv2 model "
             "with --model, and use the ArcFace model through --where "
             "'NOT suspicious_frame(image_path)'."
         )
-    return info
+    return snap
 
 
 class _Rebaser:
@@ -417,17 +408,6 @@ def _identity_object(
         "feature_dim": info.dim,
         "dinov2_model": info.name,
     }
-
-
-def _require_pose_columns(con: duckdb.DuckDBPyConnection, info: ModelInfo, store: object) -> None:
-    """The 3D format needs the pose columns, which stores made before them lack."""
-    missing = [c for c in POSE_COLUMNS if c not in columns_of(con, "images")]
-    if missing:
-        raise StoreError(
-            f"model {info.name} of {store} has no head pose columns ({', '.join(missing)}): "
-            "it was made before featstore computed the pose.\n"
-            "Hint: extract it again with --overwrite (the pose comes from the keypoints)."
-        )
 
 
 def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:

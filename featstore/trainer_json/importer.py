@@ -61,10 +61,10 @@ import pyarrow as pa
 
 import featstore
 from featstore.errors import InputError, StoreError
+from featstore.store import Store
 from featstore.store.bulk_write import replace_rows
 from featstore.store.format import STORE_MANIFEST
 from featstore.store.location import resolve_store
-from featstore.store.store import Store
 from featstore.trainer_json.identity_rows import HINT, IdentityReader
 from featstore.trainer_json.store_rows import RowTarget, rows_schema, store_rows
 
@@ -160,7 +160,7 @@ def _commit(store: Store, loader: _Loader, spill: Path, *, overwrite: bool) -> b
     """
     assert loader.model is not None
     table = store.table(loader.model)
-    had_rows = table.exists() and bool(table.active_files(table.open()))
+    had_rows = table.exists() and bool(table.open().files)
     # Read, not mapped: mapped pages would count in the process's memory, growing with
     # the file; read batches are freed once written.
     with pa.OSFile(str(spill), "rb") as source:

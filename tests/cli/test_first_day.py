@@ -17,7 +17,7 @@ from conftest import MODEL, Dataset, Extracted, Models
 from featstore_cli.main import main
 
 from featstore.errors import InputError
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.store.where import check_where_with
 
 

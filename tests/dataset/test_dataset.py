@@ -28,7 +28,7 @@ import featstore.dataset.sources
 from featstore import FeatureDataset, collate, split_by_identity
 from featstore.dataset.feature_dataset import EXTRA_FIELDS, FeatureBatch
 from featstore.errors import InputError, StoreError
-from featstore.store.query import Store
+from featstore.store import Store
 from featstore.trainer_json.export import export_json
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "train_minimal.py"
@@ -363,10 +363,7 @@ def test_cache_is_reused_then_invalidated(
         "features",
         pa.array(changed, rows.schema.field("features").type),
     )
-    model_table = Store(store).table(MODEL)
-    snapshot = model_table.open()
-    provenance = model_table.provenance(snapshot)
-    model_table.commit(snapshot, rows, identities=[name], provenance=provenance, command="test")
+    Store(store).model(MODEL).commit(rows, identities=[name], command="test")
     updated = FeatureDataset(store)
     assert updated.cache_folder != first.cache_folder
     assert not first.cache_folder.exists()

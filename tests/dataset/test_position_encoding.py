@@ -12,7 +12,7 @@ from conftest import MODEL, Extracted, Models, fast_runtime
 
 from featstore import FeatureDataset
 from featstore.errors import InputError
-from featstore.store.query import Store
+from featstore.store import Store
 from featstore.trainer_json.export import export_json
 
 

@@ -11,18 +11,17 @@ from featstore_cli.main import main
 from store_checks import drop_columns, table_rows, table_version
 
 from featstore.extraction.derive import POSE_COLUMNS, derive
-from featstore.store.store import Store
+from featstore.store import Store
 
 
 def _without_pose(extracted: Extracted, tmp_path: Path) -> Path:
     """The extracted store as a featstore without the pose wrote it."""
     store = copy_store(extracted.store, tmp_path / "store")
     drop_columns(store, list(POSE_COLUMNS))
-    table = Store(store).table(MODEL)
-    snapshot = table.open()
-    provenance = table.provenance(snapshot)
+    snapshot = Store(store).model(MODEL)
+    provenance = dict(snapshot.provenance)
     del provenance["pose_definition"]
-    snapshot.alter.set_table_description(json.dumps(provenance, sort_keys=True))
+    snapshot.delta.alter.set_table_description(json.dumps(provenance, sort_keys=True))
     return store
 
 

@@ -45,8 +45,8 @@ from featstore.errors import (
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
 from featstore.extraction.images import IMAGE_EXTENSIONS
 from featstore.extraction.pipeline import row_schema
+from featstore.store import Store
 from featstore.store.format import delta_schema, store_schema
-from featstore.store.store import Store
 from featstore.synthetic.awkward import (
     AWKWARD_IDENTITIES,
     BAD_FRAME_STATUS,
@@ -79,7 +79,7 @@ def read_rows(store: Path, model: str = MODEL) -> list[dict[str, Any]]:
 
 
 def table_files(store: Path, model: str = MODEL) -> list[str]:
-    return Store(store).snapshot(model).files
+    return Store(store).model(model).files
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

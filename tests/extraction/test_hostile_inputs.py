@@ -23,7 +23,7 @@ from featstore.errors import printable, printable_message
 from featstore.extraction.decoding import DecodeDataset, ImageTask
 from featstore.extraction.images import UnreadableImageError, decode_image
 from featstore.extraction.inputs import scan_inputs, storable_name
-from featstore.store.query import Store
+from featstore.store import Store
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file types and names")
 

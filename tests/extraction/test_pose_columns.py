@@ -13,7 +13,7 @@ from store_checks import table_rows
 
 from featstore.extraction import rows as rows_module
 from featstore.extraction.pose import POSE_DEFINITION, HeadPose, NoPose, solve_pose
-from featstore.store.query import Store
+from featstore.store import Store
 
 POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
 

@@ -20,7 +20,7 @@ from store_checks import identities as identities_of
 
 from featstore.errors import InputError, StoreError
 from featstore.extraction.ray_engine import RayOptions
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.synthetic.images import generate_face_tree
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'featstore-faces[ray]')")

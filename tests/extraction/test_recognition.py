@@ -21,7 +21,7 @@ from featstore.errors import ModelNotFoundError
 from featstore.extraction.detection import DetectorSettings
 from featstore.extraction.images import decode_image
 from featstore.extraction.recognition import ArcFaceEmbedder, resolve_arcface
-from featstore.store.query import Store
+from featstore.store import Store
 from featstore.synthetic.detector import DETECTOR_FILENAME, write_synthetic_insightface_pack
 from featstore.synthetic.images import draw_face, generate_face_tree
 from featstore.synthetic.recognition import RECOGNITION_DIM, RECOGNITION_FILENAME

@@ -23,8 +23,8 @@ from store_checks import (
     table_version,
 )
 
+from featstore.store import Store
 from featstore.store.maintenance import vacuum
-from featstore.store.store import Store
 from featstore.synthetic.images import draw_face, generate_face_tree, identity_name
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from store_checks import assert_same_rows, extract_command, table_rows
 from featstore.errors import InputError, ProvenanceMismatchError
 from featstore.extraction.inputs import parse_shard, shard_of
 from featstore.extraction.pipeline import row_schema
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.store.writer import TableWriter
 from featstore.synthetic.images import generate_face_tree
 

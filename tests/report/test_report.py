@@ -38,7 +38,8 @@ from featstore.report.build import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.plots import Panel, Series, histograms_png
-from featstore.store.query import Store, count_rows
+from featstore.store import Store
+from featstore.store.query import count_rows
 from featstore.store.writer import TableWriter
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
 
@@ -286,7 +287,11 @@ def test_bad_where_names_the_columns(extracted: Extracted, tmp_path: Path) -> No
 
 
 def test_where_failing_on_the_rows(extracted: Extracted, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="failed on the rows of the store.*\nHint: guard"):
+    # The same message as export-json's and the Dataset's: the columns, then the hint.
+    with pytest.raises(
+        InputError,
+        match="failed on the rows of the store.*\nThe columns of frames: .*\nHint: guard",
+    ):
         read_report(extracted.store, where="CAST(error AS INTEGER) > 0")
 
 
@@ -513,11 +518,10 @@ def test_models_of_different_dimensions_are_not_compared(tmp_path: Path) -> None
     sql = "SELECT array_cosine_similarity(features, face_features) AS s FROM valid_frames"
     with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
         Store(tmp_path / "store").sql(sql)
-    from featstore.store.query import run_query
 
     with pytest.raises(StoreError, match=r"different dimensions.*\(CLI: --model NAME\)"):
-        run_query(Store(tmp_path / "store"), sql)
-    assert run_query(Store(tmp_path / "store"), sql, model="small").num_rows == 3
+        Store(tmp_path / "store").sql(sql)
+    assert Store(tmp_path / "store").sql(sql, model="small").num_rows == 3
 
 
 # --- a real browser ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from conftest import ARCFACE, INTRUDER, MODEL, Extracted
 from test_report import shown
 
 from featstore.report.build import read_report, write_report
-from featstore.store.query import Store
+from featstore.store import Store
 
 
 def _cosines(store: Path) -> list[tuple[str, float]]:

@@ -11,10 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from featstore.store import bulk_write
+from featstore.store import Store, bulk_write
 from featstore.store.bulk_write import replace_rows
-from featstore.store.store import Store
-from featstore.store.table import ROW_GROUP_ROWS
+from featstore.store.properties import ROW_GROUP_ROWS
 
 SCHEMA = pa.schema(
     [("identity", pa.string()), ("frame_index", pa.int32()), ("features", pa.list_(pa.float32()))]
@@ -42,7 +41,7 @@ def new_table(tmp_path: Path, provenance: dict[str, object]) -> tuple[Store, obj
 
 
 def rows_of(table: object) -> pa.Table:
-    delta: DeltaTable = table.open()  # type: ignore[attr-defined]
+    delta: DeltaTable = table.open().delta  # type: ignore[attr-defined]
     return pa.concat_tables(pq.read_table(uri) for uri in delta.file_uris())
 
 
@@ -52,9 +51,9 @@ def test_rows_replaced_in_one_commit_in_row_groups(
     monkeypatch.setattr(bulk_write, "ROWS_PER_FILE", 2 * ROW_GROUP_ROWS)  # several files
     _, table = new_table(tmp_path, {"model": "m", "source": "test"})
     replace_rows(table, SCHEMA, batches(10, 7), "first")
-    before = table.open().version()  # type: ignore[attr-defined]
+    before = table.open().version  # type: ignore[attr-defined]
     replace_rows(table, SCHEMA, batches(1500, 7, start=100), "second")
-    delta: DeltaTable = table.open()  # type: ignore[attr-defined]
+    delta: DeltaTable = table.open().delta  # type: ignore[attr-defined]
     assert delta.version() == before + 1  # one commit
     assert json.loads(delta.metadata().description) == {"model": "m", "source": "test"}
     rows = rows_of(table)
@@ -77,7 +76,7 @@ def test_a_failure_leaves_the_table_and_its_folder_as_they_were(tmp_path: Path) 
     replace_rows(table, SCHEMA, batches(3, 5), "first")
     folder = tmp_path / "store" / "model=m"
     files_before = sorted(p.name for p in folder.glob("*.parquet"))
-    version = table.open().version()  # type: ignore[attr-defined]
+    version = table.open().version  # type: ignore[attr-defined]
 
     def failing() -> Iterator[pa.RecordBatch]:
         yield from batches(2000, 5)  # enough for files to be written
@@ -85,7 +84,7 @@ def test_a_failure_leaves_the_table_and_its_folder_as_they_were(tmp_path: Path) 
 
     with pytest.raises(KeyboardInterrupt):
         replace_rows(table, SCHEMA, failing(), "second")
-    assert table.open().version() == version  # type: ignore[attr-defined]
+    assert table.open().version == version  # type: ignore[attr-defined]
     assert sorted(p.name for p in folder.glob("*.parquet")) == files_before
     assert rows_of(table).num_rows == 15
 

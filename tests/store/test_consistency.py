@@ -11,8 +11,8 @@ from conftest import ARCFACE, INTRUDER, MODEL, Extracted
 
 from featstore.dataset.feature_dataset import FeatureDataset
 from featstore.errors import InputError
+from featstore.store import Store
 from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW, create_identity_consistency
-from featstore.store.query import Store
 from featstore.trainer_json.export import export_json
 
 # Where the synthetic recogniser puts a differently tinted face: well below its own

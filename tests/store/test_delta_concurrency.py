@@ -24,7 +24,7 @@ from delta_checks import (
 from s3_server import S3
 from store_checks import extract_args
 
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.store.writer import TableWriter
 from featstore.synthetic.images import generate_face_tree
 
@@ -129,7 +129,7 @@ def test_two_shard_jobs_committing_at_once_both_land(
     outputs = [job.communicate(timeout=600) for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], outputs
     assert_same_rows(table_rows(store), table_rows(reference))
-    commands = [v.command for v in Store(store).table(MODEL).history()]
+    commands = [v.command for v in Store(store).model(MODEL).history()]
     assert commands.count("extract") == 6  # one commit per identity, none lost
 
 
@@ -155,8 +155,8 @@ def test_two_runs_with_other_settings_into_an_empty_model_one_is_refused(
     assert "other settings" in outputs[loser][1] and "Traceback" not in outputs[loser][1]
     table = Store(store).table(MODEL)
     # Every version: the rows' threshold (in their no_face errors) is its provenance's.
-    for version in range(table.open().version() + 1):
-        snap = Store(store).snapshot(MODEL, version)
+    for version in range(table.open().version + 1):
+        snap = Store(store).model(MODEL, version)
         rows = table_rows(store, version=version)
         thresholds = {
             m.group(1)
@@ -164,7 +164,7 @@ def test_two_runs_with_other_settings_into_an_empty_model_one_is_refused(
             if e and (m := re.search(r"det_thresh ([0-9.]+)", e))
         }
         assert thresholds <= {str(snap.info.provenance["detector"]["det_thresh"])}, version
-    final = Store(store).snapshot(MODEL).info.provenance
+    final = Store(store).model(MODEL).info.provenance
     assert str(final["detector"]["det_thresh"]) == winner
     assert table_rows(store).num_rows == 6 * 3
 
@@ -203,17 +203,17 @@ def test_a_claim_that_races_a_commit_of_other_settings_is_undone_and_refused(
     rows, then B changes the provenance. B must not label A's rows with its settings."""
     from featstore.errors import ProvenanceMismatchError
     from featstore.extraction.pipeline import row_schema
-    from featstore.store.table import ModelTable
+    from featstore.store.snapshot import ModelSnapshot
 
     store = tmp_path / "store"
     opened = Store(store, create=True)
     mine, theirs = synthetic_provenance(8), {**synthetic_provenance(8), "source": "other"}
     opened.table(MODEL).claim(mine, row_schema(8), overwrite=False)  # empty, A's settings
-    real_provenance = ModelTable.provenance
+    real_provenance = ModelSnapshot._read_provenance
     raced: list[bool] = []
 
-    def provenance_then_a_commits(self: ModelTable, table: object) -> dict[str, object]:
-        stored = real_provenance(self, table)  # type: ignore[arg-type]
+    def provenance_then_a_commits(self: ModelSnapshot) -> dict[str, object]:
+        stored = real_provenance(self)
         if not raced:  # B has read the (empty) snapshot: A commits now
             raced.append(True)
             writer = TableWriter(Store(store).table(MODEL), mine, command="A")
@@ -221,12 +221,12 @@ def test_a_claim_that_races_a_commit_of_other_settings_is_undone_and_refused(
             writer.flush()
         return stored
 
-    monkeypatch.setattr(ModelTable, "provenance", provenance_then_a_commits)
+    monkeypatch.setattr(ModelSnapshot, "_read_provenance", provenance_then_a_commits)
     with pytest.raises(ProvenanceMismatchError, match="other settings by another run"):
         Store(store).table(MODEL).claim(theirs, row_schema(8), overwrite=False)
     monkeypatch.undo()
     assert raced
-    snap = Store(store).snapshot(MODEL)
+    snap = Store(store).model(MODEL)
     assert snap.info.provenance == mine  # A's rows keep A's provenance
     assert table_rows(store).num_rows == 5
     # A goes on committing: its snapshot predates two metadata commits, same provenance.

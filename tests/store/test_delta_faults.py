@@ -16,7 +16,7 @@ from conftest import MODEL, Extracted, copy_store
 from delta_checks import build_store, featstore, run
 
 from featstore.errors import StoreError
-from featstore.store.store import Store
+from featstore.store import Store
 
 READ_COMMANDS = {
     "info": ["info"],
@@ -189,7 +189,7 @@ def test_query_parquet_output_with_null_features_reads_back(
 
 
 def test_every_data_file_of_the_table_reads_back_everywhere(extracted: Extracted) -> None:
-    snap = Store(extracted.store).snapshot(MODEL)
+    snap = Store(extracted.store).model(MODEL)
     assert snap.files
     total = nulls = 0
     for name in snap.files:

@@ -24,7 +24,7 @@ from delta_checks import (
 )
 from store_checks import extract_args
 
-from featstore.store.store import Store
+from featstore.store import Store
 from featstore.synthetic.images import generate_face_tree
 
 pytestmark = pytest.mark.slow
@@ -126,8 +126,7 @@ def test_import_json_killed_then_rerun_equals_an_uninterrupted_import(
     run(command)
     assert_same_rows(table_rows(store), expected)
     assert (
-        Store(store).snapshot(MODEL).info.provenance
-        == Store(reference).snapshot(MODEL).info.provenance
+        Store(store).model(MODEL).info.provenance == Store(reference).model(MODEL).info.provenance
     )
 
 

@@ -23,14 +23,14 @@ from delta_checks import (
 )
 
 from featstore.extraction import planning
+from featstore.store import Store
 from featstore.store.maintenance import compact, history, vacuum
-from featstore.store.store import Store
 
 
 def _assert_sorted_by_identity(store: Path) -> None:
     """Each data file sorted by identity, and files cover disjoint identity ranges."""
     ranges = []
-    for name in Store(store).snapshot(MODEL).files:
+    for name in Store(store).model(MODEL).files:
         identities = pq.read_table(name, columns=["identity"]).column("identity").to_pylist()
         assert identities == sorted(identities), name
         ranges.append((identities[0], identities[-1]))
@@ -124,7 +124,7 @@ def test_compacted_files_are_sorted_by_identity_role_and_frame(tmp_path: Path) -
     store = tmp_path / "store"
     build_store(store, 20, frames=6, per_commit=1)
     compact(store)
-    for name in Store(store).snapshot(MODEL).files:
+    for name in Store(store).model(MODEL).files:
         rows = pq.read_table(name, columns=["identity", "role", "frame_index"]).to_pylist()
         keys = [(r["identity"], r["role"], r["frame_index"] or 0) for r in rows]
         assert keys == sorted(keys)

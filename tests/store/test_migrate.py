@@ -24,8 +24,8 @@ from delta_checks import (
 from featstore_cli.main import main
 
 from featstore.errors import StoreError
+from featstore.store import Store
 from featstore.store.format import FINGERPRINT_COLUMN
-from featstore.store.store import Store
 
 DIM = 16
 
@@ -65,7 +65,7 @@ def _check_migrated(store: Path, v1: dict[str, pa.Table], provenance: dict[str, 
     expected = pa.concat_tables(v1.values())
     expected = expected.drop_columns([c for c in derived if c in expected.column_names])
     assert _sorted(rows.drop_columns([FINGERPRINT_COLUMN, *derived])) == _sorted(expected)
-    stored = dict(Store(store).snapshot(MODEL).info.provenance)
+    stored = dict(Store(store).model(MODEL).info.provenance)
     if derived:
         assert stored.pop("pose_definition") == "face000-pose-v1"
     assert stored == provenance

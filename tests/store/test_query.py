@@ -15,7 +15,8 @@ from featstore_cli.main import main
 from store_checks import table_rows
 
 from featstore.errors import QueryError, StoreError
-from featstore.store.query import VIEWS, Store, run_query, store_info
+from featstore.store import Store
+from featstore.store.query import VIEWS, store_info
 from featstore.synthetic.awkward import AWKWARD_IDENTITIES, BAD_FRAMES_IDENTITY
 
 
@@ -81,7 +82,7 @@ def test_valid_frames_are_ok_frames_of_valid_identities(extracted: Extracted) ->
 
 def test_sql_error_lists_views_and_columns(extracted: Extracted) -> None:
     with pytest.raises(QueryError, match="(?s)frames_okk.*identities: model VARCHAR"):
-        run_query(Store(extracted.store), "SELECT frames_okk FROM identities")
+        Store(extracted.store).sql("SELECT frames_okk FROM identities")
 
 
 def test_not_a_store(tmp_path: Path) -> None:

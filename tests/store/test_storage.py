@@ -13,8 +13,9 @@ from s3_server import S3, SECRET
 from store_checks import assert_same_rows, table_rows
 
 from featstore.errors import StoreError
+from featstore.store import Store
 from featstore.store.location import resolve_store, scrub_uri
-from featstore.store.query import Store, count_rows, store_info
+from featstore.store.query import count_rows, store_info
 from featstore.trainer_json.export import export_json
 
 

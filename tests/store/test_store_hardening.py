@@ -14,7 +14,8 @@ from featstore_cli.main import main
 from store_checks import identities, store_files
 
 from featstore.errors import StoreError
-from featstore.store.query import Store, count_rows
+from featstore.store import Store
+from featstore.store.query import count_rows
 from featstore.trainer_json.export import export_json
 
 
@@ -48,7 +49,7 @@ def test_no_output_lands_inside_the_store(
 
 def test_a_damaged_data_file_is_named_with_what_to_do(extracted: Extracted, tmp_path: Path) -> None:
     store = copy_store(extracted.store, tmp_path / "store")
-    victim = Path(Store(store).snapshot(MODEL).files[0])
+    victim = Path(Store(store).model(MODEL).files[0])
     victim.write_bytes(victim.read_bytes()[:100])  # truncated
     for argv in (["info"], ["query", "SELECT count(*) FROM images"]):
         code, output = _cli(argv[0], "--store", store, *argv[1:])

@@ -16,8 +16,8 @@ from delta_checks import table_rows
 from featstore_cli.main import main
 
 from featstore.dataset.feature_dataset import FeatureDataset
+from featstore.store import Store
 from featstore.store.maintenance import history
-from featstore.store.store import Store
 from featstore.synthetic.images import draw_face, identity_name
 
 FACE_SQL = "SELECT identity, features FROM faces ORDER BY identity"
@@ -42,7 +42,7 @@ def travelled(
     dataset = Dataset(root / "data", root / "data" / "face", root / "data" / "video")
     store = root / "store"
     run_extract(dataset, store, models)
-    version = Store(store).snapshot(MODEL).info.version
+    version = Store(store).model(MODEL).info.version
     old_json = root / "old.json"
     _cli("export-json", "--store", str(store), "--out", str(old_json), "--base-dir", str(root))
     before = {
@@ -61,7 +61,7 @@ def test_query_and_info_read_the_version_asked_for(
     travelled: tuple[Path, int, dict[str, object]],
 ) -> None:
     store, version, before = travelled
-    latest = Store(store).snapshot(MODEL).info.version
+    latest = Store(store).model(MODEL).info.version
     assert latest > version
     now = Store(store).sql(FACE_SQL).to_pylist()
     assert now[0]["features"] != before["faces"][0]["features"]  # type: ignore[index]
@@ -109,7 +109,7 @@ def test_feature_dataset_reads_the_version_asked_for(
     store, version, before = travelled
     old = FeatureDataset(store, version=version, cache_dir=tmp_path / "cache")
     new = FeatureDataset(store, cache_dir=tmp_path / "cache")
-    assert old.version == version and new.version == Store(store).snapshot(MODEL).info.version
+    assert old.version == version and new.version == Store(store).model(MODEL).info.version
     face = {r["identity"]: r["features"] for r in before["faces"]}  # type: ignore[attr-defined]
     for dataset, changes in ((old, False), (new, True)):
         for i in range(len(dataset)):

@@ -20,7 +20,7 @@ from store_checks import drop_columns, table_rows
 from featstore.errors import InputError, StoreError
 from featstore.extraction import rows as rows_module
 from featstore.extraction.pose import NoPose
-from featstore.store.query import Store
+from featstore.store import Store
 from featstore.trainer_json.export import export_json
 from featstore.trainer_json.importer import import_json
 from featstore.trainer_json.validate import validate_json

@@ -1,0 +1,371 @@
+"""`ModelSnapshot`: one model's table at one version, owning everything read from it.
+
+    snap = store.model("dinov2_vitb14")          # the latest version (or version=3)
+    snap.version, snap.dim, snap.provenance       # read once, from the log
+    snap.files                                    # its data files (never a glob)
+    snap.fingerprints()                           # identity -> input fingerprint
+    with snap.connect() as con: ...               # DuckDB views over exactly these files
+    snap.commit(rows, identities=[...], command="extract")   # moves to the new version
+    snap.compact("compact"); snap.vacuum(168, dry_run=True); snap.history()
+
+The way deltalake's `DeltaTable` owns its state: no function takes a table and a snapshot
+of it side by side. A write moves the snapshot to the version it made.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from featstore.errors import StoreError
+from featstore.store.delta_errors import store_errors
+from featstore.store.format import (
+    FINGERPRINT_COLUMN,
+    POSE_COLUMNS,
+    provenance_differences,
+    provenance_json,
+    to_delta,
+)
+from featstore.store.history import Version, parse_version
+from featstore.store.properties import commit_properties, writer_properties
+
+if TYPE_CHECKING:
+    import duckdb
+    from deltalake import DeltaTable
+
+    from featstore.errors import ProvenanceMismatchError
+    from featstore.store.location import StoreLocation
+
+_COMMIT_ATTEMPTS = 20
+
+
+class TableRef(Protocol):
+    """What a snapshot needs of its table (`featstore.store.table.ModelTable`)."""
+
+    model: str
+    key: str
+    location: StoreLocation
+
+    def open(self, version: int | None = None) -> ModelSnapshot: ...
+
+    def mismatch(
+        self, diffs: list[str], *, concurrent: bool = False
+    ) -> ProvenanceMismatchError: ...
+
+
+class Connector(Protocol):
+    """What a snapshot needs of its store to connect (`Store.connect_snapshots`)."""
+
+    def connect_snapshots(self, snapshots: list[ModelSnapshot]) -> duckdb.DuckDBPyConnection: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model in the store at one version, as its provenance records it (a value)."""
+
+    name: str
+    dim: int
+    provenance: dict[str, Any]
+    version: int = -1  # the table version read
+    table_id: str = ""  # the Delta table's id: a table deleted and made again gets a new one
+
+    @property
+    def signature(self) -> str:
+        """`<table id>@<version>`: names these rows exactly (a version never changes)."""
+        return f"{self.table_id}@{self.version}"
+
+
+class ModelSnapshot:
+    """The Delta table of one model at one committed version.
+
+    Made by `Store.model` (or `ModelTable.open`); reads its provenance when made and
+    refuses a table featstore did not write.
+    """
+
+    def __init__(self, table: TableRef, delta: DeltaTable, store: Connector | None) -> None:
+        self.table = table
+        self.delta = delta
+        self.store = store
+        self.provenance = self._read_provenance()
+        self._files: tuple[int, list[str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"ModelSnapshot({self.name!r}, version={self.version})"
+
+    def __str__(self) -> str:
+        return str(self.table)
+
+    # -- what it is -----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.table.model
+
+    @property
+    def version(self) -> int:
+        return int(self.delta.version())
+
+    @property
+    def table_id(self) -> str:
+        return str(self.delta.metadata().id)
+
+    @property
+    def dim(self) -> int:
+        try:
+            return int(self.provenance["feature_dim"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.table}: its provenance records no feature_dim.") from exc
+
+    @property
+    def signature(self) -> str:
+        """`<table id>@<version>`: names these rows exactly (a version never changes)."""
+        return f"{self.table_id}@{self.version}"
+
+    @property
+    def info(self) -> ModelInfo:
+        """What this snapshot is, as a plain value (for caches and summaries)."""
+        return ModelInfo(self.name, self.dim, self.provenance, self.version, self.table_id)
+
+    @property
+    def files(self) -> list[str]:
+        """The data files of this version, as paths in the store's filesystem."""
+        if self._files is None or self._files[0] != self.version:
+            location, key = self.table.location, self.table.key
+            paths = [location.path(f"{key}/{unquote(p)}") for p in self._column("path")]
+            self._files = (self.version, paths)
+        return self._files[1]
+
+    def file_sizes(self) -> list[int]:
+        return [int(size) for size in self._column("size_bytes")]
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(self.delta.schema().to_arrow())
+
+    def row_count(self) -> int:
+        """Rows of this version, from the log's file statistics (no data file is read)."""
+        return sum(int(n or 0) for n in self._column("num_records"))
+
+    # -- preconditions: one function each, with its one message ----------------------------
+
+    def require_rows(self) -> None:
+        """Refuse a version without rows (a model claimed but never filled)."""
+        if not self.row_count():
+            raise StoreError(
+                f"model {self.name} in {self.table.location} has no rows yet.\n"
+                "Hint: run `featstore extract` (or `featstore import-json`) into it first."
+            )
+
+    def require_pose(self, alternative: str | None = None) -> None:
+        """Refuse rows without the head pose columns (stores made before them).
+
+        `alternative`: what else the caller could do, added to the hint.
+        """
+        missing = [c for c in POSE_COLUMNS if c not in self.schema().names]
+        if missing:
+            raise StoreError(
+                f"model {self.name} of {self.table.location} has no head pose columns "
+                f"({', '.join(missing)}): it was made before featstore computed the pose.\n"
+                "Hint: extract it again with --overwrite (the pose comes from the keypoints)"
+                + (f", or {alternative}." if alternative else ".")
+            )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection whose views read this version of this model only."""
+        if self.store is None:
+            raise StoreError(f"{self.table}: opened without its store; use Store.model().")
+        return self.store.connect_snapshots([self])
+
+    def fingerprints(self) -> dict[str, str]:
+        """identity -> input fingerprint of what the version holds (one scan of two columns)."""
+        files = self.files
+        if not files or FINGERPRINT_COLUMN not in self.schema().names:
+            return {}
+        scanned = self._scan(["identity", FINGERPRINT_COLUMN])
+        grouped = scanned.group_by("identity").aggregate([(FINGERPRINT_COLUMN, "min")])
+        return dict(
+            zip(
+                grouped.column("identity").to_pylist(),
+                grouped.column(f"{FINGERPRINT_COLUMN}_min").to_pylist(),
+                strict=True,
+            )
+        )
+
+    def frontal_paths(self) -> dict[str, str]:
+        """identity -> stored path of its frontal image."""
+        import pyarrow.compute as pc
+
+        if not self.files:
+            return {}
+        faces = self._scan(["identity", "image_path"], filter=pc.field("role") == "face")
+        return dict(zip(*(faces.column(c).to_pylist() for c in faces.column_names), strict=True))
+
+    def history(self, limit: int | None = None) -> list[Version]:
+        """The table's versions up to this one, newest first."""
+        with store_errors(str(self.table), self.table.location):
+            entries = self.delta.history(limit)
+        versions = []
+        totals: dict[int, int | None] = {}
+        for entry in entries:
+            found = parse_version(entry)
+            params = entry.get("operationParameters") or {}
+            if found.rows_removed is None and params.get("mode") == "Overwrite":
+                # delta-rs reports no removed rows for an overwrite (with or without a
+                # predicate; files it rewrote count as added): the row totals tell them.
+                found = replace(found, rows_removed=self._rows_removed(found, totals))
+            versions.append(found)
+        return versions
+
+    # -- writing (each moves the snapshot to the version it made) --------------------------
+
+    def commit(self, rows: pa.Table, *, identities: Sequence[str], command: str) -> None:
+        """Make `rows` the rows of `identities` in one commit (their old rows, if any, go).
+
+        An overwrite whose predicate names the identities: two writers of the same identity
+        conflict instead of doubling its rows. `schema_mode="merge"` lets a table made
+        before a column existed (the head pose) take rows that have it.
+
+        On a conflict the snapshot moves to the latest version, the provenance is checked
+        again (a concurrent run may have claimed the model with other settings), and the
+        commit is retried: nothing is lost and nothing is written twice.
+        """
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        data = to_delta(rows)
+        predicate = "identity IN (" + ", ".join(map(_sql, identities)) + ")"
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                with store_errors(str(self.table), self.table.location):
+                    write_deltalake(
+                        self.delta,
+                        data,
+                        mode="overwrite",
+                        predicate=predicate,
+                        schema_mode="merge",
+                        writer_properties=writer_properties(),
+                        commit_properties=commit_properties(command),
+                    )
+                return
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, CommitFailedError):
+                    raise
+                if attempt + 1 == _COMMIT_ATTEMPTS:
+                    raise StoreError(
+                        f"{self.table}: gave up committing after {_COMMIT_ATTEMPTS} "
+                        "conflicting concurrent commits.\nHint: rerun; what was committed "
+                        "is kept."
+                    ) from None
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                self.refresh()
+
+    def refresh(self, expected: Mapping[str, Any] | None = None) -> None:
+        """Move to the latest version; refuse if its provenance is not `expected` (default:
+        the provenance this snapshot held)."""
+        expected = dict(self.provenance if expected is None else expected)
+        with store_errors(str(self.table), self.table.location):
+            self.delta.update_incremental()
+        self.provenance = self._read_provenance()
+        diffs = provenance_differences(self.provenance, expected)
+        if diffs:
+            raise self.table.mismatch(diffs, concurrent=True)
+
+    def set_provenance(self, provenance: Mapping[str, Any]) -> None:
+        """Record `provenance` in the table's metadata (a metadata commit)."""
+        with store_errors(str(self.table), self.table.location):
+            self.delta.alter.set_table_description(provenance_json(provenance))
+        self.provenance = self._read_provenance()
+
+    def delete_rows(self, command: str) -> None:
+        """Remove every row (one commit); the provenance stays."""
+        with store_errors(str(self.table), self.table.location):
+            self.delta.delete(commit_properties=commit_properties(command))
+
+    def compact(self, command: str) -> dict[str, int]:
+        """Rewrite the files into large ones sorted by (identity, role, frame_index), in one
+        commit (see `featstore.store.compaction`); content unchanged."""
+        from featstore.store.compaction import sorted_rewrite
+
+        before = len(self.files)
+        if before < 2:
+            return {"files_before": before, "files_after": before}
+        with store_errors(str(self.table), self.table.location):
+            sorted_rewrite(
+                self.delta,
+                self.files,
+                self.table.location,
+                writer_properties=writer_properties(),
+                commit_properties=commit_properties(command),
+            )
+            self.delta.update_incremental()
+        return {"files_before": before, "files_after": len(self.files)}
+
+    def vacuum(self, retain_hours: float, *, dry_run: bool) -> list[str]:
+        """Delete files no version within `retain_hours` needs (orphans of killed runs too)."""
+        with store_errors(str(self.table), self.table.location):
+            removed: list[str] = self.delta.vacuum(
+                retention_hours=int(retain_hours),
+                dry_run=dry_run,
+                enforce_retention_duration=False,
+                full=True,
+                commit_properties=commit_properties("vacuum"),
+            )
+        return removed
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _read_provenance(self) -> dict[str, Any]:
+        import json
+
+        description = self.delta.metadata().description
+        try:
+            value = json.loads(description or "")
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or value.get("model") != self.table.model:
+            raise StoreError(
+                f"{self.table} is a Delta table that featstore did not write (its description "
+                "holds no featstore provenance for this model).\nHint: keep other programs' "
+                "tables out of the store's model=<m> folders."
+            )
+        return value
+
+    def _column(self, name: str) -> list[Any]:
+        actions = pa.table(self.delta.get_add_actions(flatten=True))
+        return actions.column(name).to_pylist() if actions.num_rows else []
+
+    def _scan(self, columns: list[str], filter: Any = None) -> pa.Table:
+        import pyarrow.dataset as pads
+
+        fs = self.table.location.fs
+        dataset = pads.dataset(self.files, filesystem=fs, format="parquet")
+        return dataset.to_table(columns=columns, filter=filter)
+
+    def _rows_removed(self, found: Version, totals: dict[int, int | None]) -> int | None:
+        before, after = (self._row_total(v, totals) for v in (found.version - 1, found.version))
+        if before is None or after is None or found.rows_added is None:
+            return None
+        return before + found.rows_added - after
+
+    def _row_total(self, version: int, totals: dict[int, int | None]) -> int | None:
+        """Rows of `version` from its files' statistics (None when it cannot be read)."""
+        if version < 0:
+            return 0
+        if version not in totals:
+            try:
+                counts = self.table.open(version)._column("num_records")
+                totals[version] = sum(int(n) for n in counts) if None not in counts else None
+            except StoreError:  # vacuumed or damaged: the count stays unknown
+                totals[version] = None
+        return totals[version]
+
+
+def _sql(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
