@@ -3,6 +3,9 @@
     import featstore
     summary = featstore.extract("data/face", "data/video", "store", models=["dinov2_vitb14"])
     print(summary.format())
+    store = featstore.Store("store")                  # the one door to a store
+    store.sql("SELECT count(*) FROM valid_frames")
+    featstore.export_json(store, out="valid_images.json")
 
 Heavy modules (torch, onnxruntime, insightface) load on first use, so importing
 featstore stays cheap.
@@ -19,6 +22,7 @@ from featstore.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ProvenanceMismatchError,
+    QueryError,
     StoreError,
 )
 
@@ -33,12 +37,17 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "ProvenanceMismatchError",
+    "QueryError",
     "RuntimeOptions",
+    "Store",
     "StoreError",
     "__version__",
     "collate",
+    "export_json",
     "extract",
+    "import_json",
     "split_by_identity",
+    "validate_json",
     "write_report",
 ]
 
@@ -51,6 +60,10 @@ _LAZY = {
     "FeatureDataset": "featstore.dataset.feature_dataset",
     "collate": "featstore.dataset.feature_dataset",
     "split_by_identity": "featstore.dataset.feature_dataset",
+    "Store": "featstore.store.store",
+    "export_json": "featstore.trainer_json.export",
+    "import_json": "featstore.trainer_json.importer",
+    "validate_json": "featstore.trainer_json.validate",
 }
 
 if TYPE_CHECKING:
@@ -59,6 +72,10 @@ if TYPE_CHECKING:
     from featstore.extraction.pipeline import RuntimeOptions, extract
     from featstore.extraction.summary import ExtractSummary
     from featstore.report.build import write_report
+    from featstore.store.store import Store
+    from featstore.trainer_json.export import export_json
+    from featstore.trainer_json.importer import import_json
+    from featstore.trainer_json.validate import validate_json
 
 
 # Subpackages reachable as attributes after a plain `import featstore`

@@ -152,7 +152,7 @@ def read_report(
     """
     if gallery_identities < 0:
         raise InputError(f"gallery_identities must be 0 or more, got {gallery_identities}.")
-    opened = store if isinstance(store, Store) else Store(store)
+    opened = Store(store)
     opened.require_models()
     snap = opened.model(model, version)
     snap.require_rows()

@@ -63,9 +63,12 @@ class Store:
     def __init__(
         self, path: str | os.PathLike[str] | StoreLocation | Store, *, create: bool = False
     ) -> None:
-        if isinstance(path, Store):  # already at the door
-            path = path.location
-        self.location: StoreLocation = resolve_store(path)
+        if isinstance(path, Store):
+            self.location: StoreLocation = path.location
+            if not create:
+                return  # checked when it came through the door
+        else:
+            self.location = resolve_store(path)
         self.location.delta_target("")  # refuses a path delta-rs would misread, up front
         if create:
             self._create()

@@ -149,7 +149,7 @@ def export_json(
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format {format!r}: choose one of {', '.join(EXPORT_FORMATS)}.")
     check_indent(indent)
-    opened = store if isinstance(store, Store) else Store(store)
+    opened = Store(store)
     snap = _exportable(opened, model, version)
     source_base = snap.provenance.get("base_dir")
     if not isinstance(source_base, str):
