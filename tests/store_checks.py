@@ -118,4 +118,4 @@ def drop_columns(store: Path | str, columns: list[str], model: str = MODEL) -> N
 
     snapshot = Store(store).table(model).open()
     rows = table_rows(store, model).drop_columns(columns)
-    write_deltalake(snapshot, rows, mode="overwrite", schema_mode="overwrite")
+    write_deltalake(snapshot.delta, rows, mode="overwrite", schema_mode="overwrite")
