@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	$(PY) -m pip install -q -c constraints-dev.txt -e '.[dev]'
 	touch $(STAMP)
 
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its
+# module-scoped fixtures (extracted stores, a Ray cluster) are built once.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 demo: install
 	$(PY) -m featstore demo --workdir demo-output
