@@ -199,17 +199,13 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                     f"version={version}: a JSON file has no versions; pass version= only "
                     "with a store."
                 )
+            from featstore.extraction.options import ExtractOptions
+
             self.version = None
+            # Used only when the file is old-format (image paths to extract first).
+            extraction = ExtractOptions(weights=weights, detector=detector, runtime=runtime)
             self.model, folder, self.source_format = from_json(
-                path,
-                model,
-                where,
-                cache_dir,
-                extraction_store,
-                weights,
-                detector,
-                runtime,
-                position_encoding,
+                path, model, where, cache_dir, extraction_store, extraction, position_encoding
             )
         else:
             raise InputError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +26,7 @@ from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from featstore.dataset.sources import JsonDocument
-    from featstore.extraction.detection import DetectorSettings
-    from featstore.extraction.extractor import RuntimeOptions
+    from featstore.extraction.options import ExtractOptions
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,7 @@ def from_json(
     where: str | None,
     cache_dir: str | os.PathLike[str] | None,
     extraction_store: str | os.PathLike[str] | None,
-    weights: Mapping[str, str | os.PathLike[str]] | None,
-    detector: DetectorSettings | None,
-    runtime: RuntimeOptions | None,
+    extraction: ExtractOptions,
     encoding: PositionEncoding,
 ) -> tuple[str, Path, str]:
     from featstore.dataset.sources import describe_json, json_format, read_json, read_new_json
@@ -85,7 +82,7 @@ def from_json(
     if folder is None:
         if json_format(path) == "old":  # image paths only: small, read whole
             document = read_json(path)
-            store = extract_old_json(document, model, extraction_store, weights, detector, runtime)
+            store = extract_old_json(document, model, extraction_store, extraction)
             name, _, folder = from_store(
                 store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
             )
@@ -116,11 +113,10 @@ def extract_old_json(
     document: JsonDocument,
     model: str | None,
     extraction_store: str | os.PathLike[str] | None,
-    weights: Mapping[str, str | os.PathLike[str]] | None,
-    detector: DetectorSettings | None,
-    runtime: RuntimeOptions | None,
+    extraction: ExtractOptions,
 ) -> Path:
-    """Extract the images an old-format file lists into a store (skipped when current)."""
+    """Extract the images an old-format file lists into a store (skipped when current),
+    with `extraction`'s settings and `model`."""
     from featstore.dataset.sources import old_json_inputs
     from featstore.extraction.pipeline import extract_inputs
 
@@ -130,14 +126,7 @@ def extract_old_json(
         if extraction_store is not None
         else document.path.with_name(document.path.name + ".featstore")
     )
-    summary = extract_inputs(
-        tree,
-        store,
-        base_dir=document.path.absolute().parent,
-        models=[model or DEFAULT_MODEL],
-        weights=weights,
-        detector=detector,
-        runtime=runtime,
-    )
+    options = replace(extraction, models=[model or DEFAULT_MODEL])
+    summary = extract_inputs(tree, store, options, base_dir=document.path.absolute().parent)
     log.info("old-format %s: %s", document.path, summary.format())
     return store

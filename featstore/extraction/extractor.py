@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from featstore.errors import InputError
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, ImageTask, collate
 from featstore.extraction.detection import Detection, DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
@@ -53,6 +54,12 @@ class RuntimeOptions:
     progress: bool = True
     # Identities per store commit (the local engine; Ray workers commit each identity).
     commit_identities: int = COMMIT_IDENTITIES
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.commit_identities < 1:
+            raise InputError(f"--commit-every must be at least 1, got {self.commit_identities}.")
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,17 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import featstore
 from featstore.errors import InputError
 from featstore.extraction import planning
 from featstore.extraction.detection import DetectorSettings, FaceDetector, find_detector_file
 from featstore.extraction.dinov2 import check_checkpoint
-from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 from featstore.extraction.embedding import PREPROCESSING, check_precision, resolve_model
 from featstore.extraction.extractor import (
     ModelRef,
@@ -32,8 +32,9 @@ from featstore.extraction.extractor import (
     onnx_device,
 )
 from featstore.extraction.geometry import ANGLE_DEFINITION
-from featstore.extraction.inputs import InputTree, check_shard, scan_inputs
+from featstore.extraction.inputs import InputTree, scan_inputs
 from featstore.extraction.local_engine import run_local
+from featstore.extraction.options import Engine, ExtractOptions
 from featstore.extraction.planning import row_schema
 from featstore.extraction.pose import POSE_DEFINITION
 from featstore.extraction.recognition import ArcFaceRef, is_arcface, resolve_arcface
@@ -42,13 +43,7 @@ from featstore.extraction.summary import ExtractSummary, store_counts
 from featstore.store.location import resolve_store
 from featstore.store.query import StoreCounts
 
-if TYPE_CHECKING:
-    from featstore.extraction.ray_engine import RayOptions
-
 log = logging.getLogger(__name__)
-
-Engine = Literal["local", "ray"]
-ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 def extract(
@@ -56,18 +51,9 @@ def extract(
     video_dir: str | os.PathLike[str],
     store: str | os.PathLike[str],
     *,
-    models: Sequence[str] = (DEFAULT_MODEL,),
-    weights: Mapping[str, str | os.PathLike[str]] | None = None,
     base_dir: str | os.PathLike[str] | None = None,
-    detector: DetectorSettings | None = None,
-    runtime: RuntimeOptions | None = None,
-    overwrite: bool = False,
-    shard: tuple[int, int] | None = None,
-    engine: Engine = "local",
-    ray_options: RayOptions | None = None,
-    limit: int | None = None,
-    dry_run: bool = False,
-    rebase: bool = False,
+    options: ExtractOptions | None = None,
+    **keywords: Any,
 ) -> ExtractSummary:
     """Extract features, landmarks, boxes and angles of every image into `store`.
 
@@ -75,73 +61,41 @@ def extract(
     skipped, changed ones are redone, and each (model, identity) partition is replaced
     atomically, so a killed run followed by a rerun gives the same store.
 
+        featstore.extract("data/face", "data/video", "store", models=["dinov2_vitb14"],
+                          runtime=featstore.RuntimeOptions(batch_size=64))
+
     Args:
         face_dir: `<identity>.<ext>` frontal images.
         video_dir: `<identity>/<frame>.<ext>` video frames.
         store: the store folder (created if needed), or a URI such as `s3://bucket/prefix`
             (any filesystem pyarrow supports; see `featstore.store.location`).
-        models: DINOv2 models, and `arcface` (the pack's recognition model, stored as
-            `arcface_<pack>`), to run; images are decoded and detected once for all.
-        weights: per-model checkpoint paths overriding the lookup (docs/formats.md).
         base_dir: stored paths are relative to it; default: the inputs' common parent.
-        detector: InsightFace pack and settings.
-        runtime: device, batch size, workers, precision, progress bar.
-        overwrite: redo every identity, replacing rows made with other settings.
-        shard: `(i, n)`: extract only the identities whose name hashes to shard `i` of `n`,
-            so `n` independent processes fill one store. Not with `overwrite`.
-        engine: "local" (this process) or "ray" (actors on a Ray cluster, `ray_options`).
-        ray_options: where the Ray cluster is and how to place workers (engine "ray").
-        limit: only the first `limit` identities by name (try a few before a long run).
-        dry_run: check the inputs, every model and the store's settings, and say what
-            would be extracted, without loading DINOv2 or writing anything.
-        rebase: the images moved (the same folders under a new base dir): record the new
-            base dir and keep the rows of unchanged identities instead of refusing.
+        options: what to extract and how, as one object (default: the defaults).
+        **keywords: the fields of `ExtractOptions`, each replacing that of `options`:
+            models, weights, detector, runtime, overwrite, shard, engine, ray_options,
+            limit, dry_run, rebase (`ExtractOptions` says what each means).
 
     Raises:
         InputError, StoreError, ProvenanceMismatchError, ModelNotFoundError, ModelLoadError.
+        TypeError: a keyword that is not a field of `ExtractOptions`.
     """
     started = time.perf_counter()
+    options = replace(options or ExtractOptions(), **keywords)
     face_path, video_path = Path(face_dir).absolute(), Path(video_dir).absolute()
     tree = scan_inputs(face_path, video_path)
     base = (
         Path(base_dir).absolute() if base_dir else Path(os.path.commonpath([face_path, video_path]))
     )
-    return extract_inputs(
-        tree,
-        store,
-        base_dir=base,
-        models=models,
-        weights=weights,
-        detector=detector,
-        runtime=runtime,
-        overwrite=overwrite,
-        started=started,
-        shard=shard,
-        engine=engine,
-        ray_options=ray_options,
-        limit=limit,
-        dry_run=dry_run,
-        rebase=rebase,
-    )
+    return extract_inputs(tree, store, options, base_dir=base, started=started)
 
 
 def extract_inputs(
     tree: InputTree,
     store: str | os.PathLike[str],
+    options: ExtractOptions,
     *,
     base_dir: str | os.PathLike[str],
-    models: Sequence[str] = (DEFAULT_MODEL,),
-    weights: Mapping[str, str | os.PathLike[str]] | None = None,
-    detector: DetectorSettings | None = None,
-    runtime: RuntimeOptions | None = None,
-    overwrite: bool = False,
     started: float | None = None,
-    shard: tuple[int, int] | None = None,
-    engine: Engine = "local",
-    ray_options: RayOptions | None = None,
-    limit: int | None = None,
-    dry_run: bool = False,
-    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` of identities listed by the caller instead of found by walking a tree.
 
@@ -150,74 +104,48 @@ def extract_inputs(
     the caller began (for the summary's timings).
     """
     started = time.perf_counter() if started is None else started
-    _check_engine(engine, ray_options, shard, overwrite)
-    if limit is not None:
-        tree = tree.first(limit)
+    options.check_shard_overwrite()
+    if options.limit is not None:
+        tree = tree.first(options.limit)
     with contextlib.ExitStack() as stack:
         ray = None
-        if engine == "ray" and not dry_run:
+        if options.engine == "ray" and not options.dry_run:
             from featstore.extraction.ray_engine import RayOptions, ray_session
 
-            ray_options = ray_options or RayOptions()
-            ray = stack.enter_context(ray_session(ray_options))
-        return _extract(
-            started,
-            tree,
-            store,
-            base=Path(base_dir).absolute(),
-            models=_unique_models(models),
-            weights=weights,
-            detector=detector or DetectorSettings(),
-            runtime=runtime or RuntimeOptions(),
-            overwrite=overwrite,
-            shard=shard,
-            ray=ray,
-            ray_options=ray_options,
-            dry_run=dry_run,
-            limit=limit,
-            rebase=rebase,
-        )
+            if options.ray_options is None:
+                options = replace(options, ray_options=RayOptions())
+            assert options.ray_options is not None
+            ray = stack.enter_context(ray_session(options.ray_options))
+        return _extract(started, tree, store, options, base=Path(base_dir).absolute(), ray=ray)
 
 
 def _extract(
     started: float,
     tree: InputTree,
     store: str | os.PathLike[str],
+    options: ExtractOptions,
     *,
     base: Path,
-    models: list[str],
-    weights: Mapping[str, str | os.PathLike[str]] | None,
-    detector: DetectorSettings,
-    runtime: RuntimeOptions,
-    overwrite: bool,
-    shard: tuple[int, int] | None,
     ray: ModuleType | None,
-    ray_options: RayOptions | None,
-    dry_run: bool = False,
-    limit: int | None = None,
-    rebase: bool = False,
 ) -> ExtractSummary:
     """`extract` once the engine is ready (`ray`: the connected Ray module, or None)."""
+    runtime, detector, dry_run = options.runtime, options.detector, options.dry_run
     engine: Engine = "local" if ray is None else "ray"
     if ray is not None:
         from featstore.extraction.ray_engine import worker_device
 
-        assert ray_options is not None
-        device = worker_device(ray, runtime.device, ray_options)
+        assert options.ray_options is not None
+        device = worker_device(ray, runtime.device, options.ray_options)
     else:
         device = runtime.device or _default_device()
     check_precision(runtime.precision, device)
-    if runtime.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {runtime.batch_size}.")
-    if runtime.commit_identities < 1:
-        raise InputError(f"--commit-every must be at least 1, got {runtime.commit_identities}.")
-    if shard is not None:
-        tree = tree.shard(*shard)
+    if options.shard is not None:
+        tree = tree.shard(*options.shard)
     opened = planning.open_store(store, dry_run)
     display = opened.location if opened is not None else resolve_store(store)
 
-    overrides = {name: Path(p) for name, p in (weights or {}).items()}
-    refs = _resolve_models(models, overrides, detector)
+    overrides = {name: Path(p) for name, p in (options.weights or {}).items()}
+    refs = _resolve_models(options.models, overrides, detector)
     models = [ref.name for ref in refs]  # `arcface` is stored as arcface_<pack>
     if runtime.dinov2_source == "featstore":
         for ref in refs:  # every checkpoint fits its model before any work starts
@@ -233,7 +161,7 @@ def _extract(
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
     tables = {m: opened.table(m) for m in models} if opened is not None else {}
-    if rebase and not dry_run:
+    if options.rebase and not dry_run:
         for m in models:
             planning.check_same_layout(tree, tables[m], base)
             old = tables[m].rebase(provenance[m])
@@ -241,11 +169,12 @@ def _extract(
                 log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
     if dry_run:
         for ref in refs:
-            planning.would_refuse(tables.get(ref.name), provenance[ref.name], overwrite)
+            planning.would_refuse(tables.get(ref.name), provenance[ref.name], options.overwrite)
     else:
         for ref in refs:
-            tables[ref.name].claim(provenance[ref.name], row_schema(ref.dim), overwrite=overwrite)
-    done = {m: planning.done(tables.get(m), overwrite) for m in models}
+            schema = row_schema(ref.dim)
+            tables[ref.name].claim(provenance[ref.name], schema, overwrite=options.overwrite)
+    done = {m: planning.done(tables.get(m), options.overwrite) for m in models}
     plan = planning.plan(tree, models, done)
     images = sum(len(job.tasks()) for job in plan)
     log.info("%d identities to extract, %d up to date", len(plan), len(tree.identities) - len(plan))
@@ -270,8 +199,8 @@ def _extract(
         if ray is not None:
             from featstore.extraction.ray_engine import run_on_ray
 
-            assert ray_options is not None
-            ray_run = run_on_ray(ray, plan, spec, ray_options, counts)
+            assert options.ray_options is not None
+            ray_run = run_on_ray(ray, plan, spec, options.ray_options, counts)
             providers, timings = ray_run.providers, {**timings, **ray_run.timings}
         else:
             assert local_detector is not None
@@ -297,14 +226,14 @@ def _extract(
         skipped_entries=tuple(tree.skipped_entries),
         skipped_inputs=tuple(tree.skipped),
         warnings=tuple(tree.warnings),
-        without_inputs=planning.without_inputs(tree, done) if shard is None else (),
+        without_inputs=planning.without_inputs(tree, done) if options.shard is None else (),
         elapsed_s=elapsed,
         timings=timings,
         store_counts={  # a dry run wrote nothing: the store's counts are not this run's
             m: StoreCounts() if opened is None or dry_run else store_counts(opened, m)
             for m in models
         },
-        shard=shard,
+        shard=options.shard,
         engine=engine,
         dry_run=dry_run,
         model_files=tuple(
@@ -312,35 +241,8 @@ def _extract(
             for ref in refs
         )
         + (f"detector: {detector_file}",),
-        limit=limit,
+        limit=options.limit,
     )
-
-
-def _check_engine(
-    engine: str, ray_options: RayOptions | None, shard: tuple[int, int] | None, overwrite: bool
-) -> None:
-    if engine not in ENGINES:
-        raise InputError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}.")
-    if ray_options is not None and engine != "ray":
-        raise InputError("Ray options (--ray-address, --gpus-per-worker, ...) need --engine ray.")
-    if shard is not None:
-        check_shard(*shard)
-        if overwrite:
-            raise InputError(
-                "--overwrite cannot be combined with --shard: it moves the model's rows aside "
-                "while other shards are writing theirs, which would lose them.\n"
-                "Hint: run one `featstore extract --overwrite` first (or delete the model's "
-                "folder, or use a new --store), then start the shards without --overwrite."
-            )
-
-
-def _unique_models(models: Sequence[str]) -> list[str]:
-    if isinstance(models, str):
-        models = [models]
-    unique = list(dict.fromkeys(models))
-    if not unique:
-        raise InputError("no --model given; name at least one DINOv2 model.")
-    return unique
 
 
 def _default_device() -> str:
