@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -31,12 +32,11 @@ def library_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def table_version(func: F) -> F:
-    """`--version N`: read that version of the model's table (time travel)."""
-    return click.option(
-        "--version",
-        "version",
-        type=click.IntRange(0),
-        help="Read this version of the model's Delta table [default: the latest]; "
-        "`featstore history` lists them. Needs --model when the store holds several.",
-    )(func)
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Options the library refuses as given (a combination that cannot work) are a usage
+    error: click's exit code 2 with the usage line, as for a bad flag."""
+    try:
+        yield
+    except FeatstoreError as exc:
+        raise click.UsageError(printable_message(str(exc))) from exc

@@ -12,13 +12,26 @@ import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from featstore_cli.common import library_errors
+from featstore_cli.options import (
+    base_dir_option,
+    batch_size_option,
+    detector_options,
+    input_dir_option,
+    no_progress_option,
+    precision_option,
+    store_option,
+    workers_option,
+)
 
 from featstore.errors import FeatstoreError, printable_message
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from featstore.extraction.detection import DetectorSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,65 +66,33 @@ def _seed_flag_errors(func: F) -> F:
 
 
 @click.command("filter-valid-images")
-@click.option(
-    "--video_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Video frames folder.",
-)
-@click.option(
-    "--face_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Frontal images folder.",
-)
+@input_dir_option("--video_dir", "Video frames folder.")
+@input_dir_option("--face_dir", "Frontal images folder.")
 @click.option(
     "--output_file",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="JSON to write.",
 )
-@click.option(
-    "--base_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Paths in the JSON are relative to it [default: the output file's folder].",
+@base_dir_option(
+    "Paths in the JSON are relative to it [default: the output file's folder].", "--base_dir"
 )
 @click.option("--dinov2_model", default=DEFAULT_MODEL, show_default=True, help="DINOv2 model.")
 @click.option("--use_cpu", is_flag=True, help="Run on the CPU (default: GPU when available).")
-@click.option(
-    "--store",
-    type=click.Path(file_okay=False, path_type=Path),
+@store_option(  # a local folder kept beside the JSON, and optional
     help="featstore store to extract into [default: <output_file>.featstore beside the JSON].",
+    required=False,
+    metavar=None,
+    type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option(
     "--weights", type=click.Path(dir_okay=False, path_type=Path), help="DINOv2 checkpoint."
 )
-@click.option(
-    "--insightface_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("~/.insightface"),
-    show_default=True,
-    help="Folder holding models/<pack>/.",
-)
-@click.option("--pack", default="buffalo_l", show_default=True, help="InsightFace model pack.")
-@click.option(
-    "--batch_size",
-    default=32,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Images per model batch.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="DINOv2 compute precision (fp16 needs CUDA).",
-)
-@click.option(
-    "--workers", type=click.IntRange(0), help="Decoding processes [default: one per spare core]."
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@detector_options("--insightface_root", tuning=False)
+@batch_size_option("--batch_size")
+@precision_option
+@workers_option
+@no_progress_option()
 @library_errors
 @_seed_flag_errors
 def filter_valid_images(
@@ -123,15 +104,13 @@ def filter_valid_images(
     use_cpu: bool,
     store: Path | None,
     weights: Path | None,
-    insightface_root: Path,
-    pack: str,
+    detector: DetectorSettings,
     batch_size: int,
     precision: str,
     workers: int | None,
     no_progress: bool,
 ) -> None:
     """Extract, keep valid images, write the trainer's JSON (the seed script's interface)."""
-    from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.pipeline import RuntimeOptions, extract
     from featstore.trainer_json.export import export_json
 
@@ -144,7 +123,7 @@ def filter_valid_images(
         models=[dinov2_model],
         weights={dinov2_model: weights} if weights else None,
         base_dir=base,
-        detector=DetectorSettings(root=insightface_root, pack=pack),
+        detector=detector,
         runtime=RuntimeOptions(
             device="cpu" if use_cpu else None,
             batch_size=batch_size,

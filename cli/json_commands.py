@@ -10,36 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors, table_version
+from featstore_cli.common import library_errors
+from featstore_cli.options import (
+    base_dir_option,
+    model_option,
+    out_option,
+    store_option,
+    version_option,
+    where_option,
+)
 
 from featstore.errors import printable_message
 
 
 @click.command("export-json")
-@click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="Store folder to read, or its URI on object storage (s3://bucket/prefix).",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="JSON file to write (its folder must exist); replaced atomically.",
-)
-@click.option("--model", help="Model to export [required when the store holds several].")
-@click.option(
-    "--base-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Paths in the file are relative to it [default: the --out file's folder].",
-)
-@click.option(
-    "--where",
-    metavar="SQL",
-    help="Keep only the frames matching this SQL predicate over the columns of the frames "
+@store_option(help="Store folder to read, or its URI on object storage (s3://bucket/prefix).")
+@out_option("JSON file to write (its folder must exist); replaced atomically.")
+@model_option("Model to export [required when the store holds several].")
+@base_dir_option("Paths in the file are relative to it [default: the --out file's folder].")
+@where_option(
+    "Keep only the frames matching this SQL predicate over the columns of the frames "
     "view, e.g. 'abs(avg_angle) < 30'; identities left without a frame are dropped "
-    "(total_video_images still counts every frame).",
+    "(total_video_images still counts every frame)."
 )
 @click.option(
     "--format",
@@ -57,7 +49,7 @@ from featstore.errors import printable_message
     type=click.IntRange(0),
     help="Spaces per nesting level, as json.dumps(indent=N) [default: compact].",
 )
-@table_version
+@version_option
 @library_errors
 def export_json(
     store: str,
@@ -90,18 +82,9 @@ def export_json(
 
 @click.command("import-json")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="Store to write (created if needed): a folder, or a URI on object storage.",
-)
-@click.option("--model", help="Model the rows belong to [default: the file's dinov2_model].")
-@click.option(
-    "--base-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Relative paths in the file resolve against it [default: the file's folder].",
-)
+@store_option(help="Store to write (created if needed): a folder, or a URI on object storage.")
+@model_option("Model the rows belong to [default: the file's dinov2_model].")
+@base_dir_option("Relative paths in the file resolve against it [default: the file's folder].")
 @click.option(
     "--overwrite",
     is_flag=True,

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
-from featstore_cli.common import library_errors
+from featstore_cli.common import library_errors, usage_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
+from featstore_cli.options import (
+    base_dir_option,
+    batch_size_option,
+    detector_options,
+    engine_options,
+    input_dir_option,
+    no_progress_option,
+    precision_option,
+    store_option,
+    workers_option,
+)
 from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
@@ -20,16 +30,9 @@ from featstore import __version__
 from featstore.extraction import PROGRESS_LOGGER
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _existing_dir(option: str, help_text: str) -> Callable[[F], F]:
-    return click.option(
-        option,
-        required=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help=help_text,
-    )
+if TYPE_CHECKING:
+    from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.ray_engine import RayOptions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,19 +49,10 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@_existing_dir("--face-dir", "Frontal images: <face-dir>/<identity>.<ext>.")
-@_existing_dir("--video-dir", "Video frames: <video-dir>/<identity>/<frame>.<ext>.")
-@click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="Store folder, or a URI on object storage (s3://bucket/prefix).",
-)
-@click.option(
-    "--base-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Stored image paths are relative to it [default: common parent of the inputs].",
-)
+@input_dir_option("--face-dir", "Frontal images: <face-dir>/<identity>.<ext>.")
+@input_dir_option("--video-dir", "Video frames: <video-dir>/<identity>/<frame>.<ext>.")
+@store_option(help="Store folder, or a URI on object storage (s3://bucket/prefix).")
+@base_dir_option("Stored image paths are relative to it [default: common parent of the inputs].")
 @click.option(
     "--model",
     "models",
@@ -81,56 +75,19 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="featstore's DINOv2 code, or the official code through torch.hub.load.",
 )
-@click.option(
-    "--insightface-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("~/.insightface"),
-    show_default=True,
-    help="Folder holding models/<pack>/.",
-)
-@click.option("--pack", default="buffalo_l", show_default=True, help="InsightFace model pack.")
-@click.option(
-    "--det-size",
-    default=640,
-    show_default=True,
-    type=click.IntRange(32),
-    help="Detector input size.",
-)
-@click.option(
-    "--det-thresh",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Detector score threshold.",
-)
+@detector_options()
 @click.option("--cpu", is_flag=True, help="Run everything on the CPU.")
 @click.option("--device", help="torch device, e.g. cuda:1 [default: cuda if available].")
-@click.option(
-    "--batch-size",
-    default=32,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Images per model batch.",
-)
-@click.option(
-    "--workers", type=click.IntRange(0), help="Decoding processes [default: one per spare core]."
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="DINOv2 compute precision (fp16 needs CUDA).",
-)
+@batch_size_option()
+@workers_option
+@precision_option
 @click.option(
     "--overwrite",
     is_flag=True,
     help="Redo every identity, replacing rows made with other settings.",
 )
-@click.option(
-    "--no-progress",
-    is_flag=True,
-    help="No progress bar; a log line with images/s and ETA every minute instead (for logs).",
+@no_progress_option(
+    "No progress bar; a log line with images/s and ETA every minute instead (for logs)."
 )
 @click.option(
     "--limit",
@@ -163,28 +120,7 @@ def main(verbose: bool) -> None:
     help="Extract only shard I (0..N-1) of N, split by a hash of the identity name, so N "
     "independent jobs fill one store (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: this process; ray: actors on a Ray cluster (pip install 'featstore-faces[ray]').",
-)
-@click.option(
-    "--ray-address",
-    help="Ray cluster to use (e.g. auto, ray://head:10001) [default: RAY_ADDRESS, else a "
-    "local one].",
-)
-@click.option(
-    "--gpus-per-worker",
-    type=click.FloatRange(0),
-    help="GPUs per Ray worker [default: 1 if the cluster has GPUs, else 0].",
-)
-@click.option(
-    "--workers-per-node",
-    type=click.IntRange(1),
-    help="Ray workers per node [default: one per --gpus-per-worker GPUs, or 1 on CPUs].",
-)
+@engine_options
 @library_errors
 def extract(
     face_dir: Path,
@@ -194,10 +130,7 @@ def extract(
     models: tuple[str, ...],
     weights: tuple[str, ...],
     dinov2_source: str,
-    insightface_root: Path,
-    pack: str,
-    det_size: int,
-    det_thresh: float,
+    detector: DetectorSettings,
     cpu: bool,
     device: str | None,
     batch_size: int,
@@ -211,9 +144,7 @@ def extract(
     dry_run: bool,
     shard: str | None,
     engine: str,
-    ray_address: str | None,
-    gpus_per_worker: float | None,
-    workers_per_node: int | None,
+    ray_options: RayOptions | None,
 ) -> None:
     """Detect faces and extract DINOv2 (and ArcFace) features of every image into the store.
 
@@ -222,8 +153,8 @@ def extract(
     by OpenCV's EPnP from the five keypoints to the seed's mean face, focal length = image
     width; null when the keypoints are degenerate (-v logs why).
     """
-    from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.inputs import parse_shard
+    from featstore.extraction.options import ExtractOptions
     from featstore.extraction.pipeline import RuntimeOptions
     from featstore.extraction.pipeline import extract as run_extract
     from featstore.extraction.recognition import is_arcface
@@ -231,47 +162,33 @@ def extract(
 
     if cpu and device and device != "cpu":
         raise click.UsageError("--cpu and --device are exclusive; give one.")
-    ray_options = None
-    if (ray_address, gpus_per_worker, workers_per_node) != (None, None, None):
-        if engine != "ray":
-            raise click.UsageError(
-                "--ray-address, --gpus-per-worker and --workers-per-node need --engine ray."
-            )
-        from featstore.extraction.ray_engine import RayOptions
-
-        ray_options = RayOptions(
-            address=ray_address,
-            gpus_per_worker=gpus_per_worker,
-            workers_per_node=workers_per_node,
-        )
-    summary = run_extract(
-        face_dir,
-        video_dir,
-        store,
-        models=models,
-        # ArcFace's weights come with the pack: a bare --weights PATH is DINOv2's.
-        weights=parse_weights_options(weights, [m for m in models if not is_arcface(m)]),
-        base_dir=base_dir,
-        detector=DetectorSettings(
-            root=insightface_root, pack=pack, det_size=det_size, det_thresh=det_thresh
-        ),
-        runtime=RuntimeOptions(
-            device="cpu" if cpu else device,
-            batch_size=batch_size,
-            workers=workers,
-            precision=precision,  # type: ignore[arg-type]
-            dinov2_source=dinov2_source,  # type: ignore[arg-type]
-            progress=not no_progress,
-            commit_identities=commit_every,
-        ),
-        overwrite=overwrite,
-        shard=parse_shard(shard) if shard is not None else None,
-        engine=engine,  # type: ignore[arg-type]
-        ray_options=ray_options,
-        limit=limit,
-        dry_run=dry_run,
-        rebase=rebase,
+    runtime = RuntimeOptions(
+        device="cpu" if cpu else device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,  # type: ignore[arg-type]
+        dinov2_source=dinov2_source,  # type: ignore[arg-type]
+        progress=not no_progress,
+        commit_identities=commit_every,
     )
+    parsed_shard = parse_shard(shard) if shard is not None else None
+    # ArcFace's weights come with the pack: a bare --weights PATH is DINOv2's.
+    overrides = parse_weights_options(weights, [m for m in models if not is_arcface(m)])
+    with usage_errors():  # flags that do not go together, e.g. Ray's without --engine ray
+        options = ExtractOptions(
+            models=models,
+            weights=overrides,
+            detector=detector,
+            runtime=runtime,
+            overwrite=overwrite,
+            shard=parsed_shard,
+            engine=engine,  # type: ignore[arg-type]
+            ray_options=ray_options,
+            limit=limit,
+            dry_run=dry_run,
+            rebase=rebase,
+        )
+    summary = run_extract(face_dir, video_dir, store, base_dir=base_dir, options=options)
     click.echo(summary.format())  # names escaped by ExtractSummary.format
 
 
@@ -283,7 +200,7 @@ def extract(
     show_default=True,
     help="Where the generated data, stand-in models and store go.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@no_progress_option()
 @library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""

@@ -10,16 +10,10 @@ import tempfile
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors, table_version
+from featstore_cli.common import library_errors
+from featstore_cli.options import model_option, store_option, version_option
 
 from featstore.errors import printable
-
-_STORE = click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
-)
 
 
 def _write_result(table: object, fmt: str, output: Path | None) -> None:
@@ -78,7 +72,7 @@ def render_table(table: object, max_rows: int) -> str:
 
 
 @click.command()
-@_STORE
+@store_option()
 @click.argument("sql")
 @click.option(
     "--format",
@@ -89,7 +83,7 @@ def render_table(table: object, max_rows: int) -> str:
     help="Output format.",
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
-@click.option("--model", help="Restrict every view to this model.")
+@model_option("Restrict every view to this model.")
 @click.option(
     "--max-rows",
     default=40,
@@ -97,7 +91,7 @@ def render_table(table: object, max_rows: int) -> str:
     type=click.IntRange(1),
     help="Rows shown by --format table (the first and last ones).",
 )
-@table_version
+@version_option
 @library_errors
 def query(
     store: str,
@@ -133,9 +127,9 @@ def query(
 
 
 @click.command()
-@_STORE
-@click.option("--model", help="Only this model.")
-@table_version
+@store_option()
+@model_option("Only this model.")
+@version_option
 @library_errors
 def info(store: str, model: str | None, version: int | None) -> None:
     """Models, identities, images by status and disk size (without reading features)."""

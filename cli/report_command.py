@@ -8,37 +8,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from featstore_cli.common import library_errors, table_version
+from featstore_cli.common import library_errors
+from featstore_cli.options import (
+    model_option,
+    out_option,
+    store_option,
+    version_option,
+    where_option,
+)
 
 from featstore.errors import printable_message
 
 
 @click.command()
-@click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
+@store_option()
+@out_option("HTML file to write (its folder must exist); replaced atomically.")
+@model_option(
+    "Model to report on [required when the store holds several; the others are compared with it]."
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="HTML file to write (its folder must exist); replaced atomically.",
-)
-@click.option(
-    "--model",
-    help="Model to report on [required when the store holds several; the others are "
-    "compared with it].",
-)
-@click.option(
-    "--where",
-    metavar="SQL",
-    help="Keep only the frames matching this SQL predicate over the columns of the frames "
+@where_option(
+    "Keep only the frames matching this SQL predicate over the columns of the frames "
     "view, as export-json --where, e.g. 'abs(avg_angle) < 30'; the overview still counts "
-    "the whole store.",
+    "the whole store."
 )
-@table_version
+@version_option
 @library_errors
 def report(
     store: str, out: Path, model: str | None, where: str | None, version: int | None

@@ -9,19 +9,16 @@ from datetime import datetime, timezone
 
 import click
 from featstore_cli.common import library_errors
+from featstore_cli.options import model_option, option_group, store_option
 
-_STORE = click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
+# The store and, optionally, one of its models: what every maintenance command acts on.
+_STORE_AND_MODEL = option_group(
+    store_option(), model_option("Only this model [default: every model].")
 )
-_MODEL = click.option("--model", help="Only this model [default: every model].")
 
 
 @click.command()
-@_STORE
-@_MODEL
+@_STORE_AND_MODEL
 @library_errors
 def compact(store: str, model: str | None) -> None:
     """Rewrite a model's many small files into a few large ones sorted by identity."""
@@ -35,8 +32,7 @@ def compact(store: str, model: str | None) -> None:
 
 
 @click.command()
-@_STORE
-@_MODEL
+@_STORE_AND_MODEL
 @click.option(
     "--retain",
     "retain_hours",
@@ -57,8 +53,7 @@ def vacuum(store: str, model: str | None, retain_hours: float, dry_run: bool) ->
 
 
 @click.command()
-@_STORE
-@_MODEL
+@_STORE_AND_MODEL
 @click.option("--limit", type=click.IntRange(1), help="Show only the newest N versions.")
 @library_errors
 def history(store: str, model: str | None, limit: int | None) -> None:
@@ -100,8 +95,7 @@ def migrate(store: str) -> None:
 
 
 @click.command()
-@_STORE
-@_MODEL
+@_STORE_AND_MODEL
 @library_errors
 def derive(store: str, model: str | None) -> None:
     """Add columns computed from stored columns alone (the head pose) to older tables."""

@@ -199,11 +199,17 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                     f"version={version}: a JSON file has no versions; pass version= only "
                     "with a store."
                 )
+            from featstore.extraction.detection import DetectorSettings
             from featstore.extraction.options import ExtractOptions
+            from featstore.extraction.pipeline import RuntimeOptions
 
             self.version = None
             # Used only when the file is old-format (image paths to extract first).
-            extraction = ExtractOptions(weights=weights, detector=detector, runtime=runtime)
+            extraction = ExtractOptions(
+                weights=weights,
+                detector=detector or DetectorSettings(),
+                runtime=runtime or RuntimeOptions(),
+            )
             self.model, folder, self.source_format = from_json(
                 path, model, where, cache_dir, extraction_store, extraction, position_encoding
             )
