@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DetectorSettings",
+    "ExtractOptions",
     "ExtractSummary",
     "FeatstoreError",
     "FeatureDataset",
@@ -54,6 +55,7 @@ __all__ = [
 _LAZY = {
     "extract": "featstore.extraction.pipeline",
     "RuntimeOptions": "featstore.extraction.pipeline",
+    "ExtractOptions": "featstore.extraction.options",
     "DetectorSettings": "featstore.extraction.detection",
     "ExtractSummary": "featstore.extraction.summary",
     "write_report": "featstore.report.build",
@@ -69,6 +71,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from featstore.dataset.feature_dataset import FeatureDataset, collate, split_by_identity
     from featstore.extraction.detection import DetectorSettings
+    from featstore.extraction.options import ExtractOptions
     from featstore.extraction.pipeline import RuntimeOptions, extract
     from featstore.extraction.summary import ExtractSummary
     from featstore.report.build import write_report

@@ -112,10 +112,9 @@ def extract_inputs(
         if options.engine == "ray" and not options.dry_run:
             from featstore.extraction.ray_engine import RayOptions, ray_session
 
-            if options.ray_options is None:
-                options = replace(options, ray_options=RayOptions())
-            assert options.ray_options is not None
-            ray = stack.enter_context(ray_session(options.ray_options))
+            ray_options = options.ray_options or RayOptions()
+            options = replace(options, ray_options=ray_options)
+            ray = stack.enter_context(ray_session(ray_options))
         return _extract(started, tree, store, options, base=Path(base_dir).absolute(), ray=ray)
 
 
