@@ -41,7 +41,7 @@ def store_option(help: str = STORE_HELP, **overrides: Any) -> Decorator[F]:
 
 
 def model_option(help: str) -> Decorator[F]:
-    """`--model NAME`: one model of the store."""
+    """`--model`: one model of the store (each command says what it does with it)."""
     return click.option("--model", help=help)
 
 
