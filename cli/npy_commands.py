@@ -1,0 +1,63 @@
+"""`featstore export-npy` and `featstore import-npy`: face000's npy training directory out
+and in (SPEC §9).
+
+Thin adapters over `featstore.npy_dir.export.export_npy` and
+`featstore.npy_dir.import_.import_npy`; `featstore_cli.main` registers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from featstore_cli.common import library_errors, table_version
+
+from featstore.errors import printable_message
+
+
+@click.command("export-npy")
+@click.option("--store", required=True, metavar="PATH|URI", help="Store folder to read.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory to write (new, empty, or an earlier export); replaced atomically.",
+)
+@click.option(
+    "--model",
+    help="Model to export [default: the store's ArcFace model]; any model works "
+    "(feature_dim follows, e.g. a DINOv2 model for the older trainers).",
+)
+@click.option(
+    "--where",
+    metavar="SQL",
+    help="Keep only the frames matching this SQL predicate over the frames view, e.g. "
+    "'abs(euler_angles[2]) < 30'.",
+)
+@click.option(
+    "--base-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write image paths relative to it [default: as stored, i.e. relative to the "
+    "extraction's --base-dir, as the seed's script writes them when run from there].",
+)
+@table_version
+@library_errors
+def export_npy(
+    store: str,
+    out: Path,
+    model: str | None,
+    where: str | None,
+    base_dir: Path | None,
+    version: int | None,
+) -> None:
+    """Write face000's npy training directory (front_/video_ feature.npy, keypoints.npy,
+    metadata.json, failed_images.json) for one model of the store."""
+    from featstore.npy_dir.export import export_npy as run_export
+
+    try:
+        summary = run_export(
+            store, out=out, model=model, where=where, base_dir=base_dir, version=version
+        )
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; {out} was not written or changed") from None
+    click.echo(printable_message(summary.format()))

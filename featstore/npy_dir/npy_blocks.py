@@ -1,0 +1,119 @@
+"""`.npy` files written a block of rows at a time, and read without trusting their header.
+
+`np.save` needs the whole array; here the header that `np.save` would write for the
+final shape is written first (`numpy.lib.format`, version 1.0, which `np.save` picks for
+these shapes), then the rows are appended as they come: the bytes equal `np.save`'s.
+Reading never unpickles (`allow_pickle` stays False) and checks the header against the
+file's size before mapping, so a header claiming 10^12 rows is refused, not allocated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from numpy.lib import format as npy_format
+from numpy.typing import NDArray
+
+from featstore.errors import InputError, StoreError
+
+# The largest header numpy itself reads without allow_pickle-level trust.
+_MAX_HEADER = 10_000
+
+
+class NpyWriter:
+    """Rows of a C-order array of a known final shape, appended block by block."""
+
+    def __init__(self, path: Path, dtype: np.dtype[np.generic], shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.rows = 0
+        self.file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
+        header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False}
+        npy_format.write_array_header_1_0(self.file, {**header, "shape": shape})
+
+    def append(self, block: NDArray[np.generic]) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise StoreError(
+                f"{self.path.name}: a block of shape {block.shape}, rows {self.shape[1:]}"
+            )
+        self.file.write(block.tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise StoreError(
+                f"{self.path.name}: {self.rows} rows written, {self.shape[0]} announced; the "
+                "store changed while it was exported.\nHint: export again."
+            )
+
+    def discard(self) -> None:
+        self.file.close()
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What an `.npy` header says, once checked against the file."""
+
+    path: Path
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+    fortran_order: bool
+    offset: int  # where the data starts
+
+
+def read_header(path: Path) -> NpyHeader:
+    """The header of `path`, refused when it is no numeric `.npy` its size agrees with.
+
+    Raises:
+        InputError: not an `.npy` file, an object array (pickled Python objects), or a
+            shape whose data the file does not hold (file, field, expected, actual).
+    """
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            reader = {
+                (1, 0): npy_format.read_array_header_1_0,
+                (2, 0): npy_format.read_array_header_2_0,
+            }.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = reader(f, max_header_size=_MAX_HEADER)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise InputError(
+            f"{path}: not a readable .npy file ({exc}).\n"
+            "Hint: write it with numpy.save, or export the directory again."
+        ) from exc
+    if dtype.hasobject:
+        raise InputError(
+            f"{path}: dtype expected a number (float32 features, float64 keypoints), actual "
+            f"{dtype} (Python objects, which featstore never unpickles).\n"
+            "Hint: save the array as float32 / float64 (np.asarray(x, dtype=...))."
+        )
+    expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    size = os.stat(path).st_size
+    if size != expected:
+        raise InputError(
+            f"{path}: shape {list(shape)} of {dtype} needs {expected} bytes, the file has "
+            f"{size}.\nHint: the file is truncated or its header is wrong; write it again."
+        )
+    return NpyHeader(path, dtype, tuple(shape), fortran, offset)
+
+
+def open_rows(header: NpyHeader) -> NDArray[np.generic]:
+    """The checked file's data, memory-mapped read-only (no copy, no pickle)."""
+    if not header.shape or 0 in header.shape:
+        return np.zeros(header.shape, dtype=header.dtype)
+    return np.memmap(
+        header.path,
+        dtype=header.dtype,
+        mode="r",
+        offset=header.offset,
+        shape=header.shape,
+        order="F" if header.fortran_order else "C",
+    )
