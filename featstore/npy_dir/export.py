@@ -184,6 +184,22 @@ class _SideWriter:
         features = NpyWriter(self.folder / layout.feature, FEATURE_DTYPE, (self.rows, self.dim))
         keys = NpyWriter(self.folder / layout.keypoints, KEYPOINTS_DTYPE, (self.rows, 5, 3))
         meta = ObjectWriter(self.folder / layout.metadata, layout.metadata_keys)
+        try:
+            return self._write(blocks, scan, features, keys, meta)
+        except BaseException:
+            for writer in (features, keys, meta):
+                writer.discard()  # the folder is removed by the caller
+            raise
+
+    def _write(
+        self,
+        blocks: Any,
+        scan: NpyScan,
+        features: NpyWriter,
+        keys: NpyWriter,
+        meta: ObjectWriter,
+    ) -> int:
+        layout = self.layout
         meta.add("num_samples", self.rows)
         meta.add("feature_dim", self.dim)
         spools = {key: meta.spool(key) for key in ("metadata", *ROW_LISTS)}
