@@ -11,7 +11,7 @@ import click
 from featstore_cli.common import library_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
-from featstore_cli.npy_commands import export_npy
+from featstore_cli.npy_commands import export_npy, import_npy
 from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
@@ -313,5 +313,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
 
 for _command in (query, info, export_json, import_json, export_npy, validate, filter_valid_images):
     main.add_command(_command)
-for _command in (report, compact, vacuum, history, migrate, derive):
+for _command in (report, compact, vacuum, history, migrate, derive, import_npy):
     main.add_command(_command)

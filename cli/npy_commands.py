@@ -61,3 +61,37 @@ def export_npy(
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; {out} was not written or changed") from None
     click.echo(printable_message(summary.format()))
+
+
+@click.command("import-npy")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--store", required=True, metavar="PATH|URI", help="Store to write (created if needed)."
+)
+@click.option(
+    "--model",
+    help="Model the rows belong to [default: arcface_buffalo_l for 512-dim features].",
+)
+@click.option(
+    "--base-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder the directory's relative image paths are relative to [default: the "
+    "working directory, where the seed's script ran].",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the model's rows when they were made differently."
+)
+@library_errors
+def import_npy(
+    folder: Path, store: str, model: str | None, base_dir: Path | None, overwrite: bool
+) -> None:
+    """Load face000's npy training directory into the store, without extracting again."""
+    from featstore.npy_dir.import_ import import_npy as run_import
+
+    try:
+        summary = run_import(
+            folder, store=store, model=model, base_dir=base_dir, overwrite=overwrite
+        )
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; {store} was left as it was") from None
+    click.echo(printable_message(summary.format()))

@@ -127,6 +127,7 @@ def export_npy(
             front = _SideWriter(FRONT, tmp, info.dim, counts[0])
             failed_fronts = front.write(scan.fronts(), scan)
             video = _SideWriter(VIDEO, tmp, info.dim, counts[1], scale=front.scale)
+            video.provenance, video.unfiltered = dict(info.provenance), not where
             failed_frames = video.write(scan.frames(), scan)
             _fsync_folder(tmp)
         except BaseException as exc:
@@ -178,6 +179,8 @@ class _SideWriter:
     ) -> None:
         self.layout, self.folder, self.dim, self.rows = layout, folder, dim, rows
         self.scale = scale  # the front set's standard_scale (None for the front side)
+        self.provenance: dict[str, Any] = {}
+        self.unfiltered = True
 
     def write(self, blocks: Any, scan: NpyScan) -> int:
         layout = self.layout
@@ -232,10 +235,17 @@ class _SideWriter:
         failed = total - self.rows
         summary: dict[str, Any] = {"total_images": total}
         if layout.side == "video":
-            summary |= {"skipped_persons": 0, "processed_persons": scan.person_count()}
+            summary |= {"skipped_persons": 0, "processed_persons": self._persons(scan)}
         summary |= {"successful": self.rows, "failed": failed, "failed_details": failures}
         _write_text(self.folder / layout.failed, value_text(summary))
         return failed
+
+    def _persons(self, scan: NpyScan) -> int:
+        # An imported directory's own count (it holds empty video folders, which leave no row).
+        recorded = self.provenance.get("processed_persons")
+        if isinstance(recorded, int) and self.provenance.get("source") == "npy" and self.unfiltered:
+            return recorded
+        return scan.person_count()
 
 
 def _metadata_rows(block: Block) -> list[dict[str, Any]]:
