@@ -66,12 +66,20 @@ class NpyHeader:
     offset: int  # where the data starts
 
 
+class NpyProblem(InputError):
+    """An `.npy` file featstore will not read: the field, what was expected and found."""
+
+    def __init__(self, path: Path, field: str, expected: str, actual: str, hint: str) -> None:
+        super().__init__(f"{path}: {field}: expected {expected}, actual {actual}.\nHint: {hint}")
+        self.field, self.expected, self.actual, self.hint = field, expected, actual, hint
+
+
 def read_header(path: Path) -> NpyHeader:
     """The header of `path`, refused when it is no numeric `.npy` its size agrees with.
 
     Raises:
-        InputError: not an `.npy` file, an object array (pickled Python objects), or a
-            shape whose data the file does not hold (file, field, expected, actual).
+        NpyProblem: not an `.npy` file, an object array (pickled Python objects), or a
+            shape whose data the file does not hold.
     """
     try:
         with open(path, "rb") as f:
@@ -85,23 +93,24 @@ def read_header(path: Path) -> NpyHeader:
             shape, fortran, dtype = reader(f, max_header_size=_MAX_HEADER)
             offset = f.tell()
     except (ValueError, OSError, SyntaxError) as exc:
-        raise InputError(
-            f"{path}: not a readable .npy file ({exc}).\n"
-            "Hint: write it with numpy.save, or export the directory again."
-        ) from exc
+        raise NpyProblem(
+            path, "header", "an .npy header (numpy.save)", str(exc).splitlines()[0][:200],
+            "write it with numpy.save, or export the directory again",
+        ) from exc  # fmt: skip
     if dtype.hasobject:
-        raise InputError(
-            f"{path}: dtype expected a number (float32 features, float64 keypoints), actual "
-            f"{dtype} (Python objects, which featstore never unpickles).\n"
-            "Hint: save the array as float32 / float64 (np.asarray(x, dtype=...))."
-        )
+        raise NpyProblem(
+            path, "dtype", "a number (float32 features, float64 keypoints)",
+            f"{dtype} (Python objects, which featstore never unpickles)",
+            "save the array as numbers: np.save(path, np.asarray(x, dtype=np.float32))",
+        )  # fmt: skip
     expected = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
     size = os.stat(path).st_size
     if size != expected:
-        raise InputError(
-            f"{path}: shape {list(shape)} of {dtype} needs {expected} bytes, the file has "
-            f"{size}.\nHint: the file is truncated or its header is wrong; write it again."
-        )
+        raise NpyProblem(
+            path, "shape", f"a shape the file holds ({size - offset} bytes of data)",
+            f"{list(shape)} of {dtype}, {expected - offset} bytes",
+            "the file is truncated or its header is wrong; write it again",
+        )  # fmt: skip
     return NpyHeader(path, dtype, tuple(shape), fortran, offset)
 
 

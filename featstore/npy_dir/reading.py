@@ -32,7 +32,7 @@ from featstore.npy_dir.layout import (
     STANDARD_INFO_KEYS,
     Side,
 )
-from featstore.npy_dir.npy_blocks import NpyHeader, open_rows, read_header
+from featstore.npy_dir.npy_blocks import NpyHeader, NpyProblem, open_rows, read_header
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def read_arrays(folder: Path, side: Side, problems: Problems) -> SideArrays | No
     ):
         try:
             header = read_header(folder / name)
-        except InputError as exc:
-            problems.add(Problem(name, "file", "an .npy array", str(exc).split("\n")[0]))
+        except NpyProblem as exc:
+            problems.add(Problem(name, exc.field, exc.expected, exc.actual, exc.hint))
             return None
         shape_ok = len(header.shape) == 2 if rest is None else header.shape[1:] == rest
         if header.dtype != dtype:
