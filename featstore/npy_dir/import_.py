@@ -310,6 +310,8 @@ class _Spool:
         self.filled = dict.fromkeys(ROW_LISTS, 0)
 
     def put(self, key: str, index: int, value: Any) -> None:
+        if key == "standard_info":
+            return  # computed again from the originals at export
         if key == "metadata":
             self.pending.append(value)
             if len(self.pending) == _BLOCK:

@@ -174,8 +174,9 @@ class MetadataHead:
 def read_metadata(
     folder: Path, side: Side, rows: int, dim: int, problems: Problems, sink: RowSink
 ) -> MetadataHead:
-    """Walk `<side>_metadata.json`, checking each row; `sink(key, index, value)` gets each
-    checked row of `metadata` and of the four number lists."""
+    """Walk `<side>_metadata.json`, checking each row; `sink(key, index, value)` gets
+    `standard_info` (front) and each checked row of `metadata` and of the four number lists,
+    in file order."""
     layout = LAYOUTS[side]
     name = layout.metadata
     head = MetadataHead()
@@ -203,6 +204,8 @@ def read_metadata(
         elif key == "standard_info":
             _check_standard_info(name, value, problems)
             head.standard_info = value if isinstance(value, dict) else None
+            if head.standard_info is not None:
+                sink(key, 0, value)
         else:
             count = 0
             check = _row_check(side, key)
