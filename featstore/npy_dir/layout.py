@@ -145,3 +145,12 @@ def keypoints(landmarks: NDArray[np.float64], scale: np.float64 | float) -> NDAr
     the five points in another order on a contiguous axis, which can move the last bit.
     """
     return (landmarks - np.mean(landmarks, axis=0)) * scale
+
+
+def trainer_keypoints(originals: NDArray[np.float32], scale: float) -> NDArray[np.float32]:
+    """`keypoints_3d` as face000's npy trainers compute it (Aligned3DFaceDataset
+    `_normalize_landmarks_with_self_center`): float32 originals `[N, 5, 3]`, each centred
+    on its own float32 mean, times the JSON's `standard_scale` (a Python float), float32.
+    """
+    block = np.asarray(originals, dtype=np.float32)
+    return (block - np.mean(block, axis=1, keepdims=True)) * scale
