@@ -288,7 +288,12 @@ def extract(
 @library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
-    from featstore.demo import build_demo_inputs, extract_demo, write_demo_report
+    from featstore.demo import (
+        build_demo_inputs,
+        export_demo_npy,
+        extract_demo,
+        write_demo_report,
+    )
     from featstore.store import Store
 
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
@@ -296,7 +301,10 @@ def demo(workdir: Path, no_progress: bool) -> None:
     store = workdir / "store"
     summary = extract_demo(inputs, store, progress=not no_progress)
     click.echo(summary.format())
-    sql = "SELECT identity, frames_total, frames_ok, valid FROM identities ORDER BY identity"
+    sql = (
+        "SELECT identity, frames_total, frames_ok, valid FROM identities "
+        "WHERE model = 'dinov2_vits14' ORDER BY identity"
+    )
     click.echo(f'\nfeatstore query --store {store} "{sql}"')
     click.echo(render_table(Store(store).sql(sql), 40), nl=False)
     click.echo(
@@ -305,6 +313,12 @@ def demo(workdir: Path, no_progress: bool) -> None:
     )
     written = write_demo_report(workdir)
     click.echo(f"\n{written.format()}\nopen it in a browser: {written.path}")
+    npy = export_demo_npy(workdir)
+    click.echo(
+        f"\nfeatstore export-npy --store {store} --out {npy.out}\n{npy.format()}\n"
+        "(face000's npy training directory, from the ArcFace model; check it with "
+        f"`featstore validate {npy.out}`)"
+    )
     click.echo(
         "\nThe same extraction from the command line (it reuses the stand-in models; "
         "rerun, it finds everything up to date):\n" + inputs.extract_command(store)

@@ -1,5 +1,5 @@
 """`featstore export-npy` and `featstore import-npy`: face000's npy training directory out
-and in (SPEC §9).
+and in (docs/formats.md).
 
 Thin adapters over `featstore.npy_dir.export.export_npy` and
 `featstore.npy_dir.import_.import_npy`; `featstore_cli.main` registers them.

@@ -202,7 +202,7 @@ def normed_rows(features: NDArray[np.float32]) -> NDArray[np.float32]:
     (`embedding / np.linalg.norm(embedding)`) row by row.
 
     A norm over `axis=1` of the whole batch sums in another order and leaves some rows one
-    ulp off, which breaks byte identity with the seed's `*_feature.npy` (SPEC §9).
+    ulp off, which breaks byte identity with the seed's `*_feature.npy`.
     """
     out = np.empty_like(features, dtype=np.float32)
     for i, row in enumerate(features):

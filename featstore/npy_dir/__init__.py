@@ -1,4 +1,4 @@
-"""face000's npy training directory (SPEC §9, docs/formats.md): eight files that the seed's
+"""face000's npy training directory (docs/formats.md, docs/formats.md): eight files that the seed's
 `train_transformer3D/extract_and_align_3d_data.py` writes and three of its trainers read.
 
 - `layout`: the one declaration of the eight files (names, dtypes, shapes, JSON keys and

@@ -1,4 +1,4 @@
-"""`export-npy`: a model of the store out as face000's npy training directory (SPEC §9).
+"""`export-npy`: a model of the store out as face000's npy training directory (docs/formats.md).
 
     <out>/front_feature.npy  front_keypoints.npy  front_metadata.json  front_failed_images.json
           video_feature.npy  video_keypoints.npy  video_metadata.json  video_failed_images.json
@@ -22,7 +22,7 @@ real values, which its trainers then use as intended) and the text of a `read_er
 - Refused: `out` inside a store, or an existing folder that holds anything but these
   eight files (it is not an earlier export: replacing it would delete it).
 
-Decisions where SPEC §9 is silent: `--model` defaults to the store's ArcFace model (the
+Decisions where docs/formats.md is silent: `--model` defaults to the store's ArcFace model (the
 one the seed's trainers use); `--where` filters frames as in `export-json`; paths are
 written as stored (relative to the extraction's base dir) unless `--base-dir` re-bases
 them; `processed_persons` counts the persons with at least one frame row (an empty video

@@ -1,6 +1,6 @@
 """`import-npy`: an existing npy training directory into a store, without extracting again.
 
-What becomes of it (SPEC §9; decisions where it is silent):
+What becomes of it (docs/formats.md; decisions where it is silent):
 
 - Each kept row becomes an `ok` row of the model: `features`, `landmarks_2d`, `box`, the
   image size as `width` / `height`, `poses` as `euler_angles` and `landmarks_3d_original`

@@ -1,4 +1,4 @@
-"""The eight files of the seed's npy training directory, declared once (SPEC §9).
+"""The eight files of the seed's npy training directory, declared once (docs/formats.md).
 
 Every reader, writer and checker of the directory derives its names, dtypes, shapes and
 JSON key orders from here. The normalisation is the seed's `Landmark3DAligner`, in the

@@ -1,6 +1,6 @@
 """A model's rows in the seed's order, each kept (with its float64 pose) or failed by kind.
 
-Order (SPEC §9): front images by file name (all in one folder, so by stored path), video
+Order (docs/formats.md): front images by file name (all in one folder, so by stored path), video
 persons by folder name (the identity), frames by file name (featstore's `frame_index` is
 the position by name). Fronts are one row per identity, read in one sorted query; frames
 are read a range of identities at a time, `ORDER BY` within the range only (as

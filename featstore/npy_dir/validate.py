@@ -1,4 +1,4 @@
-"""`featstore validate DIR`: face000's npy training directory checked (SPEC §9).
+"""`featstore validate DIR`: face000's npy training directory checked (docs/formats.md).
 
 Besides what `reading` checks (the eight files, dtypes, shapes, counts and row agreement
 between the npy files and the JSON, finite numbers, strings), this finds the damage a
