@@ -115,7 +115,8 @@ def euler_angles(rotation: NDArray[np.floating]) -> NDArray[np.float64]:
 
     With Python floats and the `math` module, as the seed's `estimate_pose_from_landmarks`
     computes them: `numpy.arctan2` differs from `math.atan2` in the last bit for ~8% of
-    inputs, and the npy training directory (docs/formats.md) holds these float64 values byte for byte.
+    inputs, and the npy training directory (docs/formats.md) holds these float64 values
+    byte for byte.
     """
     r = np.asarray(rotation, dtype=np.float64).tolist()
     sy = math.sqrt(r[0][0] * r[0][0] + r[1][0] * r[1][0])
