@@ -46,6 +46,14 @@ def value_text(value: Any, depth: int = 0) -> str:
     if isinstance(value, (list, tuple)):
         if not value:
             return "[]"
+        if all(type(v) is float for v in value) and all(map(math.isfinite, value)):
+            # The rows of numbers that make up nearly all of the text: one join.
+            return (
+                "["
+                + inner
+                + ("," + inner).join(map(float.__repr__, value))
+                + ("\n" + _PAD * depth + "]")
+            )
         items = (value_text(v, depth + 1) for v in value)
         return "[" + inner + ("," + inner).join(items) + "\n" + _PAD * depth + "]"
     raise TypeError(f"not JSON: {type(value).__name__}")
