@@ -196,6 +196,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         path = Path(source)
         # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
         self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
+        self.version: int | None
         if not is_uri(source) and is_npy_dir(path):  # face000's npy training directory
             if version is not None:
                 raise InputError(f"version={version}: an npy directory has no versions.")
@@ -203,7 +204,6 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             self.model, folder = from_npy_dir(path, model, where, cache_dir)
         elif is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
-            self.version: int | None
             self.model, self.version, folder = from_store(
                 source, model, where, cache_dir, version, position_encoding
             )

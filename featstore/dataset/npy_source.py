@@ -31,8 +31,20 @@ from numpy.typing import NDArray
 
 from featstore.dataset.cache import FRAME_FIELDS, SampleColumns
 from featstore.errors import InputError, StoreError
-from featstore.npy_dir.layout import FILE_NAMES, ROW_LISTS, standard_info, trainer_keypoints
-from featstore.npy_dir.reading import Problems, check_files, read_arrays, read_metadata
+from featstore.npy_dir.layout import (
+    FILE_NAMES,
+    ROW_LISTS,
+    SIDES,
+    standard_info,
+    trainer_keypoints,
+)
+from featstore.npy_dir.reading import (
+    Problems,
+    SideArrays,
+    check_files,
+    read_arrays,
+    read_metadata,
+)
 from featstore.store.query import ModelInfo, Store
 
 DEFAULT_MODEL = "arcface_buffalo_l"
@@ -84,14 +96,15 @@ def read_npy_dir(path: Path, model: str | None, spool: Path) -> SampleColumns:
     """The samples of the directory at `path` (checked strictly: a bad one is refused)."""
     problems = Problems(path, strict=True)
     check_files(path, problems)
-    sides, arrays = {}, {}
-    for side in ("front", "video"):
-        found = read_arrays(path, side, problems)  # type: ignore[arg-type]
+    sides: dict[str, _Side] = {}
+    arrays: dict[str, SideArrays] = {}
+    for side in SIDES:
+        found = read_arrays(path, side, problems)
         assert found is not None
         arrays[side] = found
         rows, dim = found.features.shape
         sides[side] = _Side(rows)
-        read_metadata(path, side, rows, dim, problems, sides[side].put)  # type: ignore[arg-type]
+        read_metadata(path, side, rows, dim, problems, sides[side].put)
     front, video = sides["front"], sides["video"]
     scale = front.scale
     first: dict[str, int] = {}
@@ -114,7 +127,9 @@ def read_npy_dir(path: Path, model: str | None, spool: Path) -> SampleColumns:
     samples = len(video_rows)
     identity_index = np.repeat(np.arange(len(names), dtype=np.int32), counts)
 
-    def keypoints(side: _Side, stored: NDArray[np.float64], rows: NDArray[np.int64]):  # type: ignore[no-untyped-def]
+    def keypoints(
+        side: _Side, stored: NDArray[np.float64], rows: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
         if side.has_originals:
             return trainer_keypoints(side.lists["landmarks_3d_original"][rows], scale)
         return np.asarray(stored[rows], dtype=np.float32)

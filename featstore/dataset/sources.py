@@ -133,18 +133,20 @@ def read_store(
     identity_index = (
         pc.index_in(frames.column("identity"), value_set=identities).to_numpy().astype(np.int32)
     )
-    fields = {
+    values = {
         name: _column_values(frames.column(column), FRAME_FIELDS[name])
         for name, column in _STORE_COLUMNS.items()
     }
-    posed = _column_values(faces.column("pose_landmarks_3d"), FRAME_FIELDS["pose_landmarks_3d"])
+    front_posed = _column_values(
+        faces.column("pose_landmarks_3d"), FRAME_FIELDS["pose_landmarks_3d"]
+    )
     keypoints = store_keypoint_fields(
-        store, info, fields["pose_landmarks_3d"], posed, identity_index
+        store, info, values["pose_landmarks_3d"], front_posed, identity_index
     )
     return SampleColumns(
         identity_index=identity_index,
         input_features=_column_values(frames.column("features"), (info.dim,)),
-        fields={**fields, **keypoints},
+        fields={**values, **keypoints},
         image_path=_resolve_paths(frames.column("image_path"), base),
         identities=identities.to_pylist(),
         target_features=_column_values(faces.column("features"), (info.dim,)),

@@ -122,7 +122,9 @@ def import_npy(
     name = model or _default_model(dim, folder)
     schema = delta_schema(store_schema(dim).append(pa.field(KIND_COLUMN, pa.string())))
     now = pa.scalar(datetime.now(timezone.utc), pa.timestamp("us", "UTC"))
-    rows, failed, persons = {}, {}, 0
+    rows: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    persons = 0
     with tempfile.TemporaryDirectory(prefix="featstore-import-npy-") as scratch:
         spill = Path(scratch) / "rows.arrow"
         with pa.ipc.new_stream(str(spill), schema) as writer:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Iterable
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO
 

@@ -68,7 +68,7 @@ class SideLayout:
 
     @property
     def metadata_keys(self) -> tuple[str, ...]:
-        head = ("num_samples", "feature_dim")
+        head: tuple[str, ...] = ("num_samples", "feature_dim")
         if self.side == "front":
             head += ("standard_info",)
         return (*head, "metadata", *ROW_LISTS)

@@ -160,7 +160,7 @@ class NpyScan:
                 pose = solve_pose(lm2d[i], widths[i], heights[i])
                 if not isinstance(pose, HeadPose):
                     kind = "no_landmarks"
-            if kind is not None or pose is None:
+            if kind is not None or not isinstance(pose, HeadPose):
                 block.failures.append((kind or "no_landmarks", path, person, errors[i]))
                 continue
             if not np.isfinite(features[i]).all():
