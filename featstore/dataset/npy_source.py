@@ -38,6 +38,7 @@ from featstore.npy_dir.layout import (
     standard_info,
     trainer_keypoints,
 )
+from featstore.npy_dir.npy_blocks import NpyRows
 from featstore.npy_dir.reading import (
     Problems,
     SideArrays,
@@ -127,12 +128,10 @@ def read_npy_dir(path: Path, model: str | None, spool: Path) -> SampleColumns:
     samples = len(video_rows)
     identity_index = np.repeat(np.arange(len(names), dtype=np.int32), counts)
 
-    def keypoints(
-        side: _Side, stored: NDArray[np.float64], rows: NDArray[np.int64]
-    ) -> NDArray[np.float32]:
+    def keypoints(side: _Side, stored: NpyRows, rows: NDArray[np.int64]) -> NDArray[np.float32]:
         if side.has_originals:
             return trainer_keypoints(side.lists["landmarks_3d_original"][rows], scale)
-        return np.asarray(stored[rows], dtype=np.float32)
+        return np.asarray(stored.take(rows), dtype=np.float32)
 
     nan = {
         name: np.full((samples, *shape), np.nan, np.float32) for name, shape in FRAME_FIELDS.items()
@@ -156,21 +155,21 @@ def read_npy_dir(path: Path, model: str | None, spool: Path) -> SampleColumns:
         fields=fields,
         image_path=pa.array([_absolute(video.paths[v]) for v in video_rows], pa.string()),
         identities=names,
-        target_features=np.asarray(arrays["front"].features[front_rows], np.float32),
+        target_features=np.asarray(arrays["front"].features.take(front_rows), np.float32),
         face_image_path=pa.array([_absolute(front.paths[f]) for f in front_rows], pa.string()),
         model=model or DEFAULT_MODEL,
         features_file=features_file if samples else None,
     )
 
 
-def _gather(features: NDArray[np.float32], rows: NDArray[np.int64], spool: Path) -> Path:
+def _gather(features: NpyRows, rows: NDArray[np.int64], spool: Path) -> Path:
     """The video features of the samples, in sample order, written to a spool file a
     block at a time (memory: one block)."""
     spool.mkdir()
     target = spool / "frames.f32"
     with open(target, "wb") as out:
         for start in range(0, len(rows), _BLOCK):
-            np.asarray(features[rows[start : start + _BLOCK]], np.float32).tofile(out)
+            features.take(rows[start : start + _BLOCK]).tofile(out)
     return target
 
 

@@ -236,7 +236,7 @@ class _SideRows:
             "frame_index": frame_index,
             "status": ["ok"] * n,
             "error": [None] * n,
-            "features": np.asarray(self.arrays.features[start:stop]),
+            "features": self.arrays.features.read(start, stop),
             "landmarks_2d": lm2d,
             "box": np.asarray(spool.lists["boxes"][start:stop], np.float32),
             "width": widths,

@@ -114,15 +114,54 @@ def read_header(path: Path) -> NpyHeader:
     return NpyHeader(path, dtype, tuple(shape), fortran, offset)
 
 
-def open_rows(header: NpyHeader) -> NDArray[np.generic]:
-    """The checked file's data, memory-mapped read-only (no copy, no pickle)."""
-    if not header.shape or 0 in header.shape:
-        return np.zeros(header.shape, dtype=header.dtype)
-    return np.memmap(
-        header.path,
-        dtype=header.dtype,
-        mode="r",
-        offset=header.offset,
-        shape=header.shape,
-        order="F" if header.fortran_order else "C",
-    )
+class NpyRows:
+    """A checked C-order `.npy` file's rows, read with `os.pread` when asked for.
+
+    Not a memory map: the pages of a mapped file that a reader touches stay resident (and
+    count in its RSS) until the kernel needs them, so one pass over a 100,000-row feature
+    file would hold it all; these reads leave only the rows asked for.
+    """
+
+    def __init__(self, header: NpyHeader) -> None:
+        self.header, self.shape, self.dtype = header, header.shape, header.dtype
+        self.row_shape = header.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * header.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> NDArray[np.generic]:
+        """Rows `start:stop` (clipped to the file) as a fresh array."""
+        start, stop = max(0, start), min(stop, len(self))
+        count = max(0, stop - start)
+        with open(self.header.path, "rb", buffering=0) as f:
+            data = os.pread(
+                f.fileno(), count * self.row_bytes, self.header.offset + start * self.row_bytes
+            )
+        return np.frombuffer(data, dtype=self.dtype).reshape(count, *self.row_shape).copy()
+
+    def take(self, rows: NDArray[np.integer]) -> NDArray[np.generic]:
+        """The given rows in that order, read as runs of consecutive rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if not len(rows):
+            return out
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            out[lo:hi] = self.read(int(rows[lo]), int(rows[hi - 1]) + 1)
+        return out
+
+    def __getitem__(self, key: int | slice) -> NDArray[np.generic]:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            assert step == 1, "whole runs of rows only"
+            return self.read(start, stop)
+        if not -len(self) <= key < len(self):
+            raise IndexError(f"row {key} of {len(self)}")
+        key = key % len(self)
+        return self.read(key, key + 1)[0]
+
+
+def open_rows(header: NpyHeader) -> NpyRows:
+    """The checked file's rows, read on demand (no copy of the file, no pickle)."""
+    return NpyRows(header)

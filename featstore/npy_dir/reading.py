@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from featstore.errors import InputError
 from featstore.npy_dir.json_items import ListItems, object_items
 from featstore.npy_dir.layout import (
@@ -32,7 +29,7 @@ from featstore.npy_dir.layout import (
     STANDARD_INFO_KEYS,
     Side,
 )
-from featstore.npy_dir.npy_blocks import NpyHeader, NpyProblem, open_rows, read_header
+from featstore.npy_dir.npy_blocks import NpyHeader, NpyProblem, NpyRows, open_rows, read_header
 
 
 @dataclass(frozen=True)
@@ -109,8 +106,8 @@ def check_files(folder: Path, problems: Problems) -> bool:
 class SideArrays:
     """One side's npy files, checked and mapped."""
 
-    features: NDArray[np.float32]
-    keypoints: NDArray[np.float64]
+    features: NpyRows  # float32 [N, D]
+    keypoints: NpyRows  # float64 [N, 5, 3]
 
 
 def read_arrays(folder: Path, side: Side, problems: Problems) -> SideArrays | None:
@@ -138,6 +135,17 @@ def read_arrays(folder: Path, side: Side, problems: Problems) -> SideArrays | No
                 )
             )
             return None
+        if header.fortran_order:
+            problems.add(
+                Problem(
+                    name,
+                    "fortran_order",
+                    "False (C order, as np.save writes)",
+                    "True",
+                    "save it with np.save(path, np.ascontiguousarray(x))",
+                )
+            )
+            return None
         if not shape_ok or not header.shape:
             want = "[N, D]" if rest is None else f"[N, {rest[0]}, {rest[1]}]"
             problems.add(Problem(name, "shape", want, str(list(header.shape))))
@@ -155,7 +163,7 @@ def read_arrays(folder: Path, side: Side, problems: Problems) -> SideArrays | No
             )
         )
         return None
-    return SideArrays(features, keypoints)  # type: ignore[arg-type]
+    return SideArrays(features, keypoints)
 
 
 RowSink = Callable[[str, int, Any], None]

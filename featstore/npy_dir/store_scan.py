@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 # Set on rows that import-npy made from a `*_failed_images.json` entry: the seed's kind.
 KIND_COLUMN = "npy_failure"
-_RANGE_IDENTITIES = 2048
+# Rows sorted by DuckDB at a time (a range of identities or of front paths): its sort
+# holds the range's features, so the range, not the store, bounds the memory.
+_RANGE_ROWS = 8192
 _BATCH_ROWS = 2048
 _COLUMNS = ("identity", "role", "image_path", "status", "error", "features", "landmarks_2d",
             "box", "width", "height")  # fmt: skip
@@ -115,18 +117,21 @@ class NpyScan:
         return int(self.con.execute(sql).fetchall()[0][0])
 
     def fronts(self) -> Iterator[Block]:
-        sql = f"""SELECT {self._select()} FROM images WHERE {self._where("face")}
-                  ORDER BY image_path"""
-        yield from self._blocks(self.con.sql(sql), video=False)
+        """Front rows by stored path (= by file name: one folder), a range of paths at a time."""
+        sql = f"SELECT image_path, 1 FROM images WHERE {self._where('face')}"
+        ranged = f"""SELECT {self._select()} FROM images WHERE {self._where("face")}
+                     AND image_path >= $lo AND image_path <= $hi ORDER BY image_path"""
+        for lo, hi in _ranges(self.con.execute(sql).fetchall()):
+            relation = self.con.sql(ranged, params={"lo": lo, "hi": hi})
+            yield from self._blocks(relation, video=False)
 
     def frames(self) -> Iterator[Block]:
-        sql = f"SELECT DISTINCT identity FROM images WHERE {self._where('frame')}"
-        order = sorted(row[0] for row in self.con.execute(sql).fetchall())
+        """Frame rows by person, then file name, a range of persons at a time."""
+        sql = f"SELECT identity, count(*) FROM images WHERE {self._where('frame')} GROUP BY 1"
         ranged = f"""SELECT {self._select()} FROM images WHERE {self._where("frame")}
                      AND identity >= $lo AND identity <= $hi ORDER BY identity, frame_index"""
-        for start in range(0, len(order), _RANGE_IDENTITIES):
-            chunk = order[start : start + _RANGE_IDENTITIES]
-            relation = self.con.sql(ranged, params={"lo": chunk[0], "hi": chunk[-1]})
+        for lo, hi in _ranges(self.con.execute(sql).fetchall()):
+            relation = self.con.sql(ranged, params={"lo": lo, "hi": hi})
             yield from self._blocks(relation, video=True)
 
     def _select(self) -> str:
@@ -176,6 +181,21 @@ class NpyScan:
         if video:
             block.frame_index = [PurePosixPath(p).stem for p in block.paths]
         return block
+
+
+def _ranges(counts: list[tuple[str, int]]) -> Iterator[tuple[str, str]]:
+    """Consecutive (first, last) keys, in Python's string order (DuckDB's for UTF-8), whose
+    rows add up to about `_RANGE_ROWS` each."""
+    lo, rows = None, 0
+    for key, count in sorted(counts):
+        lo = key if lo is None else lo
+        rows += count
+        if rows >= _RANGE_ROWS:
+            yield lo, key
+            lo, rows = None, 0
+        last = key
+    if lo is not None:
+        yield lo, last
 
 
 def _failure_kind(status: str, imported: str | None, has_features: bool) -> str | None:

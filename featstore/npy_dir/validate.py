@@ -111,7 +111,7 @@ def _check_finite(side: str, arrays: SideArrays, problems: Problems) -> None:
     layout = FRONT if side == "front" else VIDEO
     for name, array in ((layout.feature, arrays.features), (layout.keypoints, arrays.keypoints)):
         for start in range(0, len(array), _BLOCK):
-            block = np.asarray(array[start : start + _BLOCK])
+            block = array.read(start, start + _BLOCK)
             bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
             if bad.any():
                 row = start + int(np.flatnonzero(bad)[0])
