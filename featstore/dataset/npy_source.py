@@ -46,7 +46,7 @@ from featstore.npy_dir.reading import (
     read_arrays,
     read_metadata,
 )
-from featstore.store.query import ModelInfo, Store
+from featstore.store.snapshot import ModelSnapshot
 
 DEFAULT_MODEL = "arcface_buffalo_l"
 _BLOCK = 8192
@@ -178,15 +178,14 @@ def _absolute(path: str) -> str:
 
 
 def store_keypoint_fields(
-    store: Store,
-    info: ModelInfo,
+    info: ModelSnapshot,
     frames_posed: NDArray[np.float32],
     faces_posed: NDArray[np.float32],
     identity_index: NDArray[np.int32],
 ) -> dict[str, NDArray[np.float32]]:
     """`keypoints_3d` and `front_keypoints_3d` of a store's samples (NaN when the model has
     no pose or no image sizes, as stores imported from a JSON)."""
-    scale = _export_scale(store, info)
+    scale = _export_scale(info)
     if scale is None:
         shape = (len(frames_posed), *FRAME_FIELDS["keypoints_3d"])
         return {"keypoints_3d": np.full(shape, np.nan, np.float32),
@@ -197,11 +196,11 @@ def store_keypoint_fields(
     }
 
 
-def _export_scale(store: Store, info: ModelInfo) -> float | None:
+def _export_scale(info: ModelSnapshot) -> float | None:
     """The `standard_scale` that `export-npy` writes for this model (None: cannot)."""
     from featstore.npy_dir.store_scan import NpyScan, Rebase
 
-    with store.connect(model=info.name, version=info.version) as con:
+    with info.connect() as con:
         try:
             scan = NpyScan(con, "true", Rebase(None, None))
         except StoreError:

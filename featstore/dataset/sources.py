@@ -141,7 +141,7 @@ def read_store(
         faces.column("pose_landmarks_3d"), FRAME_FIELDS["pose_landmarks_3d"]
     )
     keypoints = store_keypoint_fields(
-        store, info, values["pose_landmarks_3d"], front_posed, identity_index
+        info, values["pose_landmarks_3d"], front_posed, identity_index
     )
     return SampleColumns(
         identity_index=identity_index,

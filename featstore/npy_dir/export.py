@@ -65,7 +65,7 @@ from featstore.store.where import check_where_with, columns_of, duckdb_error
 from featstore.trainer_json.json_writer import _alive  # the liveness check export-json uses
 
 if TYPE_CHECKING:
-    from featstore.store.query import ModelInfo
+    from featstore.store.snapshot import ModelSnapshot
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def export_npy(
     rebase = Rebase(info.provenance.get("base_dir"), export_base)
     _remove_dead_temporaries(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    with opened.connect(model=info.name, version=version) as con:
+    with info.connect() as con:
         scan = NpyScan(con, check_where_with(con, where, columns_of(con, "frames")), rebase)
         counts = _check_rows(scan, info)
         tmp.mkdir()
@@ -153,7 +153,7 @@ def _default_model(store: Store, model: str | None) -> str:
     )
 
 
-def _check_rows(scan: NpyScan, info: ModelInfo) -> tuple[int, int]:
+def _check_rows(scan: NpyScan, info: ModelSnapshot) -> tuple[int, int]:
     if scan.missing_sizes():
         raise StoreError(
             f"model {info.name} has ok rows without an image size (rows imported from a "
