@@ -39,7 +39,7 @@ BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
 BENCH_GROW := --grow-identities 2000
 BENCH_SCALE := --identities 1000,10000
-BENCH_NPY :=
+BENCH_NPY := --identities 10 --frames 4
 endif
 
 bench: install

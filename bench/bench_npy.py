@@ -3,8 +3,8 @@ extraction with `--model arcface` (issue: the researchers' current trainers).
 
     .venv/bin/python bench/bench_npy.py [--full] [--seed-repo PATH]
 
-Quick by default (2,000 and 10,000 frames); `--full` (or `make bench FULL=1`) measures
-10,000 and 100,000 frames. Stores are built with random unit 512-dim features and random
+Quick by default (2,000 and 10,000 frames, a 50-image tree); `--full` (or `make bench
+FULL=1`) measures 10,000 and 100,000 frames and a 220-image tree. Stores are built with random unit 512-dim features and random
 keypoints through the library's row writer (bench_store's generator), 50 frames an
 identity. Every case runs in a fresh process; time and peak RSS (ru_maxrss).
 
@@ -190,9 +190,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="10,000 and 100,000 frames")
     parser.add_argument("--seed-repo", type=Path, help="a checkout of Jasolicon/face000")
-    parser.add_argument("--identities", type=int, default=10, help="extraction tree")
-    parser.add_argument("--frames", type=int, default=4, help="extraction tree")
+    parser.add_argument("--identities", type=int, help="extraction tree [10; full: 20]")
+    parser.add_argument("--frames", type=int, help="frames an identity [4; full: 10]")
     args = parser.parse_args()
+    args.identities = args.identities or (20 if args.full else 10)
+    args.frames = args.frames or (10 if args.full else 4)
     sizes = [10_000, 100_000] if args.full else [2_000, 10_000]
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-npy-"))
     try:
