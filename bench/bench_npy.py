@@ -6,7 +6,8 @@ extraction with `--model arcface` (issue: the researchers' current trainers).
 Quick by default (2,000 and 10,000 frames, a 50-image tree); `--full` (or `make bench
 FULL=1`) measures 10,000 and 100,000 frames and a 220-image tree. Stores are built with
 random unit 512-dim features and random keypoints through the library's row writer
-(bench_store's generator), 50 frames an identity. Every case runs in a fresh process; time and peak RSS (ru_maxrss).
+(bench_store's generator), 50 frames an identity. Every case runs in a fresh process;
+time and peak RSS (ru_maxrss).
 
 1. `featstore export-npy`: rows/s (front + video rows written) and peak RSS; the RSS
    flatness ratio is the larger size's peak over the smaller's.
