@@ -33,11 +33,13 @@ BENCH_EXTRACT :=
 BENCH_STORES :=
 BENCH_GROW :=
 BENCH_SCALE :=
+BENCH_NPY := --full
 else
 BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
 BENCH_GROW := --grow-identities 2000
 BENCH_SCALE := --identities 1000,10000
+BENCH_NPY := --identities 10 --frames 4
 endif
 
 bench: install
@@ -47,6 +49,7 @@ bench: install
 	$(PY) bench/bench_ray.py $(BENCH_EXTRACT)
 	$(PY) bench/bench_dataset.py $(BENCH_STORES)
 	$(PY) bench/bench_report.py $(BENCH_STORES)
+	$(PY) bench/bench_npy.py $(BENCH_NPY)
 
 lint: install
 	$(VENV)/bin/ruff check featstore cli tests bench examples

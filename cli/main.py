@@ -10,6 +10,7 @@ import click
 from featstore_cli.common import library_errors, usage_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
+from featstore_cli.npy_commands import export_npy, import_npy
 from featstore_cli.options import (
     base_dir_option,
     batch_size_option,
@@ -204,7 +205,12 @@ def extract(
 @library_errors
 def demo(workdir: Path, no_progress: bool) -> None:
     """Run extraction end to end on a generated dataset with stand-in models (offline)."""
-    from featstore.demo import build_demo_inputs, extract_demo, write_demo_report
+    from featstore.demo import (
+        build_demo_inputs,
+        export_demo_npy,
+        extract_demo,
+        write_demo_report,
+    )
     from featstore.store import Store
 
     click.echo(f"generating a small dataset and stand-in models in {workdir} ...")
@@ -212,7 +218,10 @@ def demo(workdir: Path, no_progress: bool) -> None:
     store = workdir / "store"
     summary = extract_demo(inputs, store, progress=not no_progress)
     click.echo(summary.format())
-    sql = "SELECT identity, frames_total, frames_ok, valid FROM identities ORDER BY identity"
+    sql = (
+        "SELECT identity, frames_total, frames_ok, valid FROM identities "
+        "WHERE model = 'dinov2_vits14' ORDER BY identity"
+    )
     click.echo(f'\nfeatstore query --store {store} "{sql}"')
     click.echo(render_table(Store(store).sql(sql), 40), nl=False)
     click.echo(
@@ -221,13 +230,19 @@ def demo(workdir: Path, no_progress: bool) -> None:
     )
     written = write_demo_report(workdir)
     click.echo(f"\n{written.format()}\nopen it in a browser: {written.path}")
+    npy = export_demo_npy(workdir)
+    click.echo(
+        f"\nfeatstore export-npy --store {store} --out {npy.out}\n{npy.format()}\n"
+        "(face000's npy training directory, from the ArcFace model; check it with "
+        f"`featstore validate {npy.out}`)"
+    )
     click.echo(
         "\nThe same extraction from the command line (it reuses the stand-in models; "
         "rerun, it finds everything up to date):\n" + inputs.extract_command(store)
     )
 
 
-for _command in (query, info, export_json, import_json, validate, filter_valid_images):
+for _command in (query, info, export_json, import_json, export_npy, validate, filter_valid_images):
     main.add_command(_command)
-for _command in (report, compact, vacuum, history, migrate, derive):
+for _command in (report, compact, vacuum, history, migrate, derive, import_npy):
     main.add_command(_command)

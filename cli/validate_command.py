@@ -12,7 +12,7 @@ from featstore.errors import printable_message
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, for machines.")
 @click.option(
     "--no-check-paths", is_flag=True, help="Do not check that the image paths name files."
@@ -39,7 +39,8 @@ def validate(
     base_dir: Path | None,
     strict: bool,
 ) -> None:
-    """Check a trainer JSON file (the new or old format); exit 1 when anything is wrong.
+    """Check a trainer JSON file (the new or old format), or face000's npy training
+    directory (a folder: its eight files); exit 1 when anything is wrong.
 
     Answers the seed's troubleshooting list: dims vs dinov2_model (Q1), paths that do not
     resolve (Q2), missing fields, malformed JSON and unknown formats (Q3). Each problem is
@@ -49,6 +50,9 @@ def validate(
     """
     from featstore.trainer_json.validate import validate_json
 
+    if file.is_dir():
+        _validate_npy_dir(file, as_json, max_problems)
+        return
     report = validate_json(
         file, check_paths=not no_check_paths, max_problems=max_problems or None, base_dir=base_dir
     )
@@ -76,4 +80,26 @@ def validate(
         count = f"{report.problem_count} problem{'s' if report.problem_count != 1 else ''}"
         click.echo(printable_message(f"{count} in {file} ({report.describe()})"))
     if failed:
+        raise SystemExit(1)
+
+
+def _validate_npy_dir(folder: Path, as_json: bool, max_problems: int) -> None:
+    """The npy training directory's report: problems (exit 1), notes (exit 0)."""
+    from featstore.npy_dir.validate import validate_npy_dir
+
+    report = validate_npy_dir(folder)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        for note in report.notes:
+            click.echo(printable_message(f"note: {note.format()}"))
+        shown = report.problems[:max_problems] if max_problems else report.problems
+        for problem in shown:
+            click.echo(printable_message(problem.format()))
+        if len(shown) < len(report.problems):
+            click.echo(f"... and {len(report.problems) - len(shown)} more (--max-problems 0)")
+        count = len(report.problems)
+        verdict = "OK:" if report.ok else f"{count} problem{'s' if count != 1 else ''} in"
+        click.echo(printable_message(f"{verdict} {folder}: {report.describe()}"))
+    if not report.ok:
         raise SystemExit(1)

@@ -21,7 +21,17 @@ ALLOWED = {
     "featstore.extraction": {"featstore.store"},
     "featstore.trainer_json": {"featstore.store", "featstore.extraction.dinov2_specs"},
     "featstore.report": {"featstore.store"},
-    "featstore.dataset": {"featstore.store", "featstore.trainer_json", "featstore.extraction"},
+    "featstore.npy_dir": {
+        "featstore.store",
+        "featstore.extraction.pose",
+        "featstore.trainer_json.json_writer",
+    },
+    "featstore.dataset": {
+        "featstore.store",
+        "featstore.trainer_json",
+        "featstore.extraction",
+        "featstore.npy_dir",
+    },
 }
 
 

@@ -43,8 +43,9 @@ from numpy.typing import NDArray
 from featstore.errors import StoreError
 
 CACHE_FORMAT = "featstore-dataset-cache"
-# 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32
-CACHE_VERSION = 3
+# 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32;
+# 4: pose_landmarks_3d, keypoints_3d, front_keypoints_3d (face000's 3D trainers)
+CACHE_VERSION = 4
 FRAMES_FILE = "frames.arrow"
 FEATURES_FILE = "input_features.f32"
 IDENTITIES_FILE = "identities.arrow"
@@ -63,6 +64,11 @@ FRAME_FIELDS: dict[str, tuple[int, ...]] = {
     "box": (4,),
     "avg_angle": (),
     "det_score": (),
+    # face000-pose-v1's posed mean face (the 3D JSON's landmarks_3d, the npy directory's
+    # landmarks_3d_original), and both normalised as face000's npy trainers do.
+    "pose_landmarks_3d": (5, 3),
+    "keypoints_3d": (5, 3),
+    "front_keypoints_3d": (5, 3),
 }
 
 

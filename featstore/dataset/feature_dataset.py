@@ -38,7 +38,8 @@ from featstore.dataset.cache import (
     SampleColumns,
     open_columns,
 )
-from featstore.dataset.opening import from_json, from_store
+from featstore.dataset.npy_source import is_npy_dir
+from featstore.dataset.opening import from_json, from_npy_dir, from_store
 from featstore.errors import InputError
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ EXTRA_FIELDS = (
     "det_score",
     "euler_angles",
     "image_path",
+    "pose_landmarks_3d",
+    "keypoints_3d",
+    "front_keypoints_3d",
 )
 log = logging.getLogger(__name__)
 _from_numpy = torch.from_numpy  # a module global: one lookup, four times a sample
@@ -123,7 +127,9 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     """The trainer's samples from a featstore store or a trainer's JSON file.
 
     Args:
-        source: a store folder, or a JSON file in the new format (features inside) or
+        source: a store folder, face000's npy training directory (the eight files of
+            `export-npy`: samples paired as its Aligned3DFaceDataset pairs them), or a
+            JSON file in the new format (features inside) or
             the old one (image paths only: the images are extracted once, into
             `extraction_store`, with the model options below, and served from there).
         model: the DINOv2 model; required for a store holding several. For a new-format
@@ -139,8 +145,11 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             identities whose frontal image has one). A new-format JSON has only the angles,
             a 3D JSON (`valid_images_3d.json`) only the pose.
         extra_fields: any of landmarks_2d, landmarks_3d, box, avg_angle, det_score
-            (stores only), euler_angles (the head pose; NaN where the source has none) and
-            image_path (absolute, forward slashes) to add to samples.
+            (stores only), euler_angles (the head pose; NaN where the source has none),
+            image_path (absolute, forward slashes), pose_landmarks_3d (the posed mean face:
+            the 3D JSON's landmarks_3d, the npy directory's landmarks_3d_original),
+            keypoints_3d and front_keypoints_3d (as face000's npy trainers normalise them;
+            stores and npy directories) to add to samples.
         cache_dir: where the memory-mapped sample files go; default `<store>/_cache/datasets`
             for a store you can write to, else `~/.cache/featstore/datasets`.
         extraction_store: old-format JSON only: the store the images are extracted into;
@@ -187,9 +196,14 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         path = Path(source)
         # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
         self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
-        if is_uri(source) or path.is_dir():  # a store folder, or one on object storage
+        self.version: int | None
+        if not is_uri(source) and is_npy_dir(path):  # face000's npy training directory
+            if version is not None:
+                raise InputError(f"version={version}: an npy directory has no versions.")
+            self.source_format, self.version = "npy-dir", None
+            self.model, folder = from_npy_dir(path, model, where, cache_dir)
+        elif is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
-            self.version: int | None
             self.model, self.version, folder = from_store(
                 source, model, where, cache_dir, version, position_encoding
             )

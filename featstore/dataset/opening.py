@@ -53,6 +53,33 @@ def from_store(
     return info.name, info.version, folder
 
 
+def from_npy_dir(
+    path: Path,
+    model: str | None,
+    where: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+) -> tuple[str, Path]:
+    """face000's npy training directory (`featstore.dataset.npy_source`)."""
+    from featstore.dataset.npy_source import describe_npy_dir, read_npy_dir
+
+    if where is not None:
+        raise InputError(
+            f"where= filters a store's frames with SQL; {path} is an npy training directory."
+            "\nHint: filter when exporting (`featstore export-npy --where ...`)."
+        )
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    description = describe_npy_dir(path)
+    spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
+    try:
+        folder = materialise(cache, description, lambda: read_npy_dir(path, model, spool))
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    found = read_manifest(folder)["model"]
+    if model is not None and model != found:
+        raise InputError(f"{path}: model={model!r}, but the cache holds {found}.")
+    return found, folder
+
+
 def store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
     """`cache_dir`, else inside a local store you can write to, else the user's cache."""
     if cache_dir is not None:

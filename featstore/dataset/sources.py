@@ -21,6 +21,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
+from featstore.dataset.npy_source import store_keypoint_fields
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import ModelSnapshot, Store
@@ -38,6 +39,7 @@ _STORE_COLUMNS = {
     "box": "box",
     "avg_angle": "avg_angle",
     "det_score": "det_score",
+    "pose_landmarks_3d": "pose_landmarks_3d",
 }
 # The frames (and frontal images) the 3D trainer's JSON keeps: those with a head pose.
 _POSED = """euler_angles IS NOT NULL AND identity IN (
@@ -100,12 +102,13 @@ def read_store(
             info.require_pose(alternative="use position_encoding='spherical_angles'")
             predicate = f"({predicate}) AND {_POSED}"
         fields = ", ".join(
-            c if c in columns else f"NULL::FLOAT[3] AS {c}" for c in _STORE_COLUMNS.values()
+            c if c in columns else f"NULL::{_null_type(c)} AS {c}" for c in _STORE_COLUMNS.values()
         )
         try:
+            posed = "pose_landmarks_3d" if "pose_landmarks_3d" in columns else "NULL::FLOAT[3][5]"
             faces = con.sql(
-                """SELECT identity, image_path, features FROM faces
-                   WHERE status = 'ok' ORDER BY identity"""
+                f"""SELECT identity, image_path, features, {posed} AS pose_landmarks_3d
+                    FROM faces WHERE status = 'ok' ORDER BY identity"""
             ).to_arrow_table()
             frames = con.sql(
                 f"""SELECT identity, image_path, features, {fields} FROM valid_frames
@@ -127,21 +130,35 @@ def read_store(
             "frames' identities (the store was changed while read?).\nHint: try again."
         )
     base = info.provenance.get("base_dir")
+    identity_index = (
+        pc.index_in(frames.column("identity"), value_set=identities).to_numpy().astype(np.int32)
+    )
+    values = {
+        name: _column_values(frames.column(column), FRAME_FIELDS[name])
+        for name, column in _STORE_COLUMNS.items()
+    }
+    front_posed = _column_values(
+        faces.column("pose_landmarks_3d"), FRAME_FIELDS["pose_landmarks_3d"]
+    )
+    keypoints = store_keypoint_fields(
+        info, values["pose_landmarks_3d"], front_posed, identity_index
+    )
     return SampleColumns(
-        identity_index=pc.index_in(frames.column("identity"), value_set=identities)
-        .to_numpy()
-        .astype(np.int32),
+        identity_index=identity_index,
         input_features=_column_values(frames.column("features"), (info.dim,)),
-        fields={
-            name: _column_values(frames.column(column), FRAME_FIELDS[name])
-            for name, column in _STORE_COLUMNS.items()
-        },
+        fields={**values, **keypoints},
         image_path=_resolve_paths(frames.column("image_path"), base),
         identities=identities.to_pylist(),
         target_features=_column_values(faces.column("features"), (info.dim,)),
         face_image_path=_resolve_paths(faces.column("image_path"), base),
         model=info.name,
     )
+
+
+def _null_type(column: str) -> str:
+    """The views' type of a per-frame column a store made before it lacks."""
+    shape = FRAME_FIELDS[next(k for k, v in _STORE_COLUMNS.items() if v == column)]
+    return "FLOAT" + "".join(f"[{n}]" for n in reversed(shape))
 
 
 def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -407,10 +424,11 @@ def _frame_fields(values: IdentityValues) -> dict[str, NDArray[np.float32]]:
             return np.full((n, *FRAME_FIELDS[field]), np.nan, np.float32)
         return array[1:] if len(array) > n else array  # per row: drop the frontal image's
 
-    # IdentityValues' attributes are named like the store's columns.
+    # IdentityValues' attributes are named like the store's columns; the npy trainers'
+    # keypoints are not in a JSON file.
     return {
-        field: frames_of(getattr(values, column), field)
-        for field, column in _STORE_COLUMNS.items()
+        field: frames_of(getattr(values, _STORE_COLUMNS.get(field, ""), None), field)
+        for field in FRAME_FIELDS
         if field != "det_score"  # not in the trainer's JSON
     }
 

@@ -15,6 +15,7 @@ camera); everything after the solver is float64. Change the math, change the nam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,21 +102,30 @@ def solve_pose(
         return NoPose("solvePnP (EPnP) returned non-finite values")
     rotation = cv2.Rodrigues(rvec)[0].astype(np.float64)
     euler = euler_angles(rotation)
-    landmarks_3d = (rotation @ MEAN_FACE_3D.T.astype(np.float64) + tvec).T
+    # The seed's expression as written (float64 R @ the float32 model's transpose): another
+    # layout or an explicit cast may take another matmul path and move the last bit.
+    landmarks_3d = (rotation @ MEAN_FACE_3D.T + tvec).T
     if not (np.isfinite(euler).all() and np.isfinite(landmarks_3d).all()):
         return NoPose("the pose has non-finite values")
     return HeadPose(euler, rotation, landmarks_3d)
 
 
 def euler_angles(rotation: NDArray[np.floating]) -> NDArray[np.float64]:
-    """The seed's (yaw, pitch, roll) in degrees of a rotation matrix (names sic)."""
-    r = np.asarray(rotation, dtype=np.float64)
-    sy = float(np.sqrt(r[0, 0] ** 2 + r[1, 0] ** 2))
+    """The seed's (yaw, pitch, roll) in degrees of a rotation matrix (names sic).
+
+    With Python floats and the `math` module, as the seed's `estimate_pose_from_landmarks`
+    computes them: `numpy.arctan2` differs from `math.atan2` in the last bit for ~8% of
+    inputs, and the npy training directory (docs/formats.md) holds these float64 values
+    byte for byte.
+    """
+    r = np.asarray(rotation, dtype=np.float64).tolist()
+    sy = math.sqrt(r[0][0] * r[0][0] + r[1][0] * r[1][0])
     if sy >= 1e-6:
-        yaw = np.arctan2(r[1, 0], r[0, 0])
-        roll = np.arctan2(r[2, 1], r[2, 2])
+        yaw = math.atan2(r[1][0], r[0][0])
+        pitch = math.atan2(-r[2][0], sy)
+        roll = math.atan2(r[2][1], r[2][2])
     else:
-        yaw = np.arctan2(-r[0, 1], r[1, 1])
+        yaw = math.atan2(-r[0][1], r[1][1])
+        pitch = math.atan2(-r[2][0], sy)
         roll = 0.0
-    pitch = np.arctan2(-r[2, 0], sy)
-    return np.degrees(np.array([yaw, pitch, roll], dtype=np.float64))
+    return np.array([math.degrees(yaw), math.degrees(pitch), math.degrees(roll)])

@@ -186,8 +186,7 @@ class ArcFaceEmbedder:
         else:
             features = np.concatenate([self.model.get_feat(crop) for crop in crops])
         features = np.asarray(features, dtype=np.float32).reshape(len(crops), -1)
-        # Face.normed_embedding: embedding / np.linalg.norm(embedding), in float32.
-        return features / np.linalg.norm(features, axis=1, keepdims=True)
+        return normed_rows(features)
 
     def crop(self, image_rgb: NDArray[np.uint8], kps: NDArray[np.float32]) -> NDArray[np.uint8]:
         """InsightFace's aligned crop, BGR (see the module docstring)."""
@@ -196,3 +195,16 @@ class ArcFaceEmbedder:
         size = self.model.input_size[0]
         warped = face_align.norm_crop(image_rgb, landmark=kps, image_size=size)
         return np.ascontiguousarray(warped[:, :, ::-1])
+
+
+def normed_rows(features: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each row divided by its own 1-D norm, in float32: InsightFace's `Face.normed_embedding`
+    (`embedding / np.linalg.norm(embedding)`) row by row.
+
+    A norm over `axis=1` of the whole batch sums in another order and leaves some rows one
+    ulp off, which breaks byte identity with the seed's `*_feature.npy`.
+    """
+    out = np.empty_like(features, dtype=np.float32)
+    for i, row in enumerate(features):
+        out[i] = row / np.linalg.norm(row)
+    return out

@@ -32,9 +32,13 @@ from featstore.store import Store
 from featstore.trainer_json.export import export_json
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "train_minimal.py"
-STORE_FIELDS = tuple(f for f in EXTRA_FIELDS)
+# The npy trainers' keypoints: tests/npy_dir/test_dataset_npy.py.
+NPY_KEYPOINTS = ("keypoints_3d", "front_keypoints_3d")
+STORE_FIELDS = tuple(f for f in EXTRA_FIELDS if f not in NPY_KEYPOINTS)
 # A new-format JSON has no detector score and no head pose (the 3D JSON has the pose).
-JSON_FIELDS = tuple(f for f in EXTRA_FIELDS if f not in ("det_score", "euler_angles"))
+JSON_FIELDS = tuple(
+    f for f in STORE_FIELDS if f not in ("det_score", "euler_angles", "pose_landmarks_3d")
+)
 
 
 @pytest.fixture
@@ -75,6 +79,7 @@ def _expected_samples(store: Path) -> list[dict[str, Any]]:
                 "landmarks_2d": np.asarray(frame["landmarks_2d"], np.float32),
                 "landmarks_3d": np.asarray(frame["landmarks_3d"], np.float32),
                 "euler_angles": np.asarray(frame["euler_angles"], np.float32),
+                "pose_landmarks_3d": np.asarray(frame["pose_landmarks_3d"], np.float32),
             }
         )
     return samples
