@@ -41,6 +41,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import StoreError
+from featstore.store.fields import FIELDS, FrameField
 
 CACHE_FORMAT = "featstore-dataset-cache"
 # 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32
@@ -54,15 +55,19 @@ MANIFEST_FILE = "manifest.json"
 # (docs/formats.md).
 PositionEncoding = Literal["spherical_angles", "euler_angles"]
 POSITION_ENCODINGS: tuple[str, ...] = ("spherical_angles", "euler_angles")
-# Per-frame fields, with the shape of one sample's value ([] for a scalar).
+# A sample's per-frame fields: the store's value behind each (featstore.store.fields).
+SAMPLE_FIELDS: dict[str, FrameField] = {
+    "position_encoding": FIELDS["spherical_angles"],
+    "euler_angles": FIELDS["euler_angles"],  # face000-pose-v1 (docs/formats.md); NaN if none
+    "landmarks_2d": FIELDS["landmarks_2d"],
+    "landmarks_3d": FIELDS["landmarks_3d"],
+    "box": FIELDS["box"],
+    "avg_angle": FIELDS["avg_angle"],
+    "det_score": FIELDS["det_score"],
+}
+# The shape of one sample's value of each ([] for a scalar).
 FRAME_FIELDS: dict[str, tuple[int, ...]] = {
-    "position_encoding": (5,),  # the stored `spherical_angles`
-    "euler_angles": (3,),  # the head pose face000-pose-v1 (docs/formats.md); NaN where unknown
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "avg_angle": (),
-    "det_score": (),
+    name: field.shape for name, field in SAMPLE_FIELDS.items()
 }
 
 

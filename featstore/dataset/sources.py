@@ -20,7 +20,12 @@ import orjson
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
+from featstore.dataset.cache import (
+    FRAME_FIELDS,
+    SAMPLE_FIELDS,
+    PositionEncoding,
+    SampleColumns,
+)
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import ModelSnapshot, Store
@@ -30,15 +35,7 @@ from featstore.trainer_json.identity_values import IdentityValues
 
 JsonFormat = Literal["new", "old"]
 # Columns of the `valid_frames` view behind each per-frame field.
-_STORE_COLUMNS = {
-    "position_encoding": "spherical_angles",
-    "euler_angles": "euler_angles",
-    "landmarks_2d": "landmarks_2d",
-    "landmarks_3d": "landmarks_3d",
-    "box": "box",
-    "avg_angle": "avg_angle",
-    "det_score": "det_score",
-}
+_STORE_COLUMNS = {name: field.name for name, field in SAMPLE_FIELDS.items()}
 # The frames (and frontal images) the 3D trainer's JSON keeps: those with a head pose.
 _POSED = """euler_angles IS NOT NULL AND identity IN (
                SELECT identity FROM faces WHERE status = 'ok' AND euler_angles IS NOT NULL)"""
