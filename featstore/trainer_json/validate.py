@@ -35,6 +35,10 @@ identity that carries a pose (`face_euler_angles`, `face_rotation_matrix`, or fr
 matrices, and its frames need no `spherical_angles` / `avg_angle`. A file mixing 3D and
 plain new-format identities is `Q3-mixed-format`.
 
+A UTF-8 BOM is a problem (`Q3-encoding`, exit 1), and the rest of the file is checked after
+it: featstore's readers skip it (`json_stream.bom_length`, the one rule), but the trainer's
+`json.load` on a file opened as UTF-8 rejects it.
+
 `\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
 the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
 
@@ -68,7 +72,7 @@ from featstore.trainer_json.json_reading import (
     parse_whole,
     text_problem,
 )
-from featstore.trainer_json.json_stream import JsonTextError, Member, read_members
+from featstore.trainer_json.json_stream import JsonTextError, Member, bom_length, read_members
 from featstore.trainer_json.problems import (
     MISSING,
     IdentityProblems,
@@ -203,10 +207,14 @@ class _Validator:
 
     def _check_encoding_start(self, head: bytes) -> int | None:
         """Where the JSON text starts (after a UTF-8 BOM), or None when it is not UTF-8."""
-        if head.startswith(codecs.BOM_UTF8):
-            message = "json.load on a file opened with encoding='utf-8' rejects it"
+        start = bom_length(head)
+        if start:  # read past, as featstore's readers do; but the trainer would not
+            message = (
+                "json.load on a file opened with encoding='utf-8' rejects it "
+                "(featstore's readers skip it)"
+            )
             self._file_problem("Q3-encoding", "UTF-8 without a BOM", "a UTF-8 BOM", message)
-            return 3
+            return start
         if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
             found = "UTF-32 text (BOM)"
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
