@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from numpy.typing import NDArray
 
 from featstore.errors import StoreError
 from featstore.store.fields import FIELDS, FrameField
+from featstore.store.paths import AtomicPath
 
 CACHE_FORMAT = "featstore-dataset-cache"
 # 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32
@@ -159,20 +159,16 @@ def materialise(
         for stale in cache_dir.glob(f"{key}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         columns = build()
-        tmp = cache_dir / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            tmp.mkdir()
-            _write(tmp, columns, dict(description))
-            if folder.exists():  # a torn folder from a killed build
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            # Renamed over a torn folder a killed build may have left.
+            with AtomicPath(folder) as target:
+                target.tmp.mkdir()
+                _write(target.tmp, columns, dict(description))
         except OSError as exc:
             raise StoreError(
                 f"cannot write the dataset cache {folder}: {exc.strerror or exc}.\n"
                 "Hint: free some disk space or pass cache_dir= another folder."
             ) from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         _remove_older_versions(cache_dir, key, description.get("source"))
     return folder
 
