@@ -7,12 +7,14 @@
 How it is written:
 
 - The valid identities (one small row each) are listed and sorted by Python's string
-  order, i.e. by Unicode code point. Their partition files, one per identity, are then
-  scanned by DuckDB in that order, without ORDER BY: DuckDB keeps a scan's file and row
-  order, so no sort materialises the store (the merge checks the order it gets).
+  order, i.e. by Unicode code point. The model's Delta table is then read a range of
+  identities at a time (`_RANGE_IDENTITIES`), `ORDER BY` within the range only: the range
+  is a filter on `identity` that DuckDB pushes into the Parquet scan, skipping row groups
+  by their min/max statistics (tables are clustered by identity), so no sort materialises
+  the store (the merge checks the order it gets).
 - Each identity is assembled from its rows, serialised by orjson and written before the
-  next is read: memory holds one identity, one Arrow batch and the list of identity
-  names, never the document.
+  next is read: memory holds one range's rows (Arrow), a batch of them as Python values
+  (`_BATCH_ROWS`), one identity and the list of identity names, never the document.
 - Floats are numpy float32 values handed to orjson, which writes the shortest decimal
   that parses back to the same float32.
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an

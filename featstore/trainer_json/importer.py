@@ -9,7 +9,7 @@ lacks are null (`featstore.trainer_json.identity_rows`). The provenance records
 Users of the seed's script already hold `valid_images.json` files; importing one gives a
 store without extracting again. What becomes of the file:
 
-- One partition per identity: a `face` row and one `frame` row per `video_data` entry,
+- Each identity becomes a `face` row and one `frame` row per `video_data` entry,
   all `ok`, `frame_index` 0..n-1 in file order. Values are the file's (landmarks_3d and
   angles are not recomputed). The JSON has no detector score, image size or file size:
   `det_score`, `width`, `height` and `file_size` are null.
