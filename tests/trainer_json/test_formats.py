@@ -31,62 +31,27 @@ def _object(name: str) -> dict[str, Any]:
     )
 
 
-def test_new_format_object_keys_values_and_order() -> None:
-    obj = _object("new")
-    assert list(obj) == [
-        "face_image_path",
-        "face_features",
-        "face_landmarks_2d",
-        "face_landmarks_3d",
-        "face_box",
-        "video_data",
-        "total_video_images",
-        "valid_video_images",
-        "feature_dim",
-        "dinov2_model",
-    ]
+@pytest.mark.parametrize("name", ["new", "3d"])
+def test_each_key_holds_its_column(name: str) -> None:
+    # The key order itself is checked on exported files (test_export_import, test_format_3d).
+    obj, json_format = _object(name), JSON_FORMATS[name]
     assert obj["face_image_path"] == "FACE.JPG"
-    assert obj["face_landmarks_3d"] == "face.jpg:landmarks_3d"
-    assert obj["video_data"][1] == {
-        "image_path": "F1.JPG",
-        "features": "f1.jpg:features",
-        "landmarks_2d": "f1.jpg:landmarks_2d",
-        "landmarks_3d": "f1.jpg:landmarks_3d",
-        "box": "f1.jpg:box",
-        "spherical_angles": "f1.jpg:spherical_angles",
-        "avg_angle": "f1.jpg:avg_angle",
-    }
-    assert [obj[k] for k in list(obj)[-4:]] == [5, 2, 384, "dinov2_vits14"]
+    assert [frame["image_path"] for frame in obj["video_data"]] == ["F0.JPG", "F1.JPG"]
+    assert [obj[k] for k in ("total_video_images", "valid_video_images")] == [5, 2]
+    assert [obj[k] for k in ("feature_dim", "dinov2_model")] == [384, "dinov2_vits14"]
+    for field, key in json_format.fields():
+        if key.face is not None:
+            assert obj[key.face] == f"face.jpg:{field.name}"
+        assert obj["video_data"][1][key.frame] == f"f1.jpg:{field.name}"
+    assert len(obj) == 6 + len(json_format.face_keys())  # paths, video_data, counts
+    assert len(obj["video_data"][0]) == 1 + len(json_format.fields())
 
 
-def test_3d_object_is_the_seeds_layout() -> None:
+def test_3d_landmarks_are_the_posed_ones_and_the_frontal_pose_comes_last() -> None:
     obj = _object("3d")
-    assert list(obj) == [
-        "face_image_path",
-        "face_features",
-        "face_landmarks_2d",
-        "face_landmarks_3d",
-        "face_box",
-        "video_data",
-        "total_video_images",
-        "valid_video_images",
-        "feature_dim",
-        "dinov2_model",
-        "face_euler_angles",
-        "face_rotation_matrix",
-    ]
     assert obj["face_landmarks_3d"] == "face.jpg:pose_landmarks_3d"
-    assert obj["face_rotation_matrix"] == "face.jpg:rotation_matrix"
-    assert list(obj["video_data"][0]) == [
-        "image_path",
-        "features",
-        "landmarks_2d",
-        "landmarks_3d",
-        "box",
-        "euler_angles",
-        "rotation_matrix",
-    ]
     assert obj["video_data"][0]["landmarks_3d"] == "f0.jpg:pose_landmarks_3d"
+    assert list(obj)[-2:] == ["face_euler_angles", "face_rotation_matrix"]
 
 
 def test_old_format_object_is_paths_only() -> None:
