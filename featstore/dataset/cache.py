@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,8 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import StoreError
+from featstore.store.fields import FIELDS, FrameField
+from featstore.store.paths import AtomicPath
 
 CACHE_FORMAT = "featstore-dataset-cache"
 # 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32;
@@ -55,18 +56,25 @@ MANIFEST_FILE = "manifest.json"
 # (docs/formats.md).
 PositionEncoding = Literal["spherical_angles", "euler_angles"]
 POSITION_ENCODINGS: tuple[str, ...] = ("spherical_angles", "euler_angles")
-# Per-frame fields, with the shape of one sample's value ([] for a scalar).
-FRAME_FIELDS: dict[str, tuple[int, ...]] = {
-    "position_encoding": (5,),  # the stored `spherical_angles`
-    "euler_angles": (3,),  # the head pose face000-pose-v1 (docs/formats.md); NaN where unknown
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "avg_angle": (),
-    "det_score": (),
+# A sample's per-frame fields: the store's value behind each (featstore.store.fields).
+SAMPLE_FIELDS: dict[str, FrameField] = {
+    "position_encoding": FIELDS["spherical_angles"],
+    "euler_angles": FIELDS["euler_angles"],  # face000-pose-v1 (docs/formats.md); NaN if none
+    "landmarks_2d": FIELDS["landmarks_2d"],
+    "landmarks_3d": FIELDS["landmarks_3d"],
+    "box": FIELDS["box"],
+    "avg_angle": FIELDS["avg_angle"],
+    "det_score": FIELDS["det_score"],
     # face000-pose-v1's posed mean face (the 3D JSON's landmarks_3d, the npy directory's
-    # landmarks_3d_original), and both normalised as face000's npy trainers do.
-    "pose_landmarks_3d": (5, 3),
+    # landmarks_3d_original).
+    "pose_landmarks_3d": FIELDS["pose_landmarks_3d"],
+}
+# The shape of one sample's value of each ([] for a scalar).
+FRAME_FIELDS: dict[str, tuple[int, ...]] = {
+    name: field.shape for name, field in SAMPLE_FIELDS.items()
+} | {
+    # Derived, not stored: face000-pose-v1's posed mean face normalised as face000's npy
+    # trainers do it (the frame's and its identity's frontal image's).
     "keypoints_3d": (5, 3),
     "front_keypoints_3d": (5, 3),
 }
@@ -160,20 +168,16 @@ def materialise(
         for stale in cache_dir.glob(f"{key}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         columns = build()
-        tmp = cache_dir / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            tmp.mkdir()
-            _write(tmp, columns, dict(description))
-            if folder.exists():  # a torn folder from a killed build
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            # Renamed over a torn folder a killed build may have left.
+            with AtomicPath(folder) as target:
+                target.tmp.mkdir()
+                _write(target.tmp, columns, dict(description))
         except OSError as exc:
             raise StoreError(
                 f"cannot write the dataset cache {folder}: {exc.strerror or exc}.\n"
                 "Hint: free some disk space or pass cache_dir= another folder."
             ) from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         _remove_older_versions(cache_dir, key, description.get("source"))
     return folder
 

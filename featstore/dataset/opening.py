@@ -100,7 +100,12 @@ def from_json(
     extraction: ExtractOptions,
     encoding: PositionEncoding,
 ) -> tuple[str, Path, str]:
-    from featstore.dataset.sources import describe_json, json_format, read_json, read_new_json
+    from featstore.dataset.sources import (
+        describe_json,
+        json_format,
+        read_new_json,
+        read_old_json,
+    )
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     description = describe_json(path)  # before reading: a later change makes a new key
@@ -108,7 +113,7 @@ def from_json(
     folder = cached_folder(cache, description)
     if folder is None:
         if json_format(path) == "old":  # image paths only: small, read whole
-            document = read_json(path)
+            document = read_old_json(path)
             store = extract_old_json(document, model, extraction_store, extraction)
             name, _, folder = from_store(
                 store, model or DEFAULT_MODEL, where, cache_dir, None, encoding

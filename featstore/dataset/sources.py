@@ -20,27 +20,27 @@ import orjson
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from featstore.dataset.cache import FRAME_FIELDS, PositionEncoding, SampleColumns
+from featstore.dataset.cache import (
+    FRAME_FIELDS,
+    SAMPLE_FIELDS,
+    PositionEncoding,
+    SampleColumns,
+)
 from featstore.dataset.npy_source import store_keypoint_fields
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import ModelSnapshot, Store
+from featstore.store.fields import JSON_FORMATS
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, evaluation_errors, where_failed
+from featstore.trainer_json.formats import identity_format
 from featstore.trainer_json.identity_values import IdentityValues
+from featstore.trainer_json.json_stream import bom_length
 
-JsonFormat = Literal["new", "old"]
+JsonFormat = Literal["new", "old"]  # "new": the new format or the 3D one
+_OLD = JSON_FORMATS["old"]
 # Columns of the `valid_frames` view behind each per-frame field.
-_STORE_COLUMNS = {
-    "position_encoding": "spherical_angles",
-    "euler_angles": "euler_angles",
-    "landmarks_2d": "landmarks_2d",
-    "landmarks_3d": "landmarks_3d",
-    "box": "box",
-    "avg_angle": "avg_angle",
-    "det_score": "det_score",
-    "pose_landmarks_3d": "pose_landmarks_3d",
-}
+_STORE_COLUMNS = {name: field.name for name, field in SAMPLE_FIELDS.items()}
 # The frames (and frontal images) the 3D trainer's JSON keeps: those with a head pose.
 _POSED = """euler_angles IS NOT NULL AND identity IN (
                SELECT identity FROM faces WHERE status = 'ok' AND euler_angles IS NOT NULL)"""
@@ -209,21 +209,23 @@ def _empty_columns(dim: int, model: str) -> SampleColumns:
 
 @dataclass(frozen=True)
 class JsonDocument:
-    """A trainer's JSON file, parsed, with its format decided."""
+    """An old-format trainer JSON file (image paths only), parsed and checked."""
 
     path: Path
     entries: dict[str, Any]
-    format: JsonFormat
 
 
-def read_json(path: Path) -> JsonDocument:
-    """Parse a trainer's JSON file and tell new format from old (docs/formats.md)."""
+def read_old_json(path: Path) -> JsonDocument:
+    """Parse an old-format file whole (paths only: small); every identity needs its paths.
+
+    Called once `json_format` found the file's first identity in the old format.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
     try:
-        entries = orjson.loads(data)
+        entries = orjson.loads(data[bom_length(data) :])
     except orjson.JSONDecodeError as exc:
         raise InputError(
             f"{path} is not valid JSON: {exc}.\nHint: `featstore validate {path}` locates "
@@ -236,34 +238,21 @@ def read_json(path: Path) -> JsonDocument:
         )
     if not entries:
         raise InputError(f"{path} holds no identities.")
-    return JsonDocument(path, entries, _json_format(path, entries))
-
-
-def _json_format(path: Path, entries: dict[str, Any]) -> JsonFormat:
-    """New format when identities carry face_features and video_data; old with video_images."""
-    first_name, first = next(iter(entries.items()))
-    new = isinstance(first, dict) and "face_features" in first
+    first_name = next(iter(entries))
     for name, entry in entries.items():
         if not isinstance(entry, dict):
             raise InputError(
                 f"{path}: identity {name!r} is a {type(entry).__name__}, expected an object."
             )
-        if new:
-            missing = [k for k in ("face_features", "video_data") if k not in entry]
-        else:
-            missing = [k for k in ("face_image_path", "video_images") if k not in entry]
+        missing = [k for k in (_OLD.face_path, _OLD.frames) if k not in entry]
         if missing:
-            kind = (
-                f"new format (identity {first_name!r} has face_features)"
-                if new
-                else f"old format (identity {first_name!r} has no face_features)"
-            )
             raise InputError(
                 f"{path}: identity {name!r} has no {' or '.join(missing)}, though the file "
-                f"is in the {kind}.\nHint: regenerate the file with `featstore export-json`; "
+                f"is in the old format (identity {first_name!r} has no face_features)."
+                "\nHint: regenerate the file with `featstore export-json`; "
                 f"`featstore validate {path}` lists every problem."
             )
-    return "new" if new else "old"
+    return JsonDocument(path, entries)
 
 
 def describe_json(path: Path) -> dict[str, Any]:
@@ -284,7 +273,8 @@ def describe_json(path: Path) -> dict[str, Any]:
 
 
 def json_format(path: Path) -> JsonFormat:
-    """New format when the first identity carries face_features, else old (docs/formats.md).
+    """The file's format, from its first identity (`identity_format`): "new" for the new
+    and 3D formats, else "old" (docs/formats.md).
 
     Reads the first identity only; a file that is not a JSON object is refused here.
     """
@@ -301,7 +291,9 @@ def json_format(path: Path) -> JsonFormat:
     if first is None:
         raise InputError(f"{path} holds no identity (it is an empty object).")
     value = first.value
-    return "old" if isinstance(value, dict) and "face_features" not in value else "new"
+    if not isinstance(value, dict):
+        return "new"  # whose reader says what is wrong, as import-json does
+    return "new" if identity_format(value) in ("new", "3d") else "old"
 
 
 def read_new_json(path: Path, model: str | None, spool: Path | None = None) -> SampleColumns:

@@ -24,7 +24,8 @@ from featstore.extraction.pose import POSE_DEFINITION, HeadPose, solve_pose
 from featstore.extraction.rows import pose_columns
 from featstore.store import Store
 from featstore.store.delta_errors import store_errors
-from featstore.store.format import POSE_COLUMNS, to_delta
+from featstore.store.fields import POSE_COLUMNS
+from featstore.store.format import to_delta
 from featstore.store.properties import commit_properties, writer_properties
 
 

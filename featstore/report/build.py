@@ -65,7 +65,7 @@ from featstore.report.data import (
 from featstore.report.gallery import make_thumbnail
 from featstore.report.pose import has_pose_columns, read_pose
 from featstore.store import ModelInfo, ModelSnapshot, Store
-from featstore.store.paths import output_path
+from featstore.store.paths import output_path, write_atomic
 from featstore.store.query import count_rows
 from featstore.store.store import read_failure
 from featstore.store.where import check_where, columns_of, where_failed
@@ -245,7 +245,7 @@ def write_report(
         version=version,
     )
     html = render_report(data)
-    size = _write_atomic(out_path, html.encode("utf-8"))
+    size = _write_out(out_path, html.encode("utf-8"))
     return ReportSummary(
         path=out_path,
         model=data.model.name,
@@ -458,19 +458,12 @@ def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list
     return found
 
 
-def _write_atomic(out: Path, data: bytes) -> int:
-    """Write `data` to `<out>.tmp-<pid>`, fsync, rename over `out`; returns its size."""
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+def _write_out(out: Path, data: bytes) -> int:
+    """Write `out` whole or not at all (fsynced, renamed); returns its size."""
     try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, out)
+        return write_atomic(out, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(
             f"cannot write --out {out}: {exc.strerror or exc}.\n"
             "Hint: choose a folder you can write to."
         ) from exc
-    return len(data)

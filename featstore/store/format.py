@@ -20,6 +20,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import StoreError
+from featstore.store.fields import FIELDS, FRAME_FIELDS, POSE_COLUMNS
 
 STORE_MANIFEST = "_featstore.json"
 STORE_FORMAT = "featstore-store"
@@ -56,41 +57,46 @@ def model_of_key(name: str) -> str | None:
     return model if _MODEL_NAME.match(model) else None
 
 
-# The head pose face000-pose-v1's columns (docs/formats.md); stores made before it lack them.
-POSE_COLUMNS = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+# The values stored since the first format (the head pose came later, at the end).
+_FIRST_VALUES = (
+    "features",
+    "landmarks_2d",
+    "landmarks_3d",
+    "box",
+    "det_score",
+    "spherical_angles",
+    "avg_angle",
+)
 
 
 def features_type(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), dim)
+    return FIELDS["features"].arrow_type(dim)
 
 
 def store_schema(dim: int) -> pa.Schema:
-    """The columns of a model's rows (docs/formats.md), then featstore's extra columns."""
-    point2, point3 = pa.list_(pa.float32(), 2), pa.list_(pa.float32(), 3)
+    """The columns of a model's rows (docs/formats.md), then featstore's extra columns.
+
+    The float values' types come from `featstore.store.fields`; the order is the tables'
+    (columns were appended as featstore learnt them, the head pose last).
+    """
+    value = {f.name: f.arrow_type(dim) for f in FRAME_FIELDS}
+    string, int32 = pa.string(), pa.int32()
     return pa.schema(
         [
-            ("identity", pa.string()),
-            ("model", pa.string()),
-            ("role", pa.string()),
-            ("image_path", pa.string()),
-            ("frame_index", pa.int32()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("features", features_type(dim)),
-            ("landmarks_2d", pa.list_(point2, 5)),
-            ("landmarks_3d", pa.list_(point3, 5)),
-            ("box", pa.list_(pa.float32(), 4)),
-            ("det_score", pa.float32()),
-            ("spherical_angles", pa.list_(pa.float32(), 5)),
-            ("avg_angle", pa.float32()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
+            ("identity", string),
+            ("model", string),
+            ("role", string),
+            ("image_path", string),
+            ("frame_index", int32),
+            ("status", string),
+            ("error", string),
+            *((name, value[name]) for name in _FIRST_VALUES),
+            ("width", int32),
+            ("height", int32),
             ("file_size", pa.int64()),
             ("extracted_at", pa.timestamp("us", tz="UTC")),
             # The head pose face000-pose-v1 (docs/formats.md), null without a face or a pose.
-            ("euler_angles", pa.list_(pa.float32(), 3)),
-            ("rotation_matrix", pa.list_(pa.list_(pa.float32(), 3), 3)),
-            ("pose_landmarks_3d", pa.list_(point3, 5)),
+            *((name, value[name]) for name in POSE_COLUMNS),
         ]
     )
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from featstore.errors import StoreError
+from featstore.store.paths import write_atomic
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -64,11 +63,6 @@ def _secrets(uri: str) -> list[str]:
         os.environ[k] for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if k in os.environ
     ]
     return [s for s in found if len(s) >= 4]
-
-
-def temporary_suffix() -> str:
-    """`tmp-<host>-<pid>-<random>`: who wrote a temporary, so only its owner's death frees it."""
-    return f"tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -123,13 +117,7 @@ class StoreLocation:
         if self.local is not None:
             path = self.local / key
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{temporary_suffix()}")
-            try:
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_atomic(path, data, sync=False)
             return
         # One write of the whole object: pyarrow completes the upload only at close.
         with self.fs.open_output_stream(self.path(key)) as f:

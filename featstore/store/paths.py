@@ -1,10 +1,15 @@
-"""Paths featstore stores and writes: relative to the extraction's base dir, and output
-files, which never land inside a store."""
+"""Paths featstore stores and writes: relative to the extraction's base dir; output
+files, which never land inside a store; and the one way a local file or folder is
+written whole or not at all (`AtomicPath`, `write_atomic`)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import uuid
 from pathlib import Path
+from types import TracebackType
 
 from featstore.errors import InputError
 
@@ -54,3 +59,78 @@ def enclosing_store(path: Path) -> Path | None:
         if (folder / _STORE_MARKER).is_file():
             return folder
     return None
+
+
+def temporary_suffix() -> str:
+    """`tmp-<host>-<pid>-<random>`: who wrote a temporary, so only its owner's death frees it."""
+    return f"tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class AtomicPath:
+    """`path` made whole or not at all: built at `tmp` beside it, then renamed over it.
+
+        with AtomicPath(folder) as target:
+            target.tmp.mkdir()
+            ...                     # fill target.tmp
+        # renamed over `folder` (an old folder there replaced); removed if the block failed
+
+    A file or a folder is built at `tmp` (`<name>.<suffix>`, the same filesystem, so the
+    rename is atomic); readers of `path` see the old one or the new one, never a torn
+    one. `commit()` renames, `discard()` removes; as a context manager, the block's end
+    commits and an exception discards. OSErrors are the caller's to word.
+
+    Args:
+        path: what to make.
+        suffix: the temporary's suffix after `<name>.`; default `temporary_suffix()`.
+    """
+
+    def __init__(self, path: Path, suffix: str | None = None) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f"{self.path.name}.{suffix or temporary_suffix()}")
+
+    def commit(self) -> None:
+        """Rename `tmp` over `path`; `tmp` is removed when that fails."""
+        try:
+            if self.tmp.is_dir() and self.path.is_dir():  # os.replace keeps a full folder
+                shutil.rmtree(self.path)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove `tmp`, whatever is left of it."""
+        if self.tmp.is_dir() and not self.tmp.is_symlink():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicPath:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_atomic(
+    path: Path, data: bytes | memoryview, *, suffix: str | None = None, sync: bool = True
+) -> int:
+    """Write `data` to `path` whole or not at all (`AtomicPath`); returns its size.
+
+    Args:
+        sync: fsync before the rename, so a crash cannot leave `path` renamed but empty.
+    """
+    with AtomicPath(path, suffix) as target, open(target.tmp, "wb") as file:
+        file.write(data)
+        if sync:
+            file.flush()
+            os.fsync(file.fileno())
+    return len(data)

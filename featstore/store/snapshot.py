@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from featstore.errors import StoreError
 from featstore.store.delta_errors import store_errors
+from featstore.store.fields import POSE_COLUMNS
 from featstore.store.format import (
     FINGERPRINT_COLUMN,
-    POSE_COLUMNS,
     provenance_differences,
     provenance_json,
     to_delta,

@@ -7,12 +7,14 @@
 How it is written:
 
 - The valid identities (one small row each) are listed and sorted by Python's string
-  order, i.e. by Unicode code point. Their partition files, one per identity, are then
-  scanned by DuckDB in that order, without ORDER BY: DuckDB keeps a scan's file and row
-  order, so no sort materialises the store (the merge checks the order it gets).
+  order, i.e. by Unicode code point. The model's Delta table is then read a range of
+  identities at a time (`_RANGE_IDENTITIES`), `ORDER BY` within the range only: the range
+  is a filter on `identity` that DuckDB pushes into the Parquet scan, skipping row groups
+  by their min/max statistics (tables are clustered by identity), so no sort materialises
+  the store (the merge checks the order it gets).
 - Each identity is assembled from its rows, serialised by orjson and written before the
-  next is read: memory holds one identity, one Arrow batch and the list of identity
-  names, never the document.
+  next is read: memory holds one range's rows (Arrow), a batch of them as Python values
+  (`_BATCH_ROWS`), one identity and the list of identity names, never the document.
 - Floats are numpy float32 values handed to orjson, which writes the shortest decimal
   that parses back to the same float32.
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
@@ -27,7 +29,7 @@ Decisions (docs/formats.md does not fix these):
   `valid_video_images` is the number of frames written, after `--where`.
 - An identity whose frames `--where` removes entirely is left out.
 - `--format 3d` writes the seed's `valid_images_3d.json` (docs/formats.md,
-  `featstore.trainer_json.format_3d`): the same scan, frames and frontal images without a
+  `featstore.trainer_json.formats`): the same scan, frames and frontal images without a
   pose left out, identities without a posed frontal image or frame left out.
 - `--indent N` writes what `json.dumps(..., indent=N)` would (newlines, N spaces a level,
   `": "` after keys); without it the file is compact (orjson's, no spaces).
@@ -47,10 +49,11 @@ import pyarrow as pa
 
 from featstore.errors import InputError, StoreError
 from featstore.store.consistency import is_arcface_model
+from featstore.store.fields import DIM, FIELDS, JSON_FORMATS
 from featstore.store.paths import output_path, relative_path
 from featstore.store.store import read_failure
 from featstore.store.where import check_where_with, columns_of, duckdb_error, where_failed
-from featstore.trainer_json.format_3d import POSE_COLUMNS, identity_object_3d
+from featstore.trainer_json.formats import identity_object
 from featstore.trainer_json.json_writer import AtomicWriter, check_indent, document
 
 if TYPE_CHECKING:
@@ -68,13 +71,6 @@ TOTAL_COLUMN = "total_video_images"
 _BATCH_ROWS = 256
 # Identities read and sorted at a time: about 20,000 rows at the usual ~10 frames each.
 _RANGE_IDENTITIES = 2048
-_SHAPES: dict[str, tuple[int, ...]] = {
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "spherical_angles": (5,),
-}
-_FLOAT_SHAPES = {**_SHAPES, **POSE_COLUMNS}  # the float columns a row may carry
 
 
 @dataclass(frozen=True)
@@ -166,8 +162,7 @@ def export_json(
     with snap.connect() as con:
         columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = check_where_with(con, where, columns)
-        new, pose = format != "old", format == "3d"
-        scan = _Scan(con, snap.info, frame_filter, new=new, pose=pose)
+        scan = _Scan(con, snap.info, frame_filter, format)
         rebase = _Rebaser(source_base, export_base)
         writer = AtomicWriter(out_path)
         try:
@@ -237,12 +232,11 @@ class _Scan:
         con: duckdb.DuckDBPyConnection,
         info: ModelInfo,
         frame_filter: str,
-        *,
-        new: bool,
-        pose: bool = False,
+        format: ExportFormat,
     ) -> None:
-        self.con, self.info, self.new = con, info, new
-        self.pose = pose  # only rows with a head pose (the 3D format)
+        self.con, self.info = con, info
+        self.values = [field.name for field, _ in JSON_FORMATS[format].fields()]
+        self.pose = format == "3d"  # only rows with a head pose
         self.frame_filter = frame_filter
         self.types = {row[0]: row[1] for row in con.execute("DESCRIBE images").fetchall()}
 
@@ -275,12 +269,9 @@ class _Scan:
                 yield identity, face, frames, int(totals[identity] if total is None else total)
 
     def _rows(self, order: list[str]) -> Iterator[dict[str, Any]]:
-        columns = ["role", "identity", "frame_index", "image_path"]
-        if self.new:
-            columns += ["features", *_SHAPES, "avg_angle"]
+        columns = ["role", "identity", "frame_index", "image_path", *self.values]
         frame_filter = self.frame_filter
         if self.pose:
-            columns += list(POSE_COLUMNS)
             frame_filter = f"({frame_filter}) AND euler_angles IS NOT NULL"
         if TOTAL_COLUMN in self.types:
             columns.append(TOTAL_COLUMN)
@@ -288,7 +279,7 @@ class _Scan:
                   WHERE identity >= $lo AND identity <= $hi AND status = 'ok'
                     AND (role = 'face' OR {frame_filter})
                   ORDER BY identity, role, frame_index"""
-        batch_rows = _BATCH_ROWS if self.new else 65536
+        batch_rows = _BATCH_ROWS if self.values else 65536  # the old format: paths only
         for start in range(0, len(order), _RANGE_IDENTITIES):
             chunk = order[start : start + _RANGE_IDENTITIES]
             relation = self.con.sql(sql, params={"lo": chunk[0], "hi": chunk[-1]})
@@ -311,8 +302,8 @@ def _batch_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
     columns: dict[str, list[Any]] = {}
     for name in batch.schema.names:
         column = batch.column(name)
-        if name in _FLOAT_SHAPES or name in ("features", "avg_angle"):
-            columns[name] = _floats(column, _FLOAT_SHAPES.get(name, ()), batch, name)
+        if name in FIELDS:
+            columns[name] = _floats(column, FIELDS[name].shape, batch, name)
         else:
             columns[name] = column.to_pylist()
     for i in range(batch.num_rows):
@@ -328,7 +319,7 @@ def _floats(
     while pa.types.is_fixed_size_list(values.type):
         # `.values` is the whole child array (null rows included): slice this array's part.
         size = values.type.list_size
-        shape = shape or (size,)  # features: [D]
+        shape = (size,) if shape == (DIM,) else shape  # features: [D]
         values = values.values.slice(values.offset * size, len(values) * size)
     array = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     array = array.reshape((len(column), *shape))
@@ -359,11 +350,6 @@ def _grouped(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, list[dict[st
         yield current, group
 
 
-_FACE_VALUES = ("features", "landmarks_2d", "landmarks_3d", "box")
-_FRAME_VALUES = (*_FACE_VALUES, "spherical_angles", "avg_angle")
-_3D_VALUES = ("features", "landmarks_2d", "box", *POSE_COLUMNS)
-
-
 def _identity_object(
     face: dict[str, Any],
     video: list[dict[str, Any]],
@@ -373,44 +359,18 @@ def _identity_object(
     rebase: _Rebaser,
 ) -> dict[str, Any]:
     """One identity's JSON object, keys in the order of docs/formats.md (the 3D format's for 3d)."""
-    if format == "3d":
-        for row in (face, *video):
-            _require(row, _3D_VALUES)
-        return identity_object_3d(face, video, total, model=info.name, dim=info.dim, rebase=rebase)
-    if format == "old":
-        return {
-            "face_image_path": rebase(face["image_path"]),
-            "video_images": [rebase(frame["image_path"]) for frame in video],
-        }
-    _require(face, _FACE_VALUES)
+    json_format = JSON_FORMATS[format]
+    fields = json_format.fields()
+    _require(face, [field.name for field, key in fields if key.face is not None])
+    frame_values = [field.name for field, _ in fields]
     for frame in video:
-        _require(frame, _FRAME_VALUES)
-    return {
-        "face_image_path": rebase(face["image_path"]),
-        "face_features": face["features"],
-        "face_landmarks_2d": face["landmarks_2d"],
-        "face_landmarks_3d": face["landmarks_3d"],
-        "face_box": face["box"],
-        "video_data": [
-            {
-                "image_path": rebase(frame["image_path"]),
-                "features": frame["features"],
-                "landmarks_2d": frame["landmarks_2d"],
-                "landmarks_3d": frame["landmarks_3d"],
-                "box": frame["box"],
-                "spherical_angles": frame["spherical_angles"],
-                "avg_angle": frame["avg_angle"],
-            }
-            for frame in video
-        ],
-        "total_video_images": total,
-        "valid_video_images": len(video),
-        "feature_dim": info.dim,
-        "dinov2_model": info.name,
-    }
+        _require(frame, frame_values)
+    return identity_object(
+        json_format, face, video, total, model=info.name, dim=info.dim, rebase=rebase
+    )
 
 
-def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:
+def _require(row: dict[str, Any], names: list[str]) -> None:
     """An `ok` row of a valid identity has every value the JSON needs."""
     missing = [name for name in names if row[name] is None]
     if missing:

@@ -26,17 +26,15 @@ import simdjson
 from numpy.typing import NDArray
 
 from featstore.errors import InputError
+from featstore.store.fields import JSON_FORMATS, JsonKey
 from featstore.trainer_json.fast_parse import FastValue, fast_parse
-from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D, is_3d
+from featstore.trainer_json.formats import identity_format
 from featstore.trainer_json.identity_values import (
-    FACE_SHAPES,
-    FRAME_SHAPES,
     HalfwayNumber,
     IdentityValues,
     bulk_values,
     round_float32,
     stored_path,
-    values_of,
 )
 from featstore.trainer_json.json_stream import (
     BinaryReader,
@@ -99,7 +97,13 @@ def string(check: Check, obj: dict[str, Any], key: str, where: str = "") -> str:
 def collect_numbers(
     check: Check, value: Any, shape: tuple[int, ...], where: str, out: list[Any]
 ) -> None:
-    """Append the numbers of a nested list of `shape` to `out`, checking types and sizes."""
+    """Append the numbers of a nested list of `shape` (a number for `()`) to `out`,
+    checking types and sizes."""
+    if not shape:
+        if type(value) not in NUMBER_TYPES:
+            raise check.fail(where, "a number", describe(value))
+        out.append(value)
+        return
     what = (
         f"a list of {shape[0]} numbers"
         if len(shape) == 1
@@ -118,13 +122,14 @@ def collect_numbers(
 
 
 def float32(
-    check: Check, values: Sequence[Decimal | int | float], field: str, per_row: int
+    check: Check, values: Sequence[Decimal | int | float], key: JsonKey, per_row: int
 ) -> NDArray[np.float32]:
     """JSON numbers rounded to the nearest float32 (ties to even); finite only.
 
-    `values` are the flattened `field` of the identity's rows, `per_row` numbers a row;
-    the frontal image's row comes first when `field` starts with `face_`. Floats are the
-    parser's float64 roundings; Decimals are the numbers as written.
+    `values` are the flattened values of the field `key` names over the identity's rows,
+    `per_row` numbers a row; the frontal image's row comes first when the field is on it
+    (`key.face`). Floats are the parser's float64 roundings; Decimals are the numbers as
+    written.
 
     Raises:
         HalfwayNumber: a float lies exactly halfway between two float32 values, where
@@ -135,9 +140,8 @@ def float32(
     narrow, halfway = round_float32(wide)
     if not np.isfinite(narrow).all():
         index = int(np.flatnonzero(~np.isfinite(narrow))[0])
-        row, name = index // per_row, field.removeprefix("face_")
-        on_face = field != name and row == 0
-        where = field if on_face else f"video_data[{row - (field != name)}].{name}"
+        row, face = index // per_row, key.face
+        where = face if face and row == 0 else f"video_data[{row - bool(face)}].{key.frame}"
         found = f"{values[index]}"
         if not np.isfinite(wide[index]):  # a NaN / Infinity token, or beyond float64
             found += " (NaN or Infinity: not JSON numbers, though Python's json.dump writes them)"
@@ -193,41 +197,29 @@ def _checked_values(
 
     paths = [stored_path(base, string(check, value, "face_image_path"))]
     # Each field's numbers over all rows, converted in one go per field.
-    face_shapes = FACE_SHAPES_3D if three_d else FACE_SHAPES
-    frame_shapes = FRAME_SHAPES_3D if three_d else FRAME_SHAPES
-    numbers: dict[str, list[Any]] = {name: [] for name in ("features", *frame_shapes, "avg")}
+    fields = JSON_FORMATS["3d" if three_d else "new"].fields()
+    numbers: dict[str, list[Any]] = {value_field.name: [] for value_field, _ in fields}
 
     def take(obj: dict[str, Any], key: str, shape: tuple[int, ...], where: str, to: str) -> None:
         collect_numbers(check, get(check, obj, key, where), shape, where + key, numbers[to])
 
-    take(value, "face_features", (dim,), "", "features")
-    for name, shape in face_shapes.items():
-        take(value, name, shape, "", name.removeprefix("face_"))
+    for value_field, key in fields:
+        if key.face is not None:
+            take(value, key.face, value_field.shape_for(dim), "", value_field.name)
     for i, frame in enumerate(video):
         where = f"video_data[{i}]."
         if not isinstance(frame, dict):
             raise check.fail(f"video_data[{i}]", "an object", describe(frame))
         paths.append(stored_path(base, string(check, frame, "image_path", where)))
-        take(frame, "features", (dim,), where, "features")
-        for name, shape in frame_shapes.items():
-            take(frame, name, shape, where, name)
-        if three_d:
-            continue
-        avg = get(check, frame, "avg_angle", where)
-        if type(avg) not in NUMBER_TYPES:
-            raise check.fail(f"{where}avg_angle", "a number", describe(avg))
-        numbers["avg"].append(avg)
+        for value_field, key in fields:
+            take(frame, key.frame, value_field.shape_for(dim), where, value_field.name)
 
-    features = float32(check, numbers["features"], "face_features", dim)
-    arrays = {"features": features.reshape(n + 1, dim)}
-    for name, shape in frame_shapes.items():
-        on_face = f"face_{name}" in face_shapes
-        field = f"face_{name}" if on_face else name
-        converted = float32(check, numbers[name], field, int(np.prod(shape)))
-        arrays[name] = converted.reshape(n + 1 if on_face else n, *shape)
-    if not three_d:
-        arrays["avg_angle"] = float32(check, numbers["avg"], "avg_angle", 1)
-    return values_of(check.identity, paths, total, arrays, three_d=three_d)
+    arrays = {}
+    for value_field, key in fields:
+        shape = value_field.shape_for(dim)
+        converted = float32(check, numbers[value_field.name], key, int(np.prod(shape)))
+        arrays[value_field.name] = converted.reshape(n + 1 if key.face else n, *shape)
+    return IdentityValues(check.identity, paths, total, **arrays)
 
 
 @dataclass
@@ -306,7 +298,7 @@ class IdentityReader:
             value = value.value if fast else _python_value(member.text)
         if not isinstance(value, dict):
             raise check.fail("its value", "an object", describe(value))
-        if "face_features" not in value and "video_images" in value:
+        if identity_format(value) == "old":
             raise InputError(
                 f"{self.path}: identity {name!r} is in the old format (face_image_path and "
                 "video_images only): it has no features to import.\n"
@@ -344,7 +336,7 @@ class IdentityReader:
             dim = len(features)
         if self.first is None:
             self.first = check.identity
-            self.three_d = is_3d(value)
+            self.three_d = identity_format(value) == "3d"
             self.file_model = file_model
             self.model = self.model or file_model
             if self.model is None:
@@ -358,7 +350,7 @@ class IdentityReader:
             for name in {self.model, file_model} - {None}:  # --model, and the file's claim
                 check_model_dim(self.path, str(name), dim)
             return
-        if is_3d(value) != self.three_d:
+        if (identity_format(value) == "3d") != self.three_d:
             kinds = ("the new format (no pose)", "the 3D format (with a pose)")
             raise check.fail(
                 "its fields",

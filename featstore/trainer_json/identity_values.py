@@ -23,21 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from featstore.store.fields import JSON_FORMATS
 from featstore.store.paths import relative_path
-from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D
 
-# The new format's per-row fields (docs/formats.md): on the frontal image as face_<name>.
-FACE_SHAPES: dict[str, tuple[int, ...]] = {
-    "face_landmarks_2d": (5, 2),
-    "face_landmarks_3d": (5, 3),
-    "face_box": (4,),
-}
-FRAME_SHAPES: dict[str, tuple[int, ...]] = {
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "spherical_angles": (5,),
-}
 # Python types of JSON numbers as orjson parses them (bool is not one of them).
 _NUMBER_TYPES = frozenset({float, int})
 _DROPPED_BITS = np.uint64((1 << 29) - 1)
@@ -77,31 +65,6 @@ class IdentityValues:
         return len(self.paths) - 1
 
 
-def values_of(
-    name: str,
-    paths: list[str],
-    total: int,
-    numbers: dict[str, NDArray[np.float32]],
-    *,
-    three_d: bool,
-) -> IdentityValues:
-    """`IdentityValues` from each field's converted rows (keyed by frame field name)."""
-    common = (name, paths, total, numbers["features"], numbers["landmarks_2d"], numbers["box"])
-    if three_d:
-        return IdentityValues(
-            *common,
-            euler_angles=numbers["euler_angles"],
-            rotation_matrix=numbers["rotation_matrix"],
-            pose_landmarks_3d=numbers["landmarks_3d"],
-        )
-    return IdentityValues(
-        *common,
-        landmarks_3d=numbers["landmarks_3d"],
-        spherical_angles=numbers["spherical_angles"],
-        avg_angle=numbers["avg_angle"],
-    )
-
-
 def bulk_values(
     name: str, value: dict[str, Any], base: Path, dim: int, *, three_d: bool
 ) -> IdentityValues | None:
@@ -120,25 +83,17 @@ def bulk_values(
     paths = [value.get("face_image_path"), *(frame.get("image_path") for frame in video)]
     if not all(type(path) is str and path for path in paths):
         return None
-    face_shapes = FACE_SHAPES_3D if three_d else FACE_SHAPES
-    frame_shapes = FRAME_SHAPES_3D if three_d else FRAME_SHAPES
     numbers: dict[str, NDArray[np.float32]] = {}
-    for field, shape in {"features": (dim,), **frame_shapes}.items():
-        on_face = field == "features" or f"face_{field}" in face_shapes
-        rows = [frame.get(field) for frame in video]
-        if on_face:
-            rows.insert(0, value.get(f"face_{field}"))
-        converted = _rows_float32(rows, (len(rows), *shape))
+    for field, key in JSON_FORMATS["3d" if three_d else "new"].fields():
+        rows = [frame.get(key.frame) for frame in video]
+        if key.face is not None:
+            rows.insert(0, value.get(key.face))
+        converted = _rows_float32(rows, (len(rows), *field.shape_for(dim)))
         if converted is None:
             return None
-        numbers[field] = converted
-    if not three_d:
-        converted = _rows_float32([frame.get("avg_angle") for frame in video], (n,))
-        if converted is None:
-            return None
-        numbers["avg_angle"] = converted
+        numbers[field.name] = converted
     stored = [stored_path(base, path) for path in paths]
-    return values_of(name, stored, total, numbers, three_d=three_d)
+    return IdentityValues(name, stored, total, **numbers)
 
 
 def stored_path(base: Path, value: str) -> str:

@@ -9,7 +9,7 @@ lacks are null (`featstore.trainer_json.identity_rows`). The provenance records
 Users of the seed's script already hold `valid_images.json` files; importing one gives a
 store without extracting again. What becomes of the file:
 
-- One partition per identity: a `face` row and one `frame` row per `video_data` entry,
+- Each identity becomes a `face` row and one `frame` row per `video_data` entry,
   all `ok`, `frame_index` 0..n-1 in file order. Values are the file's (landmarks_3d and
   angles are not recomputed). The JSON has no detector score, image size or file size:
   `det_score`, `width`, `height` and `file_size` are null.
@@ -66,6 +66,7 @@ from featstore.store.bulk_write import replace_rows
 from featstore.store.format import STORE_MANIFEST
 from featstore.store.location import resolve_store
 from featstore.trainer_json.identity_rows import HINT, IdentityReader
+from featstore.trainer_json.json_stream import bom_length
 from featstore.trainer_json.store_rows import RowTarget, rows_schema, store_rows
 
 
@@ -182,7 +183,7 @@ def _sniff(path: Path) -> int:
         raise InputError(f"{path} is a folder, not a JSON file.") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}.") from exc
-    start = 3 if head.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 BOM: tolerated
+    start = bom_length(head)
     if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in head[:4]:
         raise InputError(
             f"{path} is not UTF-8 text (it looks like UTF-16 or UTF-32).\n"

@@ -26,6 +26,7 @@ levels is refused, never recursed into.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Callable, Generator, Iterator
@@ -421,9 +422,18 @@ def _last_key(gap: bytes) -> re.Match[bytes] | None:
     return found
 
 
+def bom_length(head: bytes) -> int:
+    """featstore's one BOM rule: a UTF-8 byte order mark before the JSON text is skipped.
+
+    Every reader (import-json, FeatureDataset, validate) starts after it; `validate` still
+    reports it, because the trainer's `json.load` on a file opened as UTF-8 rejects it.
+    Returns how many bytes `head` (the file's first bytes) starts with: 3 or 0.
+    """
+    return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+
+
 def text_start(raw: IO[bytes]) -> int:
-    """Where the JSON text starts: 3 after a UTF-8 BOM, else 0."""
-    head = raw.read(3)
-    start = 3 if head == b"\xef\xbb\xbf" else 0
+    """Where the JSON text starts (`bom_length`), with `raw` positioned there."""
+    start = bom_length(raw.read(len(codecs.BOM_UTF8)))
     raw.seek(start)
     return start

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from featstore.errors import InputError
+from featstore.store.paths import AtomicPath
 
 # More spaces a level than anyone reads; the bound keeps `--indent 100000000` from
 # asking for gigabytes of spaces per line (the file grows by indent x depth per line).
@@ -87,15 +88,19 @@ def reindent(data: bytes, indent: int, *, depth: int = 0) -> bytes:
 
 
 class AtomicWriter:
-    """Write to `<out>.tmp-<pid>` beside `out`; rename over `out` once complete."""
+    """Write to `<out>.tmp-<pid>` beside `out`; rename over `out` once complete (`AtomicPath`).
+
+    The pid alone names the temporary, so that a later export can tell a killed run's
+    leftover (its pid is gone) from a live one's and remove it.
+    """
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        self.target = AtomicPath(out, suffix=f"tmp-{os.getpid()}")
         _remove_dead_temporaries(out)
         self.file: BinaryIO | None = None
         try:
-            self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
+            self.file = open(self.target.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
         except OSError as exc:
             raise InputError(
                 f"cannot write --out {out}: {exc.strerror or exc}.\n"
@@ -120,18 +125,14 @@ class AtomicWriter:
     def commit(self) -> int:
         assert self.file is not None
         self.file.close()
-        size = self.tmp.stat().st_size
-        try:
-            os.replace(self.tmp, self.out)
-        except OSError as exc:
-            self.discard()
-            raise InputError(f"cannot write --out {self.out}: {exc.strerror or exc}.") from exc
+        size = self.target.tmp.stat().st_size
+        self._guard(self.target.commit)  # removes the temporary when it fails
         return size
 
     def discard(self) -> None:
         if self.file is not None:
             self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        self.target.discard()
 
 
 @dataclass

@@ -8,14 +8,11 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from featstore.trainer_json.format_3d import is_3d
-
-Format = Literal["new", "3d", "old", "unknown"]
-
+from featstore.trainer_json.formats import IdentityFormat
 
 HINTS: dict[str, str] = {
     "Q1": (
@@ -90,7 +87,7 @@ class ValidationReport:
     """
 
     path: Path
-    format: Format = "unknown"
+    format: IdentityFormat = "unknown"
     identities: int = 0
     frames: int = 0
     dim: int | None = None
@@ -287,26 +284,6 @@ def quote_identity(name: str) -> str:
 
 def plural(n: int, singular: str, plural: str) -> str:
     return f"{n} {singular if n == 1 else plural}"
-
-
-# Fields that mark an identity as new-format; `video_images` marks the old one.
-NEW_KEYS = (
-    "face_features",
-    "video_data",
-    "face_landmarks_2d",
-    "face_landmarks_3d",
-    "face_box",
-    "feature_dim",
-    "dinov2_model",
-)
-
-
-def format_of(obj: dict[str, Any]) -> Format:
-    """New when it carries the new format's fields (3d with a pose), old with video_images
-    (docs/formats.md)."""
-    if any(key in obj for key in NEW_KEYS):
-        return "3d" if is_3d(obj) else "new"
-    return "old" if "video_images" in obj else "unknown"
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from featstore.store.fields import FRAME_FIELDS
 from featstore.store.format import delta_schema, store_schema
 from featstore.trainer_json.export import TOTAL_COLUMN
 from featstore.trainer_json.identity_values import IdentityValues
@@ -41,7 +42,8 @@ def store_rows(values: IdentityValues, target: RowTarget) -> pa.Table:
     rows, n = len(values.paths), values.frames
     face_row = np.arange(rows) == 0
 
-    def lists(name: str, array: NDArray[np.float32] | None) -> pa.Array:
+    def value(name: str) -> pa.Array:
+        array = getattr(values, name, None)  # det_score: never in the JSON
         if array is None:  # a field the identity's format does not have
             return pa.nulls(rows, target.schema.field(name).type)
         if len(array) == n < rows:  # frames only: the frontal row is null
@@ -57,31 +59,23 @@ def store_rows(values: IdentityValues, target: RowTarget) -> pa.Table:
         "frame_index": pa.array([None, *range(n)], pa.int32()),
         "status": pa.array(["ok"] * rows, pa.string()),
         "error": pa.nulls(rows, pa.string()),
-        "features": lists("features", values.features),
-        "landmarks_2d": lists("landmarks_2d", values.landmarks_2d),
-        "landmarks_3d": lists("landmarks_3d", values.landmarks_3d),
-        "box": lists("box", values.box),
-        "det_score": pa.nulls(rows, pa.float32()),
-        "spherical_angles": lists("spherical_angles", values.spherical_angles),
-        "avg_angle": (
-            pa.nulls(rows, pa.float32())
-            if values.avg_angle is None
-            else pa.array(np.insert(values.avg_angle, 0, 0), pa.float32(), mask=face_row)
-        ),
+        **{field.name: value(field.name) for field in FRAME_FIELDS},  # featstore.store.fields
         "width": pa.nulls(rows, pa.int32()),
         "height": pa.nulls(rows, pa.int32()),
         "file_size": pa.nulls(rows, pa.int64()),
         "extracted_at": pa.repeat(target.extracted_at, rows),
-        "euler_angles": lists("euler_angles", values.euler_angles),
-        "rotation_matrix": lists("rotation_matrix", values.rotation_matrix),
-        "pose_landmarks_3d": lists("pose_landmarks_3d", values.pose_landmarks_3d),
         TOTAL_COLUMN: pa.array([values.total] + [None] * n, pa.int32()),
     }
-    return pa.Table.from_arrays(list(columns.values()), schema=target.schema)
+    # In the schema's column order (`store_schema`).
+    return pa.Table.from_arrays(
+        [columns[name] for name in target.schema.names], schema=target.schema
+    )
 
 
 def _lists(values: NDArray[np.float32], null_rows: NDArray[np.bool_] | None = None) -> pa.Array:
     """`[rows, a, b, ...]` float32 as nested plain lists; `null_rows` are null."""
+    if values.ndim == 1:  # one number a row
+        return pa.array(np.asarray(values, dtype=np.float32), pa.float32(), mask=null_rows)
     array: pa.Array = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
     # From the innermost level out: `count` lists of `size` numbers (or lists) each.
     levels = list(zip(values.shape[1:], np.cumprod(values.shape[:-1]), strict=True))

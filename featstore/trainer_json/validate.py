@@ -35,6 +35,10 @@ identity that carries a pose (`face_euler_angles`, `face_rotation_matrix`, or fr
 matrices, and its frames need no `spherical_angles` / `avg_angle`. A file mixing 3D and
 plain new-format identities is `Q3-mixed-format`.
 
+A UTF-8 BOM is a problem (`Q3-encoding`, exit 1), and the rest of the file is checked after
+it: featstore's readers skip it (`json_stream.bom_length`, the one rule), but the trainer's
+`json.load` on a file opened as UTF-8 rejects it.
+
 `\\` separators are a problem (exit 1), not a note: featstore's readers accept them, but
 the seed's trainer on Linux reads `a\\b.jpg` as one file name, and the seed asks for `/`.
 
@@ -57,17 +61,18 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from featstore.errors import InputError
-from featstore.trainer_json.format_3d import FACE_SHAPES_3D, FRAME_SHAPES_3D
+from featstore.store.fields import JSON_FORMATS, FrameField
+from featstore.trainer_json.formats import identity_format
 from featstore.trainer_json.json_reading import (
     first_non_space,
     guess_base_dir,
     parse_whole,
     text_problem,
 )
-from featstore.trainer_json.json_stream import JsonTextError, Member, read_members
+from featstore.trainer_json.json_stream import JsonTextError, Member, bom_length, read_members
 from featstore.trainer_json.problems import (
     MISSING,
     IdentityProblems,
@@ -76,23 +81,20 @@ from featstore.trainer_json.problems import (
     check_counts,
     check_numbers,
     describe,
-    format_of,
     frame_list,
     model_dims,
     require,
 )
 
-Format = Literal["new", "3d", "old", "unknown"]
+
+def _shapes(keys: dict[str, FrameField]) -> dict[str, tuple[int, ...]]:
+    """JSON key -> shape, but the features (checked apart, against the identity's dim)."""
+    return {key: field.shape for key, field in keys.items() if field.name != "features"}
 
 
-_FACE_SHAPES = {"face_landmarks_2d": (5, 2), "face_landmarks_3d": (5, 3), "face_box": (4,)}
-_FRAME_SHAPES = {
-    "landmarks_2d": (5, 2),
-    "landmarks_3d": (5, 3),
-    "box": (4,),
-    "spherical_angles": (5,),
-    "avg_angle": (),  # one number
-}
+# Per format: the shapes of the frontal image's values and of a frame's, by JSON key.
+_FACE_SHAPES = {name: _shapes(JSON_FORMATS[name].face_keys()) for name in ("new", "3d")}
+_FRAME_SHAPES = {name: _shapes(JSON_FORMATS[name].frame_keys()) for name in ("new", "3d")}
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
@@ -205,10 +207,14 @@ class _Validator:
 
     def _check_encoding_start(self, head: bytes) -> int | None:
         """Where the JSON text starts (after a UTF-8 BOM), or None when it is not UTF-8."""
-        if head.startswith(codecs.BOM_UTF8):
-            message = "json.load on a file opened with encoding='utf-8' rejects it"
+        start = bom_length(head)
+        if start:  # read past, as featstore's readers do; but the trainer would not
+            message = (
+                "json.load on a file opened with encoding='utf-8' rejects it "
+                "(featstore's readers skip it)"
+            )
             self._file_problem("Q3-encoding", "UTF-8 without a BOM", "a UTF-8 BOM", message)
-            return 3
+            return start
         if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
             found = "UTF-32 text (BOM)"
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -303,7 +309,7 @@ class _Validator:
         if not isinstance(value, dict):
             issues.add("Q3-type", None, "an object", describe(value))
         else:
-            fmt = format_of(value)
+            fmt = identity_format(value)
             if fmt == "unknown":
                 keys = f"fields {', '.join(list(value)[:8])}" if value else "an empty object"
                 expected = "face_features + video_data (new format) or video_images (old)"
@@ -336,9 +342,8 @@ class _Validator:
         face = require(issues, obj, "face_features")
         if face is not MISSING:
             vectors.append(("face_features", face))
-        face_shapes, frame_shapes = (
-            (FACE_SHAPES_3D, FRAME_SHAPES_3D) if three_d else (_FACE_SHAPES, _FRAME_SHAPES)
-        )
+        json_format = "3d" if three_d else "new"
+        face_shapes, frame_shapes = _FACE_SHAPES[json_format], _FRAME_SHAPES[json_format]
         for key, shape in face_shapes.items():
             check_numbers(issues, key, require(issues, obj, key), shape)
         frames = frame_list(issues, obj, "video_data", "an array of frame objects")

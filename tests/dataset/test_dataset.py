@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import pickle
@@ -523,6 +524,21 @@ def test_bad_json_files(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(content)
         with pytest.raises(InputError, match=message):
             FeatureDataset(tmp_path / name, cache_dir=tmp_path / "cache")
+
+
+def test_a_utf8_bom_is_skipped_in_either_format(exported: Path, tmp_path: Path) -> None:
+    # The one BOM rule (trainer_json.json_stream.bom_length), as import-json follows it.
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(codecs.BOM_UTF8 + exported.read_bytes())
+    with_bom = FeatureDataset(bom, cache_dir=tmp_path / "cache")
+    plain = FeatureDataset(exported, cache_dir=tmp_path / "cache")
+    assert (with_bom.identities, len(with_bom)) == (plain.identities, len(plain))
+    old = tmp_path / "old.json"
+    document = {"a": {"face_image_path": "face/a.jpg", "video_images": ["nowhere/0.jpg"]}}
+    old.write_bytes(codecs.BOM_UTF8 + orjson.dumps(document))
+    # Read as the old format (not refused as invalid JSON): its paths are checked.
+    with pytest.raises(InputError, match=r"face_image_path 'face/a.jpg' does not resolve"):
+        FeatureDataset(old, cache_dir=tmp_path / "cache")
 
 
 def test_old_format_path_that_does_not_resolve(extracted: Extracted, tmp_path: Path) -> None:
