@@ -21,6 +21,7 @@ ALLOWED = {
     "featstore.extraction": {"featstore.store"},
     "featstore.trainer_json": {"featstore.store", "featstore.extraction.dinov2_specs"},
     "featstore.report": {"featstore.store"},
+    "featstore.neighbors": {"featstore.store"},
     "featstore.npy_dir": {
         "featstore.store",
         "featstore.extraction.pose",

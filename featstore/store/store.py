@@ -29,6 +29,8 @@ from featstore.store.format import (
     store_schema,
 )
 from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.neighbors import SCHEMA as NEIGHBORS_SCHEMA
+from featstore.store.neighbors import create_neighbor_views, stored_neighbors
 from featstore.store.snapshot import ModelInfo, ModelSnapshot
 from featstore.store.table import ModelTable
 from featstore.store.views import (
@@ -193,6 +195,7 @@ class Store:
         try:  # DuckDB reads the first file's footer to type the views
             create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
             readable += self._consistency(con, names, stored, source)
+            readable += self._neighbors(con)
         except duckdb.Error as exc:
             con.close()
             raise read_failure(exc, self) from exc
@@ -219,6 +222,29 @@ class Store:
         arc_source, _, readable = self._source(con, extra, prefix="_arcface")
         create_identity_consistency(con, arc_source)
         return readable
+
+    def _neighbors(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        """The neighbors views (`featstore.store.neighbors`) over every neighbors table of
+        the store, whatever model the connection is restricted to (image paths match
+        across models extracted together); the files they read."""
+        tables = stored_neighbors(self.location)
+        if not tables:
+            return []
+        files = [f for t in tables for f in t.files]
+        if not files:
+            con.register("_neighbors_empty", NEIGHBORS_SCHEMA.empty_table())
+            source = "_neighbors_empty"
+        elif self.location.local is not None:
+            listed = ", ".join(sql_string(f) for f in files)
+            source = f"read_parquet([{listed}], hive_partitioning = false)"
+        else:
+            import pyarrow.dataset as pads
+
+            dataset = pads.dataset(files, filesystem=self.location.fs, format="parquet")
+            con.register("_neighbors_rows", dataset)
+            source = "_neighbors_rows"
+        create_neighbor_views(con, source)
+        return files if self.location.local is not None else []
 
     def sql(self, query: str, *, model: str | None = None, version: int | None = None) -> pa.Table:
         """Run `query` over the views and return the result as an Arrow table.

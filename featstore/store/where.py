@@ -23,7 +23,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import InputError
-from featstore.store import consistency
+from featstore.store import consistency, neighbors
 
 if TYPE_CHECKING:
     import duckdb
@@ -37,6 +37,7 @@ STORE_VIEWS = (
     "identities",
     "valid_frames",
     "identity_consistency",
+    *neighbors.VIEWS,
 )
 _SHOWN_CHARS = 200  # of the predicate, in messages
 
@@ -95,13 +96,11 @@ def check_where_with(con: duckdb.DuckDBPyConnection, where: str | None, columns:
             definition = ", ".join(f"{_quote(name)} {kind}" for name, kind in types.fetchall())
             sandbox.execute(f"CREATE TABLE {view} ({definition})")
         if _has_view(con, consistency.VIEW):  # the macros over it, as on con
-            if consistency.VIEW not in views:
-                types = con.execute(
-                    f"SELECT column_name, column_type FROM (DESCRIBE {consistency.VIEW})"
-                )
-                definition = ", ".join(f"{_quote(n)} {k}" for n, k in types.fetchall())
-                sandbox.execute(f"CREATE TABLE {consistency.VIEW} ({definition})")
+            _copy_shape(con, sandbox, [consistency.VIEW], views)
             consistency.create_macros(sandbox)
+        if _has_view(con, neighbors.IDENTITY_VIEW):
+            _copy_shape(con, sandbox, [neighbors.IDENTITY_VIEW, neighbors.IMAGE_VIEW], views)
+            neighbors.create_macros(sandbox)
         try:
             sandbox.execute(f"{statement} LIMIT 0").fetchall()
         except duckdb_error() as exc:
@@ -140,6 +139,22 @@ def where_failed(where: str, exc: Exception, columns: list[str]) -> InputError:
         "Hint: guard conversions that some rows cannot take, e.g. TRY_CAST(identity AS "
         "INTEGER) > 0 (NULL where the name is no number)."
     )
+
+
+def _copy_shape(
+    con: duckdb.DuckDBPyConnection,
+    sandbox: duckdb.DuckDBPyConnection,
+    names: list[str],
+    made: set[str],
+) -> None:
+    """Empty tables on `sandbox` shaped like `con`'s views `names` (those not in `made`),
+    for macros that read them."""
+    for name in names:
+        if name in made:
+            continue
+        types = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {name})")
+        definition = ", ".join(f"{_quote(n)} {k}" for n, k in types.fetchall())
+        sandbox.execute(f"CREATE TABLE {name} ({definition})")
 
 
 def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:

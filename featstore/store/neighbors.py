@@ -1,0 +1,235 @@
+"""Who is who: the neighbors table of a model, its views and its `--where` macros.
+
+`featstore neighbors` (`featstore.neighbors`) searches a model's embeddings and keeps the
+result beside the model's own table, as a Delta table of its own:
+
+    <store>/neighbors=<model>/             one Delta table per model searched
+    <store>/neighbors=<model>/_delta_log/  its commits: one per run that found a change
+
+Its rows (`SCHEMA`), rewritten whole by each run that has something new:
+
+    kind='identity'  vector 'face' (frontal embeddings) or 'mean' (normalised mean of the
+                     identity's `ok` frames): `identity`'s K nearest identities `neighbor`
+    kind='image'     scope 'other' (nearest images of other identities) or 'same' (of its
+                     own identity, itself excluded): rank 1 always, further ranks up to K
+                     only at or above the copy threshold
+
+Every commit records in its commit info (`featstore.neighbors`) the settings of the run
+and the model table's id and version it read, so a rerun on an unchanged store finds them
+equal and commits nothing (`stored_settings`).
+
+Views (created by `Store.connect` when the store has such a table; `model` is the model
+searched):
+
+    identity_neighbors  model, vector, identity, neighbor, cosine, rank, threshold,
+                        above_threshold
+    duplicate_images    model, image_path, other_path, identity, other_identity, cosine,
+                        rank, same_identity, threshold     (pairs at or above the threshold)
+    image_neighbors     every stored image row (the nearest image in each scope included)
+
+Macros for `--where` (like `suspicious_frame`): `duplicate_identity(identity, min_cosine
+:= NULL)` is true for both ends of an identity edge at or above the threshold (NULL: the
+threshold of the run), `duplicate_image(image_path, min_cosine := NULL)` for both images
+of a copied pair. Both use a one-row list subquery (see `featstore.store.consistency`:
+an `IN` may reorder export's stream).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+import featstore
+from featstore.errors import StoreError
+from featstore.store.format import check_model_name
+from featstore.store.location import StoreLocation
+from featstore.store.properties import writer_properties
+
+if TYPE_CHECKING:
+    import duckdb
+    from deltalake import DeltaTable
+
+PREFIX = "neighbors="
+FORMAT = "featstore-neighbors"
+SETTINGS_KEY = "featstore.neighbors"
+IDENTITY_VIEW = "identity_neighbors"
+DUPLICATE_VIEW = "duplicate_images"
+IMAGE_VIEW = "image_neighbors"
+VIEWS = (IDENTITY_VIEW, DUPLICATE_VIEW, IMAGE_VIEW)
+IDENTITY_MACRO = "duplicate_identity"
+IMAGE_MACRO = "duplicate_image"
+_LOG = "_delta_log"
+
+SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("kind", pa.string()),  # 'identity' | 'image'
+        ("vector", pa.string()),  # identity: 'face' | 'mean'; image: 'other' | 'same'
+        ("identity", pa.string()),
+        ("neighbor", pa.string()),  # the other end's identity
+        ("image_path", pa.string()),  # image rows only
+        ("other_path", pa.string()),
+        ("cosine", pa.float32()),
+        ("rank", pa.int32()),  # 1 = nearest
+        ("threshold", pa.float32()),  # the run's threshold for this kind of row
+    ]
+)
+
+
+@dataclass(frozen=True)
+class StoredNeighbors:
+    """One model's neighbors table at its latest version."""
+
+    model: str
+    version: int
+    files: list[str]
+    settings: dict[str, Any]
+
+
+class NeighborsTable:
+    """The Delta table `<store>/neighbors=<model>/`."""
+
+    def __init__(self, location: StoreLocation, model: str) -> None:
+        self.location = location
+        self.model = check_model_name(model)
+        self.key = f"{PREFIX}{model}"
+        self.uri, self.options = location.delta_target(self.key)
+
+    def __str__(self) -> str:
+        return self.location.describe(self.key)
+
+    def exists(self) -> bool:
+        try:
+            return bool(self.location.children(f"{self.key}/{_LOG}"))
+        except OSError as exc:
+            raise StoreError(f"cannot read {self}: {self.location.scrub(str(exc))}") from exc
+
+    def open(self) -> DeltaTable:
+        from deltalake import DeltaTable
+
+        try:
+            return DeltaTable(self.uri, storage_options=self.options or None)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot read the neighbors table {self}: {self.location.scrub(str(exc))}\n"
+                "Hint: delete the folder and run `featstore neighbors` again (it holds "
+                "only results computed from the model's table)."
+            ) from exc
+
+    def read(self) -> StoredNeighbors | None:
+        """The table's latest version, its files and the settings it was computed with."""
+        if not self.exists():
+            return None
+        table = self.open()
+        return StoredNeighbors(self.model, table.version(), self._files(table), _settings(table))
+
+    def _files(self, table: DeltaTable) -> list[str]:
+        from urllib.parse import unquote
+
+        actions = pa.table(table.get_add_actions(flatten=True))
+        paths = actions.column("path").to_pylist() if actions.num_rows else []
+        return [self.location.path(f"{self.key}/{unquote(p)}") for p in paths]
+
+    def write(self, rows: pa.Table, settings: dict[str, Any]) -> int:
+        """Make `rows` the table's rows in one commit that records `settings`; the version."""
+        from deltalake import CommitProperties, write_deltalake
+
+        properties = CommitProperties(
+            custom_metadata={
+                SETTINGS_KEY: json.dumps(settings, sort_keys=True),
+                "featstore.command": "neighbors",
+                "featstore.version": featstore.__version__,
+            }
+        )
+
+        try:
+            write_deltalake(
+                self.uri,
+                rows.cast(SCHEMA),
+                mode="overwrite",
+                schema_mode="overwrite",
+                name=self.key,
+                description=json.dumps({"format": FORMAT, "model": self.model}),
+                storage_options=self.options or None,
+                writer_properties=writer_properties(),
+                commit_properties=properties,
+            )
+            return int(self.open().version())
+        except Exception as exc:
+            raise StoreError(
+                f"cannot write the neighbors table {self}: {self.location.scrub(str(exc))}"
+            ) from exc
+
+
+def _settings(table: DeltaTable) -> dict[str, Any]:
+    """The settings the latest commit recorded (empty when it recorded none)."""
+    for entry in table.history(1):
+        text = entry.get(SETTINGS_KEY)
+        if isinstance(text, str):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def neighbor_models(location: StoreLocation) -> list[str]:
+    """The models that have a neighbors table in the store, sorted."""
+    try:
+        children = location.children()
+    except OSError as exc:
+        raise StoreError(f"cannot list {location}: {location.scrub(str(exc))}") from exc
+    names = [c[len(PREFIX) :] for c in children if c.startswith(PREFIX)]
+    return sorted(n for n in names if NeighborsTable(location, n).exists())
+
+
+def stored_neighbors(location: StoreLocation) -> list[StoredNeighbors]:
+    found = (NeighborsTable(location, name).read() for name in neighbor_models(location))
+    return [s for s in found if s is not None]
+
+
+def neighbors_sql(source: str) -> dict[str, str]:
+    """Each view's query over `source` (the neighbors tables' rows, `SCHEMA`)."""
+    return {
+        IDENTITY_VIEW: f"""
+            SELECT model, vector, identity, neighbor, cosine::DOUBLE AS cosine, rank,
+                   threshold::DOUBLE AS threshold, cosine >= threshold AS above_threshold
+            FROM {source} WHERE kind = 'identity'""",
+        DUPLICATE_VIEW: f"""
+            SELECT model, image_path, other_path, identity, neighbor AS other_identity,
+                   cosine::DOUBLE AS cosine, rank, identity = neighbor AS same_identity,
+                   threshold::DOUBLE AS threshold
+            FROM {source} WHERE kind = 'image' AND cosine >= threshold""",
+        IMAGE_VIEW: f"""
+            SELECT model, vector AS scope, identity, image_path, neighbor AS other_identity,
+                   other_path, cosine::DOUBLE AS cosine, rank, threshold::DOUBLE AS threshold
+            FROM {source} WHERE kind = 'image'""",
+    }
+
+
+def create_neighbor_views(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    for view, sql in neighbors_sql(source).items():
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS {sql}")
+    create_macros(con)
+
+
+def create_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """`duplicate_identity` and `duplicate_image` over the views (or tables so named)."""
+    con.execute(
+        f"""CREATE OR REPLACE MACRO {IDENTITY_MACRO}(name, min_cosine := NULL) AS
+            list_contains((SELECT coalesce(flatten(list([identity, neighbor])),
+                                           []::VARCHAR[])
+                           FROM {IDENTITY_VIEW}
+                           WHERE cosine >= coalesce(min_cosine, threshold)), name)"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE MACRO {IMAGE_MACRO}(path, min_cosine := NULL) AS
+            list_contains((SELECT coalesce(flatten(list([image_path, other_path])),
+                                           []::VARCHAR[])
+                           FROM {IMAGE_VIEW}
+                           WHERE cosine >= coalesce(min_cosine, threshold)), path)"""
+    )
