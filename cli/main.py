@@ -10,6 +10,7 @@ import click
 from featstore_cli.common import library_errors, usage_errors
 from featstore_cli.filter_command import filter_valid_images
 from featstore_cli.json_commands import export_json, import_json
+from featstore_cli.neighbors_command import neighbors
 from featstore_cli.npy_commands import export_npy, import_npy
 from featstore_cli.options import (
     base_dir_option,
@@ -244,5 +245,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
 
 for _command in (query, info, export_json, import_json, export_npy, validate, filter_valid_images):
     main.add_command(_command)
-for _command in (report, compact, vacuum, history, migrate, derive, import_npy):
+for _command in (report, compact, vacuum, history, migrate, derive, import_npy, neighbors):
     main.add_command(_command)

@@ -169,3 +169,26 @@ def consistency_store(tmp_path_factory: pytest.TempPathFactory, models: Models) 
     dataset = Dataset(root, face_dir, video_dir)
     run_extract(dataset, store, models, models=[MODEL, "arcface"], runtime=fast_runtime())
     return store
+
+
+# The neighbors store (`neighbors_store`): person_001's folder copied as COPIED_IDENTITY,
+# and a frame of person_002 copied into person_003 as COPIED_FRAME.
+COPIED_IDENTITY = "person_dup"
+COPIED_FRAME = "zz_copied.jpg"
+
+
+@pytest.fixture(scope="session")
+def neighbors_store(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Path:
+    """5 identities x 3 frames and the two planted duplicates, DINOv2 and ArcFace."""
+    root = tmp_path_factory.mktemp("neighbors")
+    face_dir, video_dir = generate_face_tree(
+        root, identities=5, frames_per_identity=3, no_face_every=0, seed=3
+    )
+    shutil.copy(face_dir / "person_001.jpg", face_dir / f"{COPIED_IDENTITY}.jpg")
+    shutil.copytree(video_dir / "person_001", video_dir / COPIED_IDENTITY)
+    shutil.copy(
+        video_dir / "person_002" / "frame_0001.jpg", video_dir / "person_003" / COPIED_FRAME
+    )
+    store = root / "store"
+    run_extract(Dataset(root, face_dir, video_dir), store, models, models=[MODEL, "arcface"])
+    return store

@@ -20,7 +20,6 @@ into them, and the features are held once, in the OS page cache, whatever the wo
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch.utils.data import Dataset, Subset, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
@@ -40,6 +39,7 @@ from featstore.dataset.cache import (
 )
 from featstore.dataset.npy_source import is_npy_dir
 from featstore.dataset.opening import from_json, from_npy_dir, from_store
+from featstore.dataset.split import split_by_identity  # noqa: F401 - its public home
 from featstore.errors import InputError
 
 if TYPE_CHECKING:
@@ -197,6 +197,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
         # What to show: a URI may hold secrets (`?secret_key=...`), never shown.
         self.source = scrub_uri(str(source)) if is_uri(source) else str(path)
         self.version: int | None
+        self.store_source: Any = None  # the store, for split_by_identity's neighbors
         if not is_uri(source) and is_npy_dir(path):  # face000's npy training directory
             if version is not None:
                 raise InputError(f"version={version}: an npy directory has no versions.")
@@ -204,6 +205,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             self.model, folder = from_npy_dir(path, model, where, cache_dir)
         elif is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
+            self.store_source = source
             self.model, self.version, folder = from_store(
                 source, model, where, cache_dir, version, position_encoding
             )
@@ -419,29 +421,6 @@ def _batch_tensors(shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
     storage = torch.UntypedStorage._new_shared(4 * sum(sizes))
     block = torch.empty(0, dtype=torch.float32).set_(storage)
     return [part.view(shape) for part, shape in zip(torch.split(block, sizes), shapes, strict=True)]
-
-
-def split_by_identity(
-    dataset: FeatureDataset, val_fraction: float, seed: int = 0
-) -> tuple[Subset[dict[str, Any]], Subset[dict[str, Any]]]:
-    """Train and validation subsets with no identity in both.
-
-    `round(val_fraction * identities)` identities, drawn with `seed`, go to validation
-    (at least one when `val_fraction > 0`, and at least one stays for training); every
-    sample of an identity goes where the identity goes. Each subset keeps sample order.
-    """
-    if not 0 <= val_fraction < 1 or math.isnan(val_fraction):
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
-    count = len(dataset.identities)
-    n_val = min(count - 1, max(1 if val_fraction > 0 else 0, round(val_fraction * count)))
-    chosen = np.random.default_rng(seed).permutation(count)[:n_val]
-    in_val = np.zeros(count, dtype=bool)
-    in_val[chosen] = True
-    sample_in_val = in_val[dataset.sample_identity]
-    return (
-        Subset(dataset, np.flatnonzero(~sample_in_val).tolist()),
-        Subset(dataset, np.flatnonzero(sample_in_val).tolist()),
-    )
 
 
 def _check_extra_fields(fields: Sequence[str]) -> tuple[str, ...]:

@@ -138,7 +138,7 @@ def choose_model(store: Store, model: str | None) -> tuple[str, list[str]]:
         if is_arcface_model(name):
             return name, []
         warning = COPIES_NOT_PEOPLE.format(model=name)
-        log.warning(warning)
+        log.info(warning)  # the caller shows `NeighborsResult.warnings`
         return name, [warning]
     arcface = [n for n in names if is_arcface_model(n)]
     if len(arcface) == 1:

@@ -100,7 +100,9 @@ class Searcher:
         import faiss
 
         n, dim = self.base.shape
-        nlist = int(min(65536, max(16, 4 * math.sqrt(n))))
+        # sqrt(n) cells (faiss's rule of thumb is 4 to 16 sqrt(n) for speed; fewer, larger
+        # cells keep recall up at a small nprobe), with enough points each to train.
+        nlist = int(max(1, min(65536, math.sqrt(n), n // _TRAIN_PER_CELL)))
         rng = np.random.default_rng(seed)
         train = self.base[np.sort(rng.choice(n, min(n, _TRAIN_PER_CELL * nlist), replace=False))]
         quantizer = faiss.IndexFlatIP(dim)

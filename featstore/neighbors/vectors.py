@@ -61,7 +61,7 @@ def load_embeddings(store: Store, model: str, version: int) -> Embeddings:
 
     with store.connect(model=model, version=version) as con:
         try:
-            table = con.execute(
+            table = con.sql(
                 """SELECT identity, role = 'face' AS is_face, image_path,
                           features::FLOAT[] AS features
                    FROM images WHERE status = 'ok' AND features IS NOT NULL

@@ -233,3 +233,64 @@ def create_macros(con: duckdb.DuckDBPyConnection) -> None:
                            FROM {IMAGE_VIEW}
                            WHERE cosine >= coalesce(min_cosine, threshold)), path)"""
     )
+
+
+@dataclass(frozen=True)
+class IdentityPair:
+    """Two identities joined by an edge at or above the threshold (either direction)."""
+
+    identity: str
+    other: str
+    cosine: float
+    vectors: str  # which searches found it: 'face', 'mean' or 'face,mean'
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """Two images at or above the copy threshold."""
+
+    path: str
+    identity: str
+    other_path: str
+    other_identity: str
+    cosine: float
+
+
+def suspected_pairs(
+    con: duckdb.DuckDBPyConnection, model: str, limit: int | None = None
+) -> tuple[list[IdentityPair], int]:
+    """Identity pairs above the threshold, most similar first (each pair once); the total."""
+    sql = f"""
+        SELECT least(identity, neighbor) AS a, greatest(identity, neighbor) AS b,
+               max(cosine) AS cosine, string_agg(DISTINCT vector, ',' ORDER BY vector)
+        FROM {IDENTITY_VIEW} WHERE model = ? AND above_threshold
+        GROUP BY ALL ORDER BY cosine DESC, a, b"""
+    return _pairs(con, sql, model, limit, IdentityPair)
+
+
+def copied_images(
+    con: duckdb.DuckDBPyConnection, model: str, *, same_identity: bool, limit: int | None = None
+) -> tuple[list[ImagePair], int]:
+    """Image pairs above the copy threshold, across identities or within one (each once)."""
+    sql = f"""
+        SELECT least(image_path, other_path) AS a,
+               CASE WHEN image_path < other_path THEN identity ELSE other_identity END,
+               greatest(image_path, other_path) AS b,
+               CASE WHEN image_path < other_path THEN other_identity ELSE identity END,
+               max(cosine) AS cosine
+        FROM {DUPLICATE_VIEW} WHERE model = ? AND same_identity = {bool(same_identity)}
+        GROUP BY ALL ORDER BY cosine DESC, a, b"""
+    return _pairs(con, sql, model, limit, ImagePair)
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, sql: str, model: str, limit: int | None, kind: Any):
+    total = con.execute(f"SELECT count(*) FROM ({sql})", [model]).fetchone()
+    shown = con.execute(f"{sql} LIMIT {int(limit) if limit is not None else 'ALL'}", [model])
+    return [kind(*row) for row in shown.fetchall()], int(total[0]) if total else 0
+
+
+def has_views(con: duckdb.DuckDBPyConnection) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [IDENTITY_VIEW]
+    ).fetchone()
+    return bool(found and found[0])
