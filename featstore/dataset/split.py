@@ -79,6 +79,14 @@ def split_by_identity(
             info.identities_grouped,
         )
         in_val = _grouped_choice(labels, n_val, seed)
+        if n_val and not in_val.any():
+            raise InputError(
+                f"split_by_identity: the neighbors table joins the dataset's {count} "
+                f"identities into groups ({merged} of two or more) none of which can go to "
+                "validation without leaving training empty.\nHint: raise the threshold "
+                "(`featstore neighbors --threshold T --copy-threshold T`), or pass "
+                "group_neighbors=False."
+            )
     else:  # exactly the split without groups
         chosen = np.random.default_rng(seed).permutation(count)[:n_val]
         in_val = np.zeros(count, dtype=bool)
