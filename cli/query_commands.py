@@ -8,12 +8,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from featstore_cli.common import library_errors
 from featstore_cli.options import model_option, store_option, version_option
 
 from featstore.errors import printable
+
+if TYPE_CHECKING:
+    from featstore.store.neighbors import StoredNeighbors
 
 
 def _write_result(table: object, fmt: str, output: Path | None) -> None:
@@ -153,6 +157,24 @@ def info(store: str, model: str | None, version: int | None) -> None:
         counts = found.images_by_status.get(m.name, {})
         echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
         echo(f"  provenance: {_provenance_line(p)}")
+        if m.name in found.neighbors:
+            echo("  " + _neighbors_line(found.neighbors[m.name], m.version))
+
+
+def _neighbors_line(n: StoredNeighbors, current: int) -> str:
+    """The model's neighbors table: its version, and whether the model changed since."""
+    key = n.settings.get("key", {})
+    source = key.get("model_version")
+    state = (
+        "up to date"
+        if source == current
+        else f"stale: rerun `featstore neighbors` (model now at version {current})"
+    )
+    return (
+        f"neighbors: table version {n.version}, from model table version {source} ({state}); "
+        f"K {n.settings.get('report', {}).get('k', key.get('k'))}, threshold "
+        f"{key.get('threshold')}, copy threshold {key.get('copy_threshold')}"
+    )
 
 
 def _provenance_line(p: dict[str, object]) -> str:

@@ -63,6 +63,7 @@ from featstore.report.data import (
     worst_first,
 )
 from featstore.report.gallery import make_thumbnail
+from featstore.report.neighbors import read_neighbors
 from featstore.report.pose import has_pose_columns, read_pose
 from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path, write_atomic
@@ -189,6 +190,7 @@ def read_report(
             gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
             consistency = read_consistency(con, base_dir)
+            neighbors = read_neighbors(con, base_dir, info.name)
         except _duckdb_error() as exc:
             raise read_failure(exc, opened) from exc
     return ReportData(
@@ -210,6 +212,7 @@ def read_report(
         seed=seed,
         pose=pose,
         consistency=consistency,
+        neighbors=neighbors,
     )
 
 

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from featstore.report.consistency import ConsistencySection
 from featstore.report.gallery import Thumbnail
+from featstore.report.neighbors import NeighborsSection
 from featstore.report.pose import PoseDistribution
 from featstore.store import ModelInfo
 from featstore.store.query import StoreCounts
@@ -175,6 +176,7 @@ class ReportData:
     seed: int
     pose: PoseDistribution | None = None  # the head pose histograms (docs/formats.md)
     consistency: ConsistencySection | None = None  # None: the store has no ArcFace model
+    neighbors: NeighborsSection | None = None  # None: the store has no neighbors table
 
     @property
     def unshown_images(self) -> list[GalleryImage]:

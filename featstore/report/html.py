@@ -27,6 +27,7 @@ from featstore.report.data import (
     Stats,
 )
 from featstore.report.gallery import LANDMARK_COLOURS, png_data_uri
+from featstore.report.neighbors import render_neighbors
 from featstore.report.page_assets import CSP, SCRIPT, STYLE
 from featstore.report.plots import Panel, Series, histograms_png
 from featstore.report.pose import (
@@ -50,6 +51,7 @@ def render_report(data: ReportData) -> str:
         _rejections(data),
         _gallery(data),
         render_consistency(data.consistency),
+        render_neighbors(data.neighbors),
         _comparisons(data.comparisons),
         _unshown(data),
     ]

@@ -42,6 +42,7 @@ def summary_json(data: ReportData) -> str:
         },
         "rejected_frames": data.rejected_total,
         "consistency": data.consistency.summary() if data.consistency else None,
+        "neighbors": data.neighbors.summary() if data.neighbors else None,
         "comparisons": {
             c.other: (
                 {"identities": c.identities, "cosine": {k: finite(v) for k, v in c.cosine.items()}}

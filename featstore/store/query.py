@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from featstore.store.neighbors import StoredNeighbors, stored_neighbors
 from featstore.store.snapshot import ModelInfo
 from featstore.store.store import Store, read_failure
 from featstore.store.views import VIEWS, describe_views
@@ -94,6 +95,7 @@ class StoreInfo:
     models: list[ModelInfo]
     counts: dict[str, StoreCounts]
     disk_bytes: int
+    neighbors: dict[str, StoredNeighbors] = field(default_factory=dict)  # by model searched
 
     @property
     def identities(self) -> dict[str, int]:
@@ -127,4 +129,5 @@ def store_info(store: Store, *, model: str | None = None, version: int | None = 
     else:
         models = store.models()
     counts = count_rows(store, model=model, version=version)
-    return StoreInfo(where.local or where.display, models, counts, disk)
+    neighbors = {n.model: n for n in stored_neighbors(where)}
+    return StoreInfo(where.local or where.display, models, counts, disk, neighbors)
