@@ -207,7 +207,9 @@ def _compute(
         methods[f"identity {vectors.kind}"] = searcher.method.describe()
         parts.append(identity_rows(emb.identities, vectors, searcher, k, name, threshold))
     if len(emb.vectors) > 1:
-        searcher = Searcher(emb.vectors, k_hint=k + 1, exact_limit=exact_limit)
+        searcher = Searcher(
+            emb.vectors, k_hint=k + 1, exact_limit=exact_limit, min_cosine=copy_threshold
+        )
         methods["images"] = searcher.method.describe()
         parts.extend(image_rows(emb, searcher, k, copy_threshold))
     excluded = dict(emb.excluded)
