@@ -34,12 +34,14 @@ BENCH_STORES :=
 BENCH_GROW :=
 BENCH_SCALE :=
 BENCH_NPY := --full
+BENCH_NEIGHBORS := --images 100000,1000000
 else
 BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
 BENCH_GROW := --grow-identities 2000
 BENCH_SCALE := --identities 1000,10000
 BENCH_NPY := --identities 10 --frames 4
+BENCH_NEIGHBORS := --images 100000
 endif
 
 bench: install
@@ -50,6 +52,7 @@ bench: install
 	$(PY) bench/bench_dataset.py $(BENCH_STORES)
 	$(PY) bench/bench_report.py $(BENCH_STORES)
 	$(PY) bench/bench_npy.py $(BENCH_NPY)
+	$(PY) bench/bench_neighbors.py $(BENCH_NEIGHBORS)
 
 lint: install
 	$(VENV)/bin/ruff check featstore cli tests bench examples
