@@ -180,3 +180,18 @@ def test_a_model_with_one_identity_is_refused(tmp_path: Path, models: Models) ->
         find_neighbors(store)
     assert not (store / f"neighbors={ARCFACE}").exists()
     shutil.rmtree(store)
+
+
+def test_the_approximate_path_finds_the_copies_and_reports_recall(
+    neighbors_store: Path, tmp_path: Path
+) -> None:
+    store = copy_store(neighbors_store, tmp_path / "store")
+    result = find_neighbors(store, exact_limit=4)  # IVF for every search
+    assert all(m.startswith("approximate (IVF") for m in result.methods.values())
+    assert "recall" in result.methods["identity face"]
+    with Store(store).connect() as con:
+        pairs, _ = suspected_pairs(con, ARCFACE)
+        copies, _ = copied_images(con, ARCFACE, same_identity=False)
+    assert (pairs[0].identity, pairs[0].other) == ("person_001", COPIED_IDENTITY)
+    copied = (COPIED_FROM, f"video/person_003/{COPIED_FRAME}")
+    assert copied in {(c.path, c.other_path) for c in copies}
