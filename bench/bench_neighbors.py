@@ -95,8 +95,15 @@ def child_identities(n: int, mode: str, scratch: Path) -> dict:
     above = {(min(a, b), max(a, b)) for a, b, c in edges if c >= ARCFACE_THRESHOLD}
     wanted = {(a, b) for a, b, c in planted if c >= ARCFACE_THRESHOLD}
     unwanted = {(a, b) for a, b, c in planted if c < ARCFACE_THRESHOLD}
+    planted_pairs = {(a, b) for a, b, _ in planted}
+    noise = [
+        c
+        for a, b, c in zip(query, neighbor, cosine, strict=True)
+        if (min(a, b), max(a, b)) not in planted_pairs
+    ]
     result = {
         "case": f"identities {n:,} {mode}",
+        "max_other_cosine": float(max(noise)),
         "seconds": seconds,
         "peak_mb": peak_mb(),
         "data_mb": before,
@@ -306,7 +313,9 @@ def _line(r: dict) -> str:
     return (
         f"{r['case']}: {r['seconds']:.1f} s, peak RSS {r['peak_mb']:.0f} MB (data "
         f"{r['data_mb']:.0f} MB), planted recall {r['planted_recall']:.3f}, other pairs above "
-        f"threshold {r['other_pairs_above']}{extra}; {r['method']}"
+        f"threshold {r['other_pairs_above']}{extra}"
+        + (f", largest other cosine {r['max_other_cosine']:.3f}" if "max_other_cosine" in r else "")
+        + f"; {r['method']}"
     )
 
 

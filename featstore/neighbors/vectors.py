@@ -106,7 +106,7 @@ def load_embeddings(store: Store, model: str, version: int) -> Embeddings:
 
 def unit_rows(vectors: NDArray[np.float32]) -> tuple[NDArray[np.bool_], NDArray, dict[str, int]]:
     """(usable rows, those rows normalised, counts of the rows left out by reason)."""
-    finite = np.isfinite(vectors).all(axis=1)
+    finite: NDArray[np.bool_] = np.asarray(np.isfinite(vectors).all(axis=1))
     norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
     nonzero = norms > _MIN_NORM
     keep = finite & nonzero
