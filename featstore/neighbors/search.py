@@ -128,6 +128,8 @@ class Searcher:
         queries = self.base[sample]
         # Exact answers for the sample without a second copy of the base in an index.
         sims, truth = faiss.knn(queries, self.base, k, metric=faiss.METRIC_INNER_PRODUCT)
+        # A query finds itself in any cell it is in: counting it would inflate the recall.
+        truth = np.where(truth == sample[:, None], -1, truth)
         if min_cosine is not None:
             truth = np.where(sims >= min_cosine, truth, -1)
         limit = max(1, int(nlist * MAX_PROBE_SHARE))
