@@ -132,7 +132,7 @@ class Searcher:
         truth = np.where(truth == sample[:, None], -1, truth)
         if min_cosine is not None:
             truth = np.where(sims >= min_cosine, truth, -1)
-        limit = max(1, int(nlist * MAX_PROBE_SHARE))
+        limit = max(min(nlist, _UNMEASURED_PROBE), int(nlist * MAX_PROBE_SHARE))
         if not (truth >= 0).any():  # nothing to measure on: a few cells, recall unknown
             index.nprobe = min(limit, _UNMEASURED_PROBE)
             self.method = Method("ivf", nlist, index.nprobe, None, len(sample), min_cosine)
