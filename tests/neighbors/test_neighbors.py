@@ -110,7 +110,7 @@ def test_a_rerun_on_an_unchanged_store_commits_nothing(
     assert again.identities == first.identities and again.methods == first.methods
     # Another K is another result; so is a new version of the model's table.
     assert find_neighbors(store, k=2).committed
-    Store(store).table(ARCFACE).open().delete("identity = 'person_004'")  # rows change
+    Store(store).model(ARCFACE).delta.delete("identity = 'person_004'")  # rows change
     redone = find_neighbors(store, k=2)
     assert redone.committed and redone.model_version > first.model_version
     stored = table.read()
