@@ -35,6 +35,7 @@ RECALL_SAMPLE = 1000  # queries searched both ways to measure an approximate ind
 TARGET_RECALL = 0.99
 MAX_PROBE_SHARE = 1 / 32  # IVF scans without BLAS: past ~1/5 of the cells it is slower than flat
 _UNMEASURED_PROBE = 8
+_MIN_MEASURED = 100  # sampled neighbours below which a measured recall is not trusted alone
 _TRAIN_PER_CELL = 40  # k-means sample: 40 vectors per cell (faiss warns below 39)
 
 
@@ -137,7 +138,9 @@ class Searcher:
             index.nprobe = min(limit, _UNMEASURED_PROBE)
             self.method = Method("ivf", nlist, index.nprobe, None, len(sample), min_cosine)
             return index
-        nprobe, recall = 1, 0.0
+        # Few pairs to measure on (copies are rare): start from a few cells, not one.
+        measured = int((truth >= 0).sum())
+        nprobe, recall = (1 if measured >= _MIN_MEASURED else min(limit, _UNMEASURED_PROBE)), 0.0
         while True:
             index.nprobe = nprobe
             _, found = index.search(queries, k)
