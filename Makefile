@@ -34,14 +34,14 @@ BENCH_STORES :=
 BENCH_GROW :=
 BENCH_SCALE :=
 BENCH_NPY := --full
-BENCH_NEIGHBORS := --images 100000,1000000
+BENCH_NEIGHBORS :=
 else
 BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
 BENCH_GROW := --grow-identities 2000
 BENCH_SCALE := --identities 1000,10000
 BENCH_NPY := --identities 10 --frames 4
-BENCH_NEIGHBORS := --images 100000
+BENCH_NEIGHBORS := --identities 10000,100000 --images 100000
 endif
 
 bench: install

@@ -1,7 +1,7 @@
 """`featstore neighbors` at scale: time, peak RSS and recall of exact and approximate search.
 
-    .venv/bin/python bench/bench_neighbors.py                       # make bench (quick)
-    .venv/bin/python bench/bench_neighbors.py --images 100000,1000000   # make bench FULL=1
+    .venv/bin/python bench/bench_neighbors.py --images 100000   # make bench (quick)
+    .venv/bin/python bench/bench_neighbors.py                   # make bench FULL=1: 10^6 images
 
 Three parts, each case in a fresh process (its peak RSS is its own):
 
@@ -259,7 +259,9 @@ def run_child(args: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--identities", default="10000,100000")
-    parser.add_argument("--images", default="100000", help="image searches (exact up to 2e5)")
+    parser.add_argument(
+        "--images", default="100000,1000000", help="image searches (exact up to 2e5)"
+    )
     parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()

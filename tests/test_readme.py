@@ -227,6 +227,6 @@ def test_make_bench_is_quick_unless_full() -> None:
         return [line for line in done.stdout.splitlines() if "bench/" in line]
 
     quick, full = commands(), commands("FULL=1")
-    assert len(quick) == len(full) == 7
+    assert len(quick) == len(full) == 8
     assert all("--identities" in line for line in quick)
     assert not any("--identities" in line for line in full)  # the scripts' full defaults
