@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import click
 from featstore_cli.common import library_errors
+from featstore_cli.options import model_option, store_option
 
 _SHOWN = 10
 
 
 @click.command()
-@click.option(
-    "--store",
-    required=True,
-    metavar="PATH|URI",
-    help="The store folder, or its URI on object storage (s3://bucket/prefix).",
-)
-@click.option(
-    "--model",
-    help="The model whose embeddings are searched [default: the store's ArcFace model]. "
-    "A DINOv2 model finds copied images, not people.",
+@store_option()
+@model_option(
+    "The model whose embeddings are searched [default: the store's ArcFace model]. "
+    "A DINOv2 model finds copied images, not people."
 )
 @click.option(
     "--k",
