@@ -42,12 +42,30 @@ def compact(store: str, model: str | None) -> None:
     help="Keep the files of every version of the last HOURS (time travel ends there).",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option(
+    "--i-know-no-writer-is-running",
+    "no_writer_running",
+    is_flag=True,
+    help="Allow --retain below 168 hours: only when no extract, import-json or compact "
+    "is writing to the store (their uncommitted files would be deleted).",
+)
 @library_errors
-def vacuum(store: str, model: str | None, retain_hours: float, dry_run: bool) -> None:
-    """Delete data files no recent version needs (old versions, killed runs' leftovers)."""
+def vacuum(
+    store: str, model: str | None, retain_hours: float, dry_run: bool, no_writer_running: bool
+) -> None:
+    """Delete data files no recent version needs (old versions, killed runs' leftovers).
+
+    Files newer than a table's newest commit are never deleted (a writer may commit them).
+    """
     from featstore.store.maintenance import vacuum as run_vacuum
 
-    for done in run_vacuum(store, model=model, retain_hours=retain_hours, dry_run=dry_run):
+    for done in run_vacuum(
+        store,
+        model=model,
+        retain_hours=retain_hours,
+        dry_run=dry_run,
+        no_writer_running=no_writer_running,
+    ):
         verb = "would delete" if done.dry_run else "deleted"
         click.echo(f"model {done.model}: {verb} {len(done.removed)} files")
 

@@ -112,6 +112,20 @@ class StoreLocation:
 
         return bool(self.fs.get_file_info(self.path(key)).type == pafs.FileType.File)
 
+    def modified_ns(self, key: str) -> int | None:
+        """When `key` was last modified (the storage's clock, ns); None when absent."""
+        if self.local is not None:
+            try:
+                return (self.local / key).stat().st_mtime_ns
+            except FileNotFoundError:
+                return None
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(self.path(key))
+        if info.type != pafs.FileType.File or info.mtime_ns is None:
+            return None
+        return int(info.mtime_ns)
+
     def write_atomic(self, key: str, data: bytes | memoryview) -> None:
         """Write `key` whole or not at all (temporary + rename locally, one upload remotely)."""
         if self.local is not None:

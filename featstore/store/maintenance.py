@@ -6,7 +6,7 @@
 - `vacuum`: deletes data files no version within the retention window needs, including
   the files of commits that a killed run never made. Versions older than the window can
   no longer be read afterwards (time travel ends there), hence a default of 7 days, as
-  Delta Lake's own.
+  Delta Lake's own; a shorter one needs `no_writer_running` (`featstore.store.vacuuming`).
 - `history`: what each version did (operation, featstore command, rows added/removed).
 """
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from featstore.errors import InputError
 from featstore.store.history import Version
 from featstore.store.store import Store
+from featstore.store.vacuuming import SAFE_RETAIN_HOURS, check_retention
 
-DEFAULT_RETAIN_HOURS = 168.0
+DEFAULT_RETAIN_HOURS = SAFE_RETAIN_HOURS
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,23 @@ def vacuum(
     model: str | None = None,
     retain_hours: float = DEFAULT_RETAIN_HOURS,
     dry_run: bool = False,
+    no_writer_running: bool = False,
 ) -> list[Vacuum]:
-    """Delete files that no version of the last `retain_hours` needs."""
-    if retain_hours < 0:
-        raise InputError(f"--retain must be 0 hours or more, got {retain_hours:g}.")
+    """Delete files that no version of the last `retain_hours` needs.
+
+    A retention below the default is refused unless `no_writer_running` (a running writer's
+    uncommitted files would go); files newer than a table's newest commit always stay.
+    """
+    check_retention(retain_hours, no_writer_running=no_writer_running)
     opened = Store(store)
     return [
-        Vacuum(name, opened.model(name).vacuum(retain_hours, dry_run=dry_run), dry_run)
+        Vacuum(
+            name,
+            opened.model(name).vacuum(
+                retain_hours, dry_run=dry_run, no_writer_running=no_writer_running
+            ),
+            dry_run,
+        )
         for name in _models(opened, model)
     ]
 

@@ -307,17 +307,21 @@ class ModelSnapshot:
             self.delta.update_incremental()
         return {"files_before": before, "files_after": len(self.files)}
 
-    def vacuum(self, retain_hours: float, *, dry_run: bool) -> list[str]:
-        """Delete files no version within `retain_hours` needs (orphans of killed runs too)."""
-        with store_errors(str(self.table), self.table.location):
-            removed: list[str] = self.delta.vacuum(
-                retention_hours=int(retain_hours),
-                dry_run=dry_run,
-                enforce_retention_duration=False,
-                full=True,
-                commit_properties=commit_properties("vacuum"),
-            )
-        return removed
+    def vacuum(
+        self, retain_hours: float, *, dry_run: bool, no_writer_running: bool = False
+    ) -> list[str]:
+        """Delete files no version within `retain_hours` needs (orphans of killed runs too),
+        never one newer than this version's commit; see `featstore.store.vacuuming`."""
+        from featstore.store.vacuuming import vacuum_table
+
+        return vacuum_table(
+            self.delta,
+            self.table.location,
+            self.table.key,
+            retain_hours,
+            dry_run=dry_run,
+            no_writer_running=no_writer_running,
+        )
 
     # -- internals ------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ killed run removed; kill -9 during compact, then compact again."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from delta_checks import (
     table_rows,
 )
 
+from featstore.errors import InputError
 from featstore.extraction import planning
 from featstore.store import Store
 from featstore.store.maintenance import compact, history, vacuum
+
+NO_WRITER = "--i-know-no-writer-is-running"
 
 
 def _assert_sorted_by_identity(store: Path) -> None:
@@ -72,14 +76,62 @@ def test_vacuum_removes_orphans_only_past_the_retention(tmp_path: Path) -> None:
     shutil.copy(folder / sorted(kept)[0], orphan)
     assert_same_rows(table_rows(store), rows)  # readers never see it
 
+    _age(orphan)  # a killed run's leftover: older than the commits that came after it
+
     assert vacuum(store)[0].removed == []  # the default keeps a week of files
-    listed = vacuum(store, retain_hours=0, dry_run=True)[0]
+    listed = vacuum(store, retain_hours=0, dry_run=True, no_writer_running=True)[0]
     assert [Path(p).name for p in listed.removed] == [orphan.name] and orphan.exists()
-    done = run(featstore("vacuum", "--store", str(store), "--retain", "0"))
+    done = run(featstore("vacuum", "--store", str(store), "--retain", "0", NO_WRITER))
     assert "deleted 1 files" in done.stdout, done.stdout
     assert not orphan.exists()
     assert data_files(store) == kept == committed_files(store)
     assert_same_rows(table_rows(store), rows)
+
+
+def test_vacuum_below_the_safe_retention_needs_the_no_writer_flag(tmp_path: Path) -> None:
+    """A short retention deletes the files of a commit in flight: refused unless the user
+    says that no writer is running (as Delta Lake's retention check)."""
+    store = tmp_path / "store"
+    build_store(store, 4, per_commit=2)
+    folder = store / f"model={MODEL}"
+    orphan = _age(_orphan(folder))
+    refused = run(featstore("vacuum", "--store", str(store), "--retain", "0"), expect=1)
+    assert NO_WRITER in refused.stderr and "168" in refused.stderr, refused.stderr
+    assert orphan.exists()
+    with pytest.raises(InputError, match="no_writer_running"):
+        vacuum(store, retain_hours=1)
+    assert orphan.exists()
+    assert vacuum(store, retain_hours=168)[0].removed == []  # the safe default needs no flag
+
+
+def test_vacuum_never_deletes_files_newer_than_the_newest_commit(tmp_path: Path) -> None:
+    """The files of a commit in flight (written after the newest commit) stay, whatever the
+    retention and the flag: the writer's commit will point at them."""
+    store = tmp_path / "store"
+    build_store(store, 4, per_commit=2)
+    rows = table_rows(store)
+    folder = store / f"model={MODEL}"
+    in_flight = _orphan(folder, "in-flight")
+    leftover = _age(_orphan(folder, "leftover"))
+    done = vacuum(store, retain_hours=0, no_writer_running=True)[0]
+    assert [Path(p).name for p in done.removed] == [leftover.name]
+    assert in_flight.exists() and not leftover.exists()
+    assert_same_rows(table_rows(store), rows)
+
+
+def _orphan(folder: Path, tag: str = "0123abcd") -> Path:
+    """A data file no version lists (what a writer leaves before its commit)."""
+    name = f"part-00000-{tag}-dead-beef-0000-000000000000-c000.zstd.parquet"
+    shutil.copy(folder / sorted(p.name for p in folder.glob("*.parquet"))[0], folder / name)
+    return folder / name
+
+
+def _age(*paths: Path) -> Path:
+    """Date `paths` an hour back: written before the table's newest commit."""
+    for path in paths:
+        stat = Path(path).stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3600 * 10**9))
+    return Path(paths[0]) if paths else Path()
 
 
 def test_extract_compacts_a_fragmented_table_and_a_rerun_commits_nothing(
@@ -115,7 +167,9 @@ def test_compact_killed_then_rerun_keeps_the_rows(tmp_path: Path) -> None:
     assert len(committed_files(store)) == 1
     assert_same_rows(table_rows(store), rows)
     _assert_sorted_by_identity(store)
-    run(featstore("vacuum", "--store", str(store), "--retain", "0"))
+    folder = store / f"model={MODEL}"
+    _age(*(folder / name for name in data_files(store) - committed_files(store)))
+    run(featstore("vacuum", "--store", str(store), "--retain", "0", NO_WRITER))
     assert data_files(store) == committed_files(store)
     assert_same_rows(table_rows(store), rows)
 
