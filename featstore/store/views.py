@@ -81,7 +81,10 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
 
     Queries (`featstore query`, `--where`) then reach the store's rows only: no
     `COPY ... TO`, no `read_csv('/etc/passwd')`, no ATTACH, no extension download.
+    Spilling is off: DuckDB adds its temp directory (`.tmp` of the working folder) to the
+    allowed paths, which would let a query read, list and write files there.
     """
+    con.execute("SET temp_directory = ''")
     if readable:
         con.execute("SET allowed_paths = ?", [readable])
     con.execute("SET enable_external_access = false")

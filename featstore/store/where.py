@@ -169,6 +169,7 @@ def _sandbox() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(
         config={
             "enable_external_access": False,
+            "temp_directory": "",  # DuckDB would allow its temp directory (`.tmp`)
             "autoload_known_extensions": False,
             "autoinstall_known_extensions": False,
             "lock_configuration": True,

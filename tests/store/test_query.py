@@ -150,3 +150,25 @@ def test_cli_info(extracted: Extracted, tmp_path: Path) -> None:
     assert f"dim {DIM}" in result.output and "valid" in result.output
     bad = CliRunner().invoke(main, ["info", "--store", str(tmp_path)])
     assert bad.exit_code == 1 and "not a featstore store" in bad.output
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT content FROM read_text('.tmp/s.txt')",
+        "COPY (SELECT * FROM images) TO '.tmp/dump.parquet'",
+        "SELECT * FROM glob('.tmp/*')",
+    ],
+)
+def test_query_cannot_reach_duckdb_s_temp_directory(
+    extracted: Extracted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str
+) -> None:
+    """DuckDB allows its temp directory (`.tmp` of the working folder) to a locked
+    connection: the query connection spills nowhere, so reads and writes there are refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "s.txt").write_text("secret")
+    result = CliRunner().invoke(main, ["query", "--store", str(extracted.store), sql])
+    assert result.exit_code == 1, result.output
+    assert "secret" not in result.output and "disabled by configuration" in result.output
+    assert sorted(p.name for p in (tmp_path / ".tmp").iterdir()) == ["s.txt"]
