@@ -85,6 +85,10 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
     allowed paths, which would let a query read, list and write files there.
     """
     con.execute("SET temp_directory = ''")
+    # DuckDB prints a progress bar to stdout (fd 1) once a query runs 2 s; what a query
+    # writes there is data (`query --format csv > out.csv`), so never.
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_progress_bar_print = false")
     if readable:
         con.execute("SET allowed_paths = ?", [readable])
     con.execute("SET enable_external_access = false")

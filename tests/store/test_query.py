@@ -172,3 +172,13 @@ def test_query_cannot_reach_duckdb_s_temp_directory(
     assert result.exit_code == 1, result.output
     assert "secret" not in result.output and "disabled by configuration" in result.output
     assert sorted(p.name for p in (tmp_path / ".tmp").iterdir()) == ["s.txt"]
+
+
+def test_query_connection_prints_no_progress_bar(extracted: Extracted) -> None:
+    """DuckDB prints its progress bar to stdout (fd 1) once a query runs 2 s: the first bytes
+    of `query --format csv > out.csv` were `\\r100% ▕███…`. Output is data: no bar."""
+    shown = Store(extracted.store).sql(
+        "SELECT current_setting('enable_progress_bar') AS bar, "
+        "current_setting('enable_progress_bar_print') AS printed"
+    )
+    assert shown.to_pylist() == [{"bar": False, "printed": False}]
