@@ -4,12 +4,22 @@
     <cache_dir>/<key>/input_features.f32    the samples' input features: raw float32,
                                             [samples, feature_dim], row-major
     <cache_dir>/<key>/identities.arrow      one row per identity: name, target features
-    <cache_dir>/<key>/manifest.json         written last: what the folder was made from
+    <cache_dir>/<key>/in_use.lock           shared-locked (flock) by every Dataset using it
+    <cache_dir>/<key>/manifest.json         written last: what the folder was made from,
+                                            and each file's size and XXH3-128 checksum
+    <cache_dir>/<key>.lock                  the build lock (only a build takes it)
 
 `key` digests the source and everything that changes the samples (model, `where`, the
 store's files or the JSON file's size and time), so a changed source gets a new folder
-and never reads stale samples; the folders of older versions of the same source are
-deleted when the new one is written.
+and never reads stale samples. When a new folder is written, the folders of other versions
+of the same source are deleted, except those a Dataset still uses (a job on `version=3`
+beside one on the latest): each Dataset holds a shared lock on its folder's `in_use.lock`
+while it lives, and eviction takes the exclusive lock without waiting or skips the folder.
+
+Opening checks the files against the manifest's checksums (XXH3 hashes several GB/s, cheap
+next to reading the features once): a damaged cache is rebuilt, or refused with StoreError
+where it cannot be, never served or parsed. A complete cache is opened without the build
+lock, so one on a read-only mount is read as it is.
 
 Why IPC and a memory map: every DataLoader worker maps the same file read-only, so the
 features live once, in the OS page cache, whatever the number of workers; nothing is
@@ -23,20 +33,21 @@ first construction's memory grow with the file).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 from numpy.typing import NDArray
 
 from featstore.errors import StoreError
@@ -45,12 +56,16 @@ from featstore.store.paths import AtomicPath
 
 CACHE_FORMAT = "featstore-dataset-cache"
 # 2: the head pose (euler_angles) joined the per-frame fields; 3: input_features.f32;
-# 4: pose_landmarks_3d, keypoints_3d, front_keypoints_3d (face000's 3D trainers)
-CACHE_VERSION = 4
+# 4: pose_landmarks_3d, keypoints_3d, front_keypoints_3d (face000's 3D trainers);
+# 5: checksums in the manifest, in_use.lock
+CACHE_VERSION = 5
 FRAMES_FILE = "frames.arrow"
 FEATURES_FILE = "input_features.f32"
 IDENTITIES_FILE = "identities.arrow"
 MANIFEST_FILE = "manifest.json"
+IN_USE_FILE = "in_use.lock"
+CHECKED_FILES = (FRAMES_FILE, FEATURES_FILE, IDENTITIES_FILE)
+_HASH_CHUNK = 16 << 20
 
 # What a sample's `position_encoding` holds: the spherical angles or the head pose
 # (docs/formats.md).
@@ -129,18 +144,35 @@ def default_cache_dir() -> Path:
     return Path(root) / "featstore" / "datasets"
 
 
-def cached_folder(cache_dir: Path, description: Mapping[str, Any]) -> Path | None:
-    """The complete cache folder of `description`, if one was built already."""
-    folder = cache_dir / cache_key(description)
-    return folder if _complete(folder) else None
+class CacheLease:
+    """A cache folder a Dataset uses: a shared lock on its `in_use.lock` while this lives,
+    so no build of another version deletes it (spawned workers map it later)."""
+
+    def __init__(self, folder: Path, fd: int | None) -> None:
+        self.folder = folder
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops its lock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def cached_folder(cache_dir: Path, description: Mapping[str, Any]) -> CacheLease | None:
+    """The complete, undamaged cache folder of `description` if one was built, leased."""
+    return _lease(cache_dir / cache_key(description), verify=True)
 
 
 def materialise(
     cache_dir: Path,
     description: Mapping[str, Any],
     build: Callable[[], SampleColumns],
-) -> Path:
-    """The folder holding `description`'s samples, built with `build()` if not there yet.
+) -> CacheLease:
+    """The folder holding `description`'s samples, built with `build()` if not there yet
+    (or damaged), leased to the caller.
 
     Concurrent constructions (DataLoader-less scripts started side by side, one per
     DDP rank) wait on a lock, so the samples are built once and the others map them.
@@ -154,32 +186,46 @@ def materialise(
     """
     key = cache_key(description)
     folder = cache_dir / key
+    found = _lease(folder, verify=True)  # no lock, no write: a read-only mount works
+    if found is not None:
+        return found
+    damaged = (folder / MANIFEST_FILE).is_file()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_exclusive(cache_dir / f"{key}.lock")
     except OSError as exc:
+        state = "is damaged (its files do not match their checksums)" if damaged else "is absent"
         raise StoreError(
-            f"cannot create the dataset cache folder {cache_dir}: {exc.strerror or exc}.\n"
-            "Hint: pass cache_dir= a folder you can write to."
+            f"the dataset cache {folder} {state}, and it cannot be built in {cache_dir}: "
+            f"{exc.strerror or exc}.\nHint: pass cache_dir= a folder you can write to"
+            + (f", or delete {folder} (as its owner)." if damaged else ".")
         ) from exc
-    with _locked(cache_dir / f"{key}.lock"):
-        if _complete(folder):
-            return folder
+    try:
+        found = _lease(folder, verify=True)
+        if found is not None:
+            return found
         # Under the lock, a temporary of this key is a killed build's: never used, removed.
         for stale in cache_dir.glob(f"{key}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         columns = build()
         try:
-            # Renamed over a torn folder a killed build may have left.
             with AtomicPath(folder) as target:
                 target.tmp.mkdir()
                 _write(target.tmp, columns, dict(description))
+                if folder.exists():  # torn or damaged: readers keep their mapping of it
+                    _discard(folder)
         except OSError as exc:
             raise StoreError(
                 f"cannot write the dataset cache {folder}: {exc.strerror or exc}.\n"
                 "Hint: free some disk space or pass cache_dir= another folder."
             ) from exc
+        built = _lease(folder, verify=False)  # just written and checked by the build
         _remove_older_versions(cache_dir, key, description.get("source"))
-    return folder
+    finally:
+        os.close(lock)  # drops the lock
+    if built is None:
+        raise StoreError(f"the dataset cache {folder} vanished as it was built.\nHint: rerun.")
+    return built
 
 
 def open_columns(folder: Path) -> SampleColumns:
@@ -208,14 +254,60 @@ def _complete(folder: Path) -> bool:
     return (folder / MANIFEST_FILE).is_file()
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _lease(folder: Path, *, verify: bool) -> CacheLease | None:
+    """Share-lock `folder`'s in_use.lock; None unless the folder is complete (and, with
+    `verify`, its files match the manifest's checksums)."""
+    try:
+        fd = os.open(folder / IN_USE_FILE, os.O_RDONLY)  # read-only: works on any mount
+    except OSError:
+        return None
+    lease = CacheLease(folder, fd)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        # Evicted between our open and our lock: the folder was renamed away first.
+        if os.fstat(fd).st_ino != (folder / IN_USE_FILE).stat().st_ino:
+            return None
+        if not _complete(folder) or (verify and not _intact(folder)):
+            return None
+    except (OSError, ValueError):
+        return None
+    return lease
+
+
+def _intact(folder: Path) -> bool:
+    """Whether each file has the size and checksum the manifest (written last) records."""
+    recorded = read_manifest(folder).get("files")
+    if not isinstance(recorded, dict) or sorted(recorded) != sorted(CHECKED_FILES):
+        return False
+    return all(_checksum(folder / name) == recorded[name] for name in CHECKED_FILES)
+
+
+def _checksum(path: Path) -> dict[str, Any]:
+    digest = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "xxh3_128": digest.hexdigest()}
+
+
+def _discard(folder: Path) -> None:
+    """Remove `folder`: renamed away first, so no reader opens it while it goes."""
+    doomed = folder.with_name(f"{folder.name}.tmp-discard-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _lock_exclusive(path: Path) -> int:
+    """Open (creating) `path` and wait for its exclusive lock; the descriptor holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write(folder: Path, columns: SampleColumns, description: dict[str, Any]) -> None:
@@ -236,8 +328,10 @@ def _write(folder: Path, columns: SampleColumns, description: dict[str, Any]) ->
     }
     _write_single_batch(folder / FRAMES_FILE, pa.record_batch(frames))
     _write_single_batch(folder / IDENTITIES_FILE, pa.record_batch(identities))
+    (folder / IN_USE_FILE).touch()
     manifest = {
         **description,
+        "files": {name: _checksum(folder / name) for name in CHECKED_FILES},
         "samples": len(columns),
         "identities": len(columns.identities),
         "feature_dim": columns.dim,
@@ -302,7 +396,8 @@ def _fixed_size_view(column: pa.Array, shape: tuple[int, ...]) -> NDArray[np.flo
 
 
 def _remove_older_versions(cache_dir: Path, key: str, source: object) -> None:
-    """Delete complete cache folders of the same source made from an older version of it."""
+    """Delete complete cache folders of the same source made from another version of it,
+    unless a Dataset uses them (its shared lock on in_use.lock)."""
     if source is None:
         return
     for manifest_path in cache_dir.glob(f"*/{MANIFEST_FILE}"):
@@ -310,8 +405,20 @@ def _remove_older_versions(cache_dir: Path, key: str, source: object) -> None:
         if folder.name == key or ".tmp-" in folder.name:  # another process's build
             continue
         try:
-            if read_manifest(folder).get("source") == source:
-                shutil.rmtree(folder, ignore_errors=True)
-                (cache_dir / f"{folder.name}.lock").unlink(missing_ok=True)
+            if read_manifest(folder).get("source") != source:
+                continue
+            fd = os.open(folder / IN_USE_FILE, os.O_RDONLY)
+        except FileNotFoundError:  # made before in_use.lock existed: nobody can hold it
+            fd = None
         except (OSError, ValueError):
             continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _discard(folder)
+            (cache_dir / f"{folder.name}.lock").unlink(missing_ok=True)
+        except OSError:  # in use (BlockingIOError), or already gone
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)

@@ -33,6 +33,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     POSITION_ENCODINGS,
+    CacheLease,
     PositionEncoding,
     SampleColumns,
     open_columns,
@@ -202,11 +203,11 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             if version is not None:
                 raise InputError(f"version={version}: an npy directory has no versions.")
             self.source_format, self.version = "npy-dir", None
-            self.model, folder = from_npy_dir(path, model, where, cache_dir)
+            self.model, lease = from_npy_dir(path, model, where, cache_dir)
         elif is_uri(source) or path.is_dir():  # a store folder, or one on object storage
             self.source_format = "store"
             self.store_source = source
-            self.model, self.version, folder = from_store(
+            self.model, self.version, lease = from_store(
                 source, model, where, cache_dir, version, position_encoding
             )
         elif path.is_file():
@@ -226,7 +227,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 detector=detector or DetectorSettings(),
                 runtime=runtime or RuntimeOptions(),
             )
-            self.model, folder, self.source_format = from_json(
+            self.model, lease, self.source_format = from_json(
                 path, model, where, cache_dir, extraction_store, extraction, position_encoding
             )
         else:
@@ -239,7 +240,9 @@ class FeatureDataset(Dataset[dict[str, Any]]):
                 f"extra_fields: det_score is not in the trainer's JSON ({path}).\n"
                 "Hint: read the store the file was exported from instead."
             )
-        self.cache_folder = folder
+        # Held while the Dataset lives: no build of another version deletes the folder.
+        self._lease: CacheLease | None = lease
+        self.cache_folder = lease.folder
         self._columns: SampleColumns | None = None
         self._sample_columns: tuple[Any, ...] | None = None
         columns = self._open()
@@ -392,6 +395,7 @@ class FeatureDataset(Dataset[dict[str, Any]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_columns"] = None  # paths travel to spawned workers, never mapped buffers
+        state["_lease"] = None  # the parent's lock stays the parent's
         state["_sample_columns"] = None
         return state
 

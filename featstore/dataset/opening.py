@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from featstore.dataset.cache import (
+    CacheLease,
     PositionEncoding,
     cache_key,
     cached_folder,
@@ -38,19 +39,19 @@ def from_store(
     cache_dir: str | os.PathLike[str] | None,
     version: int | None,
     encoding: PositionEncoding = "spherical_angles",
-) -> tuple[str, int, Path]:
+) -> tuple[str, int, CacheLease]:
     from featstore.dataset.sources import describe_store, read_store
     from featstore.store import Store
 
     store = Store(source)
     store.require_models()
     info = store.model(model, version)
-    folder = materialise(
+    lease = materialise(
         store_cache_dir(store.location.local, cache_dir),
         describe_store(store, info, where, encoding),
         lambda: read_store(store, info, where, encoding),
     )
-    return info.name, info.version, folder
+    return info.name, info.version, lease
 
 
 def from_npy_dir(
@@ -58,7 +59,7 @@ def from_npy_dir(
     model: str | None,
     where: str | None,
     cache_dir: str | os.PathLike[str] | None,
-) -> tuple[str, Path]:
+) -> tuple[str, CacheLease]:
     """face000's npy training directory (`featstore.dataset.npy_source`)."""
     from featstore.dataset.npy_source import describe_npy_dir, read_npy_dir
 
@@ -71,13 +72,13 @@ def from_npy_dir(
     description = describe_npy_dir(path)
     spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
     try:
-        folder = materialise(cache, description, lambda: read_npy_dir(path, model, spool))
+        lease = materialise(cache, description, lambda: read_npy_dir(path, model, spool))
     finally:
         shutil.rmtree(spool, ignore_errors=True)
-    found = read_manifest(folder)["model"]
+    found = read_manifest(lease.folder)["model"]
     if model is not None and model != found:
         raise InputError(f"{path}: model={model!r}, but the cache holds {found}.")
-    return found, folder
+    return found, lease
 
 
 def store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -99,7 +100,7 @@ def from_json(
     extraction_store: str | os.PathLike[str] | None,
     extraction: ExtractOptions,
     encoding: PositionEncoding,
-) -> tuple[str, Path, str]:
+) -> tuple[str, CacheLease, str]:
     from featstore.dataset.sources import (
         describe_json,
         json_format,
@@ -110,23 +111,23 @@ def from_json(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     description = describe_json(path)  # before reading: a later change makes a new key
     # Features of a new-format file read before: its content was checked then.
-    folder = cached_folder(cache, description)
-    if folder is None:
+    lease = cached_folder(cache, description)
+    if lease is None:
         if json_format(path) == "old":  # image paths only: small, read whole
             document = read_old_json(path)
             store = extract_old_json(document, model, extraction_store, extraction)
-            name, _, folder = from_store(
+            name, _, lease = from_store(
                 store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
             )
-            return name, folder, "old-json"
+            return name, lease, "old-json"
         # The frames' features are spooled beside the cache while read (a name that a
         # later build removes, were this one killed).
         spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
         try:
-            folder = materialise(cache, description, lambda: read_new_json(path, model, spool))
+            lease = materialise(cache, description, lambda: read_new_json(path, model, spool))
         finally:
             shutil.rmtree(spool, ignore_errors=True)
-    found = read_manifest(folder)["model"]
+    found = read_manifest(lease.folder)["model"]
     if model is not None and model != found:
         raise InputError(
             f"{path}: the features were made with {found}, not with model={model!r}.\n"
@@ -138,7 +139,7 @@ def from_json(
             "Hint: filter when exporting (`featstore export-json --where ...`), or read the "
             "store itself."
         )
-    return found, folder, "new-json"
+    return found, lease, "new-json"
 
 
 def extract_old_json(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featstore import FeatureDataset
-from featstore.dataset.cache import FEATURES_FILE, MANIFEST_FILE
+from featstore.dataset.cache import FEATURES_FILE, MANIFEST_FILE, open_columns
 from featstore.errors import StoreError
 
 DIM = 384
@@ -89,12 +89,20 @@ def test_killed_first_construction_is_rebuilt(tmp_path: Path) -> None:
     assert np.array_equal(dataset[5]["input_features"].numpy(), want)
 
 
-def test_a_damaged_features_file_is_named_with_what_to_do(tmp_path: Path) -> None:
+def test_a_damaged_features_file_is_rebuilt_and_named_when_mapped(tmp_path: Path) -> None:
     source, cache = write_json(tmp_path / "valid_images.json"), tmp_path / "cache"
-    features = FeatureDataset(source, cache_dir=cache).cache_folder / FEATURES_FILE
-    features.write_bytes(features.read_bytes()[:-4])  # a torn copy, a full disk
+    first = FeatureDataset(source, cache_dir=cache)
+    want = first[5]["input_features"].numpy().copy()
+    features = first.cache_folder / FEATURES_FILE
+    torn = features.read_bytes()[:-4]  # a torn copy, a full disk
+    features.write_bytes(torn)
+    # A worker mapping the folder after the damage: named, with what to do.
     with pytest.raises(StoreError) as caught:
-        FeatureDataset(source, cache_dir=cache)
+        open_columns(first.cache_folder)
     message = str(caught.value)
     assert str(features) in message and f"expected 6 x {DIM} float32" in message
     assert f"delete the folder {features.parent}" in message
+    # A new Dataset checks the files against the manifest's checksums: rebuilt.
+    del first
+    again = FeatureDataset(source, cache_dir=cache)
+    assert np.array_equal(again[5]["input_features"].numpy(), want)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import gc
 import math
 import os
 import pickle
@@ -370,11 +371,15 @@ def test_cache_is_reused_then_invalidated(
         pa.array(changed, rows.schema.field("features").type),
     )
     Store(store).model(MODEL).commit(rows, identities=[name], command="test")
+    # A folder goes once no Dataset uses it (tests/dataset/test_cache_sharing.py).
+    old_folder, old_sample = first.cache_folder, first[0]
+    del first, again
+    gc.collect()
     updated = FeatureDataset(store)
-    assert updated.cache_folder != first.cache_folder
-    assert not first.cache_folder.exists()
-    assert torch.equal(updated[0]["input_features"], first[0]["input_features"] + 1.0)
-    assert torch.equal(updated[0]["target_features"], first[0]["target_features"] + 1.0)
+    assert updated.cache_folder != old_folder
+    assert not old_folder.exists()
+    assert torch.equal(updated[0]["input_features"], old_sample["input_features"] + 1.0)
+    assert torch.equal(updated[0]["target_features"], old_sample["target_features"] + 1.0)
 
 
 def test_read_only_store_caches_in_the_user_cache(
