@@ -40,6 +40,7 @@ from featstore.trainer_json.json_stream import (
     BinaryReader,
     JsonTextError,
     Member,
+    parse_int,
     read_members,
     text_start,
 )
@@ -144,7 +145,10 @@ def float32(
         where = face if face and row == 0 else f"video_data[{row - bool(face)}].{key.frame}"
         found = f"{values[index]}"
         if not np.isfinite(wide[index]):  # a NaN / Infinity token, or beyond float64
-            found += " (NaN or Infinity: not JSON numbers, though Python's json.dump writes them)"
+            found += (
+                " (NaN or Infinity: not JSON numbers, though Python's json.dump writes them;"
+                " or a number beyond float64)"
+            )
         raise check.fail(where, "numbers within float32's range", found)
     for i in map(int, np.flatnonzero(halfway)):
         if not check.exact:
@@ -317,7 +321,7 @@ class IdentityReader:
             return identity_values(check, value, self.base, self.dim, three_d=self.three_d)
         except HalfwayNumber:
             # Rare (see `float32`): this identity again, its numbers as written.
-            exact = json.loads(member.text, parse_float=Decimal)
+            exact = json.loads(member.text, parse_float=Decimal, parse_int=parse_int)
             return identity_values(
                 Check(self.path, name, True), exact, self.base, self.dim, three_d=self.three_d
             )
@@ -376,7 +380,7 @@ def _python_value(text: bytes) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # not expected; Python's json is the lenient one
-        return json.loads(text)
+        return json.loads(text, parse_int=parse_int)
 
 
 def check_model_dim(path: Path, model: str, dim: int) -> None:

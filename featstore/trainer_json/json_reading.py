@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-from featstore.trainer_json.json_stream import JsonTextError
+from featstore.trainer_json.json_stream import JsonTextError, parse_int
 from featstore.trainer_json.problems import Problem
 
 SNIPPET = 20  # characters shown either side of a syntax error
@@ -36,7 +36,7 @@ def parse_whole(raw: IO[bytes], start: int) -> tuple[Any, list[str]] | Problem:
         return obj
 
     try:
-        return json.loads(text, object_pairs_hook=pairs_hook), repeated
+        return json.loads(text, object_pairs_hook=pairs_hook, parse_int=parse_int), repeated
     except json.JSONDecodeError as exc:
         snippet = text[max(exc.pos - SNIPPET, 0) : exc.pos + SNIPPET]
         found = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"

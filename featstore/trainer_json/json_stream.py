@@ -46,8 +46,15 @@ _CLASSES = bytes(
 )
 _OFFSETS = np.arange(8, dtype=np.int64)
 _BLANK = b" \t\r\n"
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+_BLANK_TO_END = re.compile(rb"[ \t\r\n]*\Z")
+# Integers longer than this go to float (inf beyond float64), never to a Python int:
+# a feature `1` followed by 400 zeros becomes a named non-finite value, not OverflowError.
+_INT_DIGITS = 300
 # What lies between two identities' values: `, "key" :` (no comma before the first).
-_STRING = rb'"(?:[^"\\]|\\.)*"'
+# Unrolled (`"[^"\\]*(?:\\.[^"\\]*)*"`), never an alternation per character: re keeps
+# a backtracking frame per repetition of a group, ~170 bytes a character of a long key.
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _KEY = re.compile(rb"[ \t\r\n]*(,)?[ \t\r\n]*(" + _STRING + rb")[ \t\r\n]*:[ \t\r\n]*", re.S)
 # A member whose value is a scalar (no brackets), found in such a gap.
 _SCALAR = rb"(?:" + _STRING + rb"|[^,\s\"{}\[\]:]+)"
@@ -143,20 +150,30 @@ class _Scanner:
         self.squares = 0  # '[' outside strings so far
         self.squares_at_value = 0  # ... before the current value started
         self.count = 0  # members read
-        self.cursor = (0, 0)  # (buffer offset, newlines before it in buf): lines, quickly
+        # (buffer offset, newlines before it in buf, its column; 0: unknown): positions,
+        # counted on from the last one.
+        self.cursor = (0, 0, 0)
 
     # -- positions ---------------------------------------------------------------------
 
     def position(self, offset: int) -> tuple[int, int]:
-        """(line, column) of a buffer offset, both 1-based; the column counts characters."""
-        line_start = self.buf.rfind(b"\n", 0, offset) + 1
-        at, before = self.cursor if self.cursor[0] <= offset else (0, 0)
-        before += _newlines(self.buf, at, offset)
-        self.cursor = (offset, before)
-        line = self.lines + before + 1
-        column = _characters(self.buf, line_start, offset) + 1
-        column += self.column0 if line_start == 0 and before == 0 else 0
-        return line, column
+        """(line, column) of a buffer offset, both 1-based; the column counts characters.
+
+        Counted on from the last position asked for (members come in file order), so a
+        file of many members on one line costs linear time, not a rescan of the line.
+        """
+        at, before, column = self.cursor if self.cursor[0] <= offset else (0, 0, 0)
+        newlines = _newlines(self.buf, at, offset)
+        if newlines or not column:
+            line_start = self.buf.rfind(b"\n", at if newlines else 0, offset) + 1
+            column = _characters(self.buf, line_start, offset) + 1
+            if line_start == 0 and before + newlines == 0:
+                column += self.column0
+        else:
+            column += _characters(self.buf, at, offset)
+        before += newlines
+        self.cursor = (offset, before, column)
+        return self.lines + before + 1, column
 
     def error(self, kind: str, detail: str, offset: int, identity: str | None = None) -> Exception:
         line, column = self.position(offset)
@@ -279,7 +296,7 @@ class _Scanner:
         """Members with scalar values in buf[start:end] (no brackets in there)."""
         gap = bytes(self.buf[start:end])
         position = 0
-        while gap[position:].strip(_BLANK):
+        while not _BLANK_TO_END.match(gap, position):  # no slice: linear in the members
             match = _SCALAR_MEMBER.match(gap, position)
             if match is None:
                 rest = gap[position:].lstrip(_BLANK)
@@ -307,9 +324,12 @@ class _Scanner:
             text = bytes(view[start:end])
         key_text = key.decode("utf-8", "replace")
         line = self.position(key_at)[0]
+        name: str | None
+        key_error = None
         try:
-            name: str | None = orjson.loads(key)
-            key_error = None
+            name = _plain_key(key)
+            if name is None:
+                name = orjson.loads(key)
         except orjson.JSONDecodeError as exc:
             name, key_error = None, str(exc).split(":")[0]
         value = self.fast(text) if self.fast is not None else None
@@ -326,7 +346,7 @@ class _Scanner:
         # Not for what Python's json accepts but the store cannot hold (lone surrogates).
         if not any(word in message for word in ("depth", "recursion", "surrogate", "UTF-8")):
             try:
-                return json.loads(text)
+                return json.loads(text, parse_int=parse_int)
             except (ValueError, RecursionError):
                 pass
         try:
@@ -366,7 +386,7 @@ class _Scanner:
         last = self.buf.rfind(b"\n", 0, keep)
         self.column0 = _characters(self.buf, last + 1, keep) + (0 if newlines else self.column0)
         del self.buf[:keep]
-        self.cursor = (0, 0)
+        self.cursor = (0, 0, 0)
         self.base += keep
         self.pending -= keep
         if self.value_start >= 0:
@@ -430,6 +450,22 @@ def bom_length(head: bytes) -> int:
     Returns how many bytes `head` (the file's first bytes) starts with: 3 or 0.
     """
     return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+
+
+def _plain_key(key: bytes) -> str | None:
+    """A key without escapes or control characters, decoded directly; None for the others
+    (orjson's to decode and judge). orjson takes ~12 bytes a character for a long string."""
+    if b"\\" in key or _CONTROL.search(key):
+        return None
+    try:
+        return key[1:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def parse_int(text: str) -> int | float:
+    """json's `parse_int`: a Python int, or a float (inf past float64) for a huge one."""
+    return int(text) if len(text.lstrip("-")) <= _INT_DIGITS else float(text)
 
 
 def text_start(raw: IO[bytes]) -> int:

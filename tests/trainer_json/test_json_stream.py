@@ -101,6 +101,11 @@ HOSTILE: dict[str, tuple[bytes, str, str]] = {
         "Q3-identity-name",
         "expected a non-empty identity, found an empty string",
     ),
+    "integer beyond float64 (1 and 400 zeros)": (
+        text_of([('"a"', number("1" + "0" * 400))]),
+        "Q3-non-finite",
+        "face_features: expected numbers within float32's range, found inf",
+    ),
     "NaN": (
         text_of([('"a"', number("NaN"))]),
         "Q3-non-finite",
@@ -228,3 +233,38 @@ def test_one_nan_in_a_large_file_keeps_memory_flat(tmp_path: Path) -> None:
     assert validate_json(large, check_paths=False).counts_by_code == {"Q3-non-finite": 1}
     assert peaks[large] < 1.5 * peaks[small] + 4 * json_stream.CHUNK
     assert peaks[large] < large.stat().st_size / 3
+
+
+def test_a_long_identity_key_costs_a_small_multiple_of_its_size(tmp_path: Path) -> None:
+    """The scanner's key regex kept ~170 bytes per character (3.4 GB for a 20 MB key)."""
+    key = "k" * (4 * 2**20)
+    path = tmp_path / "long_key.json"
+    path.write_bytes(text_of([(f'"{key}"', GOOD)]))
+    for run in (
+        lambda: list(read_members(io.BytesIO(path.read_bytes()))),
+        lambda: validate_json(path, check_paths=False),
+        lambda: import_json(path, store=tmp_path / "store"),
+        lambda: FeatureDataset(path, cache_dir=tmp_path / "cache"),
+    ):
+        assert peak_bytes(run) < 12 * len(key)
+
+
+def test_validate_is_linear_in_top_level_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N scalar members on one line, then an identity: each member's position was counted
+    from the line's start again (quadratic). Counted here: the bytes the scanner looks at
+    for positions, never a timing."""
+    scanned = [0]
+    characters = json_stream._characters
+
+    def counting(buf: bytearray, start: int, end: int) -> int:
+        scanned[0] += max(min(end, len(buf)) - start, 0)
+        return characters(buf, start, end)
+
+    monkeypatch.setattr(json_stream, "_characters", counting)
+    path = tmp_path / "scalars.json"
+    path.write_bytes(text_of([(f'"s{i}"', str(i)) for i in range(20_000)] + [('"a"', GOOD)]))
+    report = validate_json(path, check_paths=False)
+    assert report.counts_by_code.get("Q3-type") or report.problems  # the scalars are refused
+    assert scanned[0] < 4 * path.stat().st_size, scanned[0]
