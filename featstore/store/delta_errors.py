@@ -16,6 +16,8 @@ featstore's own errors pass through unchanged.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from featstore.store.location import StoreLocation
 
 _MESSAGE_CHARS = 500
+_NEARLY_FULL = 1 << 20  # bytes free: a write that failed there failed for want of space
 _NOT_PANICS = (Exception, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
@@ -58,6 +61,21 @@ def store_error(
 
     text = location.scrub(str(exc)).strip()
     message = (text.splitlines()[0] if text else type(exc).__name__)[:_MESSAGE_CHARS]
+    full_text = location.scrub(" ".join(_chain(exc)))
+    if _disk_full(exc, full_text, location):
+        return StoreError(
+            f"{where}: the disk holding the store is full ({message}). What this command was "
+            "writing was not committed: the store is as it was before it (every earlier "
+            "commit is intact).\nHint: free some space (or move the store to a larger disk) "
+            "and run the same command again: it resumes; `featstore vacuum` removes the "
+            "files the interrupted write left."
+        )
+    if _read_only(exc, full_text):
+        return StoreError(
+            f"cannot write to {where}: the store is read-only here ({message}).\nHint: this "
+            "command writes or deletes files in the store: run it where the store is "
+            "writable (not a read-only mount or snapshot), as a user who may write it."
+        )
     if version is not None and "version" in message.lower():
         return StoreError(
             f"{where} has no version {version}: {message}\nHint: `featstore history "
@@ -71,3 +89,38 @@ def store_error(
             "damaged or from another program; extract the model again into a new --store."
         )
     return StoreError(f"{where}: {message}")
+
+
+def _chain(exc: BaseException) -> list[str]:
+    """The messages of `exc` and its causes (delta-rs keeps the OS error in the cause)."""
+    return [str(e) for e in _causes(exc)]
+
+
+def _disk_full(exc: BaseException, text: str, location: StoreLocation) -> bool:
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in _causes(exc)):
+        return True
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    # delta-rs' object store often says only "Generic LocalFileSystem error" (or panics,
+    # "Already shut down"): a local disk with next to no space left tells.
+    if location.local is None:
+        return False
+    try:
+        return shutil.disk_usage(location.local).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def _read_only(exc: BaseException, text: str) -> bool:
+    if any(isinstance(e, OSError) and e.errno == errno.EROFS for e in _causes(exc)):
+        return True
+    return "Read-only file system" in text or "os error 30" in text
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(found) < 8:
+        found.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return found

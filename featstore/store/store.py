@@ -29,6 +29,7 @@ from featstore.store.format import (
     store_schema,
 )
 from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.missing_files import require_files
 from featstore.store.neighbors import SCHEMA as NEIGHBORS_SCHEMA
 from featstore.store.neighbors import create_neighbor_views, stored_neighbors
 from featstore.store.snapshot import ModelInfo, ModelSnapshot
@@ -188,6 +189,8 @@ class Store:
         import duckdb
 
         stored = self.model_names() if stored is None else stored
+        for snap in snapshots:  # a vacuumed version is said to be one, before DuckDB trips
+            require_files(snap.table, snap.version, snap.files)
         con = duckdb.connect()
         dims = {s.dim for s in snapshots}
         source, columns, readable = self._source(con, snapshots)
