@@ -39,11 +39,12 @@ from featstore.store.format import (
     to_delta,
 )
 from featstore.store.location import StoreLocation, resolve_store
+from featstore.store.migrate_checks import V1_DATA, V1_PROVENANCE, check_partitions, read_partition
 from featstore.store.properties import commit_properties, writer_properties
 from featstore.store.table import ModelTable
 
-_V1_PROVENANCE = "_provenance.json"
-_V1_DATA = "data.parquet"
+_V1_PROVENANCE = V1_PROVENANCE
+_V1_DATA = V1_DATA
 _V1_FINGERPRINT = b"featstore.input_fingerprint"
 
 
@@ -110,13 +111,17 @@ def _migrate_model(location: StoreLocation, folder: str) -> Migration:
     already = table.exists()
     rows = 0
     if not already:
+        check_partitions(location, folder, files)  # before anything is written or deleted
         for key, _ in location.list_files(folder):  # data files of a killed migration
             if "/" not in key and key.endswith(".parquet"):
                 location.delete_file(f"{folder}/{key}")
         rows = _write_table(location, table, folder, files, provenance)
-    # Every old partition folder, also one a killed cleanup left empty (its data file gone).
+    # The migrated partitions' files, then their folders once empty (also one a killed
+    # cleanup left empty). Anything else stays: nothing that was not migrated is deleted.
+    for key in files:
+        location.delete_file(f"{folder}/{key}")
     for name in location.children(folder):
-        if name.startswith("identity="):
+        if name.startswith("identity=") and not location.children(f"{folder}/{name}"):
             location.remove_tree(f"{folder}/{name}")
     if location.is_file(f"{folder}/{_V1_PROVENANCE}"):
         location.delete_file(f"{folder}/{_V1_PROVENANCE}")
@@ -162,9 +167,8 @@ def _write_table(
 
     def batches() -> Iterator[pa.RecordBatch]:
         for key in files:
-            parquet = pq.ParquetFile(location.path(f"{folder}/{key}"), filesystem=location.fs)
-            fingerprint = (parquet.metadata.metadata or {}).get(_V1_FINGERPRINT, b"").decode()
-            rows = parquet.read()
+            rows, metadata = read_partition(location, folder, key)
+            fingerprint = metadata.get(_V1_FINGERPRINT, b"").decode()
             rows = rows.append_column(
                 pa.field(FINGERPRINT_COLUMN, pa.string()),
                 pa.array([fingerprint] * rows.num_rows, pa.string()),

@@ -151,3 +151,41 @@ def test_a_cleanup_killed_midway_is_finished(tmp_path: Path) -> None:
     (store / "_featstore.json").write_text('{"format": "featstore-store", "version": 1}')
     run(featstore("migrate", str(store)))
     assert not half_deleted.exists()
+
+
+def _tree(store: Path) -> list[str]:
+    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+
+
+def _damaged(tmp_path: Path, damage: str) -> tuple[Path, str]:
+    """A version-1 store with one partition damaged; what the refusal must name."""
+    store = tmp_path / "v1"
+    write_v1_store(store, _v1_rows(5), DIM)
+    folder = store / f"model={MODEL}"
+    if damage == "renamed file":
+        part = folder / "identity=id_0002"
+        (part / "data.parquet").rename(part / "data.parquet.bak")
+        return store, "identity=id_0002/data.parquet.bak"
+    if damage == "another identity's rows":
+        shutil.copy(folder / "identity=id_0001" / "data.parquet", folder / "identity=id_0003")
+        return store, "identity=id_0003/data.parquet"
+    data = folder / "identity=id_0004" / "data.parquet"
+    data.write_bytes(data.read_bytes()[:-100])  # truncated
+    return store, "identity=id_0004/data.parquet"
+
+
+@pytest.mark.parametrize("damage", ["renamed file", "another identity's rows", "truncated"])
+def test_migrate_refuses_a_partition_it_does_not_understand_and_deletes_nothing(
+    tmp_path: Path, damage: str
+) -> None:
+    store, named = _damaged(tmp_path, damage)
+    before = _tree(store)
+    result = CliRunner().invoke(main, ["migrate", str(store)])
+    assert result.exit_code == 1, result.output
+    assert named in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) <= 8
+    if damage == "another identity's rows":
+        assert "id_0001" in result.output
+    assert _tree(store) == before  # nothing deleted, nothing written
+    with pytest.raises(StoreError, match="featstore migrate"):
+        Store(store)  # still a version-1 store
