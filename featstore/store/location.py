@@ -4,10 +4,15 @@
     resolve_store("s3://bucket/prefix")           pyarrow's S3 client
     resolve_store("s3://b/p?endpoint_override=127.0.0.1:9000&scheme=http")
 
-Credentials and endpoints come from where pyarrow's clients look: the URI's query options
-and the usual environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-`AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, ...).
-Messages show `StoreLocation.display`: the URI without user info or secret query values.
+Credentials, one way for both of the store's S3 clients (pyarrow's for files, delta-rs'
+own for the tables): the usual environment variables (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), which
+both read, or the URI's user info `s3://KEY:SECRET@bucket/prefix` (percent-encoded),
+which pyarrow reads and `delta_target` hands to delta-rs. Credentials as query options
+(`?secret_key=`) are refused: pyarrow does not know them. Endpoint options
+(`?endpoint_override=host:port&scheme=http&region=...`) are pyarrow's, translated for
+delta-rs. Messages and `repr` show `StoreLocation.display`: the URI without user info or
+secret query values.
 
 Writes are whole-or-nothing on both: locally a file is written under a temporary name
 (`<name>.tmp-<host>-<pid>-<random>`) and renamed; on object storage an object is uploaded
@@ -20,10 +25,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from featstore.errors import StoreError
 from featstore.store.paths import write_atomic
@@ -33,6 +38,13 @@ if TYPE_CHECKING:
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "signature")
+_CREDENTIAL_OPTIONS = ("access_key", "secret_key", "session_token")
+_CREDENTIALS_HINT = (
+    "Give S3 credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_SESSION_TOKEN; endpoint AWS_ENDPOINT_URL, region AWS_REGION) or in the URI as "
+    "s3://KEY:SECRET@bucket/prefix (percent-encode '/', ':' and '@'); the endpoint may also "
+    "be given as ?endpoint_override=host:port&scheme=http."
+)
 
 
 def is_uri(store: str | os.PathLike[str]) -> bool:
@@ -76,7 +88,8 @@ class StoreLocation:
     root: str  # the root inside `fs`, without a trailing slash
     display: str  # for messages and summaries: never holds a secret
     local: Path | None  # the folder, when the store is on the local filesystem
-    uri: str  # as given; may hold secrets, so never shown (pickled to Ray workers)
+    # As given; may hold secrets, so never shown, nor in repr (pickled to Ray workers).
+    uri: str = field(repr=False)
 
     def __str__(self) -> str:
         return self.display
@@ -200,14 +213,12 @@ class StoreLocation:
             options["AWS_ALLOW_HTTP"] = "true"
         if "region" in query:
             options["AWS_REGION"] = query["region"]
-        for name in ("access_key", "secret_key", "session_token"):
-            if name in query:
-                options[f"AWS_{name.upper()}" if name != "access_key" else "AWS_ACCESS_KEY_ID"] = (
-                    query[name]
-                )
-        if "secret_key" in query:
-            options["AWS_SECRET_ACCESS_KEY"] = options.pop("AWS_SECRET_KEY")
-        base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        if parts.username is not None:  # pyarrow's form: delta-rs takes them as options
+            options["AWS_ACCESS_KEY_ID"] = unquote(parts.username)
+            options["AWS_SECRET_ACCESS_KEY"] = unquote(parts.password or "")
+        # The bucket alone: delta-rs would read `KEY:SECRET@bucket` as the bucket's name.
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         return f"{base}/{key}", options
 
     def remove_tree(self, key: str) -> None:
@@ -248,6 +259,12 @@ def resolve_store(store: str | os.PathLike[str] | StoreLocation) -> StoreLocatio
     import pyarrow.fs as pafs
 
     display = scrub_uri(store)
+    secret_options = [k for k, _ in parse_qsl(urlsplit(store).query) if k in _CREDENTIAL_OPTIONS]
+    if secret_options:
+        raise StoreError(
+            f"--store {display}: credentials as URI options ({', '.join(secret_options)}) "
+            "reach neither pyarrow nor delta-rs.\nHint: " + _CREDENTIALS_HINT
+        )
     try:
         fs, root = pafs.FileSystem.from_uri(store)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -255,10 +272,8 @@ def resolve_store(store: str | os.PathLike[str] | StoreLocation) -> StoreLocatio
         for secret in _secrets(store):
             message = message.replace(secret, "***")
         raise StoreError(
-            f"cannot open --store {display}: {message}\nHint: pyarrow reads s3://bucket/prefix "
-            "(credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-            "AWS_REGION, AWS_ENDPOINT_URL, or URI options such as "
-            "?endpoint_override=host:port&scheme=http), gs://, hdfs:// and local paths."
+            f"cannot open --store {display}: {message}\nHint: stores live in local folders, "
+            "s3://bucket/prefix, gs:// or hdfs://. " + _CREDENTIALS_HINT
         ) from exc
     if isinstance(fs, pafs.LocalFileSystem):
         return local_location(root)

@@ -75,7 +75,7 @@ class ImportSummary:
     """What `import_json` added to the store."""
 
     path: Path  # the JSON file
-    store: Path
+    store: Path | str  # the folder, or the store's URI without secrets
     model: str
     feature_dim: int
     identities: int
@@ -134,7 +134,7 @@ def import_json(
     assert loader.model is not None and loader.dim is not None
     return ImportSummary(
         path=json_path,
-        store=opened.location.local or Path(opened.location.display),
+        store=opened.location.local or opened.location.display,  # a URI stays a URI
         model=loader.model,
         feature_dim=loader.dim,
         identities=loader.identities,

@@ -3,6 +3,7 @@ client against moto's S3 server on loopback; URIs and secrets in messages."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,8 @@ def test_local_paths_and_file_uris_are_local(tmp_path: Path) -> None:
 
 
 def test_an_unknown_scheme_is_a_store_error() -> None:
-    with pytest.raises(StoreError, match=r"cannot open --store nosuch://b/p\?secret_key=\*\*\*"):
-        resolve_store(f"nosuch://b/p?secret_key={SECRET}")
+    with pytest.raises(StoreError, match=r"cannot open --store nosuch://b/p\?password=\*\*\*"):
+        resolve_store(f"nosuch://b/p?password={SECRET}")
 
 
 def test_extract_query_info_and_export_on_s3(
@@ -171,3 +172,70 @@ def test_identity_consistency_on_s3(s3: S3, consistency_store: Path) -> None:
     remote = Store(uri).sql(query, model=MODEL)
     assert remote.num_rows == local.num_rows > 0
     assert remote == local
+
+
+MODEL_384 = "dinov2_vits14"
+CREDENTIALED = f"s3://featstore-test:{SECRET.replace('-', '%2D')}@bkt/p?region=us-east-1"
+
+
+def test_credentials_in_the_uri_reach_delta_rs_and_never_its_bucket() -> None:
+    location = resolve_store(f"{CREDENTIALED}&endpoint_override=127.0.0.1:9&scheme=http")
+    uri, options = location.delta_target("model=m")
+    assert uri == "s3://bkt/p/model=m"  # no user info: delta-rs read it as the bucket
+    assert options["AWS_ACCESS_KEY_ID"] == "featstore-test"
+    assert options["AWS_SECRET_ACCESS_KEY"] == SECRET
+    assert options["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert SECRET not in repr(location) and SECRET.replace("-", "%2D") not in repr(location)
+
+
+def test_credentials_as_query_options_are_refused_with_the_documented_ways() -> None:
+    with pytest.raises(StoreError) as raised:
+        resolve_store(f"s3://bkt/p?access_key=featstore-test&secret_key={SECRET}")
+    message = str(raised.value)
+    assert SECRET not in message
+    assert "AWS_SECRET_ACCESS_KEY" in message and "s3://KEY:SECRET@bucket" in message
+
+
+def test_import_into_s3_with_credentials_in_the_uri_only(
+    tmp_path: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow and delta-rs both use the URI's credentials (none in the environment); the
+    summary names the store as an s3:// URI."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    secret = SECRET.replace("-", "%2D")
+    uri = (
+        f"s3://featstore-test:{secret}@{s3.bucket}/stores/userinfo"
+        f"?endpoint_override={s3.endpoint}&scheme=http"
+    )
+    source = tmp_path / "valid_images.json"
+    source.write_text(json.dumps({"a": _identity("a")}), "utf-8")
+    result = CliRunner().invoke(main, ["import-json", str(source), "--store", uri])
+    assert result.exit_code == 0, result.output
+    assert f"of s3://{s3.bucket}/stores/userinfo" in result.output, result.output
+    assert SECRET not in result.output and secret not in result.output
+    opened = Store(uri)
+    assert count_rows(opened)[MODEL_384].frames == {"ok": 2}
+    assert SECRET not in repr(opened) and secret not in repr(opened)
+
+
+def _identity(name: str, dim: int = 384) -> dict[str, object]:
+    frame = {
+        "image_path": f"video/{name}/0.jpg",
+        "features": [0.5] * dim,
+        "landmarks_2d": [[1.0, 2.0]] * 5,
+        "landmarks_3d": [[1.0, 2.0, 3.0]] * 5,
+        "box": [1.0, 2.0, 3.0, 4.0],
+        "spherical_angles": [0.0] * 5,
+        "avg_angle": 0.5,
+    }
+    return {
+        "face_image_path": f"face/{name}.jpg",
+        "face_features": [0.25] * dim,
+        "face_landmarks_2d": [[1.0, 2.0]] * 5,
+        "face_landmarks_3d": [[1.0, 2.0, 3.0]] * 5,
+        "face_box": [1.0, 2.0, 3.0, 4.0],
+        "video_data": [frame, {**frame, "image_path": f"video/{name}/1.jpg"}],
+        "feature_dim": dim,
+        "dinov2_model": "dinov2_vits14",
+    }
