@@ -44,16 +44,21 @@ def replace_rows(
     commit keeps).
     """
     files = _FileWriter(table, schema)
+    added = 0
     try:
         for batch in batches:
             files.write(batch)
+            added += batch.num_rows
         actions = files.close()
     except BaseException:
         files.discard()  # nothing refers to them; spare vacuum the work
         raise
     try:
         table.open().delta.create_write_transaction(
-            actions, mode="overwrite", schema=schema, commit_properties=commit_properties(command)
+            actions,
+            mode="overwrite",
+            schema=schema,
+            commit_properties=commit_properties(command, rows_added=added),
         )
     except BaseException:
         # delta-rs also raises after the commit (a post-commit hook: a checkpoint that

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from featstore.store.properties import ROWS_ADDED_KEY
+
 
 @dataclass(frozen=True)
 class Version:
@@ -38,7 +40,9 @@ def parse_version(entry: dict[str, Any]) -> Version:
         operation=str(entry.get("operation", "")),
         command=entry.get("featstore.command"),
         featstore_version=entry.get("featstore.version"),
-        rows_added=metric("num_added_rows", "num_output_rows", "num_copied_rows"),
+        rows_added=metric("num_added_rows", "num_output_rows", "num_copied_rows")
+        if ROWS_ADDED_KEY not in entry
+        else int(entry[ROWS_ADDED_KEY]),
         rows_removed=removed,
         files_added=metric("num_added_files", "numFilesAdded"),
         files_removed=metric("num_removed_files", "numFilesRemoved"),

@@ -17,13 +17,18 @@ def writer_properties() -> Any:
     return WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 
 
-def commit_properties(command: str) -> Any:
-    """Every commit records the featstore command and version (`featstore history`)."""
+ROWS_ADDED_KEY = "featstore.rows_added"
+
+
+def commit_properties(command: str, *, rows_added: int | None = None) -> Any:
+    """Every commit records the featstore command and version (`featstore history`).
+
+    `rows_added`: for a commit delta-rs reports no metrics of (a transaction of add
+    actions written by featstore, `bulk_write`), so that history can count its rows.
+    """
     from deltalake import CommitProperties
 
-    return CommitProperties(
-        custom_metadata={
-            "featstore.command": command,
-            "featstore.version": featstore.__version__,
-        }
-    )
+    metadata = {"featstore.command": command, "featstore.version": featstore.__version__}
+    if rows_added is not None:
+        metadata[ROWS_ADDED_KEY] = str(rows_added)
+    return CommitProperties(custom_metadata=metadata)

@@ -105,3 +105,13 @@ def test_an_error_after_the_commit_keeps_the_committed_files(
     with pytest.raises(OSError, match="checkpoint"):
         replace_rows(table, SCHEMA, batches(4, 3), "import-json")
     assert rows_of(table).num_rows == 12  # readable: the files are all there
+
+
+def test_history_counts_the_rows_a_bulk_replace_added_and_removed(tmp_path: Path) -> None:
+    """import-json's commits showed '-' for both counts (no operation metrics)."""
+    _, table = new_table(tmp_path, {"model": "m", "source": "test"})
+    replace_rows(table, SCHEMA, batches(3, 5), "import-json")
+    replace_rows(table, SCHEMA, batches(2, 4), "import-json")
+    newest, first = table.open().history()[:2]  # type: ignore[attr-defined]
+    assert (first.command, first.rows_added, first.rows_removed) == ("import-json", 15, 0)
+    assert (newest.rows_added, newest.rows_removed) == (8, 15)
