@@ -26,12 +26,19 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
 
     if output is None and fmt == "parquet":
         raise click.UsageError("--format parquet needs --output FILE.")
-    folder = output.parent if output else Path(tempfile.gettempdir())
-    if not folder.is_dir():
-        raise click.ClickException(f"--output folder {folder} does not exist.")
-    fd, tmp_name = tempfile.mkstemp(prefix=".featstore-query-", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    from featstore.store.paths import AtomicPath
+
+    # To a file: built beside it and renamed (through a symlink; a FIFO or device is
+    # written in place). To stdout: a private temporary, then printed.
+    atomic = AtomicPath(output, f"featstore-query-{os.getpid()}") if output else None
+    if atomic is None:
+        fd, tmp_name = tempfile.mkstemp(prefix=".featstore-query-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+    else:
+        tmp = atomic.tmp
+    if not tmp.parent.is_dir():
+        raise click.ClickException(f"--output folder {tmp.parent} does not exist.")
     try:
         if fmt == "parquet":
             # pyarrow, not DuckDB's COPY: DuckDB 2.0 writes FLOAT[D] columns with null rows
@@ -45,10 +52,11 @@ def _write_result(table: object, fmt: str, output: Path | None) -> None:
                 options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true"}
                 target = tmp.as_posix().replace("'", "''")
                 con.execute(f"COPY result TO '{target}' ({options[fmt]})")
-        if output is None:
+        if atomic is None:
             sys.stdout.write(tmp.read_text("utf-8"))
         else:
-            os.replace(tmp, output)
+            atomic.commit()
+            assert output is not None
             _say_written(output, table)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc

@@ -1,12 +1,20 @@
 """Paths featstore stores and writes: relative to the extraction's base dir; output
 files, which never land inside a store; and the one way a local file or folder is
-written whole or not at all (`AtomicPath`, `write_atomic`)."""
+written whole or not at all (`AtomicPath`, `write_atomic`).
+
+Written through `AtomicPath`, a path that is a symlink keeps its link: the file it points
+at is replaced (atomically, beside it); a device or FIFO (`--output /dev/stdout`, a pipe)
+is written in place, never replaced by a file; a new file gets the mode the umask gives,
+a replaced one keeps its own.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import stat
+import tempfile
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -86,14 +94,28 @@ class AtomicPath:
 
     def __init__(self, path: Path, suffix: str | None = None) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f"{self.path.name}.{suffix or temporary_suffix()}")
+        suffix = suffix or temporary_suffix()
+        # What the rename replaces: a symlink's target (the link stays); None for a
+        # device or FIFO, which is written in place from a temporary elsewhere.
+        self.target = _replaced(self.path)
+        if self.target is None:
+            self.tmp = Path(tempfile.gettempdir()) / f".featstore-{self.path.name}.{suffix}"
+        else:
+            self.tmp = self.target.with_name(f"{self.target.name}.{suffix}")
 
     def commit(self) -> None:
         """Rename `tmp` over `path`; `tmp` is removed when that fails."""
         try:
-            if self.tmp.is_dir() and self.path.is_dir():  # os.replace keeps a full folder
-                shutil.rmtree(self.path)
-            os.replace(self.tmp, self.path)
+            if self.target is None:
+                with open(self.tmp, "rb") as source, open(self.path, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                self.discard()
+                return
+            if self.tmp.is_dir() and self.target.is_dir():  # os.replace keeps a full folder
+                shutil.rmtree(self.target)
+            elif self.tmp.is_file():
+                os.chmod(self.tmp, _mode_for(self.target))
+            os.replace(self.tmp, self.target)
         except BaseException:
             self.discard()
             raise
@@ -134,3 +156,25 @@ def write_atomic(
             file.flush()
             os.fsync(file.fileno())
     return len(data)
+
+
+def _replaced(path: Path) -> Path | None:
+    """The path a rename should replace for `path` (symlinks followed), or None when it is
+    a device, FIFO or socket."""
+    real = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        return real
+    return None if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else real
+
+
+def _mode_for(target: Path) -> int:
+    """A replaced file's own mode; for a new one, what the umask gives (temporaries made
+    by mkstemp-like code are 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0o022)  # the only way to read it; set back at once
+        os.umask(mask)
+        return 0o666 & ~mask

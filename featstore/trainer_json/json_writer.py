@@ -97,7 +97,8 @@ class AtomicWriter:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.target = AtomicPath(out, suffix=f"tmp-{os.getpid()}")
-        _remove_dead_temporaries(out)
+        # Beside the file replaced (a symlink's target) is where earlier runs left theirs.
+        _remove_dead_temporaries(self.target.target or out)
         self.file: BinaryIO | None = None
         try:
             self.file = open(self.target.tmp, "wb")  # noqa: SIM115 - closed in commit/discard
