@@ -15,6 +15,7 @@ two commits, the next `derive` computes the same columns again and records the n
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +24,13 @@ import pyarrow as pa
 from featstore.extraction.pose import POSE_DEFINITION, HeadPose, solve_pose
 from featstore.extraction.rows import pose_columns
 from featstore.store import Store
+from featstore.store.bulk_write import replace_rows
 from featstore.store.delta_errors import store_errors
 from featstore.store.fields import POSE_COLUMNS
 from featstore.store.format import to_delta
-from featstore.store.properties import commit_properties, writer_properties
+from featstore.store.properties import ROW_GROUP_ROWS
+
+DERIVE_BATCH_ROWS = ROW_GROUP_ROWS  # rows read, posed and written at a time
 
 
 @dataclass(frozen=True)
@@ -51,37 +55,53 @@ def derive(store: str | os.PathLike[str] | Store, *, model: str | None = None) -
 
 
 def _derive_model(store: Store, model: str) -> Derived:
-    import pyarrow.dataset as pads
-    from deltalake import write_deltalake
-
     snapshot = store.model(model)
     provenance = snapshot.provenance
     # Imported rows keep the file's values (a 3D file brought its own pose; a new-format
     # one has no image sizes to solve a pose with).
     if provenance.get("pose_definition") == POSE_DEFINITION or provenance.get("source") == "json":
         return Derived(model, 0, 0, already_done=True)
-    files = snapshot.files
-    rows = (
-        pads.dataset(files, filesystem=store.location.fs, format="parquet").to_table()
-        if files
-        else snapshot.schema().empty_table()
-    )
-    rows = rows.drop_columns([c for c in POSE_COLUMNS if c in rows.column_names])
-    columns, posed = _pose_columns(rows)
-    for name in POSE_COLUMNS:
-        rows = rows.append_column(name, columns[name])
+    counts = [0, 0]  # rows, rows posed
+    reader = _rows_with_pose(snapshot.files, store, snapshot.schema(), counts)
     with store_errors(f"cannot write {snapshot}", store.location):
-        write_deltalake(
-            snapshot.delta,
-            to_delta(rows),
-            mode="overwrite",
-            schema_mode="overwrite",
-            writer_properties=writer_properties(),
-            commit_properties=commit_properties("derive"),
-        )
+        # featstore's own writer: Parquet files a batch at a time, one commit (delta-rs'
+        # write_deltalake kept every batch of the stream until the end).
+        replace_rows(store.table(model), reader.schema, reader, "derive")
     snapshot.refresh()  # nobody changed the provenance meanwhile
     snapshot.set_provenance({**provenance, "pose_definition": POSE_DEFINITION})
-    return Derived(model, rows.num_rows, posed, already_done=False)
+    return Derived(model, counts[0], counts[1], already_done=False)
+
+
+def _rows_with_pose(
+    files: list[str], store: Store, schema: pa.Schema, counts: list[int]
+) -> pa.RecordBatchReader:
+    """The table's rows with the pose columns (re)computed, a batch at a time: memory stays
+    a batch's, whatever the table's size (220,000 x 384 took 1.7 GB read whole)."""
+    import pyarrow.parquet as pq
+
+    fs = store.location.fs
+    empty = (pq.read_schema(files[0], filesystem=fs) if files else schema).empty_table()
+    out_schema = to_delta(_with_pose(empty, counts)).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:  # a file at a time, a batch at a time (no read-ahead of files)
+            with fs.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=False)
+                for batch in parquet.iter_batches(batch_size=DERIVE_BATCH_ROWS):
+                    rows = _with_pose(pa.Table.from_batches([batch]), counts)
+                    yield from to_delta(rows).cast(out_schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+def _with_pose(rows: pa.Table, counts: list[int]) -> pa.Table:
+    rows = rows.drop_columns([c for c in POSE_COLUMNS if c in rows.column_names])
+    columns, posed = _pose_columns(rows)
+    counts[0] += rows.num_rows
+    counts[1] += posed
+    for name in POSE_COLUMNS:
+        rows = rows.append_column(name, columns[name])
+    return rows
 
 
 def _pose_columns(rows: pa.Table) -> tuple[dict[str, pa.Array], int]:
