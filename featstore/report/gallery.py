@@ -23,6 +23,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 THUMBNAIL_PX = 128
+# Pixels a thumbnail may decode (after JPEG's draft scaling): ~100 MB as RGB. PNG and most
+# other formats cannot decode at a reduced scale, and a small file can hold a huge image
+# (0.5 MB of PNG, 13000x13000: 1.5 GB and 6 s to decode), so such images are not decoded.
+MAX_DECODED_PIXELS = 32_000_000
 JPEG_QUALITY = 80
 BOX_COLOUR = (0, 220, 90)
 # left eye, right eye, nose, left mouth corner, right mouth corner (docs/formats.md's order)
@@ -94,6 +98,15 @@ def make_thumbnail(
             width, height = img.size
             # JPEG decoders can skip most of the work for a much smaller target.
             img.draft("RGB", (size * 2, size * 2))
+            decoded = img.size[0] * img.size[1]  # what decoding would allocate, per band
+            if decoded > MAX_DECODED_PIXELS:
+                return Thumbnail(
+                    image_path,
+                    path,
+                    None,
+                    f"{width}x{height} pixels: not decoded for a thumbnail (more than "
+                    f"{MAX_DECODED_PIXELS // 1_000_000} megapixels; the report's budget)",
+                )
             rgb = img.convert("RGB")
             rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

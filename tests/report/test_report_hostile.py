@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import Dataset, Extracted, Models, run_extract
 from PIL import Image
 
@@ -99,3 +100,24 @@ def test_thumbnail_refuses_paths_that_leave_the_base_dir(tmp_path: Path) -> None
         thumbnail = make_thumbnail(base.as_posix(), path)
         assert (thumbnail.data_uri, thumbnail.problem) == (None, OUTSIDE_BASE_DIR), path
     assert make_thumbnail(None, secret.as_posix()).data_uri is None
+
+
+def test_a_huge_png_is_refused_by_its_pixel_count_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0.5 MB 13000x13000 PNG cost the report 1.5 GB and 6 s: PNG has no draft mode, so
+    images above the pixel budget are not decoded and the page says why."""
+    from PIL import Image
+
+    from featstore.report import gallery
+
+    base = tmp_path / "base"
+    base.mkdir()
+    Image.new("L", (4000, 3000)).save(base / "huge.png")  # 12 MP: above a budget of 1 MP
+    Image.new("RGB", (4000, 3000)).save(base / "huge.jpg", quality=50)
+    monkeypatch.setattr(gallery, "MAX_DECODED_PIXELS", 1_000_000)
+    refused = make_thumbnail(base.as_posix(), "huge.png")
+    drafted = make_thumbnail(base.as_posix(), "huge.jpg")  # JPEG decodes at 1/8 scale
+    assert refused.data_uri is None and refused.problem is not None
+    assert "4000x3000" in refused.problem and "not decoded" in refused.problem
+    assert drafted.data_uri is not None and drafted.problem is None
