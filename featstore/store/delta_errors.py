@@ -124,3 +124,13 @@ def _causes(exc: BaseException) -> list[BaseException]:
         found.append(seen)
         seen = seen.__cause__ or seen.__context__
     return found
+
+
+def damaged_store(location: StoreLocation, detail: str) -> StoreError:
+    """A data file of the store cannot be read: `detail` says which and how."""
+    return StoreError(
+        f"store {location} is damaged: {detail}\nHint: a data file of the table was "
+        "truncated or changed outside featstore. Read an earlier version (--version; "
+        "`featstore history` lists them), restore the file from a backup, or extract "
+        "the model again into a new --store."
+    )

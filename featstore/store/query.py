@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from featstore.store.neighbors import StoredNeighbors, stored_neighbors
 from featstore.store.snapshot import ModelInfo
-from featstore.store.store import Store, read_failure
+from featstore.store.store import Store
 from featstore.store.views import VIEWS, describe_views
 
 if TYPE_CHECKING:
@@ -49,42 +49,23 @@ def count_rows(
 ) -> dict[str, StoreCounts]:
     """Per model: identities, valid identities, images by role and status.
 
-    One scan of the three small columns (DuckDB pushes the projection down, so the
-    feature columns are never read), grouped per identity, then rolled up per model.
+    Read from each data file's summary (`featstore.store.summary`: one row per identity
+    and the file's rows by role and status), never from the rows: no image or feature
+    column is opened, and a million identities cost a million small summary rows.
     """
     if version is not None:
         model = store.choose(model)
     names = [model] if model is not None else store.model_names()
-    totals = {name: [0, 0] for name in names}
-    by_role: dict[str, dict[str, dict[str, int]]] = {n: {"face": {}, "frame": {}} for n in names}
-    import duckdb
-
-    with store.connect(model=model, version=version) as con:
-        try:
-            con.execute(
-                """CREATE TEMP TABLE per_identity AS
-                   SELECT model, identity, role, status, count(*) AS n FROM images GROUP BY ALL"""
-            )
-        except duckdb.Error as exc:
-            raise read_failure(exc, store) from exc
-        for name, n, n_valid in con.execute(
-            """SELECT model, count(*), count(*) FILTER (face_ok AND frames_ok > 0) FROM (
-                   SELECT model, identity,
-                          bool_or(role = 'face' AND status = 'ok') AS face_ok,
-                          sum(n) FILTER (role = 'frame' AND status = 'ok') AS frames_ok
-                   FROM per_identity GROUP BY model, identity) GROUP BY model"""
-        ).fetchall():
-            totals[name] = [n, n_valid]
-        for name, role, status, n in con.execute(
-            "SELECT model, role, status, sum(n) FROM per_identity GROUP BY ALL ORDER BY ALL"
-        ).fetchall():
-            by_role[name][role][status] = int(n)
-    return {
-        name: StoreCounts(
-            totals[name][0], totals[name][1], by_role[name]["face"], by_role[name]["frame"]
+    counts = {}
+    for name in names:
+        summary = store.model(name, version).summary()
+        counts[name] = StoreCounts(
+            identities=len(summary.identities),
+            valid_identities=summary.valid,
+            faces=dict(sorted(summary.counts.get("face", {}).items())),
+            frames=dict(sorted(summary.counts.get("frame", {}).items())),
         )
-        for name in names
-    }
+    return counts
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from featstore.errors import ProvenanceMismatchError
     from featstore.store.location import StoreLocation
+    from featstore.store.summary import Summary
 
 _COMMIT_ATTEMPTS = 20
 
@@ -137,9 +138,13 @@ class ModelSnapshot:
         """The data files of this version, as paths in the store's filesystem."""
         if self._files is None or self._files[0] != self.version:
             location, key = self.table.location, self.table.key
-            paths = [location.path(f"{key}/{unquote(p)}") for p in self._column("path")]
+            paths = [location.path(f"{key}/{p}") for p in self._relative_files()]
             self._files = (self.version, paths)
         return self._files[1]
+
+    def _relative_files(self) -> list[str]:
+        """The data files' paths relative to the table's folder (the log's, unquoted)."""
+        return [unquote(p) for p in self._column("path")]
 
     def file_sizes(self) -> list[int]:
         return [int(size) for size in self._column("size_bytes")]
@@ -183,17 +188,35 @@ class ModelSnapshot:
             raise StoreError(f"{self.table}: opened without its store; use Store.model().")
         return self.store.connect_snapshots([self])
 
+    def summary(self) -> Summary:
+        """Per identity its input fingerprint and ok rows, and the rows by role and status,
+        from each data file's summary (`featstore.store.summary`), not from the rows."""
+        from featstore.store.summary import DataFile, read_summary
+
+        actions = pa.table(self.delta.get_add_actions(flatten=True))
+        files = (
+            []
+            if not actions.num_rows
+            else [
+                DataFile(unquote(path), _int(rows), _int(size))
+                for path, rows, size in zip(
+                    *(actions.column(c).to_pylist() for c in ("path", "num_records", "size_bytes")),
+                    strict=True,
+                )
+            ]
+        )
+        with store_errors(str(self.table), self.table.location):
+            return read_summary(self.table.location, self.table.key, files)
+
     def fingerprints(self) -> dict[str, str]:
-        """identity -> input fingerprint of what the version holds (one scan of two columns)."""
-        files = self.files
-        if not files or FINGERPRINT_COLUMN not in self.schema().names:
+        """identity -> input fingerprint of what the version holds (from the summaries)."""
+        if not self.files or FINGERPRINT_COLUMN not in self.schema().names:
             return {}
-        scanned = self._scan(["identity", FINGERPRINT_COLUMN])
-        grouped = scanned.group_by("identity").aggregate([(FINGERPRINT_COLUMN, "min")])
+        identities = self.summary().identities
         return dict(
             zip(
-                grouped.column("identity").to_pylist(),
-                grouped.column(f"{FINGERPRINT_COLUMN}_min").to_pylist(),
+                identities.column("identity").to_pylist(),
+                identities.column(FINGERPRINT_COLUMN).to_pylist(),
                 strict=True,
             )
         )
@@ -305,6 +328,7 @@ class ModelSnapshot:
                 commit_properties=commit_properties(command),
             )
             self.delta.update_incremental()
+        self.summary()  # the new files' summaries, while their pages are in the cache
         return {"files_before": before, "files_after": len(self.files)}
 
     def vacuum(
@@ -314,7 +338,7 @@ class ModelSnapshot:
         never one newer than this version's commit; see `featstore.store.vacuuming`."""
         from featstore.store.vacuuming import vacuum_table
 
-        return vacuum_table(
+        removed = vacuum_table(
             self.delta,
             self.table.location,
             self.table.key,
@@ -322,6 +346,11 @@ class ModelSnapshot:
             dry_run=dry_run,
             no_writer_running=no_writer_running,
         )
+        if not dry_run:
+            from featstore.store.summary import forget
+
+            forget(self.table.location, self.table.key, [unquote(p) for p in removed])
+        return removed
 
     # -- internals ------------------------------------------------------------------------
 
@@ -373,3 +402,7 @@ class ModelSnapshot:
 
 def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from featstore.errors import QueryError, StoreError
 from featstore.store.consistency import create_identity_consistency, is_arcface_model
+from featstore.store.delta_errors import damaged_store
 from featstore.store.format import (
     STORE_MANIFEST,
     check_manifest,
@@ -381,12 +382,7 @@ def read_failure(exc: BaseException, store: Store | StoreLocation) -> StoreError
     location = store.location if isinstance(store, Store) else store
     first = location.scrub(str(exc)).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     if ".parquet" in first:
-        return StoreError(
-            f"store {location} is damaged: {first}\nHint: a data file of the table was "
-            "truncated or changed outside featstore. Read an earlier version (--version; "
-            "`featstore history` lists them), restore the file from a backup, or extract "
-            "the model again into a new --store."
-        )
+        return damaged_store(location, first)
     return StoreError(f"cannot read the store {location}: {first}")
 
 

@@ -1,0 +1,109 @@
+"""Per data file summaries (`featstore.store.summary`): counts and resume planning read them
+instead of the rows, and agree with the rows through every way a table changes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import MODEL
+from delta_checks import build_store, synthetic_provenance, synthetic_rows
+
+from featstore.errors import StoreError
+from featstore.store import Store
+from featstore.store.query import StoreCounts, count_rows
+from featstore.store.summary import SUMMARY_DIR
+from featstore.store.writer import TableWriter
+
+DIM = 8
+
+
+def _from_rows(store: Path, version: int | None = None) -> tuple[dict[str, str], StoreCounts]:
+    """Fingerprints and counts computed from every row: what the summaries must match."""
+    rows = Store(store).sql(
+        "SELECT identity, role, status, input_fingerprint FROM images", model=MODEL, version=version
+    )
+    fingerprints: dict[str, str] = {}
+    by_role: dict[str, Counter[str]] = {"face": Counter(), "frame": Counter()}
+    face_ok: set[str] = set()
+    frames_ok: set[str] = set()
+    for r in rows.to_pylist():
+        fingerprints[r["identity"]] = r["input_fingerprint"]
+        by_role[r["role"]][r["status"]] += 1
+        if r["status"] == "ok":
+            (face_ok if r["role"] == "face" else frames_ok).add(r["identity"])
+    counts = StoreCounts(
+        len(fingerprints),
+        len(face_ok & frames_ok),
+        dict(sorted(by_role["face"].items())),
+        dict(sorted(by_role["frame"].items())),
+    )
+    return fingerprints, counts
+
+
+def _check(store: Path, version: int | None = None) -> None:
+    snap = Store(store).model(MODEL, version)
+    fingerprints, counts = _from_rows(store, version)
+    assert snap.fingerprints() == fingerprints
+    assert count_rows(Store(store), model=MODEL, version=version)[MODEL] == counts
+
+
+def _summaries(store: Path) -> set[str]:
+    folder = store / f"model={MODEL}" / SUMMARY_DIR
+    return {p.name.removesuffix(".parquet") for p in folder.glob("*.parquet")}
+
+
+def _rewrite(store: Path, names: list[str], frames: int, fingerprint: str) -> None:
+    """Commit `names` again (an overwrite by predicate, as a re-extraction does)."""
+    table = Store(store).table(MODEL)
+    writer = TableWriter(table, synthetic_provenance(DIM), command="test", max_identities=10)
+    for i, name in enumerate(names):
+        writer.add(name, synthetic_rows(name, frames, DIM, seed=100 + i), fingerprint=fingerprint)
+    writer.flush()
+
+
+def test_summaries_agree_with_the_rows_through_overwrite_compaction_and_time_travel(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    build_store(store, 12, dim=DIM, per_commit=5)  # three commits, three files
+    first = Store(store).model(MODEL).version
+    _check(store)
+    assert _summaries(store) == {Path(f).name for f in Store(store).model(MODEL).files}
+
+    _rewrite(store, ["id_00003", "id_00007", "new_one"], frames=2, fingerprint="fp-again")
+    _check(store)
+    _check(store, first)  # time travel: the old files' summaries still answer
+
+    before = set(Store(store).model(MODEL).files)
+    Store(store).model(MODEL).compact("compact")
+    after = {Path(f).name for f in Store(store).model(MODEL).files}
+    assert after <= _summaries(store)  # compaction summarises what it wrote
+    _check(store)
+
+    removed = Store(store).model(MODEL).vacuum(0, dry_run=False)
+    assert removed and {Path(f).name for f in before} <= {Path(r).name for r in removed}
+    assert _summaries(store) == after  # the deleted files' summaries went with them
+    _check(store)
+
+
+def test_a_summary_that_is_not_its_files_is_made_again(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store, 6, dim=DIM, per_commit=3)
+    _check(store)
+    folder = store / f"model={MODEL}" / SUMMARY_DIR
+    first, second = sorted(folder.glob("*.parquet"))
+    second.write_bytes(first.read_bytes())  # another file's summary (other row counts)
+    first.write_bytes(b"not parquet")
+    _check(store)
+
+
+def test_a_missing_data_file_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store, 4, dim=DIM, per_commit=2)
+    _check(store)
+    victim = Path(Store(store).model(MODEL).files[0])
+    victim.unlink()
+    with pytest.raises(StoreError, match=f"is damaged: data file .*{victim.name} is missing"):
+        count_rows(Store(store))
