@@ -27,6 +27,7 @@ from featstore.dataset.cache import (
     SampleColumns,
 )
 from featstore.dataset.npy_source import store_keypoint_fields
+from featstore.dataset.store_columns import read_located, resolve_paths
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import ModelSnapshot, Store
@@ -91,11 +92,15 @@ def read_store(
 
     With `encoding` "euler_angles", the samples are those of `export-json --format 3d`:
     frames with a head pose, of identities whose frontal image has one.
+
+    DuckDB selects and orders the samples over their small columns; on a local store the
+    wide columns are then read from the files by pyarrow (`featstore.dataset.store_columns`).
     """
     import duckdb
     import pyarrow.compute as pc  # here: a tenth of a second to import, for stores only
 
-    with info.connect() as con:
+    located = store.location.local is not None and bool(info.files)
+    with info.connect(located=located) as con:
         predicate = check_where(con, where)
         columns = {r[0] for r in con.execute("DESCRIBE frames").fetchall()}
         if encoding == "euler_angles":
@@ -104,14 +109,19 @@ def read_store(
         fields = ", ".join(
             c if c in columns else f"NULL::{_null_type(c)} AS {c}" for c in _STORE_COLUMNS.values()
         )
+        posed = "pose_landmarks_3d" if "pose_landmarks_3d" in columns else "NULL::FLOAT[3][5]"
+        # Located rows: their wide columns are read from the files afterwards.
+        face_columns = (
+            "_file, _row" if located else f"image_path, features, {posed} AS pose_landmarks_3d"
+        )
+        frame_columns = "_file, _row" if located else f"image_path, features, {fields}"
         try:
-            posed = "pose_landmarks_3d" if "pose_landmarks_3d" in columns else "NULL::FLOAT[3][5]"
             faces = con.sql(
-                f"""SELECT identity, image_path, features, {posed} AS pose_landmarks_3d
-                    FROM faces WHERE status = 'ok' ORDER BY identity"""
+                f"""SELECT identity, {face_columns} FROM faces
+                    WHERE status = 'ok' ORDER BY identity"""
             ).to_arrow_table()
             frames = con.sql(
-                f"""SELECT identity, image_path, features, {fields} FROM valid_frames
+                f"""SELECT identity, {frame_columns} FROM valid_frames
                     WHERE {predicate} ORDER BY identity, frame_index"""
             ).to_arrow_table()
         except evaluation_errors() as exc:  # e.g. CAST(identity AS INTEGER) on a name
@@ -124,33 +134,41 @@ def read_store(
     if identities is None:
         return _empty_columns(info.dim, info.name)
     faces = faces.filter(pc.is_in(faces.column("identity"), value_set=identities))
-    if faces.column("identity").to_pylist() != identities.to_pylist():
+    if not faces.column("identity").equals(pa.chunked_array([identities])):
         raise StoreError(
             f"model {info.name} of {store.location}: the frontal rows do not match the valid "
             "frames' identities (the store was changed while read?).\nHint: try again."
         )
     base = info.provenance.get("base_dir")
+    if located:
+        (frame_values, frame_paths), (face_values, face_paths) = read_located(
+            info, [(frames, _frame_shapes(info.dim)), (faces, _face_shapes(info.dim))]
+        )
+    else:
+        frame_values = {
+            c: _column_values(frames.column(c), shape)
+            for c, shape in _frame_shapes(info.dim).items()
+        }
+        face_values = {
+            c: _column_values(faces.column(c), shape) for c, shape in _face_shapes(info.dim).items()
+        }
+        frame_paths = frames.column("image_path").combine_chunks()
+        face_paths = faces.column("image_path").combine_chunks()
     identity_index = (
         pc.index_in(frames.column("identity"), value_set=identities).to_numpy().astype(np.int32)
     )
-    values = {
-        name: _column_values(frames.column(column), FRAME_FIELDS[name])
-        for name, column in _STORE_COLUMNS.items()
-    }
-    front_posed = _column_values(
-        faces.column("pose_landmarks_3d"), FRAME_FIELDS["pose_landmarks_3d"]
-    )
+    values = {name: frame_values[column] for name, column in _STORE_COLUMNS.items()}
     keypoints = store_keypoint_fields(
-        info, values["pose_landmarks_3d"], front_posed, identity_index
+        info, values["pose_landmarks_3d"], face_values["pose_landmarks_3d"], identity_index
     )
     return SampleColumns(
         identity_index=identity_index,
-        input_features=_column_values(frames.column("features"), (info.dim,)),
+        input_features=frame_values["features"],
         fields={**values, **keypoints},
-        image_path=_resolve_paths(frames.column("image_path"), base),
+        image_path=resolve_paths(frame_paths, base),
         identities=identities.to_pylist(),
-        target_features=_column_values(faces.column("features"), (info.dim,)),
-        face_image_path=_resolve_paths(faces.column("image_path"), base),
+        target_features=face_values["features"],
+        face_image_path=resolve_paths(face_paths, base),
         model=info.name,
     )
 
@@ -159,6 +177,19 @@ def _null_type(column: str) -> str:
     """The views' type of a per-frame column a store made before it lacks."""
     shape = FRAME_FIELDS[next(k for k, v in _STORE_COLUMNS.items() if v == column)]
     return "FLOAT" + "".join(f"[{n}]" for n in reversed(shape))
+
+
+def _frame_shapes(dim: int) -> dict[str, tuple[int, ...]]:
+    """The stored columns a frame's sample reads, and the shape of one value."""
+    return {
+        "features": (dim,),
+        **{column: FRAME_FIELDS[name] for name, column in _STORE_COLUMNS.items()},
+    }
+
+
+def _face_shapes(dim: int) -> dict[str, tuple[int, ...]]:
+    """The stored columns a frontal image's values read (its pose gives the keypoints)."""
+    return {"features": (dim,), "pose_landmarks_3d": FRAME_FIELDS["pose_landmarks_3d"]}
 
 
 def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
@@ -181,14 +212,6 @@ def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[n
         out = out.copy()
         out[null_rows] = np.nan
     return out
-
-
-def _resolve_paths(column: pa.ChunkedArray, base: object) -> pa.Array:
-    """Stored paths (relative to the extraction's base dir) as absolute posix paths."""
-    paths = column.to_pylist()
-    if isinstance(base, str):
-        paths = [posixpath.normpath(posixpath.join(base, p)) for p in paths]
-    return pa.array(paths, pa.string())
 
 
 def _empty_columns(dim: int, model: str) -> SampleColumns:

@@ -63,7 +63,9 @@ class TableRef(Protocol):
 class Connector(Protocol):
     """What a snapshot needs of its store to connect (`Store.connect_snapshots`)."""
 
-    def connect_snapshots(self, snapshots: list[ModelSnapshot]) -> duckdb.DuckDBPyConnection: ...
+    def connect_snapshots(
+        self, snapshots: list[ModelSnapshot], *, located: bool = False
+    ) -> duckdb.DuckDBPyConnection: ...
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,16 @@ class ModelSnapshot:
 
     # -- reading --------------------------------------------------------------------------
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection whose views read this version of this model only."""
+    def connect(self, *, located: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection whose views read this version of this model only.
+
+        `located`: every row also carries `_file` (its file's index in `files`) and `_row`
+        (its row in that file), so a caller can select rows with SQL and read their wide
+        columns itself (`FeatureDataset`); local stores only (`Store.connect_snapshots`).
+        """
         if self.store is None:
             raise StoreError(f"{self.table}: opened without its store; use Store.model().")
-        return self.store.connect_snapshots([self])
+        return self.store.connect_snapshots([self], located=located)
 
     def summary(self) -> Summary:
         """Per identity its input fingerprint and ok rows, and the rows by role and status,

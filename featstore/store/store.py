@@ -181,11 +181,17 @@ class Store:
         return self.connect_snapshots([self.table(n).open(version) for n in names], stored)
 
     def connect_snapshots(
-        self, snapshots: list[ModelSnapshot], stored: list[str] | None = None
+        self,
+        snapshots: list[ModelSnapshot],
+        stored: list[str] | None = None,
+        *,
+        located: bool = False,
     ) -> duckdb.DuckDBPyConnection:
         """A locked DuckDB connection whose views read exactly `snapshots` (see `connect`).
 
         `stored`: the store's models when the caller has listed them already.
+        `located`: the rows carry `_file` and `_row` (`ModelSnapshot.connect`); a store on
+        object storage, read through pyarrow, has no such columns.
         """
         import duckdb
 
@@ -194,11 +200,10 @@ class Store:
             require_files(snap.table, snap.version, snap.files)
         con = duckdb.connect()
         dims = {s.dim for s in snapshots}
-        source, columns, readable = self._source(con, snapshots)
-        names = [s.name for s in snapshots]
+        source, columns, readable = self._source(con, snapshots, located=located)
         try:  # DuckDB reads the first file's footer to type the views
             create_views(con, source, dim=dims.pop() if len(dims) == 1 else None, columns=columns)
-            readable += self._consistency(con, names, stored, source)
+            readable += self._consistency(con, snapshots, stored, source)
             readable += self._neighbors(con)
         except duckdb.Error as exc:
             con.close()
@@ -209,22 +214,23 @@ class Store:
     def _consistency(
         self,
         con: duckdb.DuckDBPyConnection,
-        names: list[str],
+        snapshots: list[ModelSnapshot],
         stored: list[str],
         source: str,
     ) -> list[str]:
         """The `identity_consistency` view (`featstore.store.consistency`) when the store
         has an ArcFace model, also on a connection restricted to another model; the files
         it reads beyond `source`'s."""
-        if any(is_arcface_model(name) for name in names):
-            create_identity_consistency(con, source)
+        if any(is_arcface_model(s.name) for s in snapshots):
+            dims = [s.dim for s in snapshots if is_arcface_model(s.name)]
+            create_identity_consistency(con, source, dim=max(dims))
             return []
         arcface = [n for n in stored if is_arcface_model(n)]
         if not arcface:
             return []
         extra = [self.table(name).open() for name in arcface]
         arc_source, _, readable = self._source(con, extra, prefix="_arcface")
-        create_identity_consistency(con, arc_source)
+        create_identity_consistency(con, arc_source, dim=max(s.dim for s in extra))
         return readable
 
     def _neighbors(self, con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -279,6 +285,7 @@ class Store:
         con: duckdb.DuckDBPyConnection,
         snapshots: list[ModelSnapshot],
         prefix: str = "_store",
+        located: bool = False,
     ) -> tuple[str, set[str], list[str]]:
         """The rows of `snapshots` as one table expression, its columns, the files it reads.
 
@@ -298,7 +305,10 @@ class Store:
                 con.register(parts[-1], schema.empty_table())
             elif self.location.local is not None:
                 listed = ", ".join(sql_string(f) for f in snap.files)
-                parts.append(f"read_parquet([{listed}], hive_partitioning = false)")
+                scan = f"read_parquet([{listed}], hive_partitioning = false)"
+                if located:  # DuckDB's virtual columns, named so no stored column clashes
+                    scan = f"(SELECT *, file_index AS _file, file_row_number AS _row FROM {scan})"
+                parts.append(scan)
                 readable += snap.files
             else:
                 import pyarrow.dataset as pads

@@ -1,0 +1,193 @@
+"""Reading the samples' wide columns straight from a store's Parquet files.
+
+`read_store` (`featstore.dataset.sources`) lets DuckDB choose and order the samples (the
+views, `--where`, the identity order) over their small columns only, each row located by
+its file and row number (`ModelSnapshot.connect(located=True)`). The wide columns (the
+features, the per-frame fields, the image paths) are then read here with pyarrow, file by
+file, and gathered into their places in preallocated numpy arrays.
+
+Why not let DuckDB return them, sorted: its ORDER BY carries every feature vector through
+the sort and its Arrow export copies them again, which made a cold open read the features
+at about a fifth of the speed pyarrow decodes the same column (issue 25's bench). Here a
+file's column is decoded once and each value copied once, into its sample's slot.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from featstore.errors import StoreError
+
+if TYPE_CHECKING:
+    from featstore.store import ModelSnapshot
+
+Shapes = Mapping[str, tuple[int, ...]]  # stored column -> the shape of one value
+
+
+Selection = tuple[pa.Table, Shapes]  # located rows, and the float columns to read of them
+Columns = tuple[dict[str, NDArray[np.float32]], pa.Array]  # those columns, and image paths
+
+
+def read_located(snapshot: ModelSnapshot, selections: Sequence[Selection]) -> list[Columns]:
+    """For each selection: its float columns and `image_path`, in the order of its rows.
+
+    Args:
+        selections: the located rows (`_file`, an index into `snapshot.files`, and `_row`,
+            the row in that file; one per sample, in the samples' order) and the stored
+            float columns to read with the shape of one value. A column the table does
+            not have comes back as NaN.
+
+    Returns:
+        Per selection, each column as `[N, *shape]` float32 (null values as NaN), and
+        the image paths. Each data file is read once for all selections.
+    """
+    import pyarrow.parquet as pq
+
+    names = set(snapshot.schema().names)
+    plans = [_Plan(located, shapes, names, len(snapshot.files)) for located, shapes in selections]
+    wanted = sorted({c for plan in plans for c in plan.present})
+    fs = snapshot.table.location.fs
+    needed = [
+        (f, file)
+        for f, file in enumerate(snapshot.files)
+        if any(plan.rows_in(f)[1].size for plan in plans)
+    ]
+
+    for f, file in needed:
+        with fs.open_input_file(file) as handle:
+            table = pq.read_table(handle, columns=["image_path", *wanted])
+        _gather_file(plans, f, file, table, wanted)
+    return [plan.result() for plan in plans]
+
+
+def _gather_file(
+    plans: Sequence[_Plan], f: int, file: str, table: pa.Table, wanted: list[str]
+) -> None:
+    """Copy the values of file `f` (read as `table`) into each selection's arrays."""
+    arrays = {c: table.column(c).combine_chunks() for c in wanted}
+    for plan in plans:
+        where, rows = plan.rows_in(f)
+        if not len(where):
+            continue
+        for column in plan.present:
+            plan.out[column][where] = gather(
+                arrays[column], rows, plan.shapes[column], file, column
+            )
+        plan.paths.append(table.column("image_path").take(pa.array(rows)).combine_chunks())
+        plan.positions.append(where)
+
+
+class _Plan:
+    """One selection's rows grouped by file, and the arrays they are gathered into."""
+
+    def __init__(self, located: pa.Table, shapes: Shapes, names: set[str], files: int) -> None:
+        n = len(located)
+        self.shapes = shapes
+        self.present = [c for c in shapes if c in names]
+        self.out = {
+            c: np.empty((n, *shape), np.float32)
+            if c in self.present
+            else np.full((n, *shape), np.nan, np.float32)
+            for c, shape in shapes.items()
+        }
+        self.paths: list[pa.Array] = []
+        self.positions: list[NDArray[np.int64]] = []
+        file_index = located.column("_file").to_numpy()
+        self.row_number = located.column("_row").to_numpy()
+        self.order = np.argsort(file_index, kind="stable")
+        self.bounds = np.searchsorted(file_index[self.order], np.arange(files + 1))
+
+    def rows_in(self, f: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The positions (in the selection) of file `f`'s rows, and their row numbers."""
+        where = self.order[self.bounds[f] : self.bounds[f + 1]]
+        return where, self.row_number[where]
+
+    def result(self) -> Columns:
+        n = len(self.row_number)
+        if not self.paths:
+            return self.out, pa.array([], pa.string())
+        inverse = np.empty(n, np.int64)
+        inverse[np.concatenate(self.positions)] = np.arange(n)
+        return self.out, pa.concat_arrays(self.paths).take(pa.array(inverse))
+
+
+def gather(
+    array: pa.Array, rows: NDArray[np.int64], shape: tuple[int, ...], file: str, column: str
+) -> NDArray[np.float32]:
+    """`array[rows]` (nested lists of floats, or a scalar) as `[len(rows), *shape]` float32,
+    NaN where a row is null.
+
+    Through the lists' offsets with numpy: Arrow's `take` on nested lists rebuilds every
+    level and was half of a cold open. A row's values are contiguous in the innermost
+    array, so one row gather copies them when every row starts on a multiple of its size.
+    """
+    import pyarrow.compute as pc
+
+    valid = (
+        array.is_valid().to_numpy(zero_copy_only=False)[rows]
+        if array.null_count
+        else np.ones(len(rows), bool)
+    )
+    if not valid.any():
+        return np.full((len(rows), *shape), np.nan, np.float32)
+    start = np.where(valid, rows, rows[valid][0])  # a null row reads a valid one's slot
+    end = start + 1
+    level = array
+    for _ in shape:  # to the range of each row's values in the innermost array
+        offsets = level.offsets.to_numpy()
+        start, end = offsets[start], offsets[end]
+        level = level.values
+    size = int(np.prod(shape))
+    if np.any((end - start)[valid] != size):
+        raise StoreError(
+            f"data file {file}: column {column} holds values of another shape than "
+            f"{shape}.\nHint: the file was not written by featstore; extract the model "
+            "again into a new --store."
+        )
+    leaf = level.cast(pa.float32())
+    if leaf.null_count:
+        leaf = pc.fill_null(leaf, np.float32("nan"))
+    flat = leaf.to_numpy(zero_copy_only=False)
+    if len(flat) % size == 0 and not np.any(start % size):
+        values = flat.reshape(-1, size)[start // size]  # whole rows: one gather
+    else:
+        values = flat[start[:, None] + np.arange(size)]
+    values = values.reshape(len(rows), *shape)
+    if not valid.all():
+        values[~valid] = np.nan
+    return values
+
+
+def _spread(valid: NDArray[np.bool_], shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """`valid` (one flag per row) spread over the inner dimensions of `shape`."""
+    return np.broadcast_to(valid.reshape(valid.shape + (1,) * (len(shape) - 1)), shape)
+
+
+def resolve_paths(paths: pa.Array, base: object) -> pa.Array:
+    """Stored paths (relative to the extraction's base dir) as absolute posix paths.
+
+    Paths already normal (no `.`/`..` segment, no doubled or leading slash: what featstore
+    stores) are joined to the base in one vectorised step; any other goes through
+    `posixpath.normpath`, as before.
+    """
+    import pyarrow.compute as pc
+
+    paths = paths.cast(pa.string())
+    if not isinstance(base, str):
+        return paths
+    root = posixpath.normpath(base)
+    irregular = pc.match_substring_regex(paths, r"(^|/)\.{1,2}(/|$)|//|^/|/$|^$")
+    joined = pc.binary_join_element_wise(root, paths, "/" if root != "/" else "")
+    if not pc.any(irregular).as_py():
+        return joined
+    mask = irregular.to_numpy(zero_copy_only=False)
+    result = joined.to_pylist()
+    for i in np.flatnonzero(mask):
+        result[i] = posixpath.normpath(posixpath.join(base, paths[int(i)].as_py()))
+    return pa.array(result, pa.string())
