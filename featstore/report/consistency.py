@@ -71,12 +71,13 @@ def read_consistency(
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
     if VIEW not in views:
         return None
-    # The report's frames (after --where) give the detection drawn on the thumbnails.
-    # Computed once (the view embeds every frame's vector in the identity's mean).
+    # Only the frames the report keeps (after --where). Computed once (the view sums every
+    # frame's vector into its identity's mean), without the vectors, the boxes or the
+    # landmarks: the 24 frames listed fetch theirs below.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _consistency AS
-            SELECT c.*, f.box, f.landmarks_2d FROM {VIEW} c
-            JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
+            SELECT c.* FROM {VIEW} c
+            SEMI JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
     )
     selected = "SELECT * FROM _consistency"
     totals = con.execute(
@@ -87,14 +88,18 @@ def read_consistency(
     ).fetchall()[0]
     model, threshold, checked, below, identities = totals
     rows = con.execute(
-        f"""SELECT s.identity, s.frame_index, s.image_path, s.face_cosine, s.mean_cosine,
-                   s.share_below, s.box, s.landmarks_2d,
+        f"""WITH worst AS (
+                SELECT * FROM ({selected})
+                ORDER BY coalesce(face_cosine, mean_cosine) NULLS LAST, identity, frame_index
+                LIMIT {int(limit)})
+            SELECT s.identity, s.frame_index, s.image_path, s.face_cosine, s.mean_cosine,
+                   s.share_below, f.box, f.landmarks_2d,
                    face.image_path, face.box, face.landmarks_2d
-            FROM ({selected}) s
+            FROM worst s
+            JOIN frames f ON f.identity = s.identity AND f.image_path = s.image_path
             LEFT JOIN faces face ON face.identity = s.identity AND face.status = 'ok'
             ORDER BY coalesce(s.face_cosine, s.mean_cosine) NULLS LAST, s.identity,
-                     s.frame_index
-            LIMIT {int(limit)}"""
+                     s.frame_index"""
     ).fetchall()
     worst = [
         SuspiciousFrame(
