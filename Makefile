@@ -27,12 +27,13 @@ demo: install
 
 # `make bench`: the quick figures (a few minutes, well under 4 GB of memory): 10,000-frame
 # stores, a small extraction. `make bench FULL=1`: the README's figures (100,000-frame
-# stores; about 11 minutes and 7.6 GB peak on a 2-core machine).
+# stores; and bench_store_scale's 10^4 / 10^5 / 10^6 identities, which needs about 40 GB
+# free under BENCH_WORKDIR, default the temporary folder, and an hour on 2 cores).
 ifdef FULL
 BENCH_EXTRACT :=
 BENCH_STORES :=
 BENCH_GROW :=
-BENCH_SCALE :=
+BENCH_SCALE := --full $(if $(BENCH_WORKDIR),--workdir $(BENCH_WORKDIR))
 BENCH_NPY := --full
 BENCH_NEIGHBORS :=
 else
