@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 
 _MESSAGE_CHARS = 500
 _NEARLY_FULL = 1 << 20  # bytes free: a write that failed there failed for want of space
+# How the storage libraries say a write ran out of room (ENOSPC, EFBIG, EDQUOT).
+_DISK_FULL = (
+    "No space left on device",
+    "os error 28",
+    "File too large",
+    "os error 27",
+    "Disk quota exceeded",
+    "os error 122",
+)
 _NOT_PANICS = (Exception, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
@@ -99,7 +108,7 @@ def _chain(exc: BaseException) -> list[str]:
 def _disk_full(exc: BaseException, text: str, location: StoreLocation) -> bool:
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in _causes(exc)):
         return True
-    if "No space left on device" in text or "os error 28" in text:
+    if any(sign in text for sign in _DISK_FULL):
         return True
     # delta-rs' object store often says only "Generic LocalFileSystem error" (or panics,
     # "Already shut down"): a local disk with next to no space left tells.

@@ -121,7 +121,11 @@ class AtomicWriter:
         try:
             call(*args)
         except OSError as exc:
-            raise InputError(f"cannot write --out {self.out}: {exc.strerror or exc}.") from exc
+            raise InputError(
+                f"cannot write --out {self.out}: {exc.strerror or exc}.\nNothing was written "
+                "there (the partial file is deleted) and the store is unchanged. Hint: free "
+                "space (or choose another --out) and run again."
+            ) from exc
 
     def commit(self) -> int:
         assert self.file is not None
@@ -132,7 +136,10 @@ class AtomicWriter:
 
     def discard(self) -> None:
         if self.file is not None:
-            self.file.close()
+            # On a full disk closing fails too (it flushes the buffer): the temporary must
+            # go all the same, and the write's own error is the one to report.
+            with contextlib.suppress(OSError):
+                self.file.close()
         self.target.discard()
 
 
