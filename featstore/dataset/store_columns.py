@@ -51,40 +51,30 @@ def read_located(snapshot: ModelSnapshot, selections: Sequence[Selection]) -> li
 
     names = set(snapshot.schema().names)
     plans = [_Plan(located, shapes, names, len(snapshot.files)) for located, shapes in selections]
-    wanted = sorted({c for plan in plans for c in plan.present})
+    wanted = ["image_path", *sorted({c for plan in plans for c in plan.present})]
     fs = snapshot.table.location.fs
-    needed = [
-        (f, file)
-        for f, file in enumerate(snapshot.files)
-        if any(plan.rows_in(f)[1].size for plan in plans)
-    ]
-
-    for f, file in needed:
+    for f, file in enumerate(snapshot.files):
+        if not any(len(plan.rows_in(f)[0]) for plan in plans):
+            continue
         with fs.open_input_file(file) as handle:
-            table = pq.read_table(handle, columns=["image_path", *wanted])
-        _gather_file(plans, f, file, table, wanted)
+            parquet = pq.ParquetFile(handle)
+            first = 0
+            # A row group at a time: its columns come as single arrays (no concatenation)
+            # and memory holds one group, not the file.
+            for group in range(parquet.num_row_groups):
+                rows = parquet.metadata.row_group(group).num_rows
+                chosen = [plan.rows_in(f, first, first + rows) for plan in plans]
+                if any(len(where) for where, _ in chosen):
+                    values = parquet.read_row_group(group, columns=wanted)
+                    arrays = {c: values.column(c).chunk(0) for c in wanted}
+                    for plan, (where, picked) in zip(plans, chosen, strict=True):
+                        plan.gather(arrays, where, picked - first, file)
+                first += rows
     return [plan.result() for plan in plans]
 
 
-def _gather_file(
-    plans: Sequence[_Plan], f: int, file: str, table: pa.Table, wanted: list[str]
-) -> None:
-    """Copy the values of file `f` (read as `table`) into each selection's arrays."""
-    arrays = {c: table.column(c).combine_chunks() for c in wanted}
-    for plan in plans:
-        where, rows = plan.rows_in(f)
-        if not len(where):
-            continue
-        for column in plan.present:
-            plan.out[column][where] = gather(
-                arrays[column], rows, plan.shapes[column], file, column
-            )
-        plan.paths.append(table.column("image_path").take(pa.array(rows)).combine_chunks())
-        plan.positions.append(where)
-
-
 class _Plan:
-    """One selection's rows grouped by file, and the arrays they are gathered into."""
+    """One selection's rows by file and row, and the arrays they are gathered into."""
 
     def __init__(self, located: pa.Table, shapes: Shapes, names: set[str], files: int) -> None:
         n = len(located)
@@ -100,13 +90,44 @@ class _Plan:
         self.positions: list[NDArray[np.int64]] = []
         file_index = located.column("_file").to_numpy()
         self.row_number = located.column("_row").to_numpy()
-        self.order = np.argsort(file_index, kind="stable")
+        self.order = np.lexsort((self.row_number, file_index))  # by file, then row
+        self.sorted_rows = self.row_number[self.order]
         self.bounds = np.searchsorted(file_index[self.order], np.arange(files + 1))
 
-    def rows_in(self, f: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """The positions (in the selection) of file `f`'s rows, and their row numbers."""
-        where = self.order[self.bounds[f] : self.bounds[f + 1]]
-        return where, self.row_number[where]
+    def rows_in(
+        self, f: int, first: int = 0, end: int | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The positions (in the selection) of file `f`'s rows in [first, end), and those
+        rows, ascending."""
+        lo, hi = self.bounds[f], self.bounds[f + 1]
+        if end is not None:
+            rows = self.sorted_rows[lo:hi]
+            lo, hi = lo + np.searchsorted(rows, first), lo + np.searchsorted(rows, end)
+        return self.order[lo:hi], self.sorted_rows[lo:hi]
+
+    def gather(
+        self,
+        arrays: dict[str, pa.Array],
+        where: NDArray[np.int64],
+        rows: NDArray[np.int64],
+        file: str,
+    ) -> None:
+        """Copy rows `rows` of one row group's `arrays` to positions `where`."""
+        if not len(where):
+            return
+        # A sorted file's group lands in one run of positions: gathered straight into it.
+        run = int(where[-1] - where[0]) + 1 == len(where) and bool(np.all(np.diff(where) > 0))
+        for column in self.present:
+            out = self.out[column]
+            shape = self.shapes[column]
+            if run:
+                gather(
+                    arrays[column], rows, shape, file, column, into=out[where[0] : where[-1] + 1]
+                )
+            else:
+                out[where] = gather(arrays[column], rows, shape, file, column)
+        self.paths.append(arrays["image_path"].take(pa.array(rows)))
+        self.positions.append(where)
 
     def result(self) -> Columns:
         n = len(self.row_number)
@@ -118,7 +139,12 @@ class _Plan:
 
 
 def gather(
-    array: pa.Array, rows: NDArray[np.int64], shape: tuple[int, ...], file: str, column: str
+    array: pa.Array,
+    rows: NDArray[np.int64],
+    shape: tuple[int, ...],
+    file: str,
+    column: str,
+    into: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """`array[rows]` (nested lists of floats, or a scalar) as `[len(rows), *shape]` float32,
     NaN where a row is null.
@@ -134,8 +160,10 @@ def gather(
         if array.null_count
         else np.ones(len(rows), bool)
     )
+    values = np.empty((len(rows), *shape), np.float32) if into is None else into
     if not valid.any():
-        return np.full((len(rows), *shape), np.nan, np.float32)
+        values[...] = np.nan
+        return values
     start = np.where(valid, rows, rows[valid][0])  # a null row reads a valid one's slot
     end = start + 1
     level = array
@@ -154,11 +182,11 @@ def gather(
     if leaf.null_count:
         leaf = pc.fill_null(leaf, np.float32("nan"))
     flat = leaf.to_numpy(zero_copy_only=False)
-    if len(flat) % size == 0 and not np.any(start % size):
-        values = flat.reshape(-1, size)[start // size]  # whole rows: one gather
+    target = values.reshape(len(rows), size)
+    if len(flat) % size == 0 and not np.any(start % size):  # whole rows: one gather
+        np.take(flat.reshape(-1, size), start // size, axis=0, out=target)
     else:
-        values = flat[start[:, None] + np.arange(size)]
-    values = values.reshape(len(rows), *shape)
+        target[...] = flat[start[:, None] + np.arange(size)]
     if not valid.all():
         values[~valid] = np.nan
     return values
