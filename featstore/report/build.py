@@ -316,38 +316,41 @@ def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, NDArray[np.float64]]:
 def _by_role(
     con: duckdb.DuckDBPyConnection, expression: str, condition: str
 ) -> dict[str, NDArray[np.float64]]:
-    table = _arrow(con, f"SELECT role, {expression} AS v FROM images WHERE {condition}")
-    roles = np.asarray(table.column("role").to_pylist(), dtype=object)
+    # A flag per row, not the role's text: a Python string per row was most of the
+    # report's memory at a million identities.
+    table = _arrow(
+        con, f"SELECT role = 'face' AS face, {expression} AS v FROM images WHERE {condition}"
+    )
+    face = table.column("face").to_numpy(zero_copy_only=False).astype(bool)
     values = _numpy(table, "v")
-    return {role: values[roles == role] for role in ("face", "frame")}
+    return {"face": values[face], "frame": values[~face]}
 
 
 def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
-    table = _arrow(
-        con,
-        "SELECT identity, role, image_path, sqrt(array_inner_product(features, features)) AS n "
-        "FROM images WHERE features IS NOT NULL",
-    )
-    norms = _numpy(table, "n")
-    roles = np.asarray(table.column("role").to_pylist(), dtype=object)
-    finite = np.isfinite(norms)
-    zero = finite & (norms == 0)
-    non_unit = finite & ~zero & (np.abs(norms - 1.0) > NORM_TOLERANCE)
-    bad = np.flatnonzero(~finite | zero | non_unit)
-    # NaN/inf first, then by distance from 1
-    badness = np.where(finite[bad], np.abs(norms[bad] - 1.0), np.inf)
-    order = bad[np.argsort(-badness, kind="stable")][:FLAGGED_LISTED]
-    listed = table.select(["identity", "role", "image_path"]).take(order).to_pylist()
+    norm = "sqrt(array_inner_product(features, features))"
+    norms = _by_role(con, norm, "features IS NOT NULL")
+    both = np.concatenate([norms["face"], norms["frame"]])
+    finite = np.isfinite(both)
+    zero = finite & (both == 0)
+    non_unit = finite & ~zero & (np.abs(both - 1.0) > NORM_TOLERANCE)
+    # The worst few, named by SQL: NaN/inf first, then by distance from 1 (no per-row
+    # identity or path is fetched for the rows that are fine).
+    flagged = con.execute(
+        f"""SELECT identity, role, image_path, n FROM (
+                SELECT identity, role, image_path, {norm} AS n FROM images
+                WHERE features IS NOT NULL)
+            WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
+            ORDER BY CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END DESC,
+                     identity, role, image_path
+            LIMIT {int(FLAGGED_LISTED)}"""
+    ).fetchall()
     return NormCheck(
-        norms={role: norms[roles == role] for role in ("face", "frame")},
+        norms=norms,
         tolerance=NORM_TOLERANCE,
         non_finite=int((~finite).sum()),
         zero=int(zero.sum()),
         non_unit=int(non_unit.sum()),
-        flagged=[
-            FlaggedNorm(r["identity"], r["role"], r["image_path"], float(norms[i]))
-            for r, i in zip(listed, order, strict=True)
-        ],
+        flagged=[FlaggedNorm(str(i), str(r), str(p), float(n)) for i, r, p, n in flagged],
     )
 
 
