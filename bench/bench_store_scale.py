@@ -136,8 +136,13 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def measure(store: Path, work: Path, dim: int) -> dict[str, tuple[float, float]]:
-    """name -> (wall seconds, peak RSS MiB), each command in a fresh process."""
+def measure(
+    store: Path, work: Path, dim: int, faults: tuple[int, ...] = ()
+) -> dict[str, tuple[float, float]]:
+    """name -> (wall seconds, peak RSS MiB), each command in a fresh process.
+
+    `faults`: the store's digest, to kill a commit and a compaction first (see `killed`).
+    """
     s = str(store)
     cache = work / "cache"
     dataset = (
@@ -186,9 +191,69 @@ def measure(store: Path, work: Path, dim: int) -> dict[str, tuple[float, float]]
     report = work / "report.html"
     figures["report"] = timed([*FEATSTORE, "report", "--store", s, "--out", str(report)])
     report.unlink(missing_ok=True)
+    if faults:
+        killed(store)
     figures["compact"] = timed([*FEATSTORE, "compact", "--store", s])
+    if faults:
+        after = digest(store)
+        print(f"  compact rerun after the kill: content {'same' if after == faults else 'CHANGED'}")
     figures["vacuum"] = timed([*FEATSTORE, "vacuum", "--store", s, "--retain", "0"])
     return {name: (seconds, rss) for name, (seconds, rss, _) in figures.items()}
+
+
+def digest(store: Path) -> tuple[int, ...]:
+    """What the rows hold, in a few numbers (order-free): rows, identities, a hash of the
+    paths, the features' sum in millionths."""
+    con = Store(store).connect()
+    row = con.execute(
+        "SELECT count(*), count(DISTINCT identity), sum(hash(identity, image_path)), "
+        "round(sum(list_sum(features::FLOAT[])) * 1e6) FROM images"
+    ).fetchone()
+    con.close()
+    assert row is not None
+    return tuple(int(v) for v in row)
+
+
+REWRITE = (
+    "import sys; from featstore.store import Store; from featstore.store.writer import "
+    "TableWriter; s = Store(sys.argv[1]); t = s.table('{model}'); snap = t.open(); "
+    "names = [f'person_{{i:07d}}' for i in range(0, {n}, 2)]; "
+    "import pyarrow.dataset as ds, pyarrow.compute as pc; "
+    "data = ds.dataset(snap.files, format='parquet').to_table(filter=pc.field('identity')"
+    ".isin(names)); w = TableWriter(t, snap.provenance, command='bench', "
+    "max_identities=len(names), max_seconds=1e9); "
+    "[w.add(n, data.filter(pc.field('identity') == n)) for n in names]; w.flush()"
+)
+
+
+def killed(store: Path) -> None:
+    """Kill -9 a commit (a rerun of 2,000 identities, replacing their rows with the same
+    ones) and a compaction midway; check the store opens with the same content, and that
+    the commit run again leaves the same content (the compaction is rerun by `measure`)."""
+    import subprocess
+
+    before = digest(store)
+    commit = python(REWRITE.format(model=MODEL, n=4000)) + [str(store)]
+    for name, command in (
+        ("commit", commit),
+        ("compact", [*FEATSTORE, "compact", "--store", str(store)]),
+    ):
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        running = proc.poll() is None
+        proc.kill()
+        proc.wait()
+        same = digest(store) == before
+        print(
+            f"  kill -9 of {name} after {time.perf_counter() - started:.1f} s "
+            f"({'midway' if running else 'it had finished'}): the store opens, content "
+            f"{'same' if same else 'CHANGED'}",
+            flush=True,
+        )
+    done = subprocess.run(commit, capture_output=True, text=True)
+    same = done.returncode == 0 and digest(store) == before
+    print(f"  the commit run again: {'same content' if same else 'FAILED ' + done.stderr[-300:]}")
 
 
 def table(results: dict[int, dict[str, tuple[float, float]]], title: str) -> None:
@@ -227,7 +292,9 @@ def _miss(met: bool) -> str:
     return "" if met else "   NOT MET"
 
 
-def run(sizes: list[int], dim: int, work: Path) -> dict[int, dict[str, tuple[float, float]]]:
+def run(
+    sizes: list[int], dim: int, work: Path, faults: bool = False
+) -> dict[int, dict[str, tuple[float, float]]]:
     results = {}
     for n in sizes:
         store = work / f"store-{n}-d{dim}"
@@ -240,7 +307,7 @@ def run(sizes: list[int], dim: int, work: Path) -> dict[int, dict[str, tuple[flo
             f"{len(Store(store).model(MODEL).files)} files",
             flush=True,
         )
-        results[n] = measure(store, work, dim)
+        results[n] = measure(store, work, dim, digest(store) if faults and n == sizes[-1] else ())
         shutil.rmtree(store, ignore_errors=True)
     return results
 
@@ -256,6 +323,9 @@ def main() -> None:
     )
     parser.add_argument("--full", action="store_true", help="10^4, 10^5, 10^6 and 10^5 x 512")
     parser.add_argument("--workdir", type=Path, help="where the stores are made (removed after)")
+    parser.add_argument(
+        "--faults", action="store_true", help="kill -9 a commit and a compaction (largest store)"
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.identities.split(",")]
     if args.full:
@@ -270,7 +340,7 @@ def main() -> None:
         shutil.rmtree(work)
         sys.exit("not enough free disk: pass --workdir on a larger disk, or smaller sizes")
     try:
-        results = run(sizes, args.dim, work)
+        results = run(sizes, args.dim, work, faults=args.faults or args.full)
         table(results, f"D = {args.dim}")
         goals(results)
         if args.wide:
