@@ -46,11 +46,17 @@ def from_store(
     store = Store(source)
     store.require_models()
     info = store.model(model, version)
-    lease = materialise(
-        store_cache_dir(store.location.local, cache_dir),
-        describe_store(store, info, where, encoding),
-        lambda: read_store(store, info, where, encoding),
-    )
+    cache = store_cache_dir(store.location.local, cache_dir)
+    description = describe_store(store, info, where, encoding)
+    # The frames' features are written beside the cache while read (a name that a later
+    # build removes, were this one killed), then moved in: not held in memory.
+    spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
+    try:
+        lease = materialise(
+            cache, description, lambda: read_store(store, info, where, encoding, spool)
+        )
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
     return info.name, info.version, lease
 
 

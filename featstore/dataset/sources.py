@@ -27,7 +27,7 @@ from featstore.dataset.cache import (
     SampleColumns,
 )
 from featstore.dataset.npy_source import store_keypoint_fields
-from featstore.dataset.store_columns import read_located, resolve_paths
+from featstore.dataset.store_columns import column_values, read_located, resolve_paths
 from featstore.errors import InputError, StoreError
 from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import ModelSnapshot, Store
@@ -86,12 +86,18 @@ def _arcface_versions(store: Store) -> dict[str, str]:
 
 
 def read_store(
-    store: Store, info: ModelSnapshot, where: str | None, encoding: PositionEncoding
+    store: Store,
+    info: ModelSnapshot,
+    where: str | None,
+    encoding: PositionEncoding,
+    spool: Path | None = None,
 ) -> SampleColumns:
     """The samples of one model of a store, `where` applied to the frames.
 
     With `encoding` "euler_angles", the samples are those of `export-json --format 3d`:
-    frames with a head pose, of identities whose frontal image has one.
+    frames with a head pose, of identities whose frontal image has one. `spool`: a folder
+    to create for the frames' features (the bulk of the samples), written there mapped
+    instead of held in memory; the cache moves the file in.
 
     DuckDB selects and orders the samples over their small columns; on a local store the
     wide columns are then read from the files by pyarrow (`featstore.dataset.store_columns`).
@@ -140,17 +146,22 @@ def read_store(
             "frames' identities (the store was changed while read?).\nHint: try again."
         )
     base = info.provenance.get("base_dir")
+    mapped: dict[str, Path] = {}
     if located:
+        if spool is not None:
+            spool.mkdir(parents=True, exist_ok=True)
+            mapped["features"] = spool / "input_features.f32"
         (frame_values, frame_paths), (face_values, face_paths) = read_located(
-            info, [(frames, _frame_shapes(info.dim)), (faces, _face_shapes(info.dim))]
+            info,
+            [(frames, _frame_shapes(info.dim), mapped), (faces, _face_shapes(info.dim), {})],
         )
     else:
         frame_values = {
-            c: _column_values(frames.column(c), shape)
+            c: column_values(frames.column(c), shape)
             for c, shape in _frame_shapes(info.dim).items()
         }
         face_values = {
-            c: _column_values(faces.column(c), shape) for c, shape in _face_shapes(info.dim).items()
+            c: column_values(faces.column(c), shape) for c, shape in _face_shapes(info.dim).items()
         }
         frame_paths = frames.column("image_path").combine_chunks()
         face_paths = faces.column("image_path").combine_chunks()
@@ -170,6 +181,7 @@ def read_store(
         target_features=face_values["features"],
         face_image_path=resolve_paths(face_paths, base),
         model=info.name,
+        features_file=mapped.get("features") if located else None,
     )
 
 
@@ -190,28 +202,6 @@ def _frame_shapes(dim: int) -> dict[str, tuple[int, ...]]:
 def _face_shapes(dim: int) -> dict[str, tuple[int, ...]]:
     """The stored columns a frontal image's values read (its pose gives the keypoints)."""
     return {"features": (dim,), "pose_landmarks_3d": FRAME_FIELDS["pose_landmarks_3d"]}
-
-
-def _column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """A (nested) fixed-size float column as `[N, *shape]` float32; nulls become NaN.
-
-    A null row (a frame without a head pose, a field the source lacks) keeps its slot:
-    `flatten` would drop it and shift every later row.
-    """
-    import pyarrow.compute as pc
-
-    array = column.combine_chunks()
-    rows = len(array)
-    null_rows = array.is_null().to_numpy(zero_copy_only=False)
-    while pa.types.is_fixed_size_list(array.type):
-        size = array.type.list_size
-        array = array.values.slice(array.offset * size, len(array) * size)
-    values = pc.fill_null(array.cast(pa.float32()), np.float32("nan"))
-    out: NDArray[np.float32] = values.to_numpy(zero_copy_only=False).reshape(rows, *shape)
-    if null_rows.any():
-        out = out.copy()
-        out[null_rows] = np.nan
-    return out
 
 
 def _empty_columns(dim: int, model: str) -> SampleColumns:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 Shapes = Mapping[str, tuple[int, ...]]  # stored column -> the shape of one value
 
 
-Selection = tuple[pa.Table, Shapes]  # located rows, and the float columns to read of them
+# Located rows, the float columns to read of them, and the columns to write into files
+# (memory-mapped) rather than memory.
+Selection = tuple[pa.Table, Shapes, Mapping[str, Path]]
 Columns = tuple[dict[str, NDArray[np.float32]], pa.Array]  # those columns, and image paths
 
 
@@ -41,7 +44,9 @@ def read_located(snapshot: ModelSnapshot, selections: Sequence[Selection]) -> li
         selections: the located rows (`_file`, an index into `snapshot.files`, and `_row`,
             the row in that file; one per sample, in the samples' order) and the stored
             float columns to read with the shape of one value. A column the table does
-            not have comes back as NaN.
+            not have comes back as NaN. Columns given a file are made there, mapped (a
+            million identities' features need not fit in memory twice: the Dataset's cache
+            moves the file in).
 
     Returns:
         Per selection, each column as `[N, *shape]` float32 (null values as NaN), and
@@ -50,7 +55,10 @@ def read_located(snapshot: ModelSnapshot, selections: Sequence[Selection]) -> li
     import pyarrow.parquet as pq
 
     names = set(snapshot.schema().names)
-    plans = [_Plan(located, shapes, names, len(snapshot.files)) for located, shapes in selections]
+    plans = [
+        _Plan(located, shapes, names, len(snapshot.files), files)
+        for located, shapes, files in selections
+    ]
     wanted = ["image_path", *sorted({c for plan in plans for c in plan.present})]
     fs = snapshot.table.location.fs
     for f, file in enumerate(snapshot.files):
@@ -76,16 +84,26 @@ def read_located(snapshot: ModelSnapshot, selections: Sequence[Selection]) -> li
 class _Plan:
     """One selection's rows by file and row, and the arrays they are gathered into."""
 
-    def __init__(self, located: pa.Table, shapes: Shapes, names: set[str], files: int) -> None:
+    def __init__(
+        self,
+        located: pa.Table,
+        shapes: Shapes,
+        names: set[str],
+        files: int,
+        mapped: Mapping[str, Path],
+    ) -> None:
         n = len(located)
         self.shapes = shapes
         self.present = [c for c in shapes if c in names]
-        self.out = {
-            c: np.empty((n, *shape), np.float32)
-            if c in self.present
-            else np.full((n, *shape), np.nan, np.float32)
-            for c, shape in shapes.items()
-        }
+        self.out: dict[str, NDArray[np.float32]] = {}
+        for c, shape in shapes.items():
+            if c in mapped and n:
+                # Raw float32, row after row: the Dataset cache's own features file.
+                self.out[c] = np.memmap(mapped[c], mode="w+", dtype=np.float32, shape=(n, *shape))
+            else:
+                self.out[c] = np.empty((n, *shape), np.float32)
+            if c not in self.present:
+                self.out[c][...] = np.nan
         self.paths: list[pa.Array] = []
         self.positions: list[NDArray[np.int64]] = []
         file_index = located.column("_file").to_numpy()
@@ -130,6 +148,9 @@ class _Plan:
         self.positions.append(where)
 
     def result(self) -> Columns:
+        for values in self.out.values():
+            if isinstance(values, np.memmap):
+                values.flush()
         n = len(self.row_number)
         if not self.paths:
             return self.out, pa.array([], pa.string())
@@ -195,6 +216,29 @@ def gather(
 def _spread(valid: NDArray[np.bool_], shape: tuple[int, ...]) -> NDArray[np.bool_]:
     """`valid` (one flag per row) spread over the inner dimensions of `shape`."""
     return np.broadcast_to(valid.reshape(valid.shape + (1,) * (len(shape) - 1)), shape)
+
+
+def column_values(column: pa.ChunkedArray, shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """A (nested) fixed-size float column (DuckDB's arrays) as `[N, *shape]` float32; nulls
+    become NaN (the path for stores read through DuckDB alone: object storage).
+
+    A null row (a frame without a head pose, a field the source lacks) keeps its slot:
+    `flatten` would drop it and shift every later row.
+    """
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks()
+    rows = len(array)
+    null_rows = array.is_null().to_numpy(zero_copy_only=False)
+    while pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        array = array.values.slice(array.offset * size, len(array) * size)
+    values = pc.fill_null(array.cast(pa.float32()), np.float32("nan"))
+    out: NDArray[np.float32] = values.to_numpy(zero_copy_only=False).reshape(rows, *shape)
+    if null_rows.any():
+        out = out.copy()
+        out[null_rows] = np.nan
+    return out
 
 
 def resolve_paths(paths: pa.Array, base: object) -> pa.Array:
