@@ -55,7 +55,7 @@ def test_compact_on_a_full_disk_leaves_the_table_as_it_was(store: Path) -> None:
     assert Store(store).model(MODEL).version == version
     assert_same_rows(table_rows(store), before)
     # Once there is room again: vacuum removes the failed write's files, compact works.
-    Store(store).model(MODEL).vacuum(0, dry_run=False)
+    Store(store).model(MODEL).vacuum(0, dry_run=False, no_writer_running=True)
     Store(store).model(MODEL).compact("compact")
     assert_same_rows(table_rows(store), before)
 
