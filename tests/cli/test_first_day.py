@@ -144,7 +144,7 @@ def test_skipped_inputs_are_named_and_deleted_identities_reported(
     again = extract_cli(models, face, video, tmp_path / "store")
     assert again.exit_code == 0, again.output
     assert (
-        f"note: 1 identities in the store have no inputs any more (deleted or renamed): {identity}"
+        f"note: 1 identity in the store has no inputs any more (deleted or renamed): {identity}"
         in again.output
     )
 
@@ -163,10 +163,10 @@ def test_dry_run_says_what_would_be_done_and_writes_nothing(
         models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--limit", "1"
     )
     assert limited.exit_code == 0, limited.output
-    assert "extracted 4 images of 1 identities" in limited.output
-    assert "note: limited to the first 1 identities by name" in limited.output
+    assert "extracted 4 images of 1 identity " in limited.output
+    assert "note: limited to the first 1 identity by name" in limited.output
     rest = extract_cli(models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--dry-run")
-    assert "dry run: would extract 4 images of 1 identities on cpu; 1 of 2" in rest.output
+    assert "dry run: would extract 4 images of 1 identity on cpu; 1 of 2" in rest.output
 
 
 def test_every_checkpoint_is_checked_before_any_work(
@@ -256,3 +256,19 @@ def test_a_plain_import_reaches_the_documented_api() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_folder_warning_is_printed_once(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    """The summary says it; the scan's log line said it a second time (on stderr)."""
+    face, video = mini_dataset.face_dir, mini_dataset.video_dir
+    done = subprocess.run(
+        [sys.executable, "-m", "featstore", "extract", "--face-dir", video, "--video-dir", face,
+         "--store", tmp_path / "s", "--model", MODEL, "--weights", models.weights,
+         "--insightface-root", models.insightface_root, "--cpu", "--workers", "0",
+         "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("swapped with --video-dir?") == 1, done

@@ -301,7 +301,6 @@ def test_where_failing_on_the_rows(extracted: Extracted, tmp_path: Path) -> None
         (["--store", "{tmp}/none"], "store {tmp}/none does not exist or is not a folder."),
         (["--store", "{tmp}"], "{tmp} is not a featstore store (no _featstore.json)."),
         (["--model", "dinov2_vitg14"], "has no model 'dinov2_vitg14'; it holds: dinov2_vits14."),
-        (["--out", "{tmp}/no/r.html"], "--out {tmp}/no/r.html: the folder {tmp}/no does not"),
         (["--out", "{tmp}"], "--out {tmp} is a folder."),
     ],
 )
@@ -317,6 +316,16 @@ def test_bad_options_exit_cleanly(
     assert "Traceback" not in result.output
     assert message.format(tmp=tmp_path) in result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_missing_out_folder_is_created(extracted: Extracted, tmp_path: Path) -> None:
+    """As `mkdir -p` would (issue 23): was refused before."""
+    out = tmp_path / "no" / "r.html"
+    result = CliRunner().invoke(
+        main, ["report", "--store", str(extracted.store), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_empty_store(tmp_path: Path) -> None:
@@ -623,3 +632,10 @@ def test_browser_check_catches_a_broken_page(tmp_path: Path) -> None:
     assert "console error: boom" in problems
     assert "broken image: gone" in problems
     assert any("missing_function is not defined" in p for p in problems)
+
+
+def test_summary_line_of_one_identity_is_singular() -> None:
+    from featstore.report.build import ReportSummary
+
+    line = ReportSummary(Path("r.html"), "m", 1, 1, 1 << 20, 0.5, 0).format()
+    assert "(1 identity, 1 frame, 1.0 MiB)" in line, line
