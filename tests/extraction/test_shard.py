@@ -62,7 +62,7 @@ def test_shards_split_the_identities_and_say_what_they_did(
     # person_000 hashes to shard 0 of 5, person_001 to shard 3 (see the pinned test above).
     assert [r.identities_in_input for r in runs] == [1, 0, 0, 1, 0]
     assert [r.identities_extracted for r in runs] == [1, 0, 0, 1, 0]
-    assert runs[3].format().startswith("shard 3/5 (1 identities): extracted 4 images of 1 ")
+    assert runs[3].format().startswith("shard 3/5 (1 identity): extracted 4 images of 1 identity ")
     # The store lines are the whole store's, whichever shard reports them.
     assert runs[4].store_counts[MODEL].identities == 2
     reference = tmp_path / "reference"
