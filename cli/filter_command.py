@@ -27,7 +27,7 @@ from featstore_cli.options import (
     workers_option,
 )
 
-from featstore.errors import FeatstoreError, printable_message
+from featstore.errors import FeatstoreError, plural, printable_message
 from featstore.extraction.dinov2_specs import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -135,5 +135,7 @@ def filter_valid_images(
     click.echo(printable_message(summary.format()))
     exported = export_json(store, out=output_file, model=dinov2_model, base_dir=base)
     click.echo(
-        f"wrote {output_file}: {exported.identities} valid identities, {exported.frames} frames"
+        f"wrote {output_file}: "
+        f"{plural(exported.identities, 'valid identity', 'valid identities')}, "
+        f"{plural(exported.frames, 'frame')}"
     )

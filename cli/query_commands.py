@@ -14,7 +14,7 @@ import click
 from featstore_cli.common import library_errors
 from featstore_cli.options import model_option, store_option, version_option
 
-from featstore.errors import printable
+from featstore.errors import plural, printable
 
 if TYPE_CHECKING:
     from featstore.store.neighbors import StoredNeighbors
@@ -159,7 +159,8 @@ def info(store: str, model: str | None, version: int | None) -> None:
     for m in found.models:
         p = m.provenance
         echo(
-            f"model {m.name}: dim {m.dim}, {found.identities.get(m.name, 0)} identities, "
+            f"model {m.name}: dim {m.dim}, "
+            f"{plural(found.identities.get(m.name, 0), 'identity')}, "
             f"{found.valid_identities.get(m.name, 0)} valid (table version {m.version})"
         )
         counts = found.images_by_status.get(m.name, {})

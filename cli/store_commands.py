@@ -11,6 +11,8 @@ import click
 from featstore_cli.common import library_errors
 from featstore_cli.options import model_option, option_group, store_option
 
+from featstore.errors import plural
+
 # The store and, optionally, one of its models: what every maintenance command acts on.
 _STORE_AND_MODEL = option_group(
     store_option(), model_option("Only this model [default: every model].")
@@ -106,7 +108,7 @@ def migrate(store: str) -> None:
         click.echo(f"{store} is already a version-2 store; nothing to do.")
     for m in done:
         how = "finished (committed earlier)" if m.already_done else f"{m.rows} rows"
-        click.echo(f"model {m.model}: {m.identities} identities, {how}")
+        click.echo(f"model {m.model}: {plural(m.identities, 'identity')}, {how}")
     if done:
         click.echo(f"{store} is now a version-2 store (one Delta Lake table per model).")
     _derive(store, None)

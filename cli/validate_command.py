@@ -39,7 +39,7 @@ def validate(
     base_dir: Path | None,
     strict: bool,
 ) -> None:
-    """Check a trainer JSON file (the new or old format), or face000's npy training
+    """Check a trainer JSON file (new, old or 3D format), or face000's npy training
     directory (a folder: its eight files); exit 1 when anything is wrong.
 
     Answers the seed's troubleshooting list: dims vs dinov2_model (Q1), paths that do not

@@ -70,6 +70,15 @@ def printable(text: object) -> str:
     return "".join(out)
 
 
+def plural(n: int, singular: str, plural: str | None = None) -> str:
+    """`n` and the noun that goes with it: `1 identity`, `2 identities`, `0 images`."""
+    if n == 1:
+        return f"{n} {singular}"
+    if plural is None:
+        plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{n} {plural}"
+
+
 def printable_message(text: str) -> str:
     """A message's lines, each made `printable`: its own line breaks stay, nothing else."""
     return "\n".join(printable(line) for line in text.split("\n"))

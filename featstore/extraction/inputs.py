@@ -276,8 +276,8 @@ def scan_inputs(face_dir: Path, video_dir: Path) -> InputTree:
             )
         )
     tree.warnings = _check_folders(face_dir, video_dir, face_listing, video_listing, tree)
-    for warning in tree.warnings:
-        log.warning("%s", warning)
+    for warning in tree.warnings:  # the summary prints them; a warning here said it twice
+        log.info("%s", warning)
     return tree
 
 

@@ -16,6 +16,7 @@ the BGR image InsightFace expects, without a BGR copy of the whole image.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,13 @@ class ArcFaceEmbedder:
         from insightface.utils import face_align
 
         size = self.model.input_size[0]
-        warped = face_align.norm_crop(image_rgb, landmark=kps, image_size=size)
+        # insightface calls scikit-image's deprecated `SimilarityTransform.estimate`, which
+        # warns on every image; the result is unchanged, and the warning is not the user's.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*estimate.* is deprecated", category=FutureWarning
+            )
+            warped = face_align.norm_crop(image_rgb, landmark=kps, image_size=size)
         return np.ascontiguousarray(warped[:, :, ::-1])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from featstore.errors import printable
+from featstore.errors import plural, printable
 from featstore.store import Store
 from featstore.store.query import StoreCounts, count_rows
 
@@ -64,25 +64,28 @@ class ExtractSummary:
         c = self.run_counts
         where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
-            f"extracted {self.images_extracted} images of {self.identities_extracted} identities "
+            f"extracted {plural(self.images_extracted, 'image')} of "
+            f"{plural(self.identities_extracted, 'identity', 'identities')} "
             f"in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s) on {where}; "
-            f"{self.identities_skipped} identities already up to date",
+            f"{plural(self.identities_skipped, 'identity', 'identities')} already up to date",
             f"  this run: ok {c.get('ok', 0)}, no_face {c.get('no_face', 0)}, "
             f"unreadable {c.get('unreadable', 0)}",
         ]
         if self.without_pose:
             lines.append(
-                f"  note: {self.without_pose} images with a face have no head pose "
+                f"  note: {plural(self.without_pose, 'image')} with a face "
+                f"{'has' if self.without_pose == 1 else 'have'} no head pose "
                 "(face000-pose-v1; the log says why); their pose columns are null"
             )
         if self.shard is not None:
             i, n = self.shard
-            lines[0] = f"shard {i}/{n} ({self.identities_in_input} identities): " + lines[0]
+            ids = plural(self.identities_in_input, "identity", "identities")
+            lines[0] = f"shard {i}/{n} ({ids}): " + lines[0]
         for model, s in self.store_counts.items():
             rate = s.valid_identities / s.identities if s.identities else 0.0
             frames = s.frames
             lines.append(
-                f"  store [{printable(model)}]: {s.identities} identities, "
+                f"  store [{printable(model)}]: {plural(s.identities, 'identity', 'identities')}, "
                 f"{s.valid_identities} valid "
                 f"({rate:.1%}); {s.frame_total} frames: ok {frames.get('ok', 0)}, "
                 f"no_face {frames.get('no_face', 0)}, unreadable {frames.get('unreadable', 0)}"
@@ -100,21 +103,22 @@ class ExtractSummary:
             skipped = self.skipped_entries
             shown = ", ".join(map(printable, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
             lines.append(
-                f"  note: {len(skipped)} entries of the video folder skipped (not a folder): "
-                + shown
+                f"  note: {plural(len(skipped), 'entry', 'entries')} of the video folder "
+                "skipped (not a folder): " + shown
             )
         if self.without_inputs:
             names = self.without_inputs
             shown = ", ".join(map(printable, names[:5])) + (", ..." if len(names) > 5 else "")
             lines.append(
-                f"  note: {len(names)} identities in the store have no inputs any more "
+                f"  note: {plural(len(names), 'identity', 'identities')} in the store "
+                f"{'has' if len(names) == 1 else 'have'} no inputs any more "
                 f"(deleted or renamed): {shown}; their rows stay in the store and in "
                 "export-json until removed"
             )
         if self.skipped_inputs:
             k = len(self.skipped_inputs)
             lines.append(
-                f"  note: {k} input{'s' * (k != 1)} skipped, e.g. "
+                f"  note: {plural(k, 'input')} skipped, e.g. "
                 f"{printable(self.skipped_inputs[0])}"
                 + ("" if k == 1 else "; featstore -v names them all")
             )
@@ -125,15 +129,17 @@ class ExtractSummary:
     def _input_notes(self) -> list[str]:
         lines = [f"  warning: {w}" for w in self.warnings]
         if self.limit is not None:
-            lines.append(f"  note: limited to the first {self.limit} identities by name")
+            first = plural(self.limit, "identity", "identities")
+            lines.append(f"  note: limited to the first {first} by name")
         return lines
 
     def _format_dry_run(self) -> str:
         lines = [
-            f"dry run: would extract {self.images_extracted} images of "
-            f"{self.identities_extracted} identities on {self.device}; "
-            f"{self.identities_skipped} of {self.identities_in_input} identities up to date",
-            "  models (checked, not loaded):",
+            f"dry run: would extract {plural(self.images_extracted, 'image')} of "
+            f"{plural(self.identities_extracted, 'identity', 'identities')} on {self.device}; "
+            f"{self.identities_skipped} of "
+            f"{plural(self.identities_in_input, 'identity', 'identities')} up to date",
+            "  models (the detector loaded; checkpoints checked, DINOv2 not loaded):",
             *(f"    {line}" for line in self.model_files),
             *self._input_notes(),
             f"store: {self.store} (nothing written)",

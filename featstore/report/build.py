@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from featstore.errors import InputError
+from featstore.errors import InputError, plural
 from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
@@ -112,8 +112,9 @@ class ReportSummary:
     def format(self) -> str:
         """One line for people (and a note when some images could not be shown)."""
         line = (
-            f"wrote the report of {self.model} ({self.identities} identities, {self.frames} "
-            f"frames, {self.bytes / (1 << 20):.1f} MiB) to {self.path} in {self.seconds:.1f} s"
+            f"wrote the report of {self.model} ({plural(self.identities, 'identity')}, "
+            f"{plural(self.frames, 'frame')}, {self.bytes / (1 << 20):.1f} MiB) to {self.path} "
+            f"in {self.seconds:.1f} s"
         )
         if self.unshown_images:
             line += (

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from featstore.errors import plural
 from featstore.report.gallery import Thumbnail, make_thumbnail
 from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW
 
@@ -137,8 +138,9 @@ def render_consistency(section: ConsistencySection | None) -> str:
     pairs = "".join(_pair(s) for s in section.worst)
     return (
         heading + f"<p>{section.frames_below} of {section.frames_checked} frames are below cosine "
-        f"{section.threshold:g} to their identity's frontal image ({section.identities_below} "
-        f"identities), by <code>{escape(section.model)}</code>. The "
+        f"{section.threshold:g} to their identity's frontal image "
+        f"({plural(section.identities_below, 'identity')}), "
+        f"by <code>{escape(section.model)}</code>. The "
         f"{len(section.worst)} least similar, worst first, each beside its frontal image. "
         'Drop them with <code>--where "NOT suspicious_frame(image_path)"</code> '
         "(view <code>identity_consistency</code>).</p>"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from featstore import __version__
+from featstore.errors import plural
 from featstore.report.consistency import render_consistency
 from featstore.report.data import (
     ANGLES,
@@ -151,7 +152,8 @@ def _overview(data: ReportData) -> str:
         parts.append(
             f"<p><b>--where</b> <code>{escape(data.where)}</code> keeps "
             f"<b id='frames-selected'>{data.frames_selected}</b> of {total} frames "
-            f"({_pct(data.frames_selected, total)}); {valid} identities stay valid. Everything "
+            f"({_pct(data.frames_selected, total)}); {plural(valid, 'identity')} "
+            f"stay{'s' if valid == 1 else ''} valid. Everything "
             "below is computed over the frames it keeps (frontal images are never filtered).</p>"
         )
     for m in data.models:
@@ -191,7 +193,7 @@ def _identities(rows: list[IdentityRow]) -> str:
     ]
     head = ["#", "identity", "frontal", "frames", "ok", "no_face", "unreadable", "ok %", "valid"]
     note = (
-        f"<p class='muted'>The {len(shown)} worst of {len(rows)} identities; "
+        f"<p class='muted'>The {len(shown)} worst of {plural(len(rows), 'identity')}; "
         '<code>featstore query "SELECT * FROM identities"</code> lists them all.</p>'
         if len(rows) > len(shown)
         else ""
@@ -369,7 +371,8 @@ def _gallery(data: ReportData) -> str:
         for name, colour in zip(_KEYPOINTS, LANDMARK_COLOURS, strict=True)
     )
     parts = [
-        f"<h2 id='gallery'>Gallery ({len(data.gallery)} identities, seed {data.seed})</h2>",
+        f"<h2 id='gallery'>Gallery ({plural(len(data.gallery), 'identity')}, "
+        f"seed {data.seed})</h2>",
         f"<p class='muted'>Green: the face box. Landmarks: {legend}.</p>",
     ]
     for entry in data.gallery:
@@ -411,7 +414,8 @@ def _comparisons(comparisons: list[ModelComparison]) -> str:
         values = c.values()
         stats = Stats.of(values)
         parts.append(
-            title + f"<p>{c.identities} identities have a frontal image in both models; "
+            title + f"<p>{plural(c.identities, 'identity')} "
+            f"{'has' if c.identities == 1 else 'have'} a frontal image in both models; "
             f"{values.size} have features in both.</p>"
             + _plot(
                 [Panel("cosine similarity", "cosine", [Series("", values)], value_range=None)],

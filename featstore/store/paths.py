@@ -34,7 +34,8 @@ def relative_path(path: Path, base_dir: Path) -> str:
 
 
 def output_path(out: Path, kind: str = "a JSON file") -> Path:
-    """The absolute path of an output file, after checking that its folder can take it.
+    """The absolute path of an output file, after checking that its folder can take it
+    (the folder is created when missing).
 
     Args:
         out: the `--out` path as given.
@@ -49,11 +50,15 @@ def output_path(out: Path, kind: str = "a JSON file") -> Path:
             f"--out {out} is inside the store {store}: writing there could replace the "
             "store's own files.\nHint: write outputs outside the store's folder."
         )
-    if not out.parent.is_dir():
+    # The folder is created as `mkdir -p` would (the README writes the 3D file into
+    # train_transformer3D/, where the seed's trainer looks for it).
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
         raise InputError(
-            f"--out {out}: the folder {out.parent} does not exist.\n"
-            "Hint: create it first, or choose another --out."
-        )
+            f"--out {out}: cannot create the folder {out.parent} ({exc.strerror or exc}).\n"
+            "Hint: choose another --out."
+        ) from exc
     return out
 
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from featstore.errors import InputError, StoreError
+from featstore.errors import InputError, StoreError, plural
 from featstore.store.consistency import is_arcface_model
 from featstore.store.fields import DIM, FIELDS, JSON_FORMATS
 from featstore.store.paths import output_path, relative_path
@@ -89,7 +89,8 @@ class ExportSummary:
         """One line for people."""
         mib = self.bytes / (1 << 20)
         line = (
-            f"wrote {self.identities} identities, {self.frames} frames of {self.model} "
+            f"wrote {plural(self.identities, 'identity')}, {plural(self.frames, 'frame')} "
+            f"of {self.model} "
             f"({self.json_format} format, {mib:.1f} MiB) to {self.path}; "
             f"paths relative to {self.base_dir}"
         )

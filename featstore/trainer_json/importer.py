@@ -60,7 +60,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 import featstore
-from featstore.errors import InputError, StoreError
+from featstore.errors import InputError, StoreError, plural
 from featstore.store import Store
 from featstore.store.bulk_write import replace_rows
 from featstore.store.format import STORE_MANIFEST
@@ -88,7 +88,8 @@ class ImportSummary:
         verb = "replaced model" if self.replaced else "imported into model"
         return (
             f"{verb} {self.model} ({self.feature_dim} dims) of {self.store}: "
-            f"{self.identities} identities, {self.frames} frames from {self.path}; "
+            f"{plural(self.identities, 'identity')}, {plural(self.frames, 'frame')} "
+            f"from {self.path}; "
             f"paths resolved against {self.base_dir}"
         )
 

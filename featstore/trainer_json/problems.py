@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.errors import plural
 from featstore.trainer_json.formats import IdentityFormat
 
 HINTS: dict[str, str] = {
@@ -280,10 +281,6 @@ def quote_identity(name: str) -> str:
     """The identity as written, quoted (JSON) when it would be ambiguous on a line."""
     plain = name and name.isprintable() and not any(c.isspace() or c in ':"' for c in name)
     return name if plain else json.dumps(name, ensure_ascii=False)
-
-
-def plural(n: int, singular: str, plural: str) -> str:
-    return f"{n} {singular if n == 1 else plural}"
 
 
 @functools.cache

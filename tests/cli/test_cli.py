@@ -144,3 +144,9 @@ def test_reading_commands_start_without_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_validate_help_names_every_format_it_checks() -> None:
+    result = invoke("validate", "--help")
+    text = " ".join(result.output.split())
+    assert "new, old or 3D format" in text, text

@@ -256,3 +256,19 @@ def test_a_plain_import_reaches_the_documented_api() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_folder_warning_is_printed_once(
+    mini_dataset: Dataset, models: Models, tmp_path: Path
+) -> None:
+    """The summary says it; the scan's log line said it a second time (on stderr)."""
+    face, video = mini_dataset.face_dir, mini_dataset.video_dir
+    done = subprocess.run(
+        [sys.executable, "-m", "featstore", "extract", "--face-dir", video, "--video-dir", face,
+         "--store", tmp_path / "s", "--model", MODEL, "--weights", models.weights,
+         "--insightface-root", models.insightface_root, "--cpu", "--workers", "0",
+         "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("swapped with --video-dir?") == 1, done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,15 @@ def test_cli_pack_without_recognition_model(
     assert result.exit_code != 0
     assert f"{DETECTOR_FILENAME} -> SCRFD (detection)" in result.output
     assert not (tmp_path / "store" / "model=dinov2_vits14").exists()
+
+
+def test_aligning_a_face_warns_nothing(models: Models) -> None:
+    """insightface's `norm_crop` calls scikit-image's deprecated `estimate` (a FutureWarning
+    per image on every ArcFace run); featstore silences it at that call."""
+    ref = resolve_arcface("arcface", DetectorSettings(root=models.insightface_root))
+    image = np.zeros((200, 200, 3), np.uint8)
+    kps = np.array([[70, 80], [130, 80], [100, 110], [75, 140], [125, 140]], np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ArcFaceEmbedder(ref).crop(image, kps)
+    assert [str(w.message) for w in caught] == []

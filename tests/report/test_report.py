@@ -623,3 +623,10 @@ def test_browser_check_catches_a_broken_page(tmp_path: Path) -> None:
     assert "console error: boom" in problems
     assert "broken image: gone" in problems
     assert any("missing_function is not defined" in p for p in problems)
+
+
+def test_summary_line_of_one_identity_is_singular() -> None:
+    from featstore.report.build import ReportSummary
+
+    line = ReportSummary(Path("r.html"), "m", 1, 1, 1 << 20, 0.5, 0).format()
+    assert "(1 identity, 1 frame, 1.0 MiB)" in line, line

@@ -540,8 +540,16 @@ def test_export_bad_where(
 def test_export_bad_output_paths(
     extracted: Extracted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = invoke(export_command, "--store", extracted.store, "--out", tmp_path / "no" / "x.json")
-    assert_clean_error(result, "does not exist", "Hint: create it first")
+    # A missing folder is created, as `mkdir -p` would (the README's 3D export relies on it).
+    nested = tmp_path / "train_transformer3D" / "deeper" / "x.json"
+    result = invoke(export_command, "--store", extracted.store, "--out", nested)
+    assert result.exit_code == 0, result.output
+    assert json.loads(nested.read_text())
+    (tmp_path / "a_file").write_text("")
+    result = invoke(export_command, "--store", extracted.store, "--out", tmp_path / "a_file" / "x")
+    assert_clean_error(result, "cannot create the folder", "a_file", "Hint: choose another --out")
+    shutil.rmtree(tmp_path / "train_transformer3D")
+    (tmp_path / "a_file").unlink()
     result = invoke(export_command, "--store", extracted.store, "--out", tmp_path)
     assert_clean_error(result, "is a folder")
     with pytest.raises(InputError, match="--indent must be 0 to 32 spaces a level, got -1"):
