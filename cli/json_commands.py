@@ -26,7 +26,9 @@ from featstore.errors import printable_message
 @click.command("export-json")
 @store_option(help="Store folder to read, or its URI on object storage (s3://bucket/prefix).")
 @out_option("JSON file to write (its folder must exist); replaced atomically.")
-@model_option("Model to export [required when the store holds several].")
+@model_option(
+    "Model to export [default: the store's only DINOv2 model; ArcFace is never exported]."
+)
 @base_dir_option("Paths in the file are relative to it [default: the --out file's folder].")
 @where_option(
     "Keep only the frames matching this SQL predicate over the columns of the frames "

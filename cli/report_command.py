@@ -24,7 +24,8 @@ from featstore.errors import printable_message
 @store_option()
 @out_option("HTML file to write (its folder must exist); replaced atomically.")
 @model_option(
-    "Model to report on [required when the store holds several; the others are compared with it]."
+    "Model to report on [default: the only model, or the only DINOv2 model beside ArcFace; "
+    "the others are compared with it]."
 )
 @where_option(
     "Keep only the frames matching this SQL predicate over the columns of the frames "

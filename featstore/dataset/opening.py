@@ -45,7 +45,7 @@ def from_store(
 
     store = Store(source)
     store.require_models()
-    info = store.model(model, version)
+    info = store.feature_model(model, version)
     cache = store_cache_dir(store.location.local, cache_dir)
     description = describe_store(store, info, where, encoding)
     # The frames' features are written beside the cache while read (a name that a later

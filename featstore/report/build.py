@@ -156,7 +156,7 @@ def read_report(
         raise InputError(f"gallery_identities must be 0 or more, got {gallery_identities}.")
     opened = Store(store)
     opened.require_models()
-    snap = opened.model(model, version)
+    snap = opened.feature_model(model, version)
     snap.require_rows()
     info = snap.info
     if version is None:

@@ -140,6 +140,17 @@ class Store:
             )
         return names
 
+    def feature_model(self, name: str | None, version: int | None = None) -> ModelSnapshot:
+        """The model a trainer reads (export-json, report, FeatureDataset): `name`, else the
+        only model, else the only DINOv2 model beside ArcFace ones (which are never exported,
+        docs/formats.md), so a store extracted with `--model arcface` needs no `--model`."""
+        if name is None:
+            names = self.model_names()
+            features = [n for n in names if not is_arcface_model(n)]
+            if len(names) > 1 and len(features) == 1:
+                name = features[0]
+        return self.model(name, version)
+
     def choose(self, name: str | None, names: list[str] | None = None) -> str:
         """`name` when the store has it; the only model when None; else a clear error.
 

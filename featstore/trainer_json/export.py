@@ -195,7 +195,7 @@ def export_json(
 
 def _exportable(store: Store, model: str | None, version: int | None) -> ModelSnapshot:
     store.require_models()
-    snap = store.model(model, version)
+    snap = store.feature_model(model, version)
     if is_arcface_model(snap.name):
         raise InputError(
             f"model {snap.name} holds ArcFace identity embeddings, which never replace DINOv2 "

@@ -140,3 +140,20 @@ def test_export_json_refuses_an_arcface_model(consistency_store: Path, tmp_path:
         export_json(consistency_store, out=tmp_path / "arcface.json", model=ARCFACE)
     assert "Hint:" in str(info.value)
     assert not (tmp_path / "arcface.json").exists()
+
+
+def test_the_one_dinov2_model_beside_arcface_needs_no_model_option(
+    consistency_store: Path, tmp_path: Path
+) -> None:
+    """ArcFace is never exported, so export-json, the report and the Dataset pick the
+    store's one DINOv2 model without --model; two DINOv2 models still need it."""
+    from featstore.report.build import read_report
+
+    out = tmp_path / "v.json"
+    assert export_json(consistency_store, out=out).model == MODEL
+    assert json.loads(out.read_text())
+    assert read_report(consistency_store).model.name == MODEL
+    assert FeatureDataset(consistency_store, cache_dir=tmp_path / "cache").model == MODEL
+    assert Store(consistency_store).feature_model(ARCFACE).name == ARCFACE  # named: as asked
+    with pytest.raises(Exception, match="choose one with model="):
+        Store(consistency_store).model(None)  # query/info keep asking
