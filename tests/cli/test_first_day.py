@@ -144,7 +144,7 @@ def test_skipped_inputs_are_named_and_deleted_identities_reported(
     again = extract_cli(models, face, video, tmp_path / "store")
     assert again.exit_code == 0, again.output
     assert (
-        f"note: 1 identities in the store have no inputs any more (deleted or renamed): {identity}"
+        f"note: 1 identity in the store has no inputs any more (deleted or renamed): {identity}"
         in again.output
     )
 
@@ -163,10 +163,10 @@ def test_dry_run_says_what_would_be_done_and_writes_nothing(
         models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--limit", "1"
     )
     assert limited.exit_code == 0, limited.output
-    assert "extracted 4 images of 1 identities" in limited.output
-    assert "note: limited to the first 1 identities by name" in limited.output
+    assert "extracted 4 images of 1 identity" in limited.output
+    assert "note: limited to the first 1 identity by name" in limited.output
     rest = extract_cli(models, mini_dataset.face_dir, mini_dataset.video_dir, store, "--dry-run")
-    assert "dry run: would extract 4 images of 1 identities on cpu; 1 of 2" in rest.output
+    assert "dry run: would extract 4 images of 1 identity on cpu; 1 of 2" in rest.output
 
 
 def test_every_checkpoint_is_checked_before_any_work(
@@ -225,6 +225,11 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     refused = extract_cli(models, new / "face", new / "video", store)
     assert refused.exit_code == 1
     assert "base_dir: stored" in refused.output and "(CLI: --rebase)" in refused.output
+    # The dry run of the rebase says what the rebase would do, and writes nothing.
+    dry = extract_cli(models, new / "face", new / "video", store, "--rebase", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would extract 0 images of 0 identities" in dry.output, dry.output
+    assert Store(store).model(MODEL).provenance["base_dir"] == old.as_posix()
     rebased = extract_cli(models, new / "face", new / "video", store, "--rebase")
     assert rebased.exit_code == 0, rebased.output
     assert "extracted 0 images of 0 identities" in rebased.output
@@ -235,9 +240,10 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     assert "extracted 0 images of 0 identities" in again.output, again.output
 
     (new / "face").rename(new / "faces")  # another layout below the base dir: refused
-    moved = extract_cli(models, new / "faces", new / "video", store, "--rebase")
-    assert moved.exit_code == 1
-    assert "the folders below the base dir changed" in moved.output
+    for dry_run in ((), ("--dry-run",)):
+        moved = extract_cli(models, new / "faces", new / "video", store, "--rebase", *dry_run)
+        assert moved.exit_code == 1
+        assert "the folders below the base dir changed" in moved.output
 
 
 def test_a_plain_import_reaches_the_documented_api() -> None:
