@@ -33,7 +33,7 @@ from featstore.extraction.extractor import (
 )
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import InputTree, scan_inputs
-from featstore.extraction.local_engine import run_local
+from featstore.extraction.local_engine import run_local, sigterm_interrupts
 from featstore.extraction.options import Engine, ExtractOptions
 from featstore.extraction.planning import row_schema
 from featstore.extraction.pose import POSE_DEFINITION
@@ -211,7 +211,8 @@ def _extract(
             providers, timings = ray_run.providers, {**timings, **ray_run.timings}
         else:
             assert local_detector is not None
-            timings.update(run_local(plan, spec, local_detector, counts))
+            with sigterm_interrupts():
+                timings.update(run_local(plan, spec, local_detector, counts))
         compacted = [m for m in models if planning.compact_if_fragmented(tables[m])]
         if compacted:
             log.info("compacted the tables of %s", ", ".join(compacted))
