@@ -302,7 +302,9 @@ def _distributions(data: ReportData) -> str:
 def _pose(pose: PoseDistribution | None) -> str:
     if pose is None or not pose.available:
         return pose_heading(pose)
-    stats = _stats_table([(name, Stats.of(pose.values[name])) for name in POSE_NAMES])
+    stats = _stats_table(
+        [(f"{name} (circular)", Stats.of_angles(pose.values[name])) for name in POSE_NAMES]
+    )
     return pose_heading(pose) + _plot(pose_panels(pose), "head pose histograms") + stats
 
 

@@ -4,7 +4,9 @@ and captions.
 The seed's angle names are kept (yaw, pitch, roll, sic): for an upright frontal face its
 "roll" is near ±180°, and a left-right turn shows in its "pitch". The roll histogram is
 drawn modulo 360 (in [0, 360)), so upright faces make one bar at 180 instead of two at the
-ends; the statistics table gives the stored values.
+ends; the statistics table gives circular statistics of all three angles (`Stats.of_angles`:
+the mean direction, the circular standard deviation, and min/median/max unwrapped around
+that mean), so rolls near ±180 have a mean near ±180, not near 0.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def summary_json(data: ReportData) -> str:
         ],
         "angles": {name: stats_dict(Stats.of(v)) for name, v in data.angles.items()},
         "pose": {
-            n: stats_dict(Stats.of(v)) for n, v in (data.pose.values if data.pose else {}).items()
+            n: stats_dict(Stats.of_angles(v))
+            for n, v in (data.pose.values if data.pose else {}).items()
         },
         "det_score": {role: stats_dict(Stats.of(v)) for role, v in data.det_scores.items()},
         "norms": {

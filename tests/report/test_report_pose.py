@@ -82,3 +82,29 @@ def test_a_store_without_pose_columns_still_reports(extracted: Extracted, tmp_pa
     data = read_report(store)
     assert data.pose is not None and not data.pose.available
     assert all(i.euler_angles is None for g in data.gallery for i in g.frames)
+
+
+def test_angle_statistics_are_circular() -> None:
+    """Rolls near ±180 (upright faces) average to ±180, not to 0 with a std of 179."""
+    from featstore.report.data import Stats
+
+    rolls = np.array([179.0, -179.0, 178.0, -178.0, 180.0])
+    s = Stats.of_angles(rolls)
+    assert s.mean is not None and abs(abs(s.mean) - 180.0) < 1e-9
+    assert s.std is not None and s.std < 2.0
+    assert s.minimum is not None and s.maximum is not None and s.maximum - s.minimum == 4.0
+    near_zero = Stats.of_angles(np.array([-10.0, 0.0, 10.0]))
+    assert near_zero.mean == pytest.approx(0.0, abs=1e-9)
+    assert near_zero.std == pytest.approx(Stats.of(np.array([-10.0, 0.0, 10.0])).std, rel=0.01)
+    assert (near_zero.minimum, near_zero.median, near_zero.maximum) == (-10.0, 0.0, 10.0)
+
+
+def test_the_report_and_its_json_use_circular_pose_statistics(data: ReportData) -> None:
+    from featstore.report.data import Stats
+    from featstore.report.summary_json import summary_json
+
+    text = summary_json(data)
+    shown = json.loads(text[text.index(">") + 1 : text.rindex("</script>")])["pose"]
+    for name in POSE_NAMES:
+        expected = Stats.of_angles(data.pose.values[name]) if data.pose else None
+        assert expected is not None and shown[name]["mean"] == pytest.approx(expected.mean)
