@@ -34,29 +34,32 @@ def test_a_stopped_run_saves_its_finished_identities(
     # A commit only at the end (as with the default 256 identities on a small run), and the
     # progress bar on: its counts say when some identities are finished.
     args = [a for a in extract_args(dataset, store, models) if a != "--no-progress"]
-    proc = subprocess.Popen(
+    err: list[str] = []
+    with subprocess.Popen(
         [sys.executable, "-m", "featstore", *args, "--commit-every", "1000", "--batch-size", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(64), "")))
-    reader.start()
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", "".join(err))]
-            if done and max(done) >= 2 * (FRAMES + 1):  # two identities or more
-                break
-            assert proc.poll() is None, "".join(err)
-            assert time.monotonic() < deadline, "no progress within 600 s"
-            time.sleep(0.05)
-        proc.send_signal(signum)
-        out = proc.communicate(timeout=120)[0]
-    finally:
-        proc.kill()
-        reader.join()
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr = proc.stderr
+        reader = threading.Thread(target=lambda: err.extend(iter(lambda: stderr.read(64), "")))
+        reader.start()
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                done = [int(n) for n in re.findall(r"(\d+)/\d+ \[", "".join(err))]
+                if done and max(done) >= 2 * (FRAMES + 1):  # two identities or more
+                    break
+                assert proc.poll() is None, "".join(err)
+                assert time.monotonic() < deadline, "no progress within 600 s"
+                time.sleep(0.05)
+            proc.send_signal(signum)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            reader.join()  # stderr is the reader's alone (communicate would race it)
+        out = proc.stdout.read()
     message = out + "".join(err)
     assert proc.returncode == 1, message
     found = re.search(r"interrupted; (\d+) of (\d+) identities to extract were saved", message)
