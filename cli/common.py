@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from featstore.errors import FeatstoreError, printable_message
+from featstore.errors import FeatstoreError, Interrupted, printable_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,10 +24,10 @@ def library_errors(func: F) -> F:
         except FeatstoreError as exc:
             # Names inside a message may hold escape sequences or newlines of their own.
             raise click.ClickException(printable_message(str(exc))) from exc
+        except Interrupted as exc:  # extraction: says how many identities it saved
+            raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted; finished identities are saved, rerun the same command to resume"
-            ) from None
+            raise click.ClickException("interrupted") from None
 
     return wrapper  # type: ignore[return-value]
 

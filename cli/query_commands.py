@@ -146,6 +146,7 @@ def query(
 def info(store: str, model: str | None, version: int | None) -> None:
     """Models, identities, images by status and disk size (without reading features)."""
     from featstore.store import Store
+    from featstore.store.format import stand_in_warning
     from featstore.store.query import store_info
 
     found = store_info(Store(store), model=model, version=version)
@@ -166,6 +167,9 @@ def info(store: str, model: str | None, version: int | None) -> None:
         counts = found.images_by_status.get(m.name, {})
         echo("  images: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
         echo(f"  provenance: {_provenance_line(p)}")
+        warning = stand_in_warning(p)
+        if warning:
+            echo(f"  !! {warning}")
         if m.name in found.neighbors:
             echo("  " + _neighbors_line(found.neighbors[m.name], m.version))
 

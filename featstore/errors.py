@@ -8,6 +8,9 @@
     ├── ModelNotFoundError         weights or a detector pack are not where looked
     └── ModelLoadError             a model file exists but is not the model expected
 
+    KeyboardInterrupt
+    └── Interrupted                Ctrl-C or SIGTERM stopped an extraction; says what was saved
+
 A bad *image* is never an exception: it becomes a row with a status and an error
 (see `featstore.extraction.pipeline`). Messages name the file, what was expected, what was found
 and, after "Hint:", what to do.
@@ -45,6 +48,12 @@ class ModelNotFoundError(FeatstoreError):
 
 class ModelLoadError(FeatstoreError):
     """A model file was found but does not hold the model expected."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped an extraction after its finished identities were
+    committed. A KeyboardInterrupt, so code that stops on Ctrl-C still does; its message
+    says how many identities were saved."""
 
 
 def printable(text: object) -> str:

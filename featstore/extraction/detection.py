@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.errors import ModelLoadError, ModelNotFoundError
+from featstore.extraction.stand_in import offline_route
 
 DEFAULT_INSIGHTFACE_ROOT = Path("~/.insightface")
 DEFAULT_PACK = "buffalo_l"
@@ -106,6 +107,7 @@ def find_detector_file(settings: DetectorSettings) -> Path:
     if not pack_dir.is_dir():
         raise ModelNotFoundError(
             f"InsightFace pack '{settings.pack}' not found: {pack_dir} is not a folder.\n{hint}"
+            f"\n{offline_route()}"
         )
     candidates = sorted(pack_dir.glob("*.onnx"), key=lambda p: (not p.name.startswith("det"), p))
     nested = sorted({p.parent for p in pack_dir.glob("*/*.onnx")})

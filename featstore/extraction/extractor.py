@@ -157,6 +157,7 @@ class Extractor:
         self._models_lock = threading.Lock()
         self._writers: dict[str, TableWriter] = {}
         self._writers_lock = threading.Lock()
+        self.identities_written = 0  # handed to the writers; committed by the next flush
 
     def extract_identity(self, job: IdentityJob) -> dict[str, int]:
         """Decode, detect, embed and write one identity; its images counted by status.
@@ -229,6 +230,12 @@ class Extractor:
                 extracted_at=spec.extracted_at,
             )
             self._writer(model).add(job.inputs.identity, table, job.fingerprint)
+        self.identities_written += 1
+
+    def committed_identities(self) -> int:
+        """Identities written whose rows every model's writer has committed."""
+        queued = set().union(*(w.queued for w in self._writers.values()))
+        return self.identities_written - len(queued)
 
     def flush(self) -> None:
         """Commit every model's queued identities."""

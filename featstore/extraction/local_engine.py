@@ -11,14 +11,18 @@ writing happens behind, in a thread (pyarrow releases the GIL while writing).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, Interrupted
 from featstore.extraction import PROGRESS_LOGGER
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, collate, init_worker
 from featstore.extraction.detection import FaceDetector
@@ -106,9 +110,80 @@ def run_local(
                 writes = _drain(writes, keep=_MAX_PENDING_WRITES)
             _drain(writes, keep=0)
             writer.submit(extractor.flush).result()  # the last, partial batch
+        except KeyboardInterrupt:
+            bar.close()
+            raise save_finished(writer, writes, extractor, total=len(plan)) from None
         finally:
             bar.close()
     return {"models_s": loaded - started, "processing_s": time.perf_counter() - loaded}
+
+
+# How long the last commit after Ctrl-C / SIGTERM may take before featstore gives up on it
+# (a commit of one batch takes well under a second on a local disk).
+FINAL_COMMIT_S = 30.0
+
+
+def save_finished(
+    writer: ThreadPoolExecutor, writes: list[Future[None]], extractor: Extractor, *, total: int
+) -> Interrupted:
+    """After Ctrl-C or SIGTERM: commit the identities already finished in one last commit,
+    bounded by `FINAL_COMMIT_S`; the `Interrupted` to raise says how many were saved.
+
+    The identities still being decoded or embedded are dropped (the rerun redoes them).
+    Meanwhile a second Ctrl-C or SIGTERM stops the process at once (the signals' default
+    action): a commit is atomic, so that loses this last batch and nothing else.
+    """
+    deadline = time.monotonic() + FINAL_COMMIT_S
+    saved_before = extractor.committed_identities()
+    with _signals_stop_at_once():
+        try:
+            for future in writes:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            writer.submit(extractor.flush).result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            writer.shutdown(wait=False, cancel_futures=True)
+            return Interrupted(
+                f"interrupted; the last commit did not finish within {FINAL_COMMIT_S:.0f} s: "
+                f"{saved_before} of {total} identities were saved before it. Rerun the same "
+                "command to resume (it redoes only the identities not saved)."
+            )
+    saved = extractor.committed_identities()
+    return Interrupted(
+        f"interrupted; {saved} of {total} identities to extract were saved (committed to the "
+        f"store). Rerun the same command to resume: it redoes only the other {total - saved}."
+    )
+
+
+@contextlib.contextmanager
+def _signals_stop_at_once() -> Iterator[None]:
+    """SIGINT and SIGTERM back to their default action (end the process) for the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    saved = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) raises KeyboardInterrupt, as Ctrl-C does, so a
+    stopped run saves its finished identities too (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # Seconds between two progress log lines when the bar is off (--no-progress).

@@ -33,13 +33,15 @@ from featstore.extraction.extractor import (
 )
 from featstore.extraction.geometry import ANGLE_DEFINITION
 from featstore.extraction.inputs import InputTree, scan_inputs
-from featstore.extraction.local_engine import run_local
+from featstore.extraction.local_engine import run_local, sigterm_interrupts
 from featstore.extraction.options import Engine, ExtractOptions
 from featstore.extraction.planning import row_schema
 from featstore.extraction.pose import POSE_DEFINITION
 from featstore.extraction.recognition import ArcFaceRef, is_arcface, resolve_arcface
 from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
+from featstore.extraction.stand_in import checkpoint_marker, onnx_marker
 from featstore.extraction.summary import ExtractSummary, store_counts
+from featstore.store.format import STAND_IN_KEY, stand_in_warning
 from featstore.store.location import resolve_store
 from featstore.store.query import StoreCounts
 
@@ -160,15 +162,21 @@ def _extract(
         ref.name: _provenance(ref, detector_file, detector, runtime, base) for ref in refs
     }
     tables = {m: opened.table(m) for m in models} if opened is not None else {}
-    if options.rebase and not dry_run:
+    if options.rebase:
         for m in models:
+            if dry_run and (m not in tables or not tables[m].exists()):
+                continue  # nothing stored yet: nothing to rebase
             planning.check_same_layout(tree, tables[m], base)
-            old = tables[m].rebase(provenance[m])
-            if old is not None:
-                log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
+            if not dry_run:
+                old = tables[m].rebase(provenance[m])
+                if old is not None:
+                    log.info("%s: base dir %s -> %s, rows kept", m, old, base.as_posix())
     if dry_run:
         for ref in refs:
-            planning.would_refuse(tables.get(ref.name), provenance[ref.name], options.overwrite)
+            table = tables.get(ref.name)
+            planning.would_refuse(
+                table, provenance[ref.name], options.overwrite, rebase=options.rebase
+            )
     else:
         for ref in refs:
             schema = row_schema(ref.dim)
@@ -203,7 +211,8 @@ def _extract(
             providers, timings = ray_run.providers, {**timings, **ray_run.timings}
         else:
             assert local_detector is not None
-            timings.update(run_local(plan, spec, local_detector, counts))
+            with sigterm_interrupts():
+                timings.update(run_local(plan, spec, local_detector, counts))
         compacted = [m for m in models if planning.compact_if_fragmented(tables[m])]
         if compacted:
             log.info("compacted the tables of %s", ", ".join(compacted))
@@ -241,6 +250,7 @@ def _extract(
         )
         + (f"detector: {detector_file}",),
         limit=options.limit,
+        stand_in=tuple(w for m in models if (w := stand_in_warning(provenance[m]))),
     )
 
 
@@ -306,7 +316,7 @@ def _provenance(
 ) -> dict[str, Any]:
     from featstore.extraction.weights import file_sha256
 
-    return {
+    provenance = {
         **_model_provenance(ref, runtime),
         "angle_definition": ANGLE_DEFINITION,
         "pose_definition": POSE_DEFINITION,
@@ -321,3 +331,12 @@ def _provenance(
         "base_dir": base_dir.as_posix(),
         "featstore_version": featstore.__version__,
     }
+    marks = {
+        "detector": onnx_marker(detector_file),
+        ref.name: onnx_marker(ref.model_file)
+        if isinstance(ref, ArcFaceRef)
+        else checkpoint_marker(ref.weights),
+    }
+    if any(marks.values()):
+        provenance[STAND_IN_KEY] = {what: why for what, why in marks.items() if why}
+    return provenance

@@ -66,10 +66,17 @@ def check_same_layout(tree: InputTree, table: ModelTable, base: Path) -> None:
         return  # one identity shows the layout; every path was made the same way
 
 
-def would_refuse(table: ModelTable | None, provenance: Mapping[str, Any], overwrite: bool) -> None:
-    """What `ModelTable.claim` would refuse, found without writing anything."""
+def would_refuse(
+    table: ModelTable | None,
+    provenance: Mapping[str, Any],
+    overwrite: bool,
+    *,
+    rebase: bool = False,
+) -> None:
+    """What `ModelTable.claim` would refuse, found without writing anything (with `rebase`:
+    after the new base dir is recorded, as the run does first)."""
     if table is not None:
-        table.would_refuse(provenance, overwrite)
+        table.would_refuse(provenance, overwrite, rebase=rebase)
 
 
 def without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:

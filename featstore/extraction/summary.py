@@ -44,6 +44,7 @@ class ExtractSummary:
     dry_run: bool = False  # nothing was extracted: the counts say what would be
     model_files: tuple[str, ...] = ()  # "<model>: <path>", then "detector: <path>"
     limit: int | None = None  # only the first `limit` identities were considered
+    stand_in: tuple[str, ...] = ()  # a warning per model run with stand-in model files
 
     @property
     def images_per_s(self) -> float:
@@ -61,6 +62,14 @@ class ExtractSummary:
         """
         if self.dry_run:
             return self._format_dry_run()
+        return "\n".join([*self._stand_in_lines(), self._format_run()])
+
+    def _stand_in_lines(self) -> list[str]:
+        # Said first: the summary's counts look real, and a real-looking summary of a
+        # random network is how a stand-in run gets mistaken for a real one.
+        return [f"!! {w}" for w in self.stand_in]
+
+    def _format_run(self) -> str:
         c = self.run_counts
         where = self.device if self.engine == "local" else f"{self.device} ({self.engine})"
         lines = [
@@ -135,6 +144,7 @@ class ExtractSummary:
 
     def _format_dry_run(self) -> str:
         lines = [
+            *self._stand_in_lines(),
             f"dry run: would extract {plural(self.images_extracted, 'image')} of "
             f"{plural(self.identities_extracted, 'identity', 'identities')} on {self.device}; "
             f"{self.identities_skipped} of "

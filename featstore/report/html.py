@@ -39,6 +39,7 @@ from featstore.report.pose import (
     pose_panels,
 )
 from featstore.report.summary_json import summary_json
+from featstore.store.format import stand_in_warning
 
 REASON_CHARS = 300
 
@@ -139,8 +140,10 @@ def _overview(data: ReportData) -> str:
         )
     head = ["model", "dim", "identities", "valid identities", "frontal images", "frames"]
     head += ["ok frames", "no_face", "unreadable"]
+    warnings = [w for m in data.models if (w := stand_in_warning(m.provenance))]
     parts = [
         "<h2 id='overview'>Overview</h2>",
+        *(f"<p id='stand-in' class='bad stand-in'>{escape(w)}</p>" for w in warnings),
         f"<p>Store <code>{escape(str(data.store))}</code>; this report is about model "
         f"<b>{escape(data.model.name)}</b> (dimension {data.model.dim}). An identity is "
         "valid when its frontal image is ok and at least one of its frames is ok.</p>",

@@ -22,6 +22,7 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 .scroll { max-height: 520px; overflow: auto; border: 1px solid #e5e8eb; display: inline-block; }
 .scroll thead th { position: sticky; top: 0; }
 .muted { color: #66707a; } .bad { color: #b3261e; font-weight: 600; }
+.stand-in { border: 3px solid #b3261e; padding: .6em; font-size: 1.15em; }
 .ok { color: #1e7b34; } code { background: #f2f4f6; padding: 0 3px; }
 .plot { max-width: 100%; } .strip { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; width: 136px; font-size: 11px; }

@@ -26,9 +26,29 @@ STORE_MANIFEST = "_featstore.json"
 STORE_FORMAT = "featstore-store"
 STORE_FORMAT_VERSION = 2
 MANIFEST = {"format": STORE_FORMAT, "version": STORE_FORMAT_VERSION}
-# Recorded but not compared: a newer featstore may extend a store an older one made.
-UNCOMPARED_PROVENANCE_KEYS = frozenset({"featstore_version"})
+# Which of the model files are featstore's stand-ins (`featstore.extraction.stand_in`):
+# {"detector": why, "model": why}, present only when one is.
+STAND_IN_KEY = "stand_in"
+# Recorded but not compared: a newer featstore may extend a store an older one made; the
+# stand-in marks follow from the files' SHA-256, which are compared.
+UNCOMPARED_PROVENANCE_KEYS = frozenset({"featstore_version", STAND_IN_KEY})
 FINGERPRINT_COLUMN = "input_fingerprint"
+
+
+def stand_in_warning(provenance: dict[str, Any]) -> str | None:
+    """The warning for a model extracted with stand-in models, or None for real ones."""
+    marks = provenance.get(STAND_IN_KEY)
+    if not marks:
+        return None
+    which = "; ".join(f"{what}: {why}" for what, why in sorted(marks.items()))
+    return (
+        "STAND-IN MODELS, NOT REAL ONES: every feature, box, keypoint and score of "
+        f"{provenance.get('model', 'this model')} is meaningless ({which}). They exist to try "
+        "the pipeline offline; for real data use the real models (README: Quick start with "
+        "the real models)."
+    )
+
+
 # Model names become folder names and Delta table paths; delta-rs decodes `%` in paths and
 # object stores treat other characters specially, so names stay in this plain alphabet.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

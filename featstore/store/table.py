@@ -118,12 +118,18 @@ class ModelTable:
         self._check_claim_race(snapshot, stored, diffs)
         return True
 
-    def would_refuse(self, provenance: Mapping[str, Any], overwrite: bool) -> None:
-        """What `claim` would refuse, found without writing anything."""
+    def would_refuse(
+        self, provenance: Mapping[str, Any], overwrite: bool, *, rebase: bool = False
+    ) -> None:
+        """What `claim` would refuse, found without writing anything; with `rebase`, after
+        `rebase` recorded the new base dir (what `extract --rebase` does first)."""
         if not self.exists():
             return
         snapshot = self.open()
-        diffs = provenance_differences(snapshot.provenance, dict(provenance))
+        stored = dict(snapshot.provenance)
+        if rebase:
+            stored["base_dir"] = provenance.get("base_dir")
+        diffs = provenance_differences(stored, dict(provenance))
         if diffs and not overwrite and snapshot.files:
             raise self.mismatch(diffs)
 

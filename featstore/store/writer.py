@@ -73,6 +73,11 @@ class TableWriter:
         ):
             self.flush()
 
+    @property
+    def queued(self) -> frozenset[str]:
+        """The identities queued for the next commit."""
+        return frozenset(self._names)
+
     def flush(self) -> None:
         """Commit what is queued (nothing to do when nothing is)."""
         if not self._pending:

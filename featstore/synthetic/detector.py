@@ -42,6 +42,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from featstore.extraction.stand_in import mark_onnx
 from featstore.synthetic.recognition import RECOGNITION_FILENAME, build_recognition_model
 
 __all__ = [
@@ -205,6 +206,12 @@ def _to_anchor_rows(
     joined = g.op("Concat", rows, axis=2) if len(rows) > 1 else rows[0]  # [N, h*w, A*C]
     shape = [0, -1, channels] if batched else [-1, channels]
     g.op("Reshape", [joined, g.const(shape, dtype=np.int64)], out=out)
+
+
+STAND_IN_DETECTOR = (
+    "synthetic face detector of featstore.synthetic (a bright blob is a face): "
+    "its boxes, keypoints and scores are not real detections"
+)
 
 
 def build_detector_model(*, batched: bool = True) -> onnx.ModelProto:
@@ -434,6 +441,7 @@ def build_detector_model(*, batched: bool = True) -> onnx.ModelProto:
         doc_string="Synthetic SCRFD-compatible detector for tests; not a real face model.",
     )
     model.ir_version = _IR_VERSION
+    mark_onnx(model, STAND_IN_DETECTOR)
     onnx.checker.check_model(model, full_check=True)
     return model
 

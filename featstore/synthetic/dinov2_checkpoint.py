@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from featstore.extraction.stand_in import mark_checkpoint
+
 # name -> (embed_dim, depth, swiglu ffn, register tokens), as in the hub's vit_small /
 # vit_base / vit_large / vit_giant2 builders.
 _ARCH: dict[str, tuple[int, int, bool, int]] = {}
@@ -106,4 +108,5 @@ def write_random_dinov2_checkpoint(path: Path, name: str, seed: int = 0) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(random_dinov2_state_dict(name, seed), path)
+    mark_checkpoint(path, f"random-weight {name} of featstore.synthetic: its features are noise")
     return path

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from featstore.extraction.stand_in import mark_onnx
+
 __all__ = ["RECOGNITION_DIM", "RECOGNITION_FILENAME", "build_recognition_model"]
 
 #: File name of `buffalo_l`'s ArcFace recogniser.
@@ -66,5 +68,9 @@ def build_recognition_model(*, batched: bool = True, seed: int = 0) -> onnx.Mode
         graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="featstore.synthetic"
     )
     model.ir_version = _IR_VERSION
+    mark_onnx(
+        model,
+        "synthetic recognition model of featstore.synthetic: its embeddings are not identities",
+    )
     onnx.checker.check_model(model, full_check=True)
     return model

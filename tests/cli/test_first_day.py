@@ -225,6 +225,11 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     refused = extract_cli(models, new / "face", new / "video", store)
     assert refused.exit_code == 1
     assert "base_dir: stored" in refused.output and "(CLI: --rebase)" in refused.output
+    # The dry run of the rebase says what the rebase would do, and writes nothing.
+    dry = extract_cli(models, new / "face", new / "video", store, "--rebase", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would extract 0 images of 0 identities" in dry.output, dry.output
+    assert Store(store).model(MODEL).provenance["base_dir"] == old.as_posix()
     rebased = extract_cli(models, new / "face", new / "video", store, "--rebase")
     assert rebased.exit_code == 0, rebased.output
     assert "extracted 0 images of 0 identities" in rebased.output
@@ -235,9 +240,10 @@ def test_a_moved_dataset_is_rebased_not_extracted_again(
     assert "extracted 0 images of 0 identities" in again.output, again.output
 
     (new / "face").rename(new / "faces")  # another layout below the base dir: refused
-    moved = extract_cli(models, new / "faces", new / "video", store, "--rebase")
-    assert moved.exit_code == 1
-    assert "the folders below the base dir changed" in moved.output
+    for dry_run in ((), ("--dry-run",)):
+        moved = extract_cli(models, new / "faces", new / "video", store, "--rebase", *dry_run)
+        assert moved.exit_code == 1
+        assert "the folders below the base dir changed" in moved.output
 
 
 def test_a_plain_import_reaches_the_documented_api() -> None:

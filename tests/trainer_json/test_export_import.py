@@ -126,7 +126,11 @@ def synthetic_document(
 
 
 def write_document(path: Path, document: Any) -> Path:
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
+    """`document` written as the seed's writer writes it (`json.dump` of `tolist()`), compact."""
+    text = json.dumps(
+        document, default=lambda a: a.tolist(), separators=(",", ":"), ensure_ascii=False
+    )
+    path.write_text(text, "utf-8")
     return path
 
 
@@ -436,7 +440,9 @@ def test_import_rounds_each_decimal_once_to_float32(tmp_path: Path) -> None:
     halfway = np.array([HALFWAY_BITS], dtype=np.uint32).view(np.float32)[0]
     document["p00000"]["face_features"][0] = halfway
     document["p00000"]["video_data"][0]["features"][3] = -halfway
-    source = write_document(tmp_path / "x.json", document)
+    # Shortest float32 decimals, as featstore's export wrote them before issue 23.
+    source = tmp_path / "x.json"
+    source.write_bytes(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
     assert b"7.038531e-26" in read(source)
     assert np.float32(float("7.038531e-26")).view(np.uint32) != HALFWAY_BITS  # the trap
     import_json(source, store=tmp_path / "store")
@@ -444,9 +450,10 @@ def test_import_rounds_each_decimal_once_to_float32(tmp_path: Path) -> None:
     features = np.array(table.column("features").to_pylist(), dtype=np.float32)
     assert features[0, 0].view(np.uint32) == HALFWAY_BITS
     assert features[1, 3] == -halfway
-    original = read(source)
+    # Exported again, the same float32 values in the seed's spelling.
+    seed_spelled = write_document(tmp_path / "seed.json", document)
     export(tmp_path / "store", source)
-    assert read(source) == original
+    assert read(source) == read(seed_spelled)
 
 
 def test_seed_style_file_imports(tmp_path: Path) -> None:
