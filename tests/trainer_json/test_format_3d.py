@@ -292,7 +292,9 @@ def document_3d(identities: int = 2, frames: int = 2, seed: int = 0) -> dict[str
 
 
 def write(path: Path, document: Any) -> Path:
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
+    """`document` as the seed's writer spells it: each float32 as its exact double
+    (`tolist()`), which is also how export-json writes floats (issue 23, point 12)."""
+    path.write_bytes(orjson.dumps(document, default=lambda array: array.tolist()))
     return path
 
 
