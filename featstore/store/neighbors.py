@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-import featstore
 from featstore.errors import StoreError
 from featstore.store.format import check_model_name
 from featstore.store.location import StoreLocation
-from featstore.store.properties import writer_properties
+from featstore.store.properties import commit_properties, writer_properties
+from featstore.store.snapshot import version_files
+from featstore.store.table import has_delta_log
 
 if TYPE_CHECKING:
     import duckdb
@@ -61,7 +62,6 @@ IMAGE_VIEW = "image_neighbors"
 VIEWS = (IDENTITY_VIEW, DUPLICATE_VIEW, IMAGE_VIEW)
 IDENTITY_MACRO = "duplicate_identity"
 IMAGE_MACRO = "duplicate_image"
-_LOG = "_delta_log"
 
 SCHEMA = pa.schema(
     [
@@ -102,10 +102,7 @@ class NeighborsTable:
         return self.location.describe(self.key)
 
     def exists(self) -> bool:
-        try:
-            return bool(self.location.children(f"{self.key}/{_LOG}"))
-        except OSError as exc:
-            raise StoreError(f"cannot read {self}: {self.location.scrub(str(exc))}") from exc
+        return has_delta_log(self.location, self.key)
 
     def open(self) -> DeltaTable:
         from deltalake import DeltaTable
@@ -127,22 +124,14 @@ class NeighborsTable:
         return StoredNeighbors(self.model, table.version(), self._files(table), _settings(table))
 
     def _files(self, table: DeltaTable) -> list[str]:
-        from urllib.parse import unquote
-
-        actions = pa.table(table.get_add_actions(flatten=True))
-        paths = actions.column("path").to_pylist() if actions.num_rows else []
-        return [self.location.path(f"{self.key}/{unquote(p)}") for p in paths]
+        return version_files(table, self.location, self.key)
 
     def write(self, rows: pa.Table, settings: dict[str, Any]) -> int:
         """Make `rows` the table's rows in one commit that records `settings`; the version."""
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import write_deltalake
 
-        properties = CommitProperties(
-            custom_metadata={
-                SETTINGS_KEY: json.dumps(settings, sort_keys=True),
-                "featstore.command": "neighbors",
-                "featstore.version": featstore.__version__,
-            }
+        properties = commit_properties(
+            "neighbors", extra={SETTINGS_KEY: json.dumps(settings, sort_keys=True)}
         )
 
         try:

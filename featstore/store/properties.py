@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import featstore
@@ -20,15 +21,19 @@ def writer_properties() -> Any:
 ROWS_ADDED_KEY = "featstore.rows_added"
 
 
-def commit_properties(command: str, *, rows_added: int | None = None) -> Any:
+def commit_properties(
+    command: str, *, rows_added: int | None = None, extra: Mapping[str, str] | None = None
+) -> Any:
     """Every commit records the featstore command and version (`featstore history`).
 
     `rows_added`: for a commit delta-rs reports no metrics of (a transaction of add
     actions written by featstore, `bulk_write`), so that history can count its rows.
+    `extra`: more entries for the commit's metadata (the neighbors run's settings).
     """
     from deltalake import CommitProperties
 
     metadata = {"featstore.command": command, "featstore.version": featstore.__version__}
     if rows_added is not None:
         metadata[ROWS_ADDED_KEY] = str(rows_added)
+    metadata.update(extra or {})
     return CommitProperties(custom_metadata=metadata)

@@ -139,14 +139,9 @@ class ModelSnapshot:
     def files(self) -> list[str]:
         """The data files of this version, as paths in the store's filesystem."""
         if self._files is None or self._files[0] != self.version:
-            location, key = self.table.location, self.table.key
-            paths = [location.path(f"{key}/{p}") for p in self._relative_files()]
+            paths = version_files(self.delta, self.table.location, self.table.key)
             self._files = (self.version, paths)
         return self._files[1]
-
-    def _relative_files(self) -> list[str]:
-        """The data files' paths relative to the table's folder (the log's, unquoted)."""
-        return [unquote(p) for p in self._column("path")]
 
     def file_sizes(self) -> list[int]:
         return [int(size) for size in self._column("size_bytes")]
@@ -378,8 +373,7 @@ class ModelSnapshot:
         return value
 
     def _column(self, name: str) -> list[Any]:
-        actions = pa.table(self.delta.get_add_actions(flatten=True))
-        return actions.column(name).to_pylist() if actions.num_rows else []
+        return add_actions(self.delta, name)
 
     def _scan(self, columns: list[str], filter: Any = None) -> pa.Table:
         import pyarrow.dataset as pads
@@ -413,3 +407,14 @@ def _sql(value: str) -> str:
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def add_actions(delta: DeltaTable, name: str) -> list[Any]:
+    """Column `name` of a Delta version's add actions (one entry per data file)."""
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    return actions.column(name).to_pylist() if actions.num_rows else []
+
+
+def version_files(delta: DeltaTable, location: StoreLocation, key: str) -> list[str]:
+    """A Delta version's data files, as paths in the store's filesystem (never a glob)."""
+    return [location.path(f"{key}/{unquote(p)}") for p in add_actions(delta, "path")]

@@ -48,6 +48,16 @@ from featstore.store.snapshot import Connector, ModelSnapshot
 _LOG = "_delta_log"
 
 
+def has_delta_log(location: StoreLocation, key: str) -> bool:
+    """Whether the store's folder `key` holds a Delta log (a table, possibly not featstore's)."""
+    try:
+        return bool(location.children(f"{key}/{_LOG}"))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read {location.describe(key)}: {location.scrub(str(exc))}"
+        ) from exc
+
+
 class ModelTable:
     """The Delta table of one model of a store.
 
@@ -70,10 +80,7 @@ class ModelTable:
 
     def exists(self) -> bool:
         """Whether the folder holds a Delta log (a table, possibly not featstore's)."""
-        try:
-            return bool(self.location.children(f"{self.key}/{_LOG}"))
-        except OSError as exc:
-            raise StoreError(f"cannot read {self}: {self.location.scrub(str(exc))}") from exc
+        return has_delta_log(self.location, self.key)
 
     def open(self, version: int | None = None) -> ModelSnapshot:
         """The table at `version` (default: the latest), its log read once."""
