@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from featstore.dataset.cache import (
     CacheLease,
     PositionEncoding,
+    SampleColumns,
     cache_key,
     cached_folder,
     default_cache_dir,
@@ -48,15 +50,9 @@ def from_store(
     info = store.feature_model(model, version)
     cache = store_cache_dir(store.location.local, cache_dir)
     description = describe_store(store, info, where, encoding)
-    # The frames' features are written beside the cache while read (a name that a later
-    # build removes, were this one killed), then moved in: not held in memory.
-    spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
-    try:
-        lease = materialise(
-            cache, description, lambda: read_store(store, info, where, encoding, spool)
-        )
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
+    lease = _spooled(
+        cache, description, lambda spool: read_store(store, info, where, encoding, spool)
+    )
     return info.name, info.version, lease
 
 
@@ -76,15 +72,26 @@ def from_npy_dir(
         )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     description = describe_npy_dir(path)
-    spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
-    try:
-        lease = materialise(cache, description, lambda: read_npy_dir(path, model, spool))
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
+    lease = _spooled(cache, description, lambda spool: read_npy_dir(path, model, spool))
     found = read_manifest(lease.folder)["model"]
     if model is not None and model != found:
         raise InputError(f"{path}: model={model!r}, but the cache holds {found}.")
     return found, lease
+
+
+def _spooled(
+    cache: Path, description: dict[str, Any], read: Callable[[Path], SampleColumns]
+) -> CacheLease:
+    """The cache folder of `description`, built by `read(spool)` when absent.
+
+    The frames' features are written to `spool` beside the cache while read (a name that a
+    later build removes, were this one killed), then moved in: not held in memory.
+    """
+    spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
+    try:
+        return materialise(cache, description, lambda: read(spool))
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
 
 
 def store_cache_dir(store: Path | None, cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -126,13 +133,7 @@ def from_json(
                 store, model or DEFAULT_MODEL, where, cache_dir, None, encoding
             )
             return name, lease, "old-json"
-        # The frames' features are spooled beside the cache while read (a name that a
-        # later build removes, were this one killed).
-        spool = cache / f"{cache_key(description)}.tmp-spool-{os.getpid()}"
-        try:
-            lease = materialise(cache, description, lambda: read_new_json(path, model, spool))
-        finally:
-            shutil.rmtree(spool, ignore_errors=True)
+        lease = _spooled(cache, description, lambda spool: read_new_json(path, model, spool))
     found = read_manifest(lease.folder)["model"]
     if model is not None and model != found:
         raise InputError(
