@@ -4,18 +4,30 @@ Everything is built once per test session under pytest's temporary folder, offli
 a synthetic InsightFace pack, random-weight DINOv2 checkpoints, a small dataset with
 every awkward input of `featstore.synthetic.awkward`, and that dataset extracted once
 into a store that read-only tests share (tests that modify a store copy it first).
+Under pytest-xdist the workers share them too (`built_once`): the first worker to ask
+builds, the others wait for it and read the same folders.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+# pytest-xdist's workers share the cores: one thread each (OpenMP for torch, faiss and
+# numpy's BLAS), inherited by the commands the tests start. More threads than cores made
+# the suite spend a third more CPU, in OpenMP threads spinning while another process ran.
+# Set before torch is imported (below, through featstore), which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import pytest
+from filelock import FileLock
 from s3_server import s3  # noqa: F401 - the moto S3 fixture, for every test module
 
 from featstore.extraction.detection import DetectorSettings
@@ -92,6 +104,26 @@ def copy_store(store: Path, dest: Path) -> Path:
     return dest
 
 
+T = TypeVar("T")
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T]) -> T:
+    """`build(folder)` once per test run, whichever xdist worker asks first; the others
+    wait on a file lock and get the same (pickled) result, pointing at the same folder.
+
+    What `build` makes is read-only for the tests (two workers read it at once)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nobody to share with
+        return build(factory.mktemp(name))
+    shared = factory.getbasetemp().parent / "built_once"  # the run's folder, above the workers'
+    shared.mkdir(exist_ok=True)
+    result = shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not result.is_file():
+            value = build(shared / name)
+            result.write_bytes(pickle.dumps(value))
+    return pickle.loads(result.read_bytes())  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No downloads, and private torch hub and user cache folders (no real cache is touched)."""
@@ -113,62 +145,73 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    root = tmp_path_factory.mktemp("models")
-    write_synthetic_insightface_pack(root / "insightface", with_recognition=True)
-    return Models(
-        insightface_root=root / "insightface",
-        weights=write_random_dinov2_checkpoint(root / "vits14_random.pth", MODEL, seed=0),
-        weights_reg=write_random_dinov2_checkpoint(
-            root / "vits14_reg_random.pth", MODEL_REG, seed=1
-        ),
-    )
+    def build(root: Path) -> Models:
+        write_synthetic_insightface_pack(root / "insightface", with_recognition=True)
+        return Models(
+            insightface_root=root / "insightface",
+            weights=write_random_dinov2_checkpoint(root / "vits14_random.pth", MODEL, seed=0),
+            weights_reg=write_random_dinov2_checkpoint(
+                root / "vits14_reg_random.pth", MODEL_REG, seed=1
+            ),
+        )
+
+    return built_once(tmp_path_factory, "models", build)
 
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     """3 identities x 4 frames, the awkward identities, the bad frames and the orphans."""
-    root = tmp_path_factory.mktemp("dataset")
-    face_dir, video_dir = generate_face_tree(
-        root, identities=IDENTITIES, frames_per_identity=FRAMES, no_face_every=4
-    )
-    write_awkward_identities(face_dir, video_dir, frames=AWKWARD_FRAMES)
-    write_bad_frames(face_dir, video_dir)
-    write_orphans(face_dir, video_dir)
-    return Dataset(root, face_dir, video_dir)
+
+    def build(root: Path) -> Dataset:
+        face_dir, video_dir = generate_face_tree(
+            root, identities=IDENTITIES, frames_per_identity=FRAMES, no_face_every=4
+        )
+        write_awkward_identities(face_dir, video_dir, frames=AWKWARD_FRAMES)
+        write_bad_frames(face_dir, video_dir)
+        write_orphans(face_dir, video_dir)
+        return Dataset(root, face_dir, video_dir)
+
+    return built_once(tmp_path_factory, "dataset", build)
 
 
 @pytest.fixture(scope="session")
 def mini_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     """2 identities x 3 frames (the third shows no face): for tests that extract again."""
-    root = tmp_path_factory.mktemp("mini")
-    face_dir, video_dir = generate_face_tree(
-        root, identities=2, frames_per_identity=3, no_face_every=3, seed=5
-    )
-    return Dataset(root, face_dir, video_dir)
+
+    def build(root: Path) -> Dataset:
+        face_dir, video_dir = generate_face_tree(
+            root, identities=2, frames_per_identity=3, no_face_every=3, seed=5
+        )
+        return Dataset(root, face_dir, video_dir)
+
+    return built_once(tmp_path_factory, "mini", build)
 
 
 @pytest.fixture(scope="session")
 def extracted(
     tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, models: Models
 ) -> Extracted:
-    store = tmp_path_factory.mktemp("extracted") / "store"
-    summary = run_extract(dataset, store, models)
-    return Extracted(dataset, store, summary)
+    def build(root: Path) -> Extracted:
+        return Extracted(dataset, root / "store", run_extract(dataset, root / "store", models))
+
+    return built_once(tmp_path_factory, "extracted", build)
 
 
 @pytest.fixture(scope="session")
 def consistency_store(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Path:
     """3 identities x 4 frames (the 4th shows no face), one intruder frame in person_000."""
-    root = tmp_path_factory.mktemp("consistency")
-    face_dir, video_dir = generate_face_tree(
-        root, identities=3, frames_per_identity=4, no_face_every=4, seed=5
-    )
-    intruder = draw_face((320, 240), tint=(0.7, 1.0, 1.3), brightness=1.0, seed=9)
-    intruder.save(video_dir / "person_000" / INTRUDER)
-    store = root / "store"
-    dataset = Dataset(root, face_dir, video_dir)
-    run_extract(dataset, store, models, models=[MODEL, "arcface"], runtime=fast_runtime())
-    return store
+
+    def build(root: Path) -> Path:
+        face_dir, video_dir = generate_face_tree(
+            root, identities=3, frames_per_identity=4, no_face_every=4, seed=5
+        )
+        intruder = draw_face((320, 240), tint=(0.7, 1.0, 1.3), brightness=1.0, seed=9)
+        intruder.save(video_dir / "person_000" / INTRUDER)
+        dataset = Dataset(root, face_dir, video_dir)
+        run_extract(dataset, root / "store", models, models=[MODEL, "arcface"])
+        return root / "store"
+
+    return built_once(tmp_path_factory, "consistency", build)
 
 
 # The neighbors store (`neighbors_store`): person_001's folder copied as COPIED_IDENTITY,
@@ -180,15 +223,18 @@ COPIED_FRAME = "zz_copied.jpg"
 @pytest.fixture(scope="session")
 def neighbors_store(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Path:
     """5 identities x 3 frames and the two planted duplicates, DINOv2 and ArcFace."""
-    root = tmp_path_factory.mktemp("neighbors")
-    face_dir, video_dir = generate_face_tree(
-        root, identities=5, frames_per_identity=3, no_face_every=0, seed=3
-    )
-    shutil.copy(face_dir / "person_001.jpg", face_dir / f"{COPIED_IDENTITY}.jpg")
-    shutil.copytree(video_dir / "person_001", video_dir / COPIED_IDENTITY)
-    shutil.copy(
-        video_dir / "person_002" / "frame_0001.jpg", video_dir / "person_003" / COPIED_FRAME
-    )
-    store = root / "store"
-    run_extract(Dataset(root, face_dir, video_dir), store, models, models=[MODEL, "arcface"])
-    return store
+
+    def build(root: Path) -> Path:
+        face_dir, video_dir = generate_face_tree(
+            root, identities=5, frames_per_identity=3, no_face_every=0, seed=3
+        )
+        shutil.copy(face_dir / "person_001.jpg", face_dir / f"{COPIED_IDENTITY}.jpg")
+        shutil.copytree(video_dir / "person_001", video_dir / COPIED_IDENTITY)
+        shutil.copy(
+            video_dir / "person_002" / "frame_0001.jpg", video_dir / "person_003" / COPIED_FRAME
+        )
+        dataset = Dataset(root, face_dir, video_dir)
+        run_extract(dataset, root / "store", models, models=[MODEL, "arcface"])
+        return root / "store"
+
+    return built_once(tmp_path_factory, "neighbors", build)

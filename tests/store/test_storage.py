@@ -8,16 +8,29 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import MODEL, Extracted, Models, run_extract
+from conftest import MODEL, Dataset, Extracted, Models, run_extract
 from featstore_cli.main import main
 from s3_server import S3, SECRET
-from store_checks import assert_same_rows, table_rows
+from store_checks import assert_same_rows, extract_args, table_rows
 
 from featstore.errors import StoreError
 from featstore.store import Store
 from featstore.store.location import resolve_store, scrub_uri
 from featstore.store.query import count_rows, store_info
 from featstore.trainer_json.export import export_json
+
+
+def upload(store: Path, uri: str) -> None:
+    """A local store copied to object storage as it is (its log names files relatively)."""
+    import pyarrow.fs as pafs
+
+    location = resolve_store(uri)
+    pafs.copy_files(
+        str(store),
+        location.path(""),
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=location.fs,
+    )
 
 
 def test_scrub_uri_hides_user_info_and_secret_options() -> None:
@@ -70,35 +83,29 @@ def test_extract_query_info_and_export_on_s3(
 
 
 def test_cli_on_s3_with_endpoint_in_the_uri(
-    tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3: S3, mini_dataset: Dataset, models: Models, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The endpoint as URI options instead of AWS_ENDPOINT_URL; no secret in any output."""
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     uri = s3.uri(f"stores/cli?endpoint_override={s3.endpoint}&scheme=http")
     runner = CliRunner()
-    extract = runner.invoke(
-        main,
-        ["extract", "--face-dir", str(extracted.dataset.face_dir)]
-        + ["--video-dir", str(extracted.dataset.video_dir), "--store", uri]
-        + ["--model", MODEL, "--weights", str(models.weights)]
-        + ["--insightface-root", str(models.insightface_root), "--cpu", "--no-progress"]
-        + ["--workers", "0", "--batch-size", "8"],
-    )
+    extract = runner.invoke(main, extract_args(mini_dataset, uri, models))
     assert extract.exit_code == 0, extract.output
     assert f"store: {uri}" in extract.output
+    local = run_extract(mini_dataset, tmp_path / "local", models)  # the same, on local disk
     info = runner.invoke(main, ["info", "--store", uri])
     assert info.exit_code == 0, info.output
-    valid = extracted.summary.store_counts[MODEL].valid_identities
+    valid = local.store_counts[MODEL].valid_identities
     assert f"model {MODEL}: dim 384, " in info.output and f" {valid} valid" in info.output
     query = runner.invoke(
         main, ["query", "--store", uri, "--format", "csv", "SELECT count(*) AS n FROM images"]
     )
     assert query.exit_code == 0, query.output
-    assert query.output.splitlines()[1] == str(extracted.summary.images_extracted)
+    assert query.output.splitlines()[1] == str(local.images_extracted)
     out = tmp_path / "valid_images.json"
     exported = runner.invoke(main, ["export-json", "--store", uri, "--out", str(out)])
     assert exported.exit_code == 0, exported.output
-    export_json(extracted.store, out=tmp_path / "local.json")
+    export_json(tmp_path / "local", out=tmp_path / "local.json")
     assert out.read_bytes() == (tmp_path / "local.json").read_bytes()
     for result in (extract, info, query, exported):
         assert SECRET not in result.output
@@ -120,7 +127,7 @@ def test_s3_errors_name_the_store_without_secrets(s3: S3, monkeypatch: pytest.Mo
 
 
 def test_dataset_and_report_on_s3(
-    tmp_path: Path, s3: S3, extracted: Extracted, models: Models, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3: S3, extracted: Extracted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The Dataset (through a local cache) and the report read a store on S3 as a local one."""
     import torch
@@ -129,7 +136,7 @@ def test_dataset_and_report_on_s3(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     uri = s3.uri("stores/dataset")
-    run_extract(extracted.dataset, uri, models)
+    upload(extracted.store, uri)  # extraction into S3 is tested above
     remote = FeatureDataset(uri, extra_fields=("image_path",))
     local = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=tmp_path)
     assert remote.cache_folder.is_relative_to(tmp_path / "user-cache")  # mapped from local disk
@@ -157,16 +164,8 @@ def test_dataset_and_report_on_s3(
 
 def test_identity_consistency_on_s3(s3: S3, consistency_store: Path) -> None:
     """The view reads the ArcFace model beside a one-model connection on object storage too."""
-    import pyarrow.fs as pafs
-
     uri = s3.uri("stores/consistency")
-    location = resolve_store(uri)
-    pafs.copy_files(
-        str(consistency_store),
-        location.path(""),
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=location.fs,
-    )
+    upload(consistency_store, uri)
     query = "SELECT * FROM identity_consistency ORDER BY identity, frame_index"
     local = Store(consistency_store).sql(query, model=MODEL)
     remote = Store(uri).sql(query, model=MODEL)
