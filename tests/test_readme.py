@@ -153,6 +153,7 @@ def test_the_demo_prints_the_readme_extract_command(in_first_day: Path) -> None:
     assert command in README.read_text("utf-8")
 
 
+@pytest.mark.slow
 def test_readme_blocks_run_in_order(in_first_day: Path) -> None:
     """Blocks run in README order: the quick start's store feeds query, export, report."""
     ran = 0

@@ -392,6 +392,7 @@ def test_read_only_store_caches_in_the_user_cache(
     assert dataset.cache_folder.parent == tmp_path / "xdg" / "featstore" / "datasets"
 
 
+@pytest.mark.slow
 def test_old_format_json_is_extracted_once(
     extracted: Extracted, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -583,6 +584,7 @@ def test_bad_options(extracted: Extracted, exported: Path, tmp_path: Path) -> No
         FeatureDataset(empty, cache_dir=cache)
 
 
+@pytest.mark.slow
 def test_two_models_need_model(extracted: Extracted, models: Models, tmp_path: Path) -> None:
     store = copy_store(extracted.store, tmp_path / "store")
     run_extract(

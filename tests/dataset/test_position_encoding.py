@@ -87,6 +87,7 @@ def test_an_unknown_encoding_is_refused(extracted: Extracted, cache: Path) -> No
         FeatureDataset(extracted.store, position_encoding="yaw", cache_dir=cache)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_an_old_format_json_is_extracted_with_its_pose(
     extracted: Extracted, models: Models, tmp_path: Path
 ) -> None:

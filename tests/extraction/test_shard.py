@@ -54,6 +54,7 @@ def test_bad_shards_are_refused(text: str, message: str) -> None:
         parse_shard(text)
 
 
+@pytest.mark.slow
 def test_shards_split_the_identities_and_say_what_they_did(
     tmp_path: Path, mini_dataset: Dataset, models: Models
 ) -> None:

@@ -50,6 +50,7 @@ def test_an_unknown_scheme_is_a_store_error() -> None:
         resolve_store(f"nosuch://b/p?password={SECRET}")
 
 
+@pytest.mark.slow
 def test_extract_query_info_and_export_on_s3(
     tmp_path: Path, s3: S3, extracted: Extracted, models: Models
 ) -> None:
@@ -82,6 +83,7 @@ def test_extract_query_info_and_export_on_s3(
     assert again.identities_extracted == 0 and again.images_extracted == 0
 
 
+@pytest.mark.slow
 def test_cli_on_s3_with_endpoint_in_the_uri(
     tmp_path: Path, s3: S3, mini_dataset: Dataset, models: Models, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +128,7 @@ def test_s3_errors_name_the_store_without_secrets(s3: S3, monkeypatch: pytest.Mo
     assert SECRET not in result.output
 
 
+@pytest.mark.slow
 def test_dataset_and_report_on_s3(
     tmp_path: Path, s3: S3, extracted: Extracted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
