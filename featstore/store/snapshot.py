@@ -55,6 +55,8 @@ class TableRef(Protocol):
 
     def open(self, version: int | None = None) -> ModelSnapshot: ...
 
+    def open_log(self, version: int | None = None) -> ModelSnapshot: ...
+
     def mismatch(
         self, diffs: list[str], *, concurrent: bool = False
     ) -> ProvenanceMismatchError: ...
@@ -394,7 +396,7 @@ class ModelSnapshot:
             return 0
         if version not in totals:
             try:
-                counts = self.table.open(version)._column("num_records")
+                counts = self.table.open_log(version)._column("num_records")
                 totals[version] = sum(int(n) for n in counts) if None not in counts else None
             except StoreError:  # vacuumed or damaged: the count stays unknown
                 totals[version] = None
