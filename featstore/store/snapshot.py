@@ -315,6 +315,25 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             self.delta.delete(commit_properties=commit_properties(command))
 
+    def delete_identities(self, identities: Sequence[str], command: str) -> None:
+        """Remove every row of `identities` in one commit (the versions before it keep
+        them). `commit` with no rows: the same overwrite by predicate, conflicts retried
+        and provenance checked (delta-rs' own `delete` rewrites the other rows of a file
+        with `string_view` columns, which pyarrow's filters cannot compare)."""
+        if identities:
+            self.commit(self.schema().empty_table(), identities=identities, command=command)
+
+    def identity_rows(self, identities: Sequence[str]) -> dict[str, int]:
+        """identity -> its rows in this version, for `identities` (a scan of one column)."""
+        import pyarrow.compute as pc
+
+        if not self.files or not identities:
+            return {}
+        found = self._scan(["identity"], filter=pc.field("identity").isin(list(identities)))
+        counts = found.group_by("identity").aggregate([("identity", "count")])
+        names, rows = counts.column("identity"), counts.column("identity_count")
+        return dict(zip(names.to_pylist(), rows.to_pylist(), strict=True))
+
     def compact(self, command: str) -> dict[str, int]:
         """Rewrite the files into large ones sorted by (identity, role, frame_index), in one
         commit (see `featstore.store.compaction`); content unchanged."""
