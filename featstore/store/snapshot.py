@@ -175,8 +175,9 @@ class ModelSnapshot:
             raise StoreError(
                 f"model {self.name} of {self.table.location} has no head pose columns "
                 f"({', '.join(missing)}): it was made before featstore computed the pose.\n"
-                "Hint: extract it again with --overwrite (the pose comes from the keypoints)"
-                + (f", or {alternative}." if alternative else ".")
+                f"Hint: `featstore derive --store {self.table.location}` adds them from the "
+                "stored keypoints (no model, no image read), or extract it again with "
+                "--overwrite" + (f", or {alternative}." if alternative else ".")
             )
 
     # -- reading --------------------------------------------------------------------------
