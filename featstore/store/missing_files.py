@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 _VERSIONS_CHECKED = 20  # versions looked at for "readable versions" (newest first)
 _NAMES_SHOWN = 2
 _LOG = "_delta_log"
-_COMMIT = re.compile(r"(\d{20})\.json")
+# A commit, or a checkpoint (single or multi-part), which delta-rs can open the version from
+# once older commits were cleaned up.
+_COMMIT = re.compile(r"(\d{20})\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)")
 
 
 def require_files(table: TableRef, version: int, files: list[str]) -> None:
@@ -113,12 +115,13 @@ def version_state(table: TableRef, present: set[str] | None = None) -> VersionSt
 
 
 def _log_versions(table: TableRef) -> list[int]:
-    """The versions of the table's commits (`_delta_log/<20 digits>.json`), oldest first."""
+    """The versions of the table's commits (`_delta_log/<20 digits>.json`) and checkpoints,
+    oldest first."""
     try:
         names = table.location.children(f"{table.key}/{_LOG}")
     except OSError as exc:
         raise StoreError(f"cannot list {table}: {table.location.scrub(str(exc))}") from exc
-    return sorted(int(m.group(1)) for m in map(_COMMIT.fullmatch, names) if m)
+    return sorted({int(m.group(1)) for m in map(_COMMIT.fullmatch, names) if m})
 
 
 def _present(table: TableRef) -> set[str]:
