@@ -28,7 +28,6 @@ from featstore.errors import InputError, plural
 from featstore.extraction.inputs import InputTree, scan_inputs
 from featstore.extraction.planning import check_same_layout, without_inputs
 from featstore.store import Store
-from featstore.store.format import provenance_differences
 from featstore.store.neighbors import NeighborsTable, neighbor_models
 from featstore.store.snapshot import ModelSnapshot
 from featstore.store.table import ModelTable
@@ -144,8 +143,13 @@ def _check_base_dir(
     if stored == base.as_posix():
         return
     if not rebase:
-        diffs = provenance_differences({"base_dir": stored}, {"base_dir": base.as_posix()})
-        raise table.mismatch(diffs)
+        raise InputError(
+            f"{table} was extracted with base dir {stored}, but these folders give "
+            f"{base.as_posix()}: prune only compares the store with the folders it was "
+            "extracted from; nothing was removed.\nHint: give those folders (and --base-dir "
+            "as extract had it); if the images moved there, add --rebase (CLI) / "
+            "rebase=True, which checks the layout first."
+        )
     check_same_layout(tree, table, base)
 
 

@@ -50,8 +50,10 @@ def test_prune_removes_deleted_people_from_every_table_in_one_commit_each(
     shutil.rmtree(video / GONE)
     args = ("prune", "--face-dir", face, "--video-dir", video, "--store", store)
 
-    refused = _cli(*args)  # the base dir moved: refused as extract refuses it
-    assert refused.exit_code == 1 and "(CLI: --rebase)" in refused.output, refused.output
+    refused = _cli(*args)  # the base dir moved: refused unless --rebase
+    assert refused.exit_code == 1 and "add --rebase" in refused.output, refused.output
+    assert "was extracted with base dir" in refused.output
+    assert "nothing was removed" in refused.output
 
     dry = _cli(*args, "--rebase")
     assert dry.exit_code == 0, dry.output
