@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from conftest import ARCFACE, MODEL, Dataset, Models, run_extract
 from featstore_cli.main import main
 
+import featstore
 from featstore.errors import InputError
 from featstore.extraction.prune import prune
 from featstore.store import Store
@@ -102,7 +103,7 @@ def test_extract_names_prune_in_its_note(
     shutil.rmtree(data.video_dir / "person_001")
     note = run_extract(data, store, models).format()
     assert "until `featstore prune` (with the same --face-dir, --video-dir and --store)" in note
-    result = prune(data.face_dir, data.video_dir, store, apply=True)
+    result = featstore.prune(data.face_dir, data.video_dir, store, apply=True)  # public name
     assert result.identities == ("person_001",)
     assert _identities(store, MODEL) == {"person_000"}
     assert "no inputs any more" not in run_extract(data, store, models).format()
