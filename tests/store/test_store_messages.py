@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from delta_checks import MODEL, build_store, featstore, run
 from featstore_cli.main import main
+from s3_server import S3
 
 from featstore.errors import StoreError
 from featstore.store import Store
@@ -100,6 +101,15 @@ def test_the_library_names_the_versions_that_exist_and_read(tmp_path: Path) -> N
     with pytest.raises(StoreError, match="versions 1-6 were vacuumed"):
         FeatureDataset(store, version=3, cache_dir=tmp_path / "cache")
     assert Store(store).model(MODEL, 7).version == 7
+
+
+def test_versions_are_named_on_object_storage_too(s3: S3) -> None:
+    uri = s3.uri("stores/versions")
+    build_store(uri, 3, per_commit=1)
+    with pytest.raises(StoreError, match=f"has no version 9: model {MODEL} has versions 0-3; "
+                       "readable: 0-3"):  # fmt: skip
+        Store(uri).model(MODEL, 9)
+    assert Store(uri).model(MODEL, 2).version == 2
 
 
 def test_a_missing_file_of_the_latest_version_is_named_not_a_permission_error(
