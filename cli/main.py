@@ -20,9 +20,11 @@ from featstore_cli.options import (
     input_dir_option,
     no_progress_option,
     precision_option,
+    rebase_option,
     store_option,
     workers_option,
 )
+from featstore_cli.prune_command import prune
 from featstore_cli.query_commands import info, query, render_table
 from featstore_cli.report_command import report
 from featstore_cli.store_commands import compact, derive, history, migrate, vacuum
@@ -97,11 +99,9 @@ def main(verbose: bool) -> None:
     metavar="N",
     help="Only the first N identities by name: try a few before a long run.",
 )
-@click.option(
-    "--rebase",
-    is_flag=True,
-    help="The images moved (same folders under a new base dir): keep the rows and record "
-    "the new base dir instead of refusing.",
+@rebase_option(
+    "The images moved (same folders under a new base dir): keep the rows and record "
+    "the new base dir instead of refusing."
 )
 @click.option(
     "--dry-run",
@@ -245,5 +245,5 @@ def demo(workdir: Path, no_progress: bool) -> None:
 
 for _command in (query, info, export_json, import_json, export_npy, validate, filter_valid_images):
     main.add_command(_command)
-for _command in (report, compact, vacuum, history, migrate, derive, import_npy, neighbors):
+for _command in (report, compact, vacuum, history, migrate, derive, import_npy, neighbors, prune):
     main.add_command(_command)

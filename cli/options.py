@@ -78,6 +78,11 @@ def base_dir_option(help: str, flag: str = "--base-dir") -> Decorator[F]:
     return click.option(flag, type=click.Path(file_okay=False, path_type=Path), help=help)
 
 
+def rebase_option(help: str) -> Decorator[F]:
+    """`--rebase`: the images moved; accept a new base dir once the layout is checked."""
+    return click.option("--rebase", is_flag=True, help=help)
+
+
 def no_progress_option(help: str = "No progress bar.") -> Decorator[F]:
     return click.option("--no-progress", is_flag=True, help=help)
 

@@ -47,6 +47,7 @@ __all__ = [
     "export_json",
     "extract",
     "import_json",
+    "prune",
     "split_by_identity",
     "validate_json",
     "write_report",
@@ -54,6 +55,7 @@ __all__ = [
 
 _LAZY = {
     "extract": "featstore.extraction.pipeline",
+    "prune": "featstore.extraction.prune",
     "RuntimeOptions": "featstore.extraction.pipeline",
     "ExtractOptions": "featstore.extraction.options",
     "DetectorSettings": "featstore.extraction.detection",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from featstore.extraction.detection import DetectorSettings
     from featstore.extraction.options import ExtractOptions
     from featstore.extraction.pipeline import RuntimeOptions, extract
+    from featstore.extraction.prune import prune
     from featstore.extraction.summary import ExtractSummary
     from featstore.report.build import write_report
     from featstore.store.store import Store

@@ -271,8 +271,8 @@ def read_old_json(path: Path) -> JsonDocument:
 def describe_json(path: Path) -> dict[str, Any]:
     """What a JSON file's samples are made from: the file, by what git's index compares.
 
-    Size, mtime_ns, ctime_ns and inode (see `IdentityInputs.fingerprint` for why these and
-    not a content hash): a same-size rewrite with its mtime restored moves the ctime, a
+    Size, mtime_ns, ctime_ns and inode (see `featstore.extraction.fingerprint` for why
+    these and not a content hash): a same-size rewrite with its mtime restored moves the ctime, a
     file replaced by another has another inode; either makes a new cache key.
     """
     try:

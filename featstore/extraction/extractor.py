@@ -24,6 +24,7 @@ from featstore.errors import InputError
 from featstore.extraction.decoding import DecodeDataset, DecodedBatch, ImageTask, collate
 from featstore.extraction.detection import Detection, DetectorSettings, FaceDetector
 from featstore.extraction.embedding import DinoEmbedder, DinoModelRef, DinoSource, Precision
+from featstore.extraction.fingerprint import InputStat, content_digest
 from featstore.extraction.inputs import IdentityInputs
 from featstore.extraction.recognition import ArcFaceEmbedder, ArcFaceRef
 from featstore.extraction.rows import (
@@ -67,11 +68,21 @@ class IdentityJob:
     """One identity to extract: the unit of work of both engines."""
 
     inputs: IdentityInputs
-    fingerprint: str  # taken when planned: a file changed mid-run is redone next run
+    stat: InputStat  # taken when planned: a file changed mid-run is redone next run
     models: tuple[str, ...]  # the models whose partition is missing or stale
 
     def tasks(self) -> list[ImageTask]:
         return list(image_tasks(self.inputs))
+
+    def fingerprint(self) -> str:
+        """What the identity's rows record (`featstore.extraction.fingerprint`): the stat
+        taken when planned, and the files' content hash when they still have that stat
+        (read after decoding, from the page cache), so a copy of them is not redone."""
+        paths = self.inputs.paths
+        content = content_digest(paths)
+        if content is not None and self.inputs.stat().stat != self.stat.stat:
+            content = None  # changed since planned: the rows may be of other bytes
+        return self.stat.recorded(content)
 
 
 ModelRef = DinoModelRef | ArcFaceRef
@@ -221,6 +232,7 @@ class Extractor:
     def write(self, job: IdentityJob, results: Sequence[ImageResult]) -> None:
         """The identity's rows for each model it needs, queued for that model's commit."""
         spec = self.spec
+        fingerprint = job.fingerprint()
         for model in job.models:
             table = identity_table(
                 results,
@@ -229,7 +241,7 @@ class Extractor:
                 base_dir=spec.base_dir,
                 extracted_at=spec.extracted_at,
             )
-            self._writer(model).add(job.inputs.identity, table, job.fingerprint)
+            self._writer(model).add(job.inputs.identity, table, fingerprint)
         self.identities_written += 1
 
     def committed_identities(self) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.errors import InputError
+from featstore.extraction.fingerprint import InputStat, stat_inputs
 from featstore.extraction.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -26,35 +26,15 @@ class IdentityInputs:
     frames: tuple[Path, ...]
     has_video_dir: bool
 
-    def fingerprint(self) -> str:
-        """A digest of what git's index compares for each input file: a changed file changes it.
+    @property
+    def paths(self) -> list[Path]:
+        """The frontal image (if any), then the frames."""
+        return ([self.face] if self.face else []) + list(self.frames)
 
-        Per file: its name, size, mtime_ns, ctime_ns and inode (of the file a symlink points
-        to). Not a content hash: that would read every image of the dataset on every rerun
-        (a rerun that finds nothing to do must stay a listing, at millions of images), while
-        the ctime catches what size and mtime miss: nobody can set it, and every write,
-        `os.utime` (restoring the mtime after a same-size rewrite) and rename moves it; the
-        inode catches a file replaced by another (`mv new old`). The price, as for git: a
-        copy of the dataset (`cp -a`, `rsync`) has new ctimes and inodes, so its first run
-        redoes every identity; moving the dataset within a filesystem keeps both.
-
-        Names, not full paths, so moving the whole dataset does not force a redo (a
-        changed base dir is caught separately, by the model's provenance).
-
-        A file that cannot be stat'ed (a symlink loop, a dangling symlink) contributes a
-        marker with the reason, so its identity is redone once it can be.
-        """
-        entries: list[object] = [self.identity, self.has_video_dir]
-        for path in ([self.face] if self.face else []) + list(self.frames):
-            try:
-                st = path.stat()
-                entries.append(
-                    [path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
-                )
-            except OSError as exc:
-                entries.append([path.name, "unstat", type(exc).__name__, exc.errno])
-        payload = json.dumps(entries, ensure_ascii=False).encode("utf-8", "surrogateescape")
-        return hashlib.sha256(payload).hexdigest()
+    def stat(self) -> InputStat:
+        """The listing-only parts of the identity's input fingerprint (one stat per file;
+        `featstore.extraction.fingerprint` says what they hold and why)."""
+        return stat_inputs(self.identity, self.has_video_dir, self.paths)
 
 
 @dataclass

@@ -7,6 +7,7 @@ holds from other inputs; `compact_if_fragmented` tidies a table a run left in pi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from featstore.errors import InputError, StoreError
 from featstore.extraction.extractor import IdentityJob
+from featstore.extraction.fingerprint import content_digest
 from featstore.extraction.inputs import InputTree
 from featstore.store import Store
 from featstore.store.format import FINGERPRINT_COLUMN, store_schema
@@ -105,15 +107,21 @@ def done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
 def plan(
     tree: InputTree, models: Sequence[str], done: Mapping[str, Mapping[str, str]]
 ) -> list[IdentityJob]:
-    """The identities some model lacks or holds from other inputs, and which models."""
+    """The identities some model lacks or holds from other inputs, and which models.
+
+    A model holds an identity's current rows when their fingerprint matches its files
+    (`InputStat.matches`): the same stat, or, for a copy of the files (`cp -a`), the same
+    names, sizes, mtimes and content; the content is read only in that second case.
+    """
     jobs = []
     for inputs in tree.identities:
         if inputs.face is None and not inputs.frames:
             continue  # an empty video folder without a frontal image: nothing to store
-        fingerprint = inputs.fingerprint()
-        needed = tuple(m for m in models if done[m].get(inputs.identity) != fingerprint)
+        stat = inputs.stat()
+        content = functools.cache(lambda paths=inputs.paths: content_digest(paths))
+        needed = tuple(m for m in models if not stat.matches(done[m].get(inputs.identity), content))
         if needed:
-            jobs.append(IdentityJob(inputs, fingerprint, needed))
+            jobs.append(IdentityJob(inputs, stat, needed))
     return jobs
 
 

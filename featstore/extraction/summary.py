@@ -122,7 +122,8 @@ class ExtractSummary:
                 f"  note: {plural(len(names), 'identity', 'identities')} in the store "
                 f"{'has' if len(names) == 1 else 'have'} no inputs any more "
                 f"(deleted or renamed): {shown}; their rows stay in the store and in "
-                "export-json until removed"
+                "export-json until `featstore prune` (with the same --face-dir, --video-dir "
+                "and --store) removes them"
             )
         if self.skipped_inputs:
             k = len(self.skipped_inputs)

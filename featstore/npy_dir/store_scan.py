@@ -94,7 +94,8 @@ class NpyScan:
         if "euler_angles" not in names:
             raise StoreError(
                 "the model has no head pose columns: it was made before featstore computed the "
-                "pose.\nHint: extract it again with --overwrite."
+                "pose.\nHint: `featstore derive --store STORE` adds them from the stored "
+                "keypoints (no model, no image read), or extract it again with --overwrite."
             )
 
     def _where(self, role: str) -> str:

@@ -37,6 +37,7 @@ an `IN` may reorder export's stream).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +148,29 @@ class NeighborsTable:
                 commit_properties=properties,
             )
             return int(self.open().version())
+        except Exception as exc:
+            raise StoreError(
+                f"cannot write the neighbors table {self}: {self.location.scrub(str(exc))}"
+            ) from exc
+
+    def delete_identities(self, identities: Sequence[str], command: str) -> None:
+        """Remove the rows naming `identities` at either end, in one commit (an overwrite by
+        predicate with no rows, as `ModelSnapshot.delete_identities`). The commit records
+        no settings, so the next `featstore neighbors` run computes the table again."""
+        from deltalake import write_deltalake
+
+        if not identities or not self.exists():
+            return
+        listed = ", ".join("'" + i.replace("'", "''") + "'" for i in sorted(identities))
+        try:
+            write_deltalake(
+                self.open(),
+                SCHEMA.empty_table(),
+                mode="overwrite",
+                predicate=f"identity IN ({listed}) OR neighbor IN ({listed})",
+                writer_properties=writer_properties(),
+                commit_properties=commit_properties(command),
+            )
         except Exception as exc:
             raise StoreError(
                 f"cannot write the neighbors table {self}: {self.location.scrub(str(exc))}"

@@ -55,6 +55,8 @@ class TableRef(Protocol):
 
     def open(self, version: int | None = None) -> ModelSnapshot: ...
 
+    def open_log(self, version: int | None = None) -> ModelSnapshot: ...
+
     def mismatch(
         self, diffs: list[str], *, concurrent: bool = False
     ) -> ProvenanceMismatchError: ...
@@ -173,8 +175,9 @@ class ModelSnapshot:
             raise StoreError(
                 f"model {self.name} of {self.table.location} has no head pose columns "
                 f"({', '.join(missing)}): it was made before featstore computed the pose.\n"
-                "Hint: extract it again with --overwrite (the pose comes from the keypoints)"
-                + (f", or {alternative}." if alternative else ".")
+                f"Hint: `featstore derive --store {self.table.location}` adds them from the "
+                "stored keypoints (no model, no image read), or extract it again with "
+                "--overwrite" + (f", or {alternative}." if alternative else ".")
             )
 
     # -- reading --------------------------------------------------------------------------
@@ -313,6 +316,25 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             self.delta.delete(commit_properties=commit_properties(command))
 
+    def delete_identities(self, identities: Sequence[str], command: str) -> None:
+        """Remove every row of `identities` in one commit (the versions before it keep
+        them). `commit` with no rows: the same overwrite by predicate, conflicts retried
+        and provenance checked (delta-rs' own `delete` rewrites the other rows of a file
+        with `string_view` columns, which pyarrow's filters cannot compare)."""
+        if identities:
+            self.commit(self.schema().empty_table(), identities=identities, command=command)
+
+    def identity_rows(self, identities: Sequence[str]) -> dict[str, int]:
+        """identity -> its rows in this version, for `identities` (a scan of one column)."""
+        import pyarrow.compute as pc
+
+        if not self.files or not identities:
+            return {}
+        found = self._scan(["identity"], filter=pc.field("identity").isin(list(identities)))
+        counts = found.group_by("identity").aggregate([("identity", "count")])
+        names, rows = counts.column("identity"), counts.column("identity_count")
+        return dict(zip(names.to_pylist(), rows.to_pylist(), strict=True))
+
     def compact(self, command: str) -> dict[str, int]:
         """Rewrite the files into large ones sorted by (identity, role, frame_index), in one
         commit (see `featstore.store.compaction`); content unchanged."""
@@ -394,7 +416,7 @@ class ModelSnapshot:
             return 0
         if version not in totals:
             try:
-                counts = self.table.open(version)._column("num_records")
+                counts = self.table.open_log(version)._column("num_records")
                 totals[version] = sum(int(n) for n in counts) if None not in counts else None
             except StoreError:  # vacuumed or damaged: the count stays unknown
                 totals[version] = None

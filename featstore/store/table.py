@@ -83,18 +83,39 @@ class ModelTable:
         return has_delta_log(self.location, self.key)
 
     def open(self, version: int | None = None) -> ModelSnapshot:
-        """The table at `version` (default: the latest), its log read once."""
+        """The table at `version` (default: the latest), its log read once.
+
+        A version asked for is checked first: one the log does not have, or one whose data
+        files a vacuum removed, is a StoreError naming the versions that exist and those
+        that can be read (`featstore.store.missing_files`), not delta-rs' or DuckDB's words.
+        """
+        if version is None:
+            return self.open_log()
+        from featstore.store.missing_files import require_files, require_version
+
+        self._require_table()
+        require_version(self, version)
+        snapshot = self.open_log(version)
+        require_files(self, version, snapshot.files)
+        return snapshot
+
+    def open_log(self, version: int | None = None) -> ModelSnapshot:
+        """The table at `version` as its log says, its data files not looked at (what
+        the log alone tells: the files' list and statistics, provenance, history)."""
         from deltalake import DeltaTable
 
+        self._require_table()
+        with store_errors(str(self), self.location, version=version):
+            delta = DeltaTable(self.uri, version=version, storage_options=self.options or None)
+        return ModelSnapshot(self, delta, self.store)
+
+    def _require_table(self) -> None:
         if not self.exists():
             raise StoreError(
                 f"{self} holds no Delta table (no {_LOG}): the model's folder was damaged or "
                 "written by another program.\nHint: extract the model again into a new "
                 "--store, or move the folder away and rerun the command that made it."
             )
-        with store_errors(str(self), self.location, version=version):
-            delta = DeltaTable(self.uri, version=version, storage_options=self.options or None)
-        return ModelSnapshot(self, delta, self.store)
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -169,7 +190,7 @@ class ModelTable:
         the stored provenance is put back (the other run's next commit then goes through)
         and this run is refused.
         """
-        claimed = self.open(snapshot.version)
+        claimed = self.open_log(snapshot.version)
         if claimed.files:
             claimed.set_provenance(stored)
             raise self.mismatch(diffs, concurrent=True)

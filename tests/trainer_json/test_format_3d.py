@@ -249,6 +249,8 @@ def test_a_store_without_pose_columns_is_refused(extracted: Extracted, tmp_path:
     drop_columns(store, list(POSE_COLUMNS))
     with pytest.raises(StoreError, match="(?s)has no head pose columns .*extract it again"):
         export_json(store, out=tmp_path / "out.json", format="3d")
+    with pytest.raises(StoreError, match=r"Hint: `featstore derive --store .*` adds them"):
+        export_json(store, out=tmp_path / "out.json", format="3d")
     export_json(store, out=tmp_path / "out.json")  # the other formats do not need them
 
 
