@@ -28,7 +28,7 @@ def compact(store: str, model: str | None) -> None:
 
     for done in run_compact(store, model=model):
         click.echo(
-            f"model {done.model}: {done.files_before} files -> {done.files_after} "
+            f"{done.table} {done.model}: {done.files_before} files -> {done.files_after} "
             f"(version {done.version})"
         )
 
@@ -69,7 +69,7 @@ def vacuum(
         no_writer_running=no_writer_running,
     ):
         verb = "would delete" if done.dry_run else "deleted"
-        click.echo(f"model {done.model}: {verb} {len(done.removed)} files")
+        click.echo(f"{done.table} {done.model}: {verb} {len(done.removed)} files")
 
 
 @click.command()

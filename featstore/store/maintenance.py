@@ -7,6 +7,8 @@
   the files of commits that a killed run never made. Versions older than the window can
   no longer be read afterwards (time travel ends there), hence a default of 7 days, as
   Delta Lake's own; a shorter one needs `no_writer_running` (`featstore.store.vacuuming`).
+- Both also look after the neighbors tables (`neighbors=<model>`, `featstore neighbors`):
+  each rerun overwrites one, so its replaced results are files only vacuum deletes.
 - `history`: what each version did (operation, featstore command, rows added/removed).
 """
 
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 from featstore.store.history import Version
+from featstore.store.neighbors import NeighborsTable, neighbor_models
 from featstore.store.store import Store
 from featstore.store.vacuuming import SAFE_RETAIN_HOURS, check_retention
 
@@ -28,6 +31,7 @@ class Compaction:
     files_before: int
     files_after: int
     version: int
+    table: str = "model"  # "model" | "neighbors" (the neighbors table of `model`)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Vacuum:
     model: str
     removed: list[str]
     dry_run: bool
+    table: str = "model"  # "model" | "neighbors"
 
 
 def compact(store: str | os.PathLike[str] | Store, *, model: str | None = None) -> list[Compaction]:
@@ -46,6 +51,14 @@ def compact(store: str | os.PathLike[str] | Store, *, model: str | None = None) 
         counts = snapshot.compact("compact")
         done.append(
             Compaction(name, counts["files_before"], counts["files_after"], snapshot.version)
+        )
+    for table in _neighbors(opened, model):
+        counts = table.compact("compact")
+        version = int(table.open().version())
+        done.append(
+            Compaction(
+                table.model, counts["files_before"], counts["files_after"], version, "neighbors"
+            )
         )
     return done
 
@@ -65,7 +78,7 @@ def vacuum(
     """
     check_retention(retain_hours, no_writer_running=no_writer_running)
     opened = Store(store)
-    return [
+    done = [
         Vacuum(
             name,
             opened.model(name).vacuum(
@@ -75,6 +88,16 @@ def vacuum(
         )
         for name in _models(opened, model)
     ]
+    done.extend(
+        Vacuum(
+            table.model,
+            table.vacuum(retain_hours, dry_run=dry_run, no_writer_running=no_writer_running),
+            dry_run,
+            "neighbors",
+        )
+        for table in _neighbors(opened, model)
+    )
+    return done
 
 
 def history(
@@ -83,6 +106,13 @@ def history(
     """model -> its versions, newest first."""
     opened = Store(store)
     return {name: opened.model(name).history(limit) for name in _models(opened, model)}
+
+
+def _neighbors(store: Store, model: str | None) -> list[NeighborsTable]:
+    """The neighbors tables of `model` (default: all), those that exist."""
+    names = _models(store, model) if model is not None else neighbor_models(store.location)
+    tables = [NeighborsTable(store.location, name) for name in names]
+    return [table for table in tables if table.exists()]
 
 
 def _models(store: Store, model: str | None) -> list[str]:

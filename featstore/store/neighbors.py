@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from featstore.errors import StoreError
+from featstore.store.delta_errors import store_errors
 from featstore.store.format import check_model_name
 from featstore.store.location import StoreLocation
 from featstore.store.properties import commit_properties, writer_properties
@@ -108,14 +109,8 @@ class NeighborsTable:
     def open(self) -> DeltaTable:
         from deltalake import DeltaTable
 
-        try:
+        with store_errors(str(self), self.location):
             return DeltaTable(self.uri, storage_options=self.options or None)
-        except Exception as exc:
-            raise StoreError(
-                f"cannot read the neighbors table {self}: {self.location.scrub(str(exc))}\n"
-                "Hint: delete the folder and run `featstore neighbors` again (it holds "
-                "only results computed from the model's table)."
-            ) from exc
 
     def read(self) -> StoredNeighbors | None:
         """The table's latest version, its files and the settings it was computed with."""
@@ -135,7 +130,7 @@ class NeighborsTable:
             "neighbors", extra={SETTINGS_KEY: json.dumps(settings, sort_keys=True)}
         )
 
-        try:
+        with store_errors(str(self), self.location):
             write_deltalake(
                 self.uri,
                 rows.cast(SCHEMA),
@@ -147,11 +142,38 @@ class NeighborsTable:
                 writer_properties=writer_properties(),
                 commit_properties=properties,
             )
-            return int(self.open().version())
-        except Exception as exc:
-            raise StoreError(
-                f"cannot write the neighbors table {self}: {self.location.scrub(str(exc))}"
-            ) from exc
+        return int(self.open().version())
+
+    def compact(self, command: str) -> dict[str, int]:
+        """Rewrite the latest version's files into one (a large result written in parts);
+        rows unchanged, one commit, none when there is a single file already."""
+        table = self.open()
+        before = len(self._files(table))
+        if before < 2:
+            return {"files_before": before, "files_after": before}
+        with store_errors(str(self), self.location):
+            table.optimize.compact(
+                writer_properties=writer_properties(),
+                commit_properties=commit_properties(command),
+            )
+            table.update_incremental()
+        return {"files_before": before, "files_after": len(self._files(table))}
+
+    def vacuum(
+        self, retain_hours: float, *, dry_run: bool, no_writer_running: bool = False
+    ) -> list[str]:
+        """Delete the files of replaced results (each rerun overwrites the table) that no
+        version within `retain_hours` needs; see `featstore.store.vacuuming`."""
+        from featstore.store.vacuuming import vacuum_table
+
+        return vacuum_table(
+            self.open(),
+            self.location,
+            self.key,
+            retain_hours,
+            dry_run=dry_run,
+            no_writer_running=no_writer_running,
+        )
 
     def delete_identities(self, identities: Sequence[str], command: str) -> None:
         """Remove the rows naming `identities` at either end, in one commit (an overwrite by
