@@ -36,6 +36,14 @@ _SHOWN = 10
     type=float,
     help="Cosine from which two images are suspected to be copies [default: 0.95].",
 )
+@click.option(
+    "--exact-limit",
+    type=int,
+    help="Search exactly up to this many vectors [default: 200000]; above it with an "
+    "approximate (IVF) index tuned to 0.99 top-K recall on a sample (exact again where that "
+    "costs as much). Raise it to keep a large store exact; lower it to try approximate "
+    "search on a small one.",
+)
 @library_errors
 def neighbors(
     store: str,
@@ -43,6 +51,7 @@ def neighbors(
     k: int | None,
     threshold: float | None,
     copy_threshold: float | None,
+    exact_limit: int | None,
 ) -> None:
     """Find identities that may be one person and images that may be one image.
 
@@ -57,7 +66,12 @@ def neighbors(
 
     opened = Store(store)
     result = find_neighbors(
-        opened, model=model, k=k, threshold=threshold, copy_threshold=copy_threshold
+        opened,
+        model=model,
+        k=k,
+        threshold=threshold,
+        copy_threshold=copy_threshold,
+        exact_limit=exact_limit,
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

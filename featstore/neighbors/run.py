@@ -73,7 +73,7 @@ def find_neighbors(
     k: int | None = None,
     threshold: float | None = None,
     copy_threshold: float | None = None,
-    exact_limit: int = EXACT_LIMIT,
+    exact_limit: int | None = None,
 ) -> NeighborsResult:
     """Compute (or find up to date) the neighbors table of `model`.
 
@@ -95,6 +95,12 @@ def find_neighbors(
     )
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise InputError(f"--k {k!r}: K must be a whole number of at least 1.")
+    exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
+    if isinstance(exact_limit, bool) or not isinstance(exact_limit, int) or exact_limit < 0:
+        raise InputError(
+            f"--exact-limit {exact_limit!r}: must be a whole number of vectors, 0 or more "
+            f"(0: always approximate; default {EXACT_LIMIT:,})."
+        )
     info = store.model(name)
     key = {
         "model": name,

@@ -5,9 +5,11 @@ Exact while the base is small enough (`EXACT_LIMIT` vectors): a flat inner-produ
 a time so the result arrays stay small. Beyond it an inverted-file index
 (`faiss.IndexIVFFlat`, inner product): its `nprobe` (how many of the `nlist` cells a
 query scans) starts small and is doubled until the top-K recall against exact search, on
-a sample of queries searched both ways, reaches `target_recall` or the scan stops paying
-(`MAX_PROBE_SHARE` of the cells). The recall reached is part of the result: the command
-prints it, the bench reports it.
+a sample of queries searched both ways, reaches `target_recall`; the recall reported is
+then measured again on a second, held-out sample. When the sample's IVF search has become
+as slow as its exact search before reaching the target, more cells cannot pay and the
+search is exact (the method says so, with the recall that was reached): on structureless
+vectors (uniform on the sphere) that is what happens, on clustered ones IVF pays.
 
 With `min_cosine` (the image search, which exists to find copies) the recall is measured
 on the exact neighbours at or above it only: near-copies fall in the same cell as their
@@ -23,6 +25,7 @@ on a sample (seconds) and its recall is tuned at search time by one number.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +34,10 @@ from numpy.typing import NDArray
 
 EXACT_LIMIT = 200_000  # vectors: 10^5 x 10^5 x 512 is about a minute on two cores
 BLOCK = 8192  # queries per faiss call
+SYMMETRIC_BLOCK = 2048  # rows per sgemm block of a self-search (bench_neighbors.py)
+_TRANSPOSE_STRIP = 128
 RECALL_SAMPLE = 1000  # queries searched both ways to measure an approximate index
 TARGET_RECALL = 0.99
-MAX_PROBE_SHARE = 1 / 32  # IVF scans without BLAS: past ~1/5 of the cells it is slower than flat
 _UNMEASURED_PROBE = 8
 _MIN_MEASURED = 100  # sampled neighbours below which a measured recall is not trusted alone
 _TRAIN_PER_CELL = 40  # k-means sample: 40 vectors per cell (faiss warns below 39)
@@ -49,10 +53,11 @@ class Method:
     recall: float | None = None  # top-K recall against exact on a sample (ivf only)
     sample: int = 0
     min_cosine: float | None = None  # recall counted over neighbours at or above it
+    note: str = ""  # why exact was used where approximate was asked for
 
     def describe(self) -> str:
         if self.name == "exact":
-            return "exact (flat inner product)"
+            return "exact (flat inner product)" + (f": {self.note}" if self.note else "")
         which = "top-K" if self.min_cosine is None else f"top-K at cosine >= {self.min_cosine:g}"
         measured = (
             f"{which} recall {self.recall:.4f} against exact on {self.sample} sampled queries"
@@ -110,7 +115,18 @@ class Searcher:
             sims[start:stop], ids[start:stop] = self.index.search(queries[start:stop], k)
         return sims, ids
 
+    def self_search(self, k: int) -> tuple[NDArray, NDArray]:
+        """`search(self.base, k)`: every base row's `k` nearest base rows (itself included).
+
+        Exact search of a set against itself is symmetric, so only half the products are
+        made (`symmetric_knn`); an approximate index searches as `search` does."""
+        if self.method.name != "exact":
+            return self.search(self.base, k)
+        return symmetric_knn(self.base, min(k, self.size))
+
     def _build_ivf(self, k: int, target: float, min_cosine: float | None, seed: int) -> Any:
+        """An IVF index whose nprobe reaches `target` recall on a tuning sample, checked on a
+        second (held-out) sample; a flat index when reaching it costs as much as exact."""
         import faiss
 
         n, dim = self.base.shape
@@ -125,31 +141,120 @@ class Searcher:
         index.cp.seed = seed
         index.train(train)
         index.add(self.base)
-        sample = np.sort(rng.choice(n, min(n, RECALL_SAMPLE), replace=False))
-        queries = self.base[sample]
-        # Exact answers for the sample without a second copy of the base in an index.
-        sims, truth = faiss.knn(queries, self.base, k, metric=faiss.METRIC_INNER_PRODUCT)
-        # A query finds itself in any cell it is in: counting it would inflate the recall.
-        truth = np.where(truth == sample[:, None], -1, truth)
-        if min_cosine is not None:
-            truth = np.where(sims >= min_cosine, truth, -1)
-        limit = max(min(nlist, _UNMEASURED_PROBE), int(nlist * MAX_PROBE_SHARE))
-        if not (truth >= 0).any():  # nothing to measure on: a few cells, recall unknown
-            index.nprobe = min(limit, _UNMEASURED_PROBE)
-            self.method = Method("ivf", nlist, index.nprobe, None, len(sample), min_cosine)
+        # Two disjoint samples: nprobe is tuned on the first, the recall printed is the
+        # second's (a setting tuned on a sample measures optimistically on that sample).
+        picked = rng.choice(n, min(n, 2 * RECALL_SAMPLE), replace=False)
+        tune = _Sample(self.base, np.sort(picked[: len(picked) // 2 or 1]), k, min_cosine)
+        held = _Sample(self.base, np.sort(picked[len(picked) // 2 :]), k, min_cosine)
+        if not tune.measurable:  # nothing to measure on: a few cells, recall unknown
+            index.nprobe = min(nlist, _UNMEASURED_PROBE)
+            self.method = Method("ivf", nlist, index.nprobe, None, tune.size, min_cosine)
             return index
         # Few pairs to measure on (copies are rare): start from a few cells, not one.
-        measured = int((truth >= 0).sum())
-        nprobe, recall = (1 if measured >= _MIN_MEASURED else min(limit, _UNMEASURED_PROBE)), 0.0
+        nprobe = 1 if tune.measured >= _MIN_MEASURED else min(nlist, _UNMEASURED_PROBE)
         while True:
             index.nprobe = nprobe
-            _, found = index.search(queries, k)
-            recall = top_k_recall(found, truth)
-            if recall >= target or nprobe >= limit:
+            recall, seconds = tune.recall(index)
+            if recall >= target:
                 break
-            nprobe = min(limit, nprobe * 2)
-        self.method = Method("ivf", nlist, nprobe, recall, len(sample), min_cosine)
+            # IVF scans its cells without BLAS: once a sample costs what exact search of it
+            # cost, more cells cannot pay; exact it is.
+            if seconds >= tune.exact_seconds or nprobe >= nlist:
+                return self._exact_instead(nlist, nprobe, recall, tune, target)
+            nprobe = min(nlist, nprobe * 2)
+        checked, _ = held.recall(index) if held.measurable else (recall, 0.0)
+        sample = held.size if held.measurable else tune.size
+        self.method = Method("ivf", nlist, nprobe, checked, sample, min_cosine)
         return index
+
+    def _exact_instead(
+        self, nlist: int, nprobe: int, recall: float, tune: _Sample, target: float
+    ) -> Any:
+        import faiss
+
+        self.method = Method(
+            "exact",
+            nlist,
+            nprobe,
+            recall,
+            tune.size,
+            tune.min_cosine,
+            note=f"approximate (IVF) reached top-K recall {recall:.4f} < {target:g} at nprobe "
+            f"{nprobe} of {nlist} cells, as slow as exact on {tune.size} sampled queries",
+        )
+        index = faiss.IndexFlatIP(self.base.shape[1])
+        index.add(self.base)
+        return index
+
+
+class _Sample:
+    """Queries taken from the base, answered exactly (themselves excluded: a query finds
+    itself in any cell it is in, which would inflate the recall), and timed."""
+
+    def __init__(
+        self, base: NDArray[np.float32], rows: NDArray[np.int64], k: int, min_cosine: float | None
+    ) -> None:
+        import faiss
+
+        self.queries, self.k, self.min_cosine, self.size = base[rows], k, min_cosine, len(rows)
+        started = time.perf_counter()
+        sims, truth = faiss.knn(self.queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
+        self.exact_seconds = time.perf_counter() - started
+        truth = np.where(truth == rows[:, None], -1, truth)
+        if min_cosine is not None:
+            truth = np.where(sims >= min_cosine, truth, -1)
+        self.truth = truth
+        self.measured = int((truth >= 0).sum())
+        self.measurable = self.measured > 0
+
+    def recall(self, index: Any) -> tuple[float, float]:
+        """(top-K recall, seconds) of `index` on the sample at its current setting."""
+        started = time.perf_counter()
+        _, found = index.search(self.queries, self.k)
+        return top_k_recall(found, self.truth), time.perf_counter() - started
+
+
+def symmetric_knn(
+    vectors: NDArray[np.float32], k: int, block: int = SYMMETRIC_BLOCK
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """(cosines, ids) of each row's `k` largest inner products with all rows (itself
+    included), nearest first, from the upper-triangle blocks only.
+
+    Block (i, j >= i) is one float32 sgemm X_i X_j^T; its rows feed the heaps of block i's
+    queries (ids from block j) and its transpose those of block j's (ids from block i), so
+    each product is made once where a flat index makes it twice. faiss's heaps keep the
+    best `k` per query (C++, threaded) and break ties by id, as `IndexFlatIP.search` does,
+    so the answer does not depend on the block order."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    sims = np.empty((n, k), np.float32)
+    ids = np.empty((n, k), np.int64)
+    heaps = faiss.float_minheap_array_t()  # a min-heap keeps the largest values
+    heaps.k, heaps.nh = k, n
+    heaps.val, heaps.ids = faiss.swig_ptr(sims), faiss.swig_ptr(ids)
+    heaps.heapify()
+    # Flat buffers viewed at each block's shape: every view is C-contiguous, as faiss reads.
+    size = min(block, n) ** 2
+    product, transposed = np.empty(size, np.float32), np.empty(size, np.float32)
+    for i in range(0, n, block):
+        rows = vectors[i : i + block]
+        for j in range(i, n, block):
+            cols = vectors[j : j + block]
+            out = product[: len(rows) * len(cols)].reshape(len(rows), len(cols))
+            np.matmul(rows, cols.T, out=out)
+            heaps.addn(len(cols), faiss.swig_ptr(out), j, i, len(rows))
+            if j > i:
+                back = transposed[: out.size].reshape(len(cols), len(rows))
+                # In strips: a whole-matrix transposed copy misses the cache on every
+                # element and costs twice the sgemm; strips of rows stay in it.
+                for r in range(0, len(rows), _TRANSPOSE_STRIP):
+                    strip = out[r : r + _TRANSPOSE_STRIP]
+                    np.copyto(back[:, r : r + len(strip)], strip.T)
+                heaps.addn(len(rows), faiss.swig_ptr(back), i, j, len(cols))
+    heaps.reorder()
+    return sims, ids
 
 
 def top_k_recall(found: NDArray[np.int64], truth: NDArray[np.int64]) -> float:

@@ -38,6 +38,20 @@ def test_bad_inputs_are_clean_errors(neighbors_store: Path, extracted: Extracted
     assert result.exit_code == 1 and "a cosine lies in [-1, 1]" in result.output
     result = invoke("neighbors", "--store", neighbors_store, "--k", "99")
     assert result.exit_code == 1 and "--k 99" in result.output and "--k 5 or less" in result.output
+    result = invoke("neighbors", "--store", neighbors_store, "--exact-limit", "-1")
+    assert result.exit_code == 1 and "--exact-limit -1: must be a whole number" in result.output
+
+
+def test_exact_limit_chooses_the_search(neighbors_store: Path, tmp_path: Path) -> None:
+    store = copy_store(neighbors_store, tmp_path / "store")
+    result = invoke("neighbors", "--store", store, "--exact-limit", "4")
+    assert result.exit_code == 0, result.output
+    assert "identity face: " in result.output and "IVF" in result.output, result.output
+    assert "recall" in result.output and "nprobe" in result.output
+    # Another limit is another setting: recomputed (and exact again at the default).
+    again = invoke("neighbors", "--store", store)
+    assert again.exit_code == 0 and "written in" in again.output, again.output
+    assert "IVF" not in again.output and "exact (flat inner product)" in again.output
 
 
 def test_a_dinov2_model_is_searched_with_a_warning(neighbors_store: Path, tmp_path: Path) -> None:

@@ -187,7 +187,10 @@ def test_the_approximate_path_finds_the_copies_and_reports_recall(
 ) -> None:
     store = copy_store(neighbors_store, tmp_path / "store")
     result = find_neighbors(store, exact_limit=4)  # IVF for every search
-    assert all(m.startswith("approximate (IVF") for m in result.methods.values())
+    # IVF, or exact where its sample search got as slow as exact before reaching 0.99
+    # (timing: on 24 identities either may happen).
+    for method in result.methods.values():
+        assert method.startswith(("approximate (IVF", "exact (flat inner product): approximate"))
     assert "recall" in result.methods["identity face"]
     with Store(store).connect() as con:
         pairs, _ = suspected_pairs(con, ARCFACE)
