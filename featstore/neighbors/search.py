@@ -20,6 +20,11 @@ useful nprobe; bench/bench_neighbors.py measures both).
 Why IVF and not HNSW here: HNSW's graph takes minutes to build over 10^6 vectors of 512
 dimensions on two cores and holds the vectors plus 2 x M links each; IVF trains k-means
 on a sample (seconds) and its recall is tuned at search time by one number.
+
+Why not only the upper triangle when a set is searched against itself (half the
+products): measured in bench/bench_neighbors.py (mode `symmetric`), the blocks' transposed
+copies and a second heap pass over every product cost more than the halved sgemm saves,
+on this machine's BLAS; the flat index stays.
 """
 
 from __future__ import annotations
@@ -34,8 +39,6 @@ from numpy.typing import NDArray
 
 EXACT_LIMIT = 200_000  # vectors: 10^5 x 10^5 x 512 is about a minute on two cores
 BLOCK = 8192  # queries per faiss call
-SYMMETRIC_BLOCK = 2048  # rows per sgemm block of a self-search (bench_neighbors.py)
-_TRANSPOSE_STRIP = 128
 RECALL_SAMPLE = 1000  # queries searched both ways to measure an approximate index
 TARGET_RECALL = 0.99
 _UNMEASURED_PROBE = 8
@@ -114,15 +117,6 @@ class Searcher:
             stop = start + BLOCK
             sims[start:stop], ids[start:stop] = self.index.search(queries[start:stop], k)
         return sims, ids
-
-    def self_search(self, k: int) -> tuple[NDArray, NDArray]:
-        """`search(self.base, k)`: every base row's `k` nearest base rows (itself included).
-
-        Exact search of a set against itself is symmetric, so only half the products are
-        made (`symmetric_knn`); an approximate index searches as `search` does."""
-        if self.method.name != "exact":
-            return self.search(self.base, k)
-        return symmetric_knn(self.base, min(k, self.size))
 
     def _build_ivf(self, k: int, target: float, min_cosine: float | None, seed: int) -> Any:
         """An IVF index whose nprobe reaches `target` recall on a tuning sample, checked on a
@@ -212,49 +206,6 @@ class _Sample:
         started = time.perf_counter()
         _, found = index.search(self.queries, self.k)
         return top_k_recall(found, self.truth), time.perf_counter() - started
-
-
-def symmetric_knn(
-    vectors: NDArray[np.float32], k: int, block: int = SYMMETRIC_BLOCK
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """(cosines, ids) of each row's `k` largest inner products with all rows (itself
-    included), nearest first, from the upper-triangle blocks only.
-
-    Block (i, j >= i) is one float32 sgemm X_i X_j^T; its rows feed the heaps of block i's
-    queries (ids from block j) and its transpose those of block j's (ids from block i), so
-    each product is made once where a flat index makes it twice. faiss's heaps keep the
-    best `k` per query (C++, threaded) and break ties by id, as `IndexFlatIP.search` does,
-    so the answer does not depend on the block order."""
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    sims = np.empty((n, k), np.float32)
-    ids = np.empty((n, k), np.int64)
-    heaps = faiss.float_minheap_array_t()  # a min-heap keeps the largest values
-    heaps.k, heaps.nh = k, n
-    heaps.val, heaps.ids = faiss.swig_ptr(sims), faiss.swig_ptr(ids)
-    heaps.heapify()
-    # Flat buffers viewed at each block's shape: every view is C-contiguous, as faiss reads.
-    size = min(block, n) ** 2
-    product, transposed = np.empty(size, np.float32), np.empty(size, np.float32)
-    for i in range(0, n, block):
-        rows = vectors[i : i + block]
-        for j in range(i, n, block):
-            cols = vectors[j : j + block]
-            out = product[: len(rows) * len(cols)].reshape(len(rows), len(cols))
-            np.matmul(rows, cols.T, out=out)
-            heaps.addn(len(cols), faiss.swig_ptr(out), j, i, len(rows))
-            if j > i:
-                back = transposed[: out.size].reshape(len(cols), len(rows))
-                # In strips: a whole-matrix transposed copy misses the cache on every
-                # element and costs twice the sgemm; strips of rows stay in it.
-                for r in range(0, len(rows), _TRANSPOSE_STRIP):
-                    strip = out[r : r + _TRANSPOSE_STRIP]
-                    np.copyto(back[:, r : r + len(strip)], strip.T)
-                heaps.addn(len(rows), faiss.swig_ptr(back), i, j, len(cols))
-    heaps.reorder()
-    return sims, ids
 
 
 def top_k_recall(found: NDArray[np.int64], truth: NDArray[np.int64]) -> float:
