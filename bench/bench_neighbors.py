@@ -5,17 +5,23 @@
 
 Three parts, each case in a fresh process (its peak RSS is its own):
 
-1. identities: N 512-dimensional random unit vectors, with planted duplicates (a copy of
-   an identity's vector turned by a known angle: cosines 0.3 to 0.99), searched exactly
-   (faiss flat index) and approximately (IVF, nprobe tuned on a sample) through
-   `featstore.neighbors.pairs.identity_rows`. Reported: time, peak RSS, recall of the
-   planted pairs at the default ArcFace threshold (those planted at or above it must be
-   found; those below must not be), other pairs above it, and the approximate search's
-   top-K recall against exact's (all queries).
+1. identities: N 512-dimensional unit vectors, `random` (uniform on the sphere: no
+   neighbourhoods) or `clustered` (around N/100 centres, cosine about 0.6 to the centre:
+   closer to real embeddings), with planted duplicates (a copy of an identity's vector
+   turned by a known angle: cosines 0.3 to 0.99), searched exactly (faiss flat index) and
+   approximately (IVF, nprobe tuned on a sample to 0.99 top-K recall, or exact when that
+   costs as much) through `featstore.neighbors.pairs.identity_rows`; and, as a measured
+   alternative, upper-triangle only (`symmetric`: half the products). Reported: time,
+   GFLOP/s of the search (2 n^2 d / time) beside numpy's float32 sgemm rate measured in the
+   same process (the fair ratio on a shared machine), peak RSS, recall of the planted
+   pairs at the default ArcFace threshold (those planted at or above it must be found;
+   those below must not be), other pairs above it, and the approximate search's top-K
+   recall against exact's (all queries).
 2. images: identities of 10 frames around the identity's own direction, with copied
    frames planted in other identities (cosines 0.96 to 0.999), through
    `featstore.neighbors.pairs.image_rows`: time, peak RSS, recall of the planted copies
-   at the default copy threshold.
+   at the default copy threshold; for the approximate search also its top-K recall and
+   the time exact search would take, both from 1,000 sampled queries (10^6 images: FULL=1).
 3. the demo tree (`featstore.synthetic`, the stand-in models) with one identity's folder
    copied under a new name and one frame copied into another identity, extracted with
    DINOv2 and ArcFace and searched: are both found and ranked first, and what else do the
@@ -430,14 +436,16 @@ def main() -> None:
             print(f"goal 10^5 identities exact < {GOAL_EXACT_SECONDS:.0f} s: {_ok(ok)}")
         if r["planted_recall"] < 1.0:  # NaN (not measured) compares False
             print(f"goal planted recall 1.0: MISSED in {r['case']}")
+        # The identity search is tuned to the top-K goal (or goes exact, saying so); the
+        # image search to the recall of copies (its top-K recall is shown, not a goal).
         if (
-            "top_k_recall" in r
+            r["case"].startswith("identities")
+            and "top_k_recall" in r
             and r["top_k_recall"] < GOAL_TOP_K_RECALL
-            and not r["method"].startswith("exact")
         ):
             print(
                 f"goal approximate top-K recall >= {GOAL_TOP_K_RECALL}: MISSED in {r['case']} "
-                f"({r['top_k_recall']:.4f}; structureless vectors, see docs/neighbors.md)"
+                f"({r['top_k_recall']:.4f})"
             )
 
 
