@@ -109,8 +109,15 @@ class NeighborsTable:
     def open(self) -> DeltaTable:
         from deltalake import DeltaTable
 
-        with store_errors(str(self), self.location):
-            return DeltaTable(self.uri, storage_options=self.options or None)
+        try:
+            with store_errors(str(self), self.location):
+                return DeltaTable(self.uri, storage_options=self.options or None)
+        except StoreError as exc:  # the store's message, and what is special here
+            raise StoreError(
+                f"{exc}\nThe neighbors table holds only results computed from the model's "
+                f"table: deleting {self.key}/ and running `featstore neighbors` again also "
+                "mends it."
+            ) from exc
 
     def read(self) -> StoredNeighbors | None:
         """The table's latest version, its files and the settings it was computed with."""

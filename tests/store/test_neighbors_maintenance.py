@@ -76,5 +76,9 @@ def test_a_damaged_neighbors_log_is_a_store_error(neighbors_store: Path, tmp_pat
     log = store / f"neighbors={ARCFACE}" / "_delta_log"
     for entry in log.glob("*.json"):
         entry.write_text("{not json")
-    with pytest.raises(StoreError, match=f"neighbors={ARCFACE}"):
+    with pytest.raises(StoreError) as raised:
         NeighborsTable(Store(store).location, ARCFACE).open()
+    message = str(raised.value)
+    # The store's one translation (delta_errors.store_errors), then the neighbors remedy.
+    assert message.startswith("cannot read the Delta table") and f"neighbors={ARCFACE}" in message
+    assert "_delta_log is damaged" in message and "`featstore neighbors` again" in message
