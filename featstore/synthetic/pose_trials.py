@@ -84,7 +84,8 @@ def posed_face(
     width, height = IMAGE_SIZE
     face = insightface_face_3d() + rng.normal(0.0, shape_sd_mm, (5, 3))
     eye_px = face_width / FACE_WIDTH_PER_EYE_DISTANCE
-    distance = width * EYE_DISTANCE_MM / eye_px  # focal length = width
+    # The nose tip's distance, where the eyes (further back) are eye_px apart (f = width).
+    distance = width * EYE_DISTANCE_MM / eye_px + _DEPTH_MM[0]
     offset = np.array([rng.uniform(-0.25, 0.25) * width, rng.uniform(-0.2, 0.2) * height])
     centre = offset * distance / width
     posed = rotation(*angles) @ face.T + np.array([[centre[0]], [centre[1]], [distance]])
