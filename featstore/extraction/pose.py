@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 
@@ -155,9 +155,7 @@ def check_keypoints(
     return points
 
 
-def head_pose(
-    rvec: NDArray[np.floating], tvec: NDArray[np.floating], solver: str
-) -> HeadPose | NoPose:
+def head_pose(rvec: ArrayLike, tvec: ArrayLike, solver: str) -> HeadPose | NoPose:
     """The pose of a solver's rotation and translation vectors, in float64 (or why none)."""
     import cv2
 

@@ -16,8 +16,8 @@ from store_checks import drop_columns, table_rows, table_version
 
 from featstore.extraction import derive as derive_module
 from featstore.extraction.derive import derive
-from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 from featstore.store import Store
+from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 
 
 def _without_pose(extracted: Extracted, tmp_path: Path) -> Path:
