@@ -36,6 +36,7 @@ BENCH_GROW :=
 BENCH_SCALE := --full $(if $(BENCH_WORKDIR),--workdir $(BENCH_WORKDIR))
 BENCH_NPY := --full
 BENCH_NEIGHBORS :=
+BENCH_POSE := --full
 else
 BENCH_EXTRACT := --identities 10 --frames 4 --repeat 1
 BENCH_STORES := --identities 200 --frames 50
@@ -43,6 +44,7 @@ BENCH_GROW := --grow-identities 2000
 BENCH_SCALE := --identities 1000,10000
 BENCH_NPY := --identities 10 --frames 4
 BENCH_NEIGHBORS := --identities 10000,100000 --images 100000
+BENCH_POSE :=
 endif
 
 bench: install
@@ -54,6 +56,7 @@ bench: install
 	$(PY) bench/bench_report.py $(BENCH_STORES)
 	$(PY) bench/bench_npy.py $(BENCH_NPY)
 	$(PY) bench/bench_neighbors.py $(BENCH_NEIGHBORS)
+	$(PY) bench/bench_pose.py $(BENCH_POSE)
 
 lint: install
 	$(VENV)/bin/ruff check featstore cli tests bench examples

@@ -12,8 +12,9 @@ Figures:
   pipeline      `featstore.extract` end to end, fp32 (goal: >= 0.85 x models-only)
   pipeline bf16 the same with --precision bf16
   naive loop    the seed's way: one image at a time through decode, detect, DINOv2
-  head pose     face000-pose-v1 (EPnP on the stored keypoints) per image with a face, as a
-                share of the pipeline's time per image (it runs inside the pipeline above)
+  head pose     face000-pose-v1 (EPnP on the stored keypoints) and featstore-pose-sqpnp-v1
+                (SQPnP + LM, docs/pose.md) per image with a face, each as a share of the
+                pipeline's time per image (both run inside the pipeline above)
   + arcface     the fp32 pipeline with `--model arcface` added (same run, same inputs): its
                 images/s, the time spent in the ArcFace embedder (alignment with InsightFace's
                 norm_crop, and the recognition model) as a share of the run, and the decoding
@@ -43,7 +44,7 @@ from featstore.extraction.extractor import image_tasks
 from featstore.extraction.images import decode_image, dinov2_input
 from featstore.extraction.inputs import scan_inputs
 from featstore.extraction.pipeline import RuntimeOptions, extract
-from featstore.extraction.pose import solve_pose
+from featstore.extraction.pose import POSE_DEFINITIONS, Solver
 from featstore.extraction.recognition import ArcFaceEmbedder
 from featstore.store import Store
 from featstore.synthetic.detector import write_synthetic_insightface_pack
@@ -121,8 +122,8 @@ def pipeline(
     return summary.images_per_s, streaming
 
 
-def pose_seconds_per_image(store: Path, repeat: int = 5) -> tuple[float, int]:
-    """Seconds of `solve_pose` per image with a face (best of `repeat`), from the stored
+def pose_seconds_per_image(store: Path, solve: Solver, repeat: int = 5) -> tuple[float, int]:
+    """Seconds of `solve` per image with a face (best of `repeat`), from the stored
     keypoints and sizes, the way extraction calls it; and the number of such images."""
     table = Store(store).sql(
         "SELECT landmarks_2d, width, height FROM images WHERE landmarks_2d IS NOT NULL",
@@ -135,7 +136,7 @@ def pose_seconds_per_image(store: Path, repeat: int = 5) -> tuple[float, int]:
     for _ in range(repeat):
         start = time.perf_counter()
         for points, (width, height) in zip(keypoints, sizes, strict=True):
-            solve_pose(points, width, height)
+            solve(points, width, height)
         best = min(best, time.perf_counter() - start)
     return best / max(1, len(sizes)), len(sizes)
 
@@ -281,7 +282,7 @@ def main() -> None:
             "bf16",
             args.workers,
         )
-        pose_s, posed = pose_seconds_per_image(work / "store")
+        poses = {d.name: pose_seconds_per_image(work / "store", d.solve) for d in POSE_DEFINITIONS}
         naive = naive_loop(face_dir, video_dir, settings, weights, work / "naive.json")
         # ArcFace: runs with and without it alternate (the machine is shared), best of each.
         arc_args = (face_dir, video_dir, work / "arc", settings, weights, args.batch_size)
@@ -312,9 +313,12 @@ def main() -> None:
         for name, value, ratio in rows:
             print(f"{name:28s}{value:10.1f}  {ratio}")
         print(f"pipeline fp32 / naive loop: {fp32 / naive:.2f}x; bf16 / fp32: {bf16 / fp32:.2f}x")
+        for name, (pose_s, posed) in poses.items():
+            print(
+                f"head pose ({name}): {pose_s * 1e6:.0f} us per image with a face "
+                f"({posed} images) = {pose_s * fp32:.2%} of the fp32 pipeline's time per image"
+            )
         print(
-            f"head pose (face000-pose-v1): {pose_s * 1e6:.0f} us per image with a face "
-            f"({posed} images) = {pose_s * fp32:.2%} of the fp32 pipeline's time per image"
             f"+ arcface (same run): {arc:.1f} images/s with, {without:.1f} without "
             f"({arc / without:.2f}x); "
             f"ArcFace embedder {arc_share:.1%} of the run (alignment {crop_share:.1%}); "

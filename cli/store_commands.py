@@ -118,7 +118,8 @@ def migrate(store: str) -> None:
 @_STORE_AND_MODEL
 @library_errors
 def derive(store: str, model: str | None) -> None:
-    """Add columns computed from stored columns alone (the head pose) to older tables."""
+    """Add columns computed from stored columns alone (the head pose, each definition) to
+    older tables."""
     _derive(store, model)
 
 
@@ -129,7 +130,10 @@ def _derive(store: str, model: str | None) -> None:
         if d.already_done:
             click.echo(f"model {d.model}: head pose columns present; nothing to derive.")
         else:
-            click.echo(f"model {d.model}: head pose derived for {d.posed} of {d.rows} rows.")
+            click.echo(
+                f"model {d.model}: head pose ({', '.join(d.definitions)}) derived for "
+                f"{d.posed} of {d.rows} rows."
+            )
 
 
 def _count(value: int | None) -> str:

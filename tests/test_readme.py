@@ -228,6 +228,10 @@ def test_make_bench_is_quick_unless_full() -> None:
         return [line for line in done.stdout.splitlines() if "bench/" in line]
 
     quick, full = commands(), commands("FULL=1")
-    assert len(quick) == len(full) == 8
+    assert len(quick) == len(full) == 9
+    # bench_pose sizes itself by trials, not identities: quick unless --full.
+    pose_quick, pose_full = quick.pop(), full.pop()
+    assert "bench_pose.py" in pose_quick and "--full" not in pose_quick
+    assert "bench_pose.py --full" in pose_full
     assert all("--identities" in line for line in quick)
     assert not any("--identities" in line for line in full)  # the scripts' full defaults

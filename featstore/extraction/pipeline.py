@@ -36,7 +36,7 @@ from featstore.extraction.inputs import InputTree, scan_inputs
 from featstore.extraction.local_engine import run_local, sigterm_interrupts
 from featstore.extraction.options import Engine, ExtractOptions
 from featstore.extraction.planning import row_schema
-from featstore.extraction.pose import POSE_DEFINITION
+from featstore.extraction.pose import FACE000_POSE, SQPNP_POSE
 from featstore.extraction.recognition import ArcFaceRef, is_arcface, resolve_arcface
 from featstore.extraction.rows import NO_FACE, NO_POSE, OK, UNREADABLE
 from featstore.extraction.stand_in import checkpoint_marker, onnx_marker
@@ -319,7 +319,8 @@ def _provenance(
     provenance = {
         **_model_provenance(ref, runtime),
         "angle_definition": ANGLE_DEFINITION,
-        "pose_definition": POSE_DEFINITION,
+        # Both head poses (featstore.extraction.pose), each under its own key.
+        **{d.provenance_key: d.name for d in (FACE000_POSE, SQPNP_POSE)},
         "detector": {
             "pack": settings.pack,
             "model_file": detector_file.name,

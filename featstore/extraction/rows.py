@@ -16,7 +16,8 @@ from featstore.extraction.decoding import ImageTask
 from featstore.extraction.detection import Detection
 from featstore.extraction.geometry import average_angle, landmarks_3d, spherical_angles
 from featstore.extraction.inputs import storable_name
-from featstore.extraction.pose import HeadPose, NoPose, solve_pose
+from featstore.extraction.pose import HeadPose, NoPose, solve_pose, solve_pose_sqpnp
+from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 from featstore.store.format import fixed_size_column, store_schema
 from featstore.store.paths import relative_path
 
@@ -41,7 +42,8 @@ class ImageResult:
     height: int | None = None
     file_size: int | None = None
     # Set by `add_poses` (in the writer thread, when the identity's rows are built).
-    pose: HeadPose | NoPose | None = None
+    pose: HeadPose | NoPose | None = None  # face000-pose-v1
+    sqpnp_pose: HeadPose | NoPose | None = None  # featstore-pose-sqpnp-v1
 
     @property
     def without_pose(self) -> bool:
@@ -50,21 +52,26 @@ class ImageResult:
 
 
 def add_poses(results: Sequence[ImageResult]) -> None:
-    """Solve `face000-pose-v1` for each image with a face (once), logging why one has none.
+    """Solve `face000-pose-v1` and `featstore-pose-sqpnp-v1` for each image with a face
+    (once), logging why one has none.
 
     From the stored float32 keypoints and the decoded image's size, so anyone can
-    recompute the pose from the store's columns.
+    recompute the poses from the store's columns.
     """
     for r in results:
         if r.detection is None or r.pose is not None:
             continue
         r.pose = solve_pose(r.detection.landmarks_2d, r.width, r.height)
+        r.sqpnp_pose = solve_pose_sqpnp(r.detection.landmarks_2d, r.width, r.height)
         if isinstance(r.pose, NoPose):
             log.info("no head pose for %s: %s", r.task.path, r.pose.reason)
 
 
-def pose_columns(poses: Sequence[HeadPose | NoPose | None]) -> dict[str, pa.Array]:
-    """The POSE_COLUMNS of rows whose poses are `poses`; null where there is none.
+def pose_columns(
+    poses: Sequence[HeadPose | NoPose | None], columns: Sequence[str] = POSE_COLUMNS
+) -> dict[str, pa.Array]:
+    """The pose columns `columns` (a definition's: angles, rotation, posed mean face) of
+    rows whose poses are `poses`; null where there is none.
 
     Extraction and `featstore derive` both build them here, so the two give the same bytes.
     """
@@ -79,7 +86,7 @@ def pose_columns(poses: Sequence[HeadPose | NoPose | None]) -> dict[str, pa.Arra
                 pose.landmarks_3d,
             )
             solved[i] = True
-    values = {"euler_angles": euler, "rotation_matrix": rotation, "pose_landmarks_3d": posed}
+    values = dict(zip(columns, (euler, rotation, posed), strict=True))
     schema = store_schema(1)  # the pose columns' types do not depend on the feature dim
     return {
         name: fixed_size_column(v.astype(np.float32), solved, schema.field(name).type)
@@ -87,9 +94,13 @@ def pose_columns(poses: Sequence[HeadPose | NoPose | None]) -> dict[str, pa.Arra
     }
 
 
-def _solved_poses(results: Sequence[ImageResult]) -> list[HeadPose | NoPose | None]:
+def _solved_poses(results: Sequence[ImageResult]) -> dict[str, pa.Array]:
+    """Both definitions' pose columns of `results`."""
     add_poses(results)
-    return [r.pose for r in results]
+    return {
+        **pose_columns([r.pose for r in results], POSE_COLUMNS),
+        **pose_columns([r.sqpnp_pose for r in results], SQPNP_POSE_COLUMNS),
+    }
 
 
 def _frame_geometry(
@@ -172,7 +183,7 @@ def identity_table(
             angles.astype(np.float32), has_angles, schema.field("spherical_angles").type
         ),
         "avg_angle": pa.array(avg, pa.float32(), mask=~has_angles),
-        **pose_columns(_solved_poses(results)),
+        **_solved_poses(results),
         "width": pa.array([r.width for r in results], pa.int32()),
         "height": pa.array([r.height for r in results], pa.int32()),
         "file_size": pa.array([r.file_size for r in results], pa.int64()),

@@ -8,7 +8,9 @@ What becomes of it (docs/formats.md; decisions where it is silent):
   fresh run of the seed's script writes `[]`), they are solved again from `landmarks_2d`
   and `image_size` (`face000-pose-v1`), which also gives `rotation_matrix`; otherwise
   `rotation_matrix` is null (the directory does not hold it). The pseudo-3D `landmarks_3d`,
-  spherical angles, detector score and file size are null.
+  spherical angles, detector score and file size are null. The stable head pose
+  `featstore-pose-sqpnp-v1` (docs/pose.md; the `sqpnp_*` columns) is solved from
+  `landmarks_2d` and `image_size`, as extraction does.
 - Each `*_failed_images.json` entry becomes a row too: `read_error` -> `unreadable` with
   the recorded text, `no_face_detected` -> `no_face`, `no_landmarks` and `feature_error`
   -> `unreadable` with a reason, the kind kept in the column `npy_failure`; so
@@ -45,7 +47,7 @@ from numpy.lib.format import open_memmap
 
 import featstore
 from featstore.errors import InputError, StoreError
-from featstore.extraction.pose import HeadPose, solve_pose
+from featstore.extraction.pose import SQPNP_POSE, HeadPose, solve_pose
 from featstore.npy_dir.layout import LAYOUTS, ROW_LISTS, SIDES, Side
 from featstore.npy_dir.reading import (
     Problems,
@@ -138,6 +140,7 @@ def import_npy(
             "model": name,
             "feature_dim": dim,
             "source": "npy",
+            SQPNP_POSE.provenance_key: SQPNP_POSE.name,
             "npy_dir": folder.name,
             "processed_persons": persons,
             "base_dir": base.as_posix(),
@@ -244,6 +247,7 @@ class _SideRows:
             "euler_angles": np.asarray(spool.lists["poses"][start:stop], np.float32),
             "rotation_matrix": (solved[1], has_rotation),
             "pose_landmarks_3d": posed,
+            **_stable_pose(lm2d, widths, heights),
         }
         return self._table(columns, n, np.ones(n, bool))
 
@@ -288,6 +292,28 @@ class _SideRows:
                 out[field.name] = pa.array(value, field.type)
         arrays = [out[f.name].cast(f.type) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _stable_pose(
+    lm2d: np.ndarray, widths: list[int | None], heights: list[int | None]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """featstore-pose-sqpnp-v1's columns of a block, as `(values, which rows have one)`."""
+    n = len(lm2d)
+    values = np.zeros((n, 3)), np.zeros((n, 3, 3)), np.zeros((n, 5, 3))
+    solved = np.zeros(n, bool)
+    for i in range(n):
+        pose = SQPNP_POSE.solve(lm2d[i], widths[i], heights[i])
+        if isinstance(pose, HeadPose):
+            values[0][i], values[1][i], values[2][i] = (
+                pose.euler_angles,
+                pose.rotation_matrix,
+                pose.landmarks_3d,
+            )
+            solved[i] = True
+    return {
+        name: (v.astype(np.float32), solved)
+        for name, v in zip(SQPNP_POSE.columns, values, strict=True)
+    }
 
 
 def _fixed(values: np.ndarray) -> pa.DataType:

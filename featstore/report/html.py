@@ -32,7 +32,9 @@ from featstore.report.neighbors import render_neighbors
 from featstore.report.page_assets import CSP, SCRIPT, STYLE
 from featstore.report.plots import Panel, Series, histograms_png
 from featstore.report.pose import (
+    BASE,
     POSE_NAMES,
+    STABLE,
     PoseDistribution,
     pose_caption,
     pose_heading,
@@ -302,9 +304,16 @@ def _distributions(data: ReportData) -> str:
 def _pose(pose: PoseDistribution | None) -> str:
     if pose is None or not pose.available:
         return pose_heading(pose)
-    stats = _stats_table(
-        [(f"{name} (circular)", Stats.of_angles(pose.values[name])) for name in POSE_NAMES]
-    )
+    rows = [(f"{name} (circular)", Stats.of_angles(pose.values[name])) for name in POSE_NAMES]
+    if pose.stable is not None and pose.stable.frames:
+        rows += [
+            (f"{name}, {STABLE} (circular)", Stats.of_angles(pose.stable.values[name]))
+            for name in POSE_NAMES
+        ] + [
+            (f"{name}: |{BASE} - {STABLE}|", Stats.of(pose.stable.disagreement[name]))
+            for name in POSE_NAMES
+        ]
+    stats = _stats_table(rows)
     return pose_heading(pose) + _plot(pose_panels(pose), "head pose histograms") + stats
 
 

@@ -10,6 +10,21 @@ import numpy as np
 from featstore.report.data import TABLE_ROWS, ReportData, Stats
 
 
+def _stable_pose(data: ReportData) -> dict[str, Any] | None:
+    """featstore-pose-sqpnp-v1 beside face000-pose-v1 (None: the store predates it)."""
+    stable = data.pose.stable if data.pose else None
+    if stable is None:
+        return None
+    return {
+        "definition": "featstore-pose-sqpnp-v1",
+        "frames": stable.frames,
+        "frames_without": stable.frames_without,
+        "disagreeing_frames": stable.disagreeing(),
+        "angles": {n: stats_dict(Stats.of_angles(v)) for n, v in stable.values.items()},
+        "disagreement": {n: stats_dict(Stats.of(v)) for n, v in stable.disagreement.items()},
+    }
+
+
 def summary_json(data: ReportData) -> str:
     """The numbers shown, as JSON for tools and tests."""
     c = data.counts[data.model.name]
@@ -33,6 +48,7 @@ def summary_json(data: ReportData) -> str:
             n: stats_dict(Stats.of_angles(v))
             for n, v in (data.pose.values if data.pose else {}).items()
         },
+        "pose_stable": _stable_pose(data),
         "det_score": {role: stats_dict(Stats.of(v)) for role, v in data.det_scores.items()},
         "norms": {
             "checked": data.norms.checked,

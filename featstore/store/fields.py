@@ -82,11 +82,24 @@ FRAME_FIELDS: tuple[FrameField, ...] = (
         (3, 3),
         {"3d": JsonKey("rotation_matrix", "face_rotation_matrix", True)},
     ),
+    # The head pose featstore-pose-sqpnp-v1 (docs/pose.md): face000-pose-v1 solved stably,
+    # beside it; in no trainer JSON (the 3D format is the seed's, with face000-pose-v1).
+    FrameField("sqpnp_euler_angles", (3,), {}),
+    FrameField("sqpnp_rotation_matrix", (3, 3), {}),
+    FrameField("sqpnp_pose_landmarks_3d", (5, 3), {}),
 )
 FIELDS: dict[str, FrameField] = {f.name: f for f in FRAME_FIELDS}
 # The head pose face000-pose-v1's columns (docs/formats.md): null where a row has no face
 # or no pose; stores made before featstore computed it lack them.
 POSE_COLUMNS: tuple[str, ...] = ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
+# The head pose featstore-pose-sqpnp-v1's columns, in POSE_COLUMNS' order: null where a row
+# has no face or no pose; tables made before featstore computed it lack them, or hold
+# nulls in rows written before (`featstore derive` fills them).
+SQPNP_POSE_COLUMNS: tuple[str, ...] = (
+    "sqpnp_euler_angles",
+    "sqpnp_rotation_matrix",
+    "sqpnp_pose_landmarks_3d",
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from featstore.errors import StoreError
-from featstore.store.fields import FIELDS, FRAME_FIELDS, POSE_COLUMNS
+from featstore.store.fields import FIELDS, FRAME_FIELDS, POSE_COLUMNS, SQPNP_POSE_COLUMNS
 
 STORE_MANIFEST = "_featstore.json"
 STORE_FORMAT = "featstore-store"
@@ -32,6 +32,10 @@ STAND_IN_KEY = "stand_in"
 # Recorded but not compared: a newer featstore may extend a store an older one made; the
 # stand-in marks follow from the files' SHA-256, which are compared.
 UNCOMPARED_PROVENANCE_KEYS = frozenset({"featstore_version", STAND_IN_KEY})
+# Compared only when the stored provenance has them: they name columns computed from stored
+# ones, which a table made before featstore computed them lacks. Such a table takes rows
+# that have them (its older rows get them from `featstore derive`, which records the key).
+DERIVED_PROVENANCE_KEYS = frozenset({"sqpnp_pose_definition"})
 FINGERPRINT_COLUMN = "input_fingerprint"
 
 
@@ -117,6 +121,8 @@ def store_schema(dim: int) -> pa.Schema:
             ("extracted_at", pa.timestamp("us", tz="UTC")),
             # The head pose face000-pose-v1 (docs/formats.md), null without a face or a pose.
             *((name, value[name]) for name in POSE_COLUMNS),
+            # featstore-pose-sqpnp-v1 (docs/pose.md): the same pose, solved stably.
+            *((name, value[name]) for name in SQPNP_POSE_COLUMNS),
         ]
     )
 
@@ -183,7 +189,8 @@ def provenance_json(provenance: Mapping[str, Any]) -> str:
 def provenance_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: stored X -> now Y` for every compared key that differs (nested keys dotted)."""
     flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted((flat_old.keys() | flat_new.keys()) - UNCOMPARED_PROVENANCE_KEYS)
+    added = DERIVED_PROVENANCE_KEYS - flat_old.keys()  # the stored table predates them
+    keys = sorted((flat_old.keys() | flat_new.keys()) - UNCOMPARED_PROVENANCE_KEYS - added)
     return [
         f"{key}: stored {json.dumps(flat_old.get(key))} -> now {json.dumps(flat_new.get(key))}"
         for key in keys

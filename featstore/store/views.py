@@ -30,6 +30,10 @@ ARRAY_COLUMNS = {
     "euler_angles": "FLOAT[3]",
     "rotation_matrix": "FLOAT[3][3]",
     "pose_landmarks_3d": "FLOAT[3][5]",
+    # featstore-pose-sqpnp-v1 (docs/pose.md), beside it.
+    "sqpnp_euler_angles": "FLOAT[3]",
+    "sqpnp_rotation_matrix": "FLOAT[3][3]",
+    "sqpnp_pose_landmarks_3d": "FLOAT[3][5]",
 }
 
 

@@ -16,6 +16,7 @@ from featstore_cli.main import main
 from npy_trees import edge_tree, extract_arcface
 
 from featstore.errors import InputError
+from featstore.extraction.pose import HeadPose, solve_pose_sqpnp
 from featstore.npy_dir.export import export_npy
 from featstore.npy_dir.import_ import import_npy
 from featstore.npy_dir.layout import FILE_NAMES
@@ -40,6 +41,29 @@ def test_import_then_export_gives_the_same_files(exported: Path, tmp_path: Path)
     assert summary.rows == {"front": 6, "video": 14} and summary.failed == {"front": 1, "video": 4}
     export_npy(tmp_path / "store", out=tmp_path / "again")
     assert _bytes(tmp_path / "again") == _bytes(exported)
+
+
+def test_the_stable_pose_is_solved_from_the_keypoints_and_size(
+    exported: Path, tmp_path: Path
+) -> None:
+    """featstore-pose-sqpnp-v1 (docs/pose.md) for every kept row, as extraction solves it."""
+    import_npy(exported, store=tmp_path / "store")
+    store = Store(tmp_path / "store")
+    assert store.model("arcface_buffalo_l").provenance["sqpnp_pose_definition"] == (
+        "featstore-pose-sqpnp-v1"
+    )
+    rows = store.sql(
+        "SELECT landmarks_2d, width, height, sqpnp_euler_angles FROM images WHERE status = 'ok'"
+    ).to_pylist()
+    assert len(rows) == 20
+    for row in rows:
+        pose = solve_pose_sqpnp(np.array(row["landmarks_2d"], np.float32), *_size(row))
+        assert isinstance(pose, HeadPose)
+        assert row["sqpnp_euler_angles"] == pose.euler_angles.astype(np.float32).tolist()
+
+
+def _size(row: dict[str, int]) -> tuple[int, int]:
+    return row["width"], row["height"]
 
 
 def test_empty_video_originals_are_solved_again(exported: Path, tmp_path: Path) -> None:

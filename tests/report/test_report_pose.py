@@ -14,7 +14,8 @@ from conftest import Extracted
 from store_checks import drop_columns, table_rows
 
 from featstore.report.build import ReportData, read_report, write_report
-from featstore.report.pose import POSE_NAMES, pose_caption
+from featstore.report.pose import DISAGREE_DEGREES, POSE_NAMES, pose_caption
+from featstore.store.fields import SQPNP_POSE_COLUMNS
 
 SHOWN = re.compile(r"<script type='application/json' id='featstore-report'>(.*?)</script>", re.S)
 POSE_COLUMNS = ["euler_angles", "rotation_matrix", "pose_landmarks_3d"]
@@ -108,3 +109,55 @@ def test_the_report_and_its_json_use_circular_pose_statistics(data: ReportData) 
     for name in POSE_NAMES:
         expected = Stats.of_angles(data.pose.values[name]) if data.pose else None
         assert expected is not None and shown[name]["mean"] == pytest.approx(expected.mean)
+
+
+def test_the_stable_pose_is_shown_beside_face000s(
+    extracted: Extracted, data: ReportData, tmp_path: Path
+) -> None:
+    """featstore-pose-sqpnp-v1 beside face000-pose-v1: both distributions, per frame how
+    far they disagree (modulo 360), in the page and its JSON."""
+    rows = rows_of(extracted.store)
+    faces_ok = {r["identity"] for r in rows if r["role"] == "face" and r["status"] == "ok"}
+    posed = [
+        r
+        for r in rows
+        if r["role"] == "frame" and r["status"] == "ok" and r["identity"] in faces_ok
+        if r["euler_angles"] is not None
+    ]
+    stable = data.pose.stable if data.pose else None
+    assert stable is not None and stable.frames == len(posed) > 0 and stable.frames_without == 0
+    gaps = []
+    for r in posed:
+        a, b = np.float32(r["euler_angles"]), np.float32(r["sqpnp_euler_angles"])
+        gaps.append(np.abs((a.astype(np.float64) - b + 180.0) % 360.0 - 180.0))
+    for i, name in enumerate(POSE_NAMES):
+        expected = sorted(np.float32(r["sqpnp_euler_angles"][i]) for r in posed)
+        assert sorted(stable.values[name].astype(np.float32).tolist()) == expected, name
+        np.testing.assert_allclose(
+            sorted(stable.disagreement[name]), sorted(g[i] for g in gaps), atol=1e-4
+        )
+    disagreeing = sum(max(g) > DISAGREE_DEGREES for g in gaps)
+    assert stable.disagreeing() == disagreeing
+
+    html = write_report(extracted.store, out=tmp_path / "report.html").path.read_text("utf-8")
+    assert "Beside it, <b>featstore-pose-sqpnp-v1</b>" in html
+    assert f"they disagree by more than 5° in some angle on {disagreeing} (" in html
+    assert "yaw, featstore-pose-sqpnp-v1 (circular)" in html
+    assert "pitch: |face000-pose-v1 - featstore-pose-sqpnp-v1|" in html
+    match = SHOWN.search(html)
+    assert match is not None
+    shown = json.loads(match.group(1))["pose_stable"]
+    assert shown["definition"] == "featstore-pose-sqpnp-v1"
+    assert shown["frames"] == len(posed) and shown["disagreeing_frames"] == disagreeing
+    assert set(shown["angles"]) == set(shown["disagreement"]) == set(POSE_NAMES)
+
+
+def test_a_store_without_the_stable_pose_says_how_to_add_it(
+    extracted: Extracted, tmp_path: Path
+) -> None:
+    store = Path(shutil.copytree(extracted.store, tmp_path / "store"))
+    drop_columns(store, list(SQPNP_POSE_COLUMNS))
+    data = read_report(store)
+    assert data.pose is not None and data.pose.available and data.pose.stable is None
+    html = write_report(store, out=tmp_path / "report.html").path.read_text("utf-8")
+    assert "No featstore-pose-sqpnp-v1" in html and "featstore derive</code> adds it" in html

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from featstore.store.fields import DIM, FIELDS, FRAME_FIELDS, JSON_FORMATS, POSE_COLUMNS
+from featstore.store.fields import (
+    DIM,
+    FIELDS,
+    FRAME_FIELDS,
+    JSON_FORMATS,
+    POSE_COLUMNS,
+    SQPNP_POSE_COLUMNS,
+)
 from featstore.store.format import features_type, store_schema
 
 
@@ -17,7 +24,14 @@ def test_the_schema_takes_each_value_type_from_its_field() -> None:
     assert schema.field("landmarks_2d").type == pa.list_(pa.list_(pa.float32(), 2), 5)
     assert schema.field("rotation_matrix").type == pa.list_(pa.list_(pa.float32(), 3), 3)
     assert schema.field("avg_angle").type == pa.float32()
-    assert schema.names[-3:] == list(POSE_COLUMNS)  # the head pose came last
+    # The head pose came last: face000-pose-v1, then featstore-pose-sqpnp-v1 beside it.
+    assert schema.names[-6:] == [*POSE_COLUMNS, *SQPNP_POSE_COLUMNS]
+    assert schema.field("sqpnp_rotation_matrix").type == schema.field("rotation_matrix").type
+
+
+def test_the_stable_pose_is_in_no_trainer_json() -> None:
+    for name in SQPNP_POSE_COLUMNS:
+        assert not FIELDS[name].keys, name
 
 
 def test_shape_for_puts_the_dim_in() -> None:

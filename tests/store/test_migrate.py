@@ -25,6 +25,7 @@ from featstore_cli.main import main
 
 from featstore.errors import StoreError
 from featstore.store import Store
+from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 from featstore.store.format import FINGERPRINT_COLUMN
 
 DIM = 16
@@ -57,17 +58,14 @@ def _check_migrated(store: Path, v1: dict[str, pa.Table], provenance: dict[str, 
     assert fingerprints == {name: f"fp-{name}" for name in v1}
     # `featstore migrate` then derives the head pose (`featstore derive`): the v1 rows and
     # provenance, plus the pose columns and their definition.
-    derived = [
-        c
-        for c in ("euler_angles", "rotation_matrix", "pose_landmarks_3d")
-        if c in rows.column_names
-    ]
+    derived = [c for c in (*POSE_COLUMNS, *SQPNP_POSE_COLUMNS) if c in rows.column_names]
     expected = pa.concat_tables(v1.values())
     expected = expected.drop_columns([c for c in derived if c in expected.column_names])
     assert _sorted(rows.drop_columns([FINGERPRINT_COLUMN, *derived])) == _sorted(expected)
     stored = dict(Store(store).model(MODEL).info.provenance)
     if derived:
         assert stored.pop("pose_definition") == "face000-pose-v1"
+        assert stored.pop("sqpnp_pose_definition") == "featstore-pose-sqpnp-v1"
     assert stored == provenance
 
 

@@ -179,6 +179,22 @@ def test_where_and_base_dir(extracted: Extracted, tmp_path: Path) -> None:
             assert not os.path.isabs(path) and (base / path).is_file()
 
 
+def test_the_stable_pose_selects_frames_but_stays_out_of_the_file(
+    extracted: Extracted, tmp_path: Path
+) -> None:
+    """featstore-pose-sqpnp-v1 (docs/pose.md) is a column to select by, never a key: the
+    3D file is the seed's, with face000-pose-v1."""
+    out = tmp_path / "valid_images_3d.json"
+    everything = export_json(extracted.store, out=out, format="3d")
+    text = out.read_text("utf-8")
+    assert "sqpnp" not in text
+    turns = Store(extracted.store).sql("SELECT sqpnp_euler_angles[2] AS t FROM valid_frames")
+    middle = float(np.median(turns.column("t").to_numpy()))
+    where = f"sqpnp_euler_angles[2] > {middle!r}"
+    kept = export_json(extracted.store, out=out, format="3d", where=where)
+    assert 0 < kept.frames < everything.frames
+
+
 @pytest.mark.parametrize("indent", [None, 2])
 def test_export_import_export_is_byte_identical(
     extracted: Extracted, tmp_path: Path, indent: int | None
