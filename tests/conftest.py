@@ -30,6 +30,7 @@ import pytest
 from filelock import FileLock
 from s3_server import s3  # noqa: F401 - the moto S3 fixture, for every test module
 
+from featstore.dataset.feature_dataset import FeatureDataset
 from featstore.extraction.detection import DetectorSettings
 from featstore.extraction.pipeline import RuntimeOptions, extract
 from featstore.extraction.summary import ExtractSummary
@@ -37,6 +38,7 @@ from featstore.synthetic.awkward import write_awkward_identities, write_bad_fram
 from featstore.synthetic.detector import write_synthetic_insightface_pack
 from featstore.synthetic.dinov2_checkpoint import write_random_dinov2_checkpoint
 from featstore.synthetic.images import draw_face, generate_face_tree
+from featstore.trainer_json.export import export_json
 
 MODEL = "dinov2_vits14"
 MODEL_REG = "dinov2_vits14_reg"
@@ -195,6 +197,31 @@ def extracted(
         return Extracted(dataset, root / "store", run_extract(dataset, root / "store", models))
 
     return built_once(tmp_path_factory, "extracted", build)
+
+
+@pytest.fixture(scope="session")
+def old_json(
+    tmp_path_factory: pytest.TempPathFactory, extracted: Extracted, models: Models
+) -> Path:
+    """`extracted` exported in the seed's old format, opened once by FeatureDataset, which
+    extracted its images into the store beside it (`old.json.featstore`)."""
+
+    def build(root: Path) -> Path:
+        out = root / "old.json"
+        export_json(extracted.store, out=out, format="old")
+        FeatureDataset(out, model=MODEL, cache_dir=root / "cache", **old_json_options(models))
+        return out
+
+    return built_once(tmp_path_factory, "old_json", build)
+
+
+def old_json_options(models: Models) -> dict[str, Any]:
+    """What FeatureDataset needs to extract an old-format JSON's images."""
+    return {
+        "weights": {MODEL: models.weights},
+        "detector": models.detector(),
+        "runtime": fast_runtime(),
+    }
 
 
 @pytest.fixture(scope="session")

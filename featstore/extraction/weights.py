@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -96,9 +97,22 @@ def resolve_weights(name: str, override: Path | None) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    """Hex SHA-256 of a file, read in 1 MiB chunks.
+
+    Remembered per process by the file's identity and stat: each `extract` call hashes its
+    checkpoints for the provenance, and a notebook or a test calling it again should not
+    re-read 90 MB (ViT-S/14) to 4.5 GB (ViT-g/14). Rewriting the file changes its size,
+    mtime or ctime, so a changed file is hashed again.
+    """
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    return _sha256_of(resolved, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: Path, *stat: int) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

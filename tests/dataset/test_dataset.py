@@ -22,11 +22,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import torch
-from conftest import DIM, MODEL, MODEL_REG, Extracted, Models, copy_store, fast_runtime, run_extract
+from conftest import (
+    DIM,
+    MODEL,
+    MODEL_REG,
+    Dataset,
+    Extracted,
+    Models,
+    copy_store,
+    old_json_options,
+    run_extract,
+)
 from store_checks import table_rows
 from torch.utils.data import DataLoader, DistributedSampler
 
 import featstore.dataset.sources
+import featstore.extraction.pipeline
 from featstore import FeatureDataset, collate, split_by_identity
 from featstore.dataset.feature_dataset import EXTRA_FIELDS, FeatureBatch
 from featstore.errors import InputError, StoreError
@@ -394,19 +405,26 @@ def test_read_only_store_caches_in_the_user_cache(
 
 @pytest.mark.slow
 def test_old_format_json_is_extracted_once(
-    extracted: Extracted, models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    extracted: Extracted,
+    old_json: Path,
+    models: Models,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    out = tmp_path / "old.json"
-    export_json(extracted.store, out=out, format="old")
-    options: dict[str, Any] = {
-        "weights": {MODEL: models.weights},
-        "detector": models.detector(),
-        "runtime": fast_runtime(),
-        "cache_dir": tmp_path / "cache",
-    }
-    dataset = FeatureDataset(out, model=MODEL, extra_fields=("image_path",), **options)
+    """`old_json` was opened once already, which extracted its images: opening it again
+    reads them and runs no extraction."""
+
+    def no_extraction(*args: object, **kwargs: object) -> None:
+        raise AssertionError("extracted again though nothing changed")
+
+    monkeypatch.setattr(featstore.extraction.pipeline, "run_local", no_extraction)
+    options: dict[str, Any] = {**old_json_options(models), "cache_dir": tmp_path / "cache"}
+    sidecar = old_json.with_name("old.json.featstore")
+    partitions = {p: p.stat().st_mtime_ns for p in sidecar.rglob("*.parquet")}
+    dataset = FeatureDataset(old_json, model=MODEL, extra_fields=("image_path",), **options)
     assert dataset.source_format == "old-json"
-    assert (tmp_path / "old.json.featstore" / "_featstore.json").is_file()
+    assert (sidecar / "_featstore.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in partitions} == partitions
     reference = FeatureDataset(extracted.store, extra_fields=("image_path",), cache_dir=tmp_path)
     assert dataset.identities == reference.identities and len(dataset) == len(reference)
     everything = list(range(len(dataset)))
@@ -415,15 +433,6 @@ def test_old_format_json_is_extracted_once(
     # Same images, same models; batches differ, so allow float rounding.
     torch.testing.assert_close(got["input_features"], want["input_features"])
     torch.testing.assert_close(got["position_encoding"], want["position_encoding"])
-
-    def no_extraction(*args: object, **kwargs: object) -> None:
-        raise AssertionError("extracted again though nothing changed")
-
-    partitions = {
-        p: p.stat().st_mtime_ns for p in (tmp_path / "old.json.featstore").rglob("*.parquet")
-    }
-    FeatureDataset(out, model=MODEL, **options)
-    assert {p: p.stat().st_mtime_ns for p in partitions} == partitions
 
 
 @pytest.mark.slow
@@ -585,14 +594,14 @@ def test_bad_options(extracted: Extracted, exported: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_two_models_need_model(extracted: Extracted, models: Models, tmp_path: Path) -> None:
-    store = copy_store(extracted.store, tmp_path / "store")
+def test_two_models_need_model(mini_dataset: Dataset, models: Models, tmp_path: Path) -> None:
+    store = tmp_path / "store"
     run_extract(
-        extracted.dataset,
+        mini_dataset,
         store,
         models,
-        models=[MODEL_REG],
-        weights={MODEL_REG: models.weights_reg},
+        models=[MODEL, MODEL_REG],
+        weights={MODEL: models.weights, MODEL_REG: models.weights_reg},
     )
     with pytest.raises(StoreError, match=r"holds 2 models .*choose one with model= \(CLI"):
         FeatureDataset(store, cache_dir=tmp_path / "cache")

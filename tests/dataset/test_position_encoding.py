@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MODEL, Extracted, Models, fast_runtime
+from conftest import MODEL, Extracted, Models, old_json_options
 
 from featstore import FeatureDataset
 from featstore.errors import InputError
@@ -89,18 +89,14 @@ def test_an_unknown_encoding_is_refused(extracted: Extracted, cache: Path) -> No
 
 @pytest.mark.slow
 def test_an_old_format_json_is_extracted_with_its_pose(
-    extracted: Extracted, models: Models, tmp_path: Path
+    extracted: Extracted, old_json: Path, models: Models, tmp_path: Path
 ) -> None:
-    out = tmp_path / "old.json"
-    export_json(extracted.store, out=out, format="old")
     data = FeatureDataset(
-        out,
+        old_json,
         model=MODEL,
         position_encoding="euler_angles",
-        weights={MODEL: models.weights},
-        detector=models.detector(),
-        runtime=fast_runtime(),
         cache_dir=tmp_path / "cache",
+        **old_json_options(models),
     )
     assert data.source_format == "old-json"
     reference = FeatureDataset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -277,6 +278,22 @@ def test_file_sha256(tmp_path: Path) -> None:
     path.write_bytes(b"abc" * 1_000_000)
 
     assert file_sha256(path) == hashlib.sha256(b"abc" * 1_000_000).hexdigest()
+
+
+def test_file_sha256_sees_a_file_rewritten_in_place(tmp_path: Path) -> None:
+    """The per-process memo must not return the old digest of a changed checkpoint, even
+    one rewritten to the same size with its mtime put back."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc" * 1_000)
+    before = path.stat()
+    assert file_sha256(path) == hashlib.sha256(b"abc" * 1_000).hexdigest()
+    path.write_bytes(b"xyz" * 1_000)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert file_sha256(path) == hashlib.sha256(b"xyz" * 1_000).hexdigest()
+    replacement = tmp_path / "new.bin"
+    replacement.write_bytes(b"abc" * 1_000)
+    replacement.replace(path)  # a new file under the old name
+    assert file_sha256(path) == hashlib.sha256(b"abc" * 1_000).hexdigest()
 
 
 def test_parse_weights_options(tmp_path: Path) -> None:

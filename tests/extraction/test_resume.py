@@ -103,9 +103,13 @@ def test_a_changed_frame_redoes_exactly_its_identity(
     assert run_extract(dataset, store, models).images_extracted == 0
 
 
+# Killed once the first identity is committed; the other five take seconds more.
+KILLED_IDENTITIES, KILLED_FRAMES = 6, 4
+
+
 def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, models: Models) -> None:
     face_dir, video_dir = generate_face_tree(
-        tmp_path / "data", identities=8, frames_per_identity=6, seed=3
+        tmp_path / "data", identities=KILLED_IDENTITIES, frames_per_identity=KILLED_FRAMES, seed=3
     )
     dataset = Dataset(tmp_path / "data", face_dir, video_dir)
     store = tmp_path / "killed"
@@ -126,16 +130,20 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path, models: M
         output = proc.communicate()[0].decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, output
     written = identities(store)
-    assert 1 <= len(written) < 8, "the run finished before it was killed: make it bigger"
+    assert 1 <= len(written) < KILLED_IDENTITIES, (
+        "the run finished before it was killed: make it bigger"
+    )
     rows = table_rows(store)
     for name in written:  # every committed identity is whole
-        assert rows.filter(pc.equal(rows.column("identity"), name)).num_rows == 7
+        assert rows.filter(pc.equal(rows.column("identity"), name)).num_rows == KILLED_FRAMES + 1
 
     resumed = run_extract(dataset, store, models)
-    assert resumed.identities_extracted == 8 - len(written)
+    assert resumed.identities_extracted == KILLED_IDENTITIES - len(written)
     assert resumed.identities_skipped == len(written)
 
     reference = tmp_path / "reference"
-    assert run_extract(dataset, reference, models).images_extracted == 8 * 7
+    assert run_extract(dataset, reference, models).images_extracted == KILLED_IDENTITIES * (
+        KILLED_FRAMES + 1
+    )
     assert Store(store).model(MODEL).provenance == Store(reference).model(MODEL).provenance
     assert_same_rows(table_rows(store), table_rows(reference))
