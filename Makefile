@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	touch $(STAMP)
 
 # One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its
-# module-scoped fixtures (extracted stores, a Ray cluster) are built once.
+# module-scoped fixtures (extracted stores, a Ray cluster) are built once. Modules are handed
+# out in collection order, which tests/conftest.py starts with the longest ones
+# (--no-loadscope-reorder: by default xdist orders them by their number of tests).
 test: install
-	$(PY) -m pytest -q -n auto --dist loadscope
+	$(PY) -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 demo: install
 	$(PY) -m featstore demo --workdir demo-output
