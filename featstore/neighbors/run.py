@@ -25,7 +25,13 @@ import pyarrow as pa
 
 from featstore.errors import InputError
 from featstore.neighbors.pairs import identity_rows, image_rows
-from featstore.neighbors.search import EXACT_LIMIT, TARGET_RECALL, Method, Searcher
+from featstore.neighbors.search import (
+    EXACT_LIMIT,
+    TARGET_COPY_RECALL,
+    TARGET_RECALL,
+    Method,
+    Searcher,
+)
 from featstore.neighbors.vectors import identity_vectors, load_embeddings
 from featstore.store.consistency import is_arcface_model
 from featstore.store.neighbors import SCHEMA, NeighborsTable
@@ -111,6 +117,8 @@ def find_neighbors(
         "copy_threshold": copy_threshold,
         "exact_limit": exact_limit,
         "target_recall": TARGET_RECALL,
+        # Tuned on synthetic copies since this version: older tables are recomputed.
+        "target_copy_recall": TARGET_COPY_RECALL,
     }
     table = NeighborsTable(store.location, name)
     stored = table.read()
