@@ -39,6 +39,7 @@ from bench_store import timed
 from featstore.extraction.planning import row_schema
 from featstore.store import Store
 from featstore.store.bulk_write import replace_rows
+from featstore.store.fields import POSE_COLUMNS, SQPNP_POSE_COLUMNS
 from featstore.store.format import delta_schema, fixed_size_column
 
 MODEL = "dinov2_vits14"
@@ -110,8 +111,14 @@ def batches(identities: int, dim: int, seed: int = 0) -> Iterator[pa.RecordBatch
             # One fingerprint per identity, as extraction records them.
             "input_fingerprint": pa.array(np.char.add("fp-", identity)),
         }
-        for name in ("euler_angles", "rotation_matrix", "pose_landmarks_3d"):  # not measured
-            columns[name] = pa.nulls(n, schema.field(name).type)
+        # Both head pose definitions' angles, which the report draws; the matrices and
+        # posed faces are read by no measured command.
+        for name in POSE_COLUMNS + SQPNP_POSE_COLUMNS:
+            if name.endswith("euler_angles"):
+                angles = rng.uniform(-60, 60, (n, 3)).astype(np.float32)
+                columns[name] = fixed_size_column(angles, ok, schema.field(name).type)
+            else:
+                columns[name] = pa.nulls(n, schema.field(name).type)
         table = pa.Table.from_pydict(columns, schema=schema)
         yield from table.cast(delta_schema(schema)).replace_schema_metadata(None).to_batches()
 
