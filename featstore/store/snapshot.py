@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from featstore.errors import ProvenanceMismatchError
     from featstore.store.location import StoreLocation
-    from featstore.store.summary import Summary
+    from featstore.store.summary import DataFile, Summary, Totals
 
 _COMMIT_ATTEMPTS = 20
 
@@ -196,22 +196,33 @@ class ModelSnapshot:
     def summary(self) -> Summary:
         """Per identity its input fingerprint and ok rows, and the rows by role and status,
         from each data file's summary (`featstore.store.summary`), not from the rows."""
-        from featstore.store.summary import DataFile, read_summary
+        from featstore.store.summary import read_summary
+
+        with store_errors(str(self.table), self.table.location):
+            return read_summary(self.table.location, self.table.key, self._data_files())
+
+    def totals(self) -> Totals:
+        """Identities, valid identities and rows by role and status, from the summaries'
+        footers (O(files), not O(identities), when the files' identity ranges follow
+        each other)."""
+        from featstore.store.summary import read_totals
+
+        with store_errors(str(self.table), self.table.location):
+            return read_totals(self.table.location, self.table.key, self._data_files())
+
+    def _data_files(self) -> list[DataFile]:
+        from featstore.store.summary import DataFile
 
         actions = pa.table(self.delta.get_add_actions(flatten=True))
-        files = (
-            []
-            if not actions.num_rows
-            else [
-                DataFile(unquote(path), _int(rows), _int(size))
-                for path, rows, size in zip(
-                    *(actions.column(c).to_pylist() for c in ("path", "num_records", "size_bytes")),
-                    strict=True,
-                )
-            ]
-        )
-        with store_errors(str(self.table), self.table.location):
-            return read_summary(self.table.location, self.table.key, files)
+        if not actions.num_rows:
+            return []
+        return [
+            DataFile(unquote(path), _int(rows), _int(size))
+            for path, rows, size in zip(
+                *(actions.column(c).to_pylist() for c in ("path", "num_records", "size_bytes")),
+                strict=True,
+            )
+        ]
 
     def fingerprints(self) -> dict[str, str]:
         """identity -> input fingerprint of what the version holds (from the summaries)."""

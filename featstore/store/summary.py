@@ -5,6 +5,8 @@
         metadata featstore.counts: {"face": {"ok": n, ...}, "frame": {...}}   its rows by
                                                            role and status
                  featstore.data_file: {"path": ..., "bytes": ...}         the file it is of
+                 featstore.identities: {"count", "valid", "first", "last"}    its identities
+                                                           (first/last: [name, faces_ok, frames_ok])
 
 A Delta data file never changes once written (a commit adds new files and removes old
 ones from the log), so a summary keyed by its data file's path is true for as long as
@@ -23,6 +25,12 @@ beside the table; a store that cannot be written (read-only, or a reader without
 right) still gets its counts, made in memory. Each summary is checked against the log's
 path, size and `numRecords` of its file, so a summary that does not belong to the file is
 remade, never trusted; a data file whose size is not the log's is refused as damaged.
+
+Counts (`featstore info`, the report's overview) read only the summaries' footers: each
+file's identities, valid identities and first and last identity. Files whose identity
+ranges follow each other (a compaction, commits of sorted batches) add up, an identity
+split across a file boundary counted once; overlapping ranges (any other history) read the
+summaries' rows instead. Resume planning reads the rows: it needs every fingerprint.
 
 Why not read the `identity` and fingerprint columns of every row (with row-group
 statistics to skip)? Row groups cannot be skipped when every identity is wanted, and the
@@ -58,6 +66,7 @@ SUMMARY_SCHEMA = pa.schema(
 )
 _COUNTS_KEY = b"featstore.counts"
 _FILE_KEY = b"featstore.data_file"  # {"path": relative to the table, "bytes": its size}
+_IDENTITIES_KEY = b"featstore.identities"  # {"count", "valid", "first", "last"}
 Counts = dict[str, dict[str, int]]  # role -> status -> rows
 
 
@@ -92,6 +101,42 @@ class Summary:
         return int(pc.sum(both.cast(pa.int64())).as_py() or 0)
 
 
+@dataclass(frozen=True)
+class Totals:
+    """A version's identities, valid identities and rows by role and status."""
+
+    identities: int
+    valid: int
+    counts: Counts
+
+
+@dataclass(frozen=True)
+class _Edge:
+    """An identity at one end of a file's summary, with its ok rows in that file."""
+
+    identity: str
+    faces_ok: int
+    frames_ok: int
+
+    @property
+    def valid(self) -> bool:
+        return self.faces_ok > 0 and self.frames_ok > 0
+
+    def __add__(self, other: _Edge) -> _Edge:
+        return _Edge(
+            self.identity, self.faces_ok + other.faces_ok, self.frames_ok + other.frames_ok
+        )
+
+
+@dataclass(frozen=True)
+class _FileTotals:
+    count: int
+    valid: int
+    first: _Edge | None
+    last: _Edge | None
+    counts: Counts
+
+
 def summary_key(table_key: str, relative: str) -> str:
     return f"{table_key}/{SUMMARY_DIR}/{relative}.parquet"
 
@@ -113,6 +158,59 @@ def read_summary(location: StoreLocation, table_key: str, files: Sequence[DataFi
                 by_status = counts.setdefault(role, {})
                 by_status[status] = by_status.get(status, 0) + n
     return Summary(_combined([t for t, _ in parts]), counts)
+
+
+def read_totals(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> Totals:
+    """The totals of a version made of `files`, from the summaries' footers when every file
+    has one and their identity ranges follow each other; from the summaries' rows else."""
+    _check_sizes(location, table_key, files)
+    stored = _stored(location, table_key)
+    parts = []
+    for file in files:
+        part = None
+        if f"{file.relative}.parquet" in stored:
+            part = _read_footer(location, summary_key(table_key, file.relative), file)
+        if part is None:
+            return _totals_of(read_summary(location, table_key, files))
+        parts.append(part)
+    added = _add_up(parts)
+    if added is None:  # overlapping identity ranges
+        return _totals_of(read_summary(location, table_key, files))
+    return added
+
+
+def _totals_of(summary: Summary) -> Totals:
+    return Totals(len(summary.identities), summary.valid, summary.counts)
+
+
+def _add_up(parts: Sequence[_FileTotals]) -> Totals | None:
+    """The files' totals added up in the order of their first identity; None when two
+    files' identity ranges overlap by more than the one identity a boundary may split."""
+    counts: Counts = {}
+    for part in parts:
+        for role, statuses in part.counts.items():
+            for status, n in statuses.items():
+                by_status = counts.setdefault(role, {})
+                by_status[status] = by_status.get(status, 0) + n
+    ordered = sorted(
+        (p for p in parts if p.first is not None and p.last is not None),
+        key=lambda p: p.first.identity if p.first else "",
+    )
+    identities = sum(p.count for p in ordered)
+    valid = sum(p.valid for p in ordered)
+    tail: _Edge | None = None  # the last identity so far, its rows of every file added up
+    for part in ordered:
+        assert part.first is not None and part.last is not None
+        if tail is not None and part.first.identity < tail.identity:
+            return None
+        if tail is not None and part.first.identity == tail.identity:
+            joined = tail + part.first  # one identity, counted in both files
+            identities -= 1
+            valid += joined.valid - tail.valid - part.first.valid
+            tail = joined if part.count == 1 else part.last
+        else:
+            tail = part.last
+    return Totals(identities, valid, counts)
 
 
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:
@@ -216,7 +314,39 @@ def _read(location: StoreLocation, key: str, file: DataFile) -> tuple[pa.Table, 
             file.rows,
         )
         return None
+    if _IDENTITIES_KEY not in meta:  # written before footers had totals: add them, once
+        _write(location, key, summary, counts, file)
     return summary, counts
+
+
+def _read_footer(location: StoreLocation, key: str, file: DataFile) -> _FileTotals | None:
+    """A stored summary's totals from its footer alone, or None when it has none (written
+    before they were), is unreadable or is not `file`'s."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    try:
+        with location.fs.open_input_file(location.path(key)) as handle:
+            meta = pq.read_schema(handle).metadata or {}
+        if _IDENTITIES_KEY not in meta:
+            return None
+        counts = json.loads(meta[_COUNTS_KEY])
+        of = json.loads(meta[_FILE_KEY])
+        ids = json.loads(meta[_IDENTITIES_KEY])
+        first, last = (
+            None if e is None else _Edge(str(e[0]), int(e[1]), int(e[2]))
+            for e in (ids["first"], ids["last"])
+        )
+        totals = _FileTotals(int(ids["count"]), int(ids["valid"]), first, last, counts)
+    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError, IndexError):
+        return None  # the rows' reader says why, and makes it again
+    counted = sum(n for by_status in counts.values() for n in by_status.values())
+    if of != {"path": file.relative, "bytes": file.size}:
+        return None
+    if file.rows is not None and counted != file.rows:
+        return None
+    return totals
 
 
 def _combined(tables: Sequence[pa.Table]) -> pa.Table:
@@ -275,9 +405,26 @@ def _write(
     meta = {
         _COUNTS_KEY: json.dumps(counts).encode(),
         _FILE_KEY: json.dumps({"path": file.relative, "bytes": file.size}).encode(),
+        _IDENTITIES_KEY: json.dumps(_identities_meta(summary)).encode(),
     }
     pq.write_table(summary.replace_schema_metadata(meta), sink, compression="zstd")
     try:
         location.write_atomic(key, sink.getvalue())
     except OSError as exc:  # a read-only store: the counts are right, only not kept
         log.debug("summary %s not stored: %s", location.describe(key), exc)
+
+
+def _identities_meta(summary: pa.Table) -> dict[str, object]:
+    """The footer's totals of one file's summary (sorted by identity, one row each)."""
+    n = len(summary)
+
+    def edge(i: int) -> list[object]:
+        return [summary.column(c)[i].as_py() for c in ("identity", "faces_ok", "frames_ok")]
+
+    totals = Summary(summary, {})
+    return {
+        "count": n,
+        "valid": totals.valid,
+        "first": edge(0) if n else None,
+        "last": edge(n - 1) if n else None,
+    }

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import MODEL
 from delta_checks import build_store, synthetic_provenance, synthetic_rows
 
 from featstore.errors import StoreError
-from featstore.store import Store
+from featstore.store import Store, summary
 from featstore.store.query import StoreCounts, count_rows
 from featstore.store.summary import SUMMARY_DIR
 from featstore.store.writer import TableWriter
@@ -107,3 +108,60 @@ def test_a_missing_data_file_is_named(tmp_path: Path) -> None:
     victim.unlink()
     with pytest.raises(StoreError, match=f"is damaged: data file .*{victim.name} is missing"):
         count_rows(Store(store))
+
+
+def test_counts_read_only_the_footers_when_the_files_follow_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    build_store(store, 12, dim=DIM, per_commit=5)  # id_00000-04, 05-09, 10-11
+    _check(store)  # makes the summaries
+
+    def no_rows(*args: object) -> None:
+        raise AssertionError("the summaries' rows were read")
+
+    monkeypatch.setattr(summary, "read_summary", no_rows)
+    assert count_rows(Store(store))[MODEL] == _from_rows(store)[1]
+
+
+def test_a_summary_without_totals_in_its_footer_gets_them(tmp_path: Path) -> None:
+    """Summaries written before the footers had totals are read whole once, then upgraded."""
+    store = tmp_path / "store"
+    build_store(store, 6, dim=DIM, per_commit=3)
+    _check(store)
+    for path in (store / f"model={MODEL}" / SUMMARY_DIR).glob("*.parquet"):
+        table = pq.read_table(path)
+        meta = dict(table.schema.metadata)
+        del meta[b"featstore.identities"]
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    _check(store)
+    for path in (store / f"model={MODEL}" / SUMMARY_DIR).glob("*.parquet"):
+        assert b"featstore.identities" in pq.read_schema(path).metadata
+
+
+def _part(count: int, valid: int, first: tuple, last: tuple) -> summary._FileTotals:
+    return summary._FileTotals(
+        count, valid, summary._Edge(*first), summary._Edge(*last), {"face": {"ok": 1}}
+    )
+
+
+def test_an_identity_split_across_files_is_counted_once_and_valid_when_joined() -> None:
+    # "b" has its frontal row in the first file and its frames in the next two: valid
+    # only when the three files are added up; "a" and "c" are valid in their own files.
+    parts = [
+        _part(3, 2, ("c", 1, 2), ("d", 1, 0)),  # out of order on purpose
+        _part(2, 1, ("a", 1, 1), ("b", 1, 0)),
+        _part(1, 0, ("b", 0, 2), ("b", 0, 2)),
+        _part(2, 0, ("b", 0, 1), ("c", 0, 0)),
+    ]
+    totals = summary._add_up(parts)
+    assert totals is not None
+    # a, b, c, d and the one between c and d: "b" spans three files, "c" two
+    assert totals.identities == 5
+    assert totals.valid == 4  # all but "d"; "b" only once its files are joined
+    assert totals.counts == {"face": {"ok": 4}}
+
+
+def test_overlapping_files_are_not_added_up() -> None:
+    parts = [_part(3, 0, ("a", 0, 0), ("m", 0, 0)), _part(2, 0, ("c", 0, 0), ("z", 0, 0))]
+    assert summary._add_up(parts) is None
