@@ -213,6 +213,58 @@ def _add_up(parts: Sequence[_FileTotals]) -> Totals | None:
     return Totals(identities, valid, counts)
 
 
+def valid_identities(
+    location: StoreLocation, table_key: str, files: Sequence[DataFile]
+) -> pa.Array:
+    """The version's valid identities (frontal image ok, an ok frame), sorted by their
+    UTF-8 bytes (= Unicode code points, Python's order), as one Arrow array: export-json
+    walks them a range at a time, never holding a Python object per identity.
+
+    Reads the summaries' identity and count columns, not their fingerprints (planning's,
+    up to hundreds of bytes each)."""
+    import pyarrow.compute as pc
+
+    _check_sizes(location, table_key, files)
+    stored = _stored(location, table_key)
+    parts = []
+    for file in files:
+        part = None
+        if f"{file.relative}.parquet" in stored and _read_footer(
+            location, summary_key(table_key, file.relative), file
+        ):
+            part = _read_counts(location, summary_key(table_key, file.relative))
+        if part is None:  # missing or not this file's: made (and checked) by the full read
+            parts = [read_summary(location, table_key, files).identities]
+            break
+        parts.append(part)
+    table = _combined(parts)
+    valid = pc.and_(
+        pc.greater(table.column("faces_ok"), 0), pc.greater(table.column("frames_ok"), 0)
+    )
+    names = table.column("identity").filter(valid).combine_chunks()
+    if (
+        len(names) > 1
+        and not pc.all(pc.less(names.slice(0, len(names) - 1), names.slice(1))).as_py()
+    ):
+        names = pc.take(names, pc.sort_indices(names))
+    return names
+
+
+def _read_counts(location: StoreLocation, key: str) -> pa.Table | None:
+    """A summary's identity and count columns (its fingerprints as nulls)."""
+    import pyarrow.parquet as pq
+
+    try:
+        with location.fs.open_input_file(location.path(key)) as handle:
+            table = pq.read_table(handle, columns=["identity", "faces_ok", "frames_ok"])
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("summary %s unreadable, made again: %s", location.describe(key), exc)
+        return None
+    nulls = pa.nulls(len(table), pa.string())
+    table = table.replace_schema_metadata(None)
+    return table.add_column(1, FINGERPRINT_COLUMN, nulls).cast(SUMMARY_SCHEMA)
+
+
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:
     """Make (and store, when the store can be written) the summary of one data file."""
     import pyarrow.compute as pc

@@ -6,15 +6,17 @@
 
 How it is written:
 
-- The valid identities (one small row each) are listed and sorted by Python's string
-  order, i.e. by Unicode code point. The model's Delta table is then read a range of
+- The valid identities come from the data files' summaries (`ModelSnapshot.
+  valid_identities`), as one Arrow array sorted by UTF-8 bytes, i.e. by Unicode code
+  point, Python's string order. The model's Delta table is then read a range of
   identities at a time (`_RANGE_IDENTITIES`), `ORDER BY` within the range only: the range
   is a filter on `identity` that DuckDB pushes into the Parquet scan, skipping row groups
   by their min/max statistics (tables are clustered by identity), so no sort materialises
   the store (the merge checks the order it gets).
 - Each identity is assembled from its rows, serialised by orjson and written before the
-  next is read: memory holds one range's rows (Arrow), a batch of them as Python values
-  (`_BATCH_ROWS`), one identity and the list of identity names, never the document.
+  next is read: memory holds one range's rows (Arrow) and names (Python), a batch of rows
+  as Python values (`_BATCH_ROWS`) and one identity, never the document nor a Python
+  object per identity of the store (a dict of a million names was 300 MB).
 - Floats are numpy float32 values handed to orjson, which writes the shortest decimal
   that parses back to the same float32.
 - The document is written to `<out>.tmp-<pid>` beside `out`, then renamed over it: an
@@ -163,7 +165,7 @@ def export_json(
     with snap.connect() as con:
         columns = columns_of(con, "frames")  # for messages: the result streams hold `con`
         frame_filter = check_where_with(con, where, columns)
-        scan = _Scan(con, snap.info, frame_filter, format)
+        scan = _Scan(con, snap.info, frame_filter, format, snap.valid_identities())
         rebase = _Rebaser(source_base, export_base)
         writer = AtomicWriter(out_path)
         try:
@@ -221,11 +223,11 @@ class _Rebaser:
 class _Scan:
     """The rows to export, identity by identity, in identity order, streamed.
 
-    The valid identities (one short row each) are listed and sorted by Python's string
-    order; their rows are then read a range of identities at a time, `ORDER BY` within
-    the range only. The range is a filter on `identity`, which DuckDB pushes into the
-    Parquet scan, skipping row groups by their min/max statistics (tables are clustered
-    by identity), so memory holds one range, whatever the number of identities.
+    The valid identities (`valid`, sorted by Python's string order) are taken a range at a
+    time; the range's rows are read with `ORDER BY` within the range only. The range is a
+    filter on `identity`, which DuckDB pushes into the Parquet scan, skipping row groups
+    by their min/max statistics (tables are clustered by identity), so memory holds one
+    range, whatever the number of identities.
     """
 
     def __init__(
@@ -234,8 +236,9 @@ class _Scan:
         info: ModelInfo,
         frame_filter: str,
         format: ExportFormat,
+        valid: pa.Array,
     ) -> None:
-        self.con, self.info = con, info
+        self.con, self.info, self.valid = con, info, valid
         self.values = [field.name for field, _ in JSON_FORMATS[format].fields()]
         self.pose = format == "3d"  # only rows with a head pose
         self.frame_filter = frame_filter
@@ -245,31 +248,40 @@ class _Scan:
         self,
     ) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]], int]]:
         """(identity, frontal row, ok frames in frame order, total_video_images)."""
-        totals = dict(
-            self.con.execute("SELECT identity, frames_total FROM identities WHERE valid").fetchall()
-        )
-        order = sorted(totals)
-        expected = iter(order)
-        for identity, rows in _grouped(self._rows(order)):
-            if identity not in totals:  # inside a range of valid ones, but not valid itself
-                continue
-            if identity != next(expected, None):
-                raise StoreError(
-                    f"the store scan returned identity {identity!r} out of order.\n"
-                    "Hint: a --where with `x IN (SELECT ...)` can reorder rows; write it as "
-                    "list_contains((SELECT list(x) FROM ...), x), or suspicious_frame(image_path)."
-                )
-            face = next((r for r in rows if r["role"] == "face"), None)
-            frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
-            if self.pose and face is not None and face["euler_angles"] is None:
-                continue  # a frontal image without a pose: not in the 3D file
-            if face is None:
-                raise StoreError(f"identity {identity!r} is valid but has no ok frontal row.")
-            if frames:  # none left when --where rejected them all
-                total = face.get(TOTAL_COLUMN)
-                yield identity, face, frames, int(totals[identity] if total is None else total)
+        for start in range(0, len(self.valid), _RANGE_IDENTITIES):
+            names = self.valid.slice(start, _RANGE_IDENTITIES).to_pylist()
+            totals = self._frames_total(names[0], names[-1])
+            wanted, expected = set(names), iter(names)
+            for identity, rows in _grouped(self._rows(names[0], names[-1])):
+                if identity not in wanted:  # inside a range of valid ones, but not valid itself
+                    continue
+                if identity != next(expected, None):
+                    raise StoreError(
+                        f"the store scan returned identity {identity!r} out of order.\n"
+                        "Hint: a --where with `x IN (SELECT ...)` can reorder rows; write it as "
+                        "list_contains((SELECT list(x) FROM ...), x), or "
+                        "suspicious_frame(image_path)."
+                    )
+                face = next((r for r in rows if r["role"] == "face"), None)
+                frames = sorted((r for r in rows if r["role"] == "frame"), key=_frame_index)
+                if self.pose and face is not None and face["euler_angles"] is None:
+                    continue  # a frontal image without a pose: not in the 3D file
+                if face is None:
+                    raise StoreError(f"identity {identity!r} is valid but has no ok frontal row.")
+                if frames:  # none left when --where rejected them all
+                    total = face.get(TOTAL_COLUMN)
+                    yield identity, face, frames, int(totals[identity] if total is None else total)
 
-    def _rows(self, order: list[str]) -> Iterator[dict[str, Any]]:
+    def _frames_total(self, lo: str, hi: str) -> dict[str, int]:
+        """The frames (all statuses) of each identity from `lo` to `hi`."""
+        rows = self.con.execute(
+            """SELECT identity, count(*) FILTER (role = 'frame') FROM images
+               WHERE identity >= $lo AND identity <= $hi GROUP BY identity""",
+            {"lo": lo, "hi": hi},
+        ).fetchall()
+        return {str(identity): int(n) for identity, n in rows}
+
+    def _rows(self, lo: str, hi: str) -> Iterator[dict[str, Any]]:
         columns = ["role", "identity", "frame_index", "image_path", *self.values]
         frame_filter = self.frame_filter
         if self.pose:
@@ -281,13 +293,11 @@ class _Scan:
                     AND (role = 'face' OR {frame_filter})
                   ORDER BY identity, role, frame_index"""
         batch_rows = _BATCH_ROWS if self.values else 65536  # the old format: paths only
-        for start in range(0, len(order), _RANGE_IDENTITIES):
-            chunk = order[start : start + _RANGE_IDENTITIES]
-            relation = self.con.sql(sql, params={"lo": chunk[0], "hi": chunk[-1]})
-            # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
-            reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
-            for batch in reader(batch_rows):
-                yield from _batch_rows(batch)
+        relation = self.con.sql(sql, params={"lo": lo, "hi": hi})
+        # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
+        reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+        for batch in reader(batch_rows):
+            yield from _batch_rows(batch)
 
 
 def _quote(name: str) -> str:

@@ -165,3 +165,17 @@ def test_an_identity_split_across_files_is_counted_once_and_valid_when_joined() 
 def test_overlapping_files_are_not_added_up() -> None:
     parts = [_part(3, 0, ("a", 0, 0), ("m", 0, 0)), _part(2, 0, ("c", 0, 0), ("z", 0, 0))]
     assert summary._add_up(parts) is None
+
+
+def test_valid_identities_are_the_rows_valid_ones_in_pythons_order(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store, 7, dim=DIM, per_commit=3)
+    # Names out of ASCII (code point order is not locale order), overlapping the others.
+    _rewrite(store, ["张伟", "Émile", "emile", "id_00002", "Zoë", "zoe"], frames=2, fingerprint="x")
+    rows = (
+        Store(store)
+        .sql("SELECT identity FROM identities WHERE valid", model=MODEL)
+        .column("identity")
+    )
+    got = Store(store).model(MODEL).valid_identities().to_pylist()
+    assert got == sorted(rows.to_pylist()) and len(got) == 12
