@@ -210,7 +210,7 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             return read_totals(self.table.location, self.table.key, self._data_files())
 
-    def valid_identities(self) -> pa.Array:
+    def valid_identities(self) -> pa.ChunkedArray:
         """The valid identities in Python's string order, as one Arrow array (from the
         summaries: `featstore.store.summary.valid_identities`)."""
         from featstore.store.summary import valid_identities

@@ -215,29 +215,72 @@ def _add_up(parts: Sequence[_FileTotals]) -> Totals | None:
 
 def valid_identities(
     location: StoreLocation, table_key: str, files: Sequence[DataFile]
-) -> pa.Array:
+) -> pa.ChunkedArray:
     """The version's valid identities (frontal image ok, an ok frame), sorted by their
-    UTF-8 bytes (= Unicode code points, Python's order), as one Arrow array: export-json
+    UTF-8 bytes (= Unicode code points, Python's order), as Arrow strings: export-json
     walks them a range at a time, never holding a Python object per identity.
 
-    Reads the summaries' identity and count columns, not their fingerprints (planning's,
-    up to hundreds of bytes each)."""
+    When the files' identity ranges follow each other (their footers say so), each file's
+    valid names are read on their own (one file's summary decoded at a time, its names
+    kept); an identity split across a boundary is decided on its joined counts. Otherwise
+    the summaries' rows are combined whole. Fingerprints (planning's, up to hundreds of
+    bytes each) are never read."""
     import pyarrow.compute as pc
 
     _check_sizes(location, table_key, files)
     stored = _stored(location, table_key)
-    parts = []
+    footers = []
     for file in files:
-        part = None
-        if f"{file.relative}.parquet" in stored and _read_footer(
-            location, summary_key(table_key, file.relative), file
-        ):
-            part = _read_counts(location, summary_key(table_key, file.relative))
-        if part is None:  # missing or not this file's: made (and checked) by the full read
-            parts = [read_summary(location, table_key, files).identities]
-            break
-        parts.append(part)
-    table = _combined(parts)
+        key = summary_key(table_key, file.relative)
+        footer = _read_footer(location, key, file) if f"{file.relative}.parquet" in stored else None
+        if footer is None:
+            return _valid_of(read_summary(location, table_key, files).identities)
+        footers.append((key, footer))
+    footers = [(k, f) for k, f in footers if f.first is not None and f.last is not None]
+    footers.sort(key=lambda kf: kf[1].first.identity if kf[1].first else "")
+    if _add_up([f for _, f in footers]) is None:  # overlapping ranges: combine the rows
+        parts = [_read_counts(location, key) for key, _ in footers]
+        if any(part is None for part in parts):
+            return _valid_of(read_summary(location, table_key, files).identities)
+        return _valid_of(_combined([p for p in parts if p is not None]))
+    chunks: list[pa.Array] = []
+    tail: _Edge | None = None  # the last identity so far, its rows in every file added up
+    for key, footer in footers:
+        part = _read_counts(location, key)
+        if part is None:
+            return _valid_of(read_summary(location, table_key, files).identities)
+        names = part.column("identity")
+        keep = pc.and_(
+            pc.greater(part.column("faces_ok"), 0), pc.greater(part.column("frames_ok"), 0)
+        )
+        assert footer.first is not None and footer.last is not None
+        if tail is not None and footer.first.identity == tail.identity:
+            # Split across the boundary: out of both files' lists, in once when joined.
+            keep = pc.and_(keep, pc.not_equal(names, tail.identity))
+            chunks = _without_last(chunks, tail.identity)
+            tail = tail + footer.first
+            if tail.valid:
+                chunks.append(pa.array([tail.identity], pa.string()))
+            if footer.count == 1:
+                continue
+        tail = footer.last
+        chunks.append(names.filter(keep).combine_chunks())
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _without_last(chunks: list[pa.Array], identity: str) -> list[pa.Array]:
+    """`chunks` without `identity` at its very end (where the previous file put it)."""
+    while chunks and len(chunks[-1]) == 0:
+        chunks = chunks[:-1]
+    if chunks and chunks[-1][-1].as_py() == identity:
+        chunks = [*chunks[:-1], chunks[-1].slice(0, len(chunks[-1]) - 1)]
+    return chunks
+
+
+def _valid_of(table: pa.Table) -> pa.ChunkedArray:
+    """The valid identities of summary rows (one per identity), sorted."""
+    import pyarrow.compute as pc
+
     valid = pc.and_(
         pc.greater(table.column("faces_ok"), 0), pc.greater(table.column("frames_ok"), 0)
     )
@@ -247,7 +290,7 @@ def valid_identities(
         and not pc.all(pc.less(names.slice(0, len(names) - 1), names.slice(1))).as_py()
     ):
         names = pc.take(names, pc.sort_indices(names))
-    return names
+    return pa.chunked_array([names], pa.string())
 
 
 def _read_counts(location: StoreLocation, key: str) -> pa.Table | None:
@@ -256,7 +299,10 @@ def _read_counts(location: StoreLocation, key: str) -> pa.Table | None:
 
     try:
         with location.fs.open_input_file(location.path(key)) as handle:
-            table = pq.read_table(handle, columns=["identity", "faces_ok", "frames_ok"])
+            # One thread, no dataset layer: 30 MB less peak at 10^6 identities (42 files).
+            table = pq.ParquetFile(handle).read(
+                columns=["identity", "faces_ok", "frames_ok"], use_threads=False
+            )
     except (OSError, pa.ArrowException) as exc:
         log.warning("summary %s unreadable, made again: %s", location.describe(key), exc)
         return None

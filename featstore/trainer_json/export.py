@@ -236,7 +236,7 @@ class _Scan:
         info: ModelInfo,
         frame_filter: str,
         format: ExportFormat,
-        valid: pa.Array,
+        valid: pa.ChunkedArray,
     ) -> None:
         self.con, self.info, self.valid = con, info, valid
         self.values = [field.name for field, _ in JSON_FORMATS[format].fields()]
