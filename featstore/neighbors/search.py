@@ -201,7 +201,8 @@ class _Sample:
     def __init__(self, base: NDArray[np.float32], rows: NDArray[np.int64], k: int) -> None:
         import faiss
 
-        self.queries, self.k, self.min_cosine, self.size = base[rows], k, None, len(rows)
+        self.queries, self.k, self.size = base[rows], k, len(rows)
+        self.min_cosine: float | None = None
         started = time.perf_counter()
         _, truth = faiss.knn(self.queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
         self.exact_seconds = time.perf_counter() - started
