@@ -30,7 +30,9 @@ Counts (`featstore info`, the report's overview) read only the summaries' footer
 file's identities, valid identities and first and last identity. Files whose identity
 ranges follow each other (a compaction, commits of sorted batches) add up, an identity
 split across a file boundary counted once; overlapping ranges (any other history) read the
-summaries' rows instead. Resume planning reads the rows: it needs every fingerprint.
+summaries' rows instead. Resume planning reads the rows (it needs every fingerprint),
+the identity and fingerprint columns only, into one Arrow table (no Python object per
+identity: `featstore.extraction.planning` compares the input tree with it in Arrow).
 
 Why not read the `identity` and fingerprint columns of every row (with row-group
 statistics to skip)? Row groups cannot be skipped when every identity is wanted, and the
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from featstore.store.format import FINGERPRINT_COLUMN
+from featstore.store.summary_merge import combined
 
 if TYPE_CHECKING:
     from featstore.store.location import StoreLocation
@@ -141,23 +144,34 @@ def summary_key(table_key: str, relative: str) -> str:
     return f"{table_key}/{SUMMARY_DIR}/{relative}.parquet"
 
 
-def read_summary(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> Summary:
-    """The summary of a version made of `files`, from theirs (made where missing)."""
+def read_summary(
+    location: StoreLocation,
+    table_key: str,
+    files: Sequence[DataFile],
+    columns: Sequence[str] = SUMMARY_SCHEMA.names,
+) -> Summary:
+    """The summary of a version made of `files`, from theirs (made where missing), with
+    the `columns` of SUMMARY_SCHEMA asked for (`identity` always)."""
     _check_sizes(location, table_key, files)
     stored = _stored(location, table_key)
+    columns = ["identity", *(c for c in columns if c != "identity")]
     parts = []
     for file in files:
         part = None
         if f"{file.relative}.parquet" in stored:
-            part = _read(location, summary_key(table_key, file.relative), file)
-        parts.append(part if part is not None else summarize(location, table_key, file))
+            part = _read(location, summary_key(table_key, file.relative), file, columns)
+        if part is None:
+            made, made_counts = summarize(location, table_key, file)
+            part = made.select(columns), made_counts
+        parts.append(part)
     counts: Counts = {}
     for _, part_counts in parts:
         for role, statuses in part_counts.items():
             for status, n in statuses.items():
                 by_status = counts.setdefault(role, {})
                 by_status[status] = by_status.get(status, 0) + n
-    return Summary(_combined([t for t, _ in parts]), counts)
+    schema = pa.schema([SUMMARY_SCHEMA.field(c) for c in columns])
+    return Summary(combined(schema, [t for t, _ in parts]), counts)
 
 
 def read_totals(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> Totals:
@@ -194,7 +208,9 @@ def _add_up(parts: Sequence[_FileTotals]) -> Totals | None:
                 by_status[status] = by_status.get(status, 0) + n
     ordered = sorted(
         (p for p in parts if p.first is not None and p.last is not None),
-        key=lambda p: p.first.identity if p.first else "",
+        # By first, then last identity: a file holding only the identity a boundary
+        # splits comes before the file it continues into.
+        key=lambda p: (p.first.identity, p.last.identity) if p.first and p.last else ("", ""),
     )
     identities = sum(p.count for p in ordered)
     valid = sum(p.valid for p in ordered)
@@ -237,7 +253,7 @@ def valid_identities(
             parts = [read_summary(location, table_key, files).identities]
             break
         parts.append(part)
-    table = _combined(parts)
+    table = combined(SUMMARY_SCHEMA, parts)
     valid = pc.and_(
         pc.greater(table.column("faces_ok"), 0), pc.greater(table.column("frames_ok"), 0)
     )
@@ -337,20 +353,30 @@ def _stored(location: StoreLocation, table_key: str) -> set[str]:
         return set()
 
 
-def _read(location: StoreLocation, key: str, file: DataFile) -> tuple[pa.Table, Counts] | None:
-    """A stored summary, or None when it is unreadable or not `file`'s (another name, size
-    or row count than the log's: copied, or left by a file of the same name)."""
+def _read(
+    location: StoreLocation,
+    key: str,
+    file: DataFile,
+    columns: Sequence[str] = SUMMARY_SCHEMA.names,
+) -> tuple[pa.Table, Counts] | None:
+    """A stored summary (its `columns`), or None when it is unreadable or not `file`'s
+    (another name, size or row count than the log's: copied, or left by a file of the
+    same name)."""
     import json
 
     import pyarrow.parquet as pq
 
     try:
         with location.fs.open_input_file(location.path(key)) as handle:
-            summary = pq.read_table(handle)
-        meta = summary.schema.metadata or {}
+            parquet = pq.ParquetFile(handle)
+            meta = parquet.schema_arrow.metadata or {}
+            # All columns where the footer's totals are still to be written (below).
+            wanted = list(columns) if _IDENTITIES_KEY in meta else SUMMARY_SCHEMA.names
+            summary = parquet.read(columns=wanted, use_threads=False)
         counts = json.loads(meta[_COUNTS_KEY])
         of = json.loads(meta[_FILE_KEY])
-        summary = summary.replace_schema_metadata(None).cast(SUMMARY_SCHEMA)
+        schema = pa.schema([SUMMARY_SCHEMA.field(c) for c in wanted])
+        summary = summary.replace_schema_metadata(None).cast(schema)
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as exc:
         log.warning("summary %s unreadable, made again: %s", location.describe(key), exc)
         return None
@@ -368,7 +394,7 @@ def _read(location: StoreLocation, key: str, file: DataFile) -> tuple[pa.Table, 
         return None
     if _IDENTITIES_KEY not in meta:  # written before footers had totals: add them, once
         _write(location, key, summary, counts, file)
-    return summary, counts
+    return summary.select(list(columns)), counts
 
 
 def _read_footer(location: StoreLocation, key: str, file: DataFile) -> _FileTotals | None:
@@ -399,51 +425,6 @@ def _read_footer(location: StoreLocation, key: str, file: DataFile) -> _FileTota
     if file.rows is not None and counted != file.rows:
         return None
     return totals
-
-
-def _combined(tables: Sequence[pa.Table]) -> pa.Table:
-    """One row per identity from the files' summaries (each sorted, one row per identity).
-
-    Files whose identity ranges do not overlap (after a compaction, or commits of sorted
-    batches) need no grouping: in the order of their first identity they concatenate into
-    one sorted column, where an identity a file boundary split shows as two neighbours and
-    only those are added up. Anything else is grouped whole.
-    """
-    import pyarrow.compute as pc
-
-    tables = sorted((t for t in tables if len(t)), key=lambda t: t.column("identity")[0].as_py())
-    if not tables:
-        return SUMMARY_SCHEMA.empty_table()
-    combined = pa.concat_tables(tables).combine_chunks()
-    names = combined.column("identity")
-    if len(combined) < 2:
-        return combined
-    before, after = names.slice(0, len(names) - 1), names.slice(1)
-    if not pc.all(pc.less_equal(before, after)).as_py():
-        return _merged(combined)  # files of overlapping ranges
-    repeated = pc.equal(before, after)
-    if not pc.any(repeated).as_py():
-        return combined
-    # Rows of an identity that is split across two files: group those few rows only.
-    false = pa.array([False])
-    split = pc.or_(
-        pa.concat_arrays([repeated.combine_chunks(), false]),
-        pa.concat_arrays([false, repeated.combine_chunks()]),
-    )
-    return pa.concat_tables([combined.filter(pc.invert(split)), _merged(combined.filter(split))])
-
-
-def _merged(identities: pa.Table) -> pa.Table:
-    grouped = identities.group_by("identity", use_threads=False).aggregate(
-        [(FINGERPRINT_COLUMN, "min"), ("faces_ok", "sum"), ("frames_ok", "sum")]
-    )
-    return pa.table(
-        [
-            grouped.column(c)
-            for c in ("identity", f"{FINGERPRINT_COLUMN}_min", "faces_ok_sum", "frames_ok_sum")
-        ],
-        schema=SUMMARY_SCHEMA,
-    )
 
 
 def _write(

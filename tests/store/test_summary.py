@@ -179,3 +179,40 @@ def test_valid_identities_are_the_rows_valid_ones_in_pythons_order(tmp_path: Pat
     )
     got = Store(store).model(MODEL).valid_identities().to_pylist()
     assert got == sorted(rows.to_pylist()) and len(got) == 12
+
+
+def test_footers_and_fingerprints_where_a_store_splits_identities_or_overlaps_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    from featstore.store import summary
+
+    store = tmp_path / "store"
+    build_store(store, 4, frames=4, dim=DIM, per_commit=4)  # one file, 5 rows per identity
+    snap = Store(store).model(MODEL)
+    rows = pq.read_table(snap.files[0]).sort_by([("identity", "ascending"), ("role", "ascending")])
+    snap.delete_rows("test")
+
+    def append(part: object) -> None:  # a file of exactly these rows (a writer's commit)
+        write_deltalake(Store(store).model(MODEL).delta, part, mode="append")
+
+    # id_00001's frontal image in one file and its frames in the next (valid only added
+    # up); id_00002 across three files, one of which holds nothing else.
+    for start, end in ((0, 6), (6, 12), (12, 13), (13, 20)):
+        append(rows.slice(start, end - start))
+    touching = Store(store).model(MODEL).version
+    _check(store)
+
+    def rows_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the footers should have been enough")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(summary, "read_summary", rows_read)
+        assert count_rows(Store(store))[MODEL].valid_identities == 4
+
+    # A file whose range overlaps the others (id_00000's rows again): counted from the rows.
+    append(rows.slice(0, 3))
+    _check(store)
+    _check(store, touching)
