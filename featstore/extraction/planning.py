@@ -7,7 +7,6 @@ holds from other inputs; `compact_if_fragmented` tidies a table a run left in pi
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -16,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from featstore.errors import InputError, StoreError
 from featstore.extraction.extractor import IdentityJob
-from featstore.extraction.fingerprint import content_digest
-from featstore.extraction.inputs import InputTree
+from featstore.extraction.fingerprint import SEPARATOR, InputStat, content_digest
+from featstore.extraction.inputs import IdentityInputs, InputTree
 from featstore.store import Store
 from featstore.store.format import FINGERPRINT_COLUMN, store_schema
 from featstore.store.location import resolve_store
@@ -81,11 +80,18 @@ def would_refuse(
         table.would_refuse(provenance, overwrite, rebase=rebase)
 
 
-def without_inputs(tree: InputTree, done: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
-    """Identities the store holds but the inputs no longer have (deleted or renamed)."""
-    inputs = {i.identity for i in tree.identities}
-    stored = set().union(*(set(d) for d in done.values()))
-    return tuple(sorted(stored - inputs))
+def without_inputs(tree: InputTree, done: Mapping[str, pa.Table]) -> tuple[str, ...]:
+    """Identities the store holds (`done`'s tables' `identity`) but the inputs no longer
+    have (deleted or renamed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    inputs = pa.array([i.identity for i in tree.identities], pa.string())
+    gone: set[str] = set()
+    for held in done.values():
+        names = held.column("identity")
+        gone.update(names.filter(pc.invert(pc.is_in(names, value_set=inputs))).to_pylist())
+    return tuple(sorted(gone))
 
 
 def row_schema(dim: int) -> pa.Schema:
@@ -95,34 +101,76 @@ def row_schema(dim: int) -> pa.Schema:
     return store_schema(dim).append(pa.field(FINGERPRINT_COLUMN, pa.string()))
 
 
-def done(table: ModelTable | None, overwrite: bool) -> dict[str, str]:
-    """identity -> fingerprint of what the model's table holds (nothing counts as done
-    under --overwrite: every identity is redone, replacing its rows)."""
+def done(table: ModelTable | None, overwrite: bool) -> pa.Table:
+    """identity, input fingerprint of what the model's table holds, in Arrow (a million
+    identities are compared by `plan` without a Python object each); nothing counts as
+    done under --overwrite (null fingerprints: every identity is redone, replacing its rows)."""
+    import pyarrow as pa
+
     if table is None or not table.exists():  # a dry run before the first extract
-        return {}
-    fingerprints = table.open().fingerprints()
-    return {name: "" for name in fingerprints} if overwrite else fingerprints
+        return pa.table(
+            {"identity": pa.array([], pa.string()), FINGERPRINT_COLUMN: pa.array([], pa.string())}
+        )
+    held = table.open().fingerprint_table()
+    if overwrite:
+        held = held.set_column(1, FINGERPRINT_COLUMN, pa.nulls(len(held), pa.string()))
+    return held
 
 
-def plan(
-    tree: InputTree, models: Sequence[str], done: Mapping[str, Mapping[str, str]]
-) -> list[IdentityJob]:
+def plan(tree: InputTree, models: Sequence[str], done: Mapping[str, pa.Table]) -> list[IdentityJob]:
     """The identities some model lacks or holds from other inputs, and which models.
 
     A model holds an identity's current rows when their fingerprint matches its files
     (`InputStat.matches`): the same stat, or, for a copy of the files (`cp -a`), the same
-    names, sizes, mtimes and content; the content is read only in that second case.
+    names, sizes, mtimes and content; the content is read only in that second case. The
+    tree's identities are looked up in each model's table by Arrow (`_stale`).
     """
+    import numpy as np
+
+    listed = [i for i in tree.identities if i.face is not None or i.frames]
+    # (an empty video folder without a frontal image: nothing to store)
+    stats = [inputs.stat() for inputs in listed]
+    contents: dict[int, str | None] = {}
+    stale = {m: _stale(listed, stats, done[m], contents) for m in models}
     jobs = []
-    for inputs in tree.identities:
-        if inputs.face is None and not inputs.frames:
-            continue  # an empty video folder without a frontal image: nothing to store
-        stat = inputs.stat()
-        content = functools.cache(lambda paths=inputs.paths: content_digest(paths))
-        needed = tuple(m for m in models if not stat.matches(done[m].get(inputs.identity), content))
-        if needed:
-            jobs.append(IdentityJob(inputs, stat, needed))
+    redo = np.logical_or.reduce([stale[m] for m in models]) if models else np.zeros(0, bool)
+    for k in np.flatnonzero(redo).tolist():
+        needed = tuple(m for m in models if stale[m][k])
+        jobs.append(IdentityJob(listed[k], stats[k], needed))
     return jobs
+
+
+def _stale(
+    listed: Sequence[IdentityInputs],
+    stats: Sequence[InputStat],
+    held: pa.Table,
+    contents: dict[int, str | None],
+) -> Any:
+    """Per listed identity, whether `held` lacks its current rows (a numpy bool array):
+    `InputStat.matches` for every identity at once, the content read only for the few
+    whose fingerprint matches by the copy part alone (`contents` keeps it for the next
+    model)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = pa.array([inputs.identity for inputs in listed], pa.string())
+    at = pc.index_in(names, value_set=held.column("identity").combine_chunks())
+    stored = pc.take(held.column(FINGERPRINT_COLUMN).combine_chunks(), at)
+    parts = pc.split_pattern(stored, SEPARATOR)
+    lengths = pc.list_value_length(parts)
+    same = pc.equal(pc.list_element(parts, 0), pa.array([s.stat for s in stats], pa.string()))
+    fresh = pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+    three = pc.fill_null(pc.equal(lengths, 3), False).to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(three & ~fresh)
+    for k in candidates.tolist():
+        _, copy, content = stored[k].as_py().split(SEPARATOR)
+        if copy != stats[k].copy:
+            continue
+        if k not in contents:
+            contents[k] = content_digest(listed[k].paths)
+        fresh[k] = contents[k] == content
+    return ~fresh
 
 
 def compact_if_fragmented(table: ModelTable) -> bool:

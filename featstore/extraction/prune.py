@@ -96,8 +96,7 @@ def prune(
     snapshots = [opened.model(name) for name in opened.require_models()]
     for snapshot in snapshots:
         _check_base_dir(opened.table(snapshot.name), snapshot, tree, base, rebase)
-    done = {s.name: dict.fromkeys(s.summary().identities.column("identity").to_pylist(), "")
-            for s in snapshots}  # fmt: skip
+    done = {s.name: s.summary(["identity"]).identities for s in snapshots}
     gone = set(without_inputs(tree, done))
     if gone and not tree.identities:
         raise InputError(

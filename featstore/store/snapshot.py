@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
     from featstore.errors import ProvenanceMismatchError
     from featstore.store.location import StoreLocation
-    from featstore.store.summary import DataFile, Summary, Totals
+    from featstore.store.summary import DataFile, Summary
+    from featstore.store.summary_totals import Totals
 
 _COMMIT_ATTEMPTS = 20
 
@@ -193,19 +194,25 @@ class ModelSnapshot:
             raise StoreError(f"{self.table}: opened without its store; use Store.model().")
         return self.store.connect_snapshots([self], located=located)
 
-    def summary(self) -> Summary:
-        """Per identity its input fingerprint and ok rows, and the rows by role and status,
-        from each data file's summary (`featstore.store.summary`), not from the rows."""
-        from featstore.store.summary import read_summary
+    def summary(self, columns: Sequence[str] | None = None) -> Summary:
+        """Per identity its input fingerprint and ok rows (or only the `columns` of those
+        asked for), and the rows by role and status, from each data file's summary
+        (`featstore.store.summary`), not from the rows."""
+        from featstore.store.summary import SUMMARY_SCHEMA, read_summary
 
         with store_errors(str(self.table), self.table.location):
-            return read_summary(self.table.location, self.table.key, self._data_files())
+            return read_summary(
+                self.table.location,
+                self.table.key,
+                self._data_files(),
+                columns or SUMMARY_SCHEMA.names,
+            )
 
     def totals(self) -> Totals:
         """Identities, valid identities and rows by role and status, from the summaries'
         footers (O(files), not O(identities), when the files' identity ranges follow
         each other)."""
-        from featstore.store.summary import read_totals
+        from featstore.store.summary_totals import read_totals
 
         with store_errors(str(self.table), self.table.location):
             return read_totals(self.table.location, self.table.key, self._data_files())
@@ -213,7 +220,7 @@ class ModelSnapshot:
     def valid_identities(self) -> pa.ChunkedArray:
         """The valid identities in Python's string order, as one Arrow array (from the
         summaries: `featstore.store.summary.valid_identities`)."""
-        from featstore.store.summary import valid_identities
+        from featstore.store.summary_totals import valid_identities
 
         with store_errors(str(self.table), self.table.location):
             return valid_identities(self.table.location, self.table.key, self._data_files())
@@ -232,18 +239,23 @@ class ModelSnapshot:
             )
         ]
 
-    def fingerprints(self) -> dict[str, str]:
-        """identity -> input fingerprint of what the version holds (from the summaries)."""
+    def fingerprint_table(self) -> pa.Table:
+        """identity, input fingerprint of what the version holds, one row per identity (in
+        no promised order), in Arrow: planning compares a million of them without a Python
+        object each (`featstore.extraction.planning`). Reads those two columns of the
+        summaries only."""
+        from featstore.store.summary import SUMMARY_SCHEMA
+
+        columns = ["identity", FINGERPRINT_COLUMN]
         if not self.files or FINGERPRINT_COLUMN not in self.schema().names:
-            return {}
-        identities = self.summary().identities
-        return dict(
-            zip(
-                identities.column("identity").to_pylist(),
-                identities.column(FINGERPRINT_COLUMN).to_pylist(),
-                strict=True,
-            )
-        )
+            return pa.schema([SUMMARY_SCHEMA.field(c) for c in columns]).empty_table()
+        return self.summary(columns).identities
+
+    def fingerprints(self) -> dict[str, str]:
+        """identity -> input fingerprint of what the version holds (from the summaries;
+        a dict for a few identities: planning reads `fingerprint_table`)."""
+        table = self.fingerprint_table()
+        return dict(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
     def frontal_paths(self) -> dict[str, str]:
         """identity -> stored path of its frontal image."""

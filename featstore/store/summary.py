@@ -26,11 +26,14 @@ right) still gets its counts, made in memory. Each summary is checked against th
 path, size and `numRecords` of its file, so a summary that does not belong to the file is
 remade, never trusted; a data file whose size is not the log's is refused as damaged.
 
-Counts (`featstore info`, the report's overview) read only the summaries' footers: each
-file's identities, valid identities and first and last identity. Files whose identity
+Counts (`featstore info`, the report's overview) and export-json's list of valid
+identities read only the summaries' footers and names (`featstore.store.summary_totals`):
+each file's identities, valid identities and first and last identity. Files whose identity
 ranges follow each other (a compaction, commits of sorted batches) add up, an identity
 split across a file boundary counted once; overlapping ranges (any other history) read the
-summaries' rows instead. Resume planning reads the rows: it needs every fingerprint.
+summaries' rows instead. Resume planning reads the rows (it needs every fingerprint),
+the identity and fingerprint columns only, into one Arrow table (no Python object per
+identity: `featstore.extraction.planning` compares the input tree with it in Arrow).
 
 Why not read the `identity` and fingerprint columns of every row (with row-group
 statistics to skip)? Row groups cannot be skipped when every identity is wanted, and the
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from featstore.store.format import FINGERPRINT_COLUMN
+from featstore.store.summary_merge import combined
 
 if TYPE_CHECKING:
     from featstore.store.location import StoreLocation
@@ -64,9 +68,9 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("frames_ok", pa.int64()),
     ]
 )
-_COUNTS_KEY = b"featstore.counts"
-_FILE_KEY = b"featstore.data_file"  # {"path": relative to the table, "bytes": its size}
-_IDENTITIES_KEY = b"featstore.identities"  # {"count", "valid", "first", "last"}
+COUNTS_KEY = b"featstore.counts"
+FILE_KEY = b"featstore.data_file"  # {"path": relative to the table, "bytes": its size}
+IDENTITIES_KEY = b"featstore.identities"  # {"count", "valid", "first", "last"}
 Counts = dict[str, dict[str, int]]  # role -> status -> rows
 
 
@@ -101,214 +105,38 @@ class Summary:
         return int(pc.sum(both.cast(pa.int64())).as_py() or 0)
 
 
-@dataclass(frozen=True)
-class Totals:
-    """A version's identities, valid identities and rows by role and status."""
-
-    identities: int
-    valid: int
-    counts: Counts
-
-
-@dataclass(frozen=True)
-class _Edge:
-    """An identity at one end of a file's summary, with its ok rows in that file."""
-
-    identity: str
-    faces_ok: int
-    frames_ok: int
-
-    @property
-    def valid(self) -> bool:
-        return self.faces_ok > 0 and self.frames_ok > 0
-
-    def __add__(self, other: _Edge) -> _Edge:
-        return _Edge(
-            self.identity, self.faces_ok + other.faces_ok, self.frames_ok + other.frames_ok
-        )
-
-
-@dataclass(frozen=True)
-class _FileTotals:
-    count: int
-    valid: int
-    first: _Edge | None
-    last: _Edge | None
-    counts: Counts
-
-
 def summary_key(table_key: str, relative: str) -> str:
     return f"{table_key}/{SUMMARY_DIR}/{relative}.parquet"
 
 
-def read_summary(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> Summary:
-    """The summary of a version made of `files`, from theirs (made where missing)."""
-    _check_sizes(location, table_key, files)
-    stored = _stored(location, table_key)
+def read_summary(
+    location: StoreLocation,
+    table_key: str,
+    files: Sequence[DataFile],
+    columns: Sequence[str] = SUMMARY_SCHEMA.names,
+) -> Summary:
+    """The summary of a version made of `files`, from theirs (made where missing), with
+    the `columns` of SUMMARY_SCHEMA asked for (`identity` always)."""
+    check_sizes(location, table_key, files)
+    stored = stored_summaries(location, table_key)
+    columns = ["identity", *(c for c in columns if c != "identity")]
     parts = []
     for file in files:
         part = None
         if f"{file.relative}.parquet" in stored:
-            part = _read(location, summary_key(table_key, file.relative), file)
-        parts.append(part if part is not None else summarize(location, table_key, file))
+            part = _read(location, summary_key(table_key, file.relative), file, columns)
+        if part is None:
+            made, made_counts = summarize(location, table_key, file)
+            part = made.select(columns), made_counts
+        parts.append(part)
     counts: Counts = {}
     for _, part_counts in parts:
         for role, statuses in part_counts.items():
             for status, n in statuses.items():
                 by_status = counts.setdefault(role, {})
                 by_status[status] = by_status.get(status, 0) + n
-    return Summary(_combined([t for t, _ in parts]), counts)
-
-
-def read_totals(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> Totals:
-    """The totals of a version made of `files`, from the summaries' footers when every file
-    has one and their identity ranges follow each other; from the summaries' rows else."""
-    _check_sizes(location, table_key, files)
-    stored = _stored(location, table_key)
-    parts = []
-    for file in files:
-        part = None
-        if f"{file.relative}.parquet" in stored:
-            part = _read_footer(location, summary_key(table_key, file.relative), file)
-        if part is None:
-            return _totals_of(read_summary(location, table_key, files))
-        parts.append(part)
-    added = _add_up(parts)
-    if added is None:  # overlapping identity ranges
-        return _totals_of(read_summary(location, table_key, files))
-    return added
-
-
-def _totals_of(summary: Summary) -> Totals:
-    return Totals(len(summary.identities), summary.valid, summary.counts)
-
-
-def _add_up(parts: Sequence[_FileTotals]) -> Totals | None:
-    """The files' totals added up in the order of their first identity; None when two
-    files' identity ranges overlap by more than the one identity a boundary may split."""
-    counts: Counts = {}
-    for part in parts:
-        for role, statuses in part.counts.items():
-            for status, n in statuses.items():
-                by_status = counts.setdefault(role, {})
-                by_status[status] = by_status.get(status, 0) + n
-    ordered = sorted(
-        (p for p in parts if p.first is not None and p.last is not None),
-        key=lambda p: p.first.identity if p.first else "",
-    )
-    identities = sum(p.count for p in ordered)
-    valid = sum(p.valid for p in ordered)
-    tail: _Edge | None = None  # the last identity so far, its rows of every file added up
-    for part in ordered:
-        assert part.first is not None and part.last is not None
-        if tail is not None and part.first.identity < tail.identity:
-            return None
-        if tail is not None and part.first.identity == tail.identity:
-            joined = tail + part.first  # one identity, counted in both files
-            identities -= 1
-            valid += joined.valid - tail.valid - part.first.valid
-            tail = joined if part.count == 1 else part.last
-        else:
-            tail = part.last
-    return Totals(identities, valid, counts)
-
-
-def valid_identities(
-    location: StoreLocation, table_key: str, files: Sequence[DataFile]
-) -> pa.ChunkedArray:
-    """The version's valid identities (frontal image ok, an ok frame), sorted by their
-    UTF-8 bytes (= Unicode code points, Python's order), as Arrow strings: export-json
-    walks them a range at a time, never holding a Python object per identity.
-
-    When the files' identity ranges follow each other (their footers say so), each file's
-    valid names are read on their own (one file's summary decoded at a time, its names
-    kept); an identity split across a boundary is decided on its joined counts. Otherwise
-    the summaries' rows are combined whole. Fingerprints (planning's, up to hundreds of
-    bytes each) are never read."""
-    import pyarrow.compute as pc
-
-    _check_sizes(location, table_key, files)
-    stored = _stored(location, table_key)
-    footers = []
-    for file in files:
-        key = summary_key(table_key, file.relative)
-        footer = _read_footer(location, key, file) if f"{file.relative}.parquet" in stored else None
-        if footer is None:
-            return _valid_of(read_summary(location, table_key, files).identities)
-        footers.append((key, footer))
-    footers = [(k, f) for k, f in footers if f.first is not None and f.last is not None]
-    footers.sort(key=lambda kf: kf[1].first.identity if kf[1].first else "")
-    if _add_up([f for _, f in footers]) is None:  # overlapping ranges: combine the rows
-        parts = [_read_counts(location, key) for key, _ in footers]
-        if any(part is None for part in parts):
-            return _valid_of(read_summary(location, table_key, files).identities)
-        return _valid_of(_combined([p for p in parts if p is not None]))
-    chunks: list[pa.Array] = []
-    tail: _Edge | None = None  # the last identity so far, its rows in every file added up
-    for key, footer in footers:
-        part = _read_counts(location, key)
-        if part is None:
-            return _valid_of(read_summary(location, table_key, files).identities)
-        names = part.column("identity")
-        keep = pc.and_(
-            pc.greater(part.column("faces_ok"), 0), pc.greater(part.column("frames_ok"), 0)
-        )
-        assert footer.first is not None and footer.last is not None
-        if tail is not None and footer.first.identity == tail.identity:
-            # Split across the boundary: out of both files' lists, in once when joined.
-            keep = pc.and_(keep, pc.not_equal(names, tail.identity))
-            chunks = _without_last(chunks, tail.identity)
-            tail = tail + footer.first
-            if tail.valid:
-                chunks.append(pa.array([tail.identity], pa.string()))
-            if footer.count == 1:
-                continue
-        tail = footer.last
-        chunks.append(names.filter(keep).combine_chunks())
-    return pa.chunked_array(chunks, pa.string())
-
-
-def _without_last(chunks: list[pa.Array], identity: str) -> list[pa.Array]:
-    """`chunks` without `identity` at its very end (where the previous file put it)."""
-    while chunks and len(chunks[-1]) == 0:
-        chunks = chunks[:-1]
-    if chunks and chunks[-1][-1].as_py() == identity:
-        chunks = [*chunks[:-1], chunks[-1].slice(0, len(chunks[-1]) - 1)]
-    return chunks
-
-
-def _valid_of(table: pa.Table) -> pa.ChunkedArray:
-    """The valid identities of summary rows (one per identity), sorted."""
-    import pyarrow.compute as pc
-
-    valid = pc.and_(
-        pc.greater(table.column("faces_ok"), 0), pc.greater(table.column("frames_ok"), 0)
-    )
-    names = table.column("identity").filter(valid).combine_chunks()
-    if (
-        len(names) > 1
-        and not pc.all(pc.less(names.slice(0, len(names) - 1), names.slice(1))).as_py()
-    ):
-        names = pc.take(names, pc.sort_indices(names))
-    return pa.chunked_array([names], pa.string())
-
-
-def _read_counts(location: StoreLocation, key: str) -> pa.Table | None:
-    """A summary's identity and count columns (its fingerprints as nulls)."""
-    import pyarrow.parquet as pq
-
-    try:
-        with location.fs.open_input_file(location.path(key)) as handle:
-            # One thread, no dataset layer: 30 MB less peak at 10^6 identities (42 files).
-            table = pq.ParquetFile(handle).read(
-                columns=["identity", "faces_ok", "frames_ok"], use_threads=False
-            )
-    except (OSError, pa.ArrowException) as exc:
-        log.warning("summary %s unreadable, made again: %s", location.describe(key), exc)
-        return None
-    nulls = pa.nulls(len(table), pa.string())
-    table = table.replace_schema_metadata(None)
-    return table.add_column(1, FINGERPRINT_COLUMN, nulls).cast(SUMMARY_SCHEMA)
+    schema = pa.schema([SUMMARY_SCHEMA.field(c) for c in columns])
+    return Summary(combined(schema, [t for t, _ in parts]), counts)
 
 
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:
@@ -357,7 +185,7 @@ def forget(location: StoreLocation, table_key: str, relatives: Sequence[str]) ->
             continue
 
 
-def _check_sizes(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> None:
+def check_sizes(location: StoreLocation, table_key: str, files: Sequence[DataFile]) -> None:
     """Refuse a data file whose size is not the log's: a summary would hide that it is
     truncated or replaced (a stat per file: the counts stay without reading the rows)."""
     import pyarrow.fs as pafs
@@ -375,7 +203,7 @@ def _check_sizes(location: StoreLocation, table_key: str, files: Sequence[DataFi
             )
 
 
-def _stored(location: StoreLocation, table_key: str) -> set[str]:
+def stored_summaries(location: StoreLocation, table_key: str) -> set[str]:
     """Names of the summaries present (one listing: on object storage each is a request)."""
     try:
         return {name for name, _ in location.list_files(f"{table_key}/{SUMMARY_DIR}")}
@@ -383,20 +211,30 @@ def _stored(location: StoreLocation, table_key: str) -> set[str]:
         return set()
 
 
-def _read(location: StoreLocation, key: str, file: DataFile) -> tuple[pa.Table, Counts] | None:
-    """A stored summary, or None when it is unreadable or not `file`'s (another name, size
-    or row count than the log's: copied, or left by a file of the same name)."""
+def _read(
+    location: StoreLocation,
+    key: str,
+    file: DataFile,
+    columns: Sequence[str] = SUMMARY_SCHEMA.names,
+) -> tuple[pa.Table, Counts] | None:
+    """A stored summary (its `columns`), or None when it is unreadable or not `file`'s
+    (another name, size or row count than the log's: copied, or left by a file of the
+    same name)."""
     import json
 
     import pyarrow.parquet as pq
 
     try:
         with location.fs.open_input_file(location.path(key)) as handle:
-            summary = pq.read_table(handle)
-        meta = summary.schema.metadata or {}
-        counts = json.loads(meta[_COUNTS_KEY])
-        of = json.loads(meta[_FILE_KEY])
-        summary = summary.replace_schema_metadata(None).cast(SUMMARY_SCHEMA)
+            parquet = pq.ParquetFile(handle)
+            meta = parquet.schema_arrow.metadata or {}
+            # All columns where the footer's totals are still to be written (below).
+            wanted = list(columns) if IDENTITIES_KEY in meta else SUMMARY_SCHEMA.names
+            summary = parquet.read(columns=wanted, use_threads=False)
+        counts = json.loads(meta[COUNTS_KEY])
+        of = json.loads(meta[FILE_KEY])
+        schema = pa.schema([SUMMARY_SCHEMA.field(c) for c in wanted])
+        summary = summary.replace_schema_metadata(None).cast(schema)
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as exc:
         log.warning("summary %s unreadable, made again: %s", location.describe(key), exc)
         return None
@@ -412,84 +250,9 @@ def _read(location: StoreLocation, key: str, file: DataFile) -> tuple[pa.Table, 
             file.rows,
         )
         return None
-    if _IDENTITIES_KEY not in meta:  # written before footers had totals: add them, once
+    if IDENTITIES_KEY not in meta:  # written before footers had totals: add them, once
         _write(location, key, summary, counts, file)
-    return summary, counts
-
-
-def _read_footer(location: StoreLocation, key: str, file: DataFile) -> _FileTotals | None:
-    """A stored summary's totals from its footer alone, or None when it has none (written
-    before they were), is unreadable or is not `file`'s."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    try:
-        with location.fs.open_input_file(location.path(key)) as handle:
-            meta = pq.read_schema(handle).metadata or {}
-        if _IDENTITIES_KEY not in meta:
-            return None
-        counts = json.loads(meta[_COUNTS_KEY])
-        of = json.loads(meta[_FILE_KEY])
-        ids = json.loads(meta[_IDENTITIES_KEY])
-        first, last = (
-            None if e is None else _Edge(str(e[0]), int(e[1]), int(e[2]))
-            for e in (ids["first"], ids["last"])
-        )
-        totals = _FileTotals(int(ids["count"]), int(ids["valid"]), first, last, counts)
-    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError, IndexError):
-        return None  # the rows' reader says why, and makes it again
-    counted = sum(n for by_status in counts.values() for n in by_status.values())
-    if of != {"path": file.relative, "bytes": file.size}:
-        return None
-    if file.rows is not None and counted != file.rows:
-        return None
-    return totals
-
-
-def _combined(tables: Sequence[pa.Table]) -> pa.Table:
-    """One row per identity from the files' summaries (each sorted, one row per identity).
-
-    Files whose identity ranges do not overlap (after a compaction, or commits of sorted
-    batches) need no grouping: in the order of their first identity they concatenate into
-    one sorted column, where an identity a file boundary split shows as two neighbours and
-    only those are added up. Anything else is grouped whole.
-    """
-    import pyarrow.compute as pc
-
-    tables = sorted((t for t in tables if len(t)), key=lambda t: t.column("identity")[0].as_py())
-    if not tables:
-        return SUMMARY_SCHEMA.empty_table()
-    combined = pa.concat_tables(tables).combine_chunks()
-    names = combined.column("identity")
-    if len(combined) < 2:
-        return combined
-    before, after = names.slice(0, len(names) - 1), names.slice(1)
-    if not pc.all(pc.less_equal(before, after)).as_py():
-        return _merged(combined)  # files of overlapping ranges
-    repeated = pc.equal(before, after)
-    if not pc.any(repeated).as_py():
-        return combined
-    # Rows of an identity that is split across two files: group those few rows only.
-    false = pa.array([False])
-    split = pc.or_(
-        pa.concat_arrays([repeated.combine_chunks(), false]),
-        pa.concat_arrays([false, repeated.combine_chunks()]),
-    )
-    return pa.concat_tables([combined.filter(pc.invert(split)), _merged(combined.filter(split))])
-
-
-def _merged(identities: pa.Table) -> pa.Table:
-    grouped = identities.group_by("identity", use_threads=False).aggregate(
-        [(FINGERPRINT_COLUMN, "min"), ("faces_ok", "sum"), ("frames_ok", "sum")]
-    )
-    return pa.table(
-        [
-            grouped.column(c)
-            for c in ("identity", f"{FINGERPRINT_COLUMN}_min", "faces_ok_sum", "frames_ok_sum")
-        ],
-        schema=SUMMARY_SCHEMA,
-    )
+    return summary.select(list(columns)), counts
 
 
 def _write(
@@ -501,9 +264,9 @@ def _write(
 
     sink = pa.BufferOutputStream()
     meta = {
-        _COUNTS_KEY: json.dumps(counts).encode(),
-        _FILE_KEY: json.dumps({"path": file.relative, "bytes": file.size}).encode(),
-        _IDENTITIES_KEY: json.dumps(_identities_meta(summary)).encode(),
+        COUNTS_KEY: json.dumps(counts).encode(),
+        FILE_KEY: json.dumps({"path": file.relative, "bytes": file.size}).encode(),
+        IDENTITIES_KEY: json.dumps(_identities_meta(summary)).encode(),
     }
     pq.write_table(summary.replace_schema_metadata(meta), sink, compression="zstd")
     try:

@@ -12,7 +12,7 @@ from conftest import MODEL
 from delta_checks import build_store, synthetic_provenance, synthetic_rows
 
 from featstore.errors import StoreError
-from featstore.store import Store, summary
+from featstore.store import Store, summary_totals
 from featstore.store.query import StoreCounts, count_rows
 from featstore.store.summary import SUMMARY_DIR
 from featstore.store.writer import TableWriter
@@ -120,7 +120,7 @@ def test_counts_read_only_the_footers_when_the_files_follow_each_other(
     def no_rows(*args: object) -> None:
         raise AssertionError("the summaries' rows were read")
 
-    monkeypatch.setattr(summary, "read_summary", no_rows)
+    monkeypatch.setattr(summary_totals, "read_summary", no_rows)
     assert count_rows(Store(store))[MODEL] == _from_rows(store)[1]
 
 
@@ -139,9 +139,9 @@ def test_a_summary_without_totals_in_its_footer_gets_them(tmp_path: Path) -> Non
         assert b"featstore.identities" in pq.read_schema(path).metadata
 
 
-def _part(count: int, valid: int, first: tuple, last: tuple) -> summary._FileTotals:
-    return summary._FileTotals(
-        count, valid, summary._Edge(*first), summary._Edge(*last), {"face": {"ok": 1}}
+def _part(count: int, valid: int, first: tuple, last: tuple) -> summary_totals._FileTotals:
+    return summary_totals._FileTotals(
+        count, valid, summary_totals._Edge(*first), summary_totals._Edge(*last), {"face": {"ok": 1}}
     )
 
 
@@ -154,7 +154,7 @@ def test_an_identity_split_across_files_is_counted_once_and_valid_when_joined() 
         _part(1, 0, ("b", 0, 2), ("b", 0, 2)),
         _part(2, 0, ("b", 0, 1), ("c", 0, 0)),
     ]
-    totals = summary._add_up(parts)
+    totals = summary_totals._add_up(parts)
     assert totals is not None
     # a, b, c, d and the one between c and d: "b" spans three files, "c" two
     assert totals.identities == 5
@@ -164,7 +164,7 @@ def test_an_identity_split_across_files_is_counted_once_and_valid_when_joined() 
 
 def test_overlapping_files_are_not_added_up() -> None:
     parts = [_part(3, 0, ("a", 0, 0), ("m", 0, 0)), _part(2, 0, ("c", 0, 0), ("z", 0, 0))]
-    assert summary._add_up(parts) is None
+    assert summary_totals._add_up(parts) is None
 
 
 def test_valid_identities_are_the_rows_valid_ones_in_pythons_order(tmp_path: Path) -> None:
@@ -179,3 +179,37 @@ def test_valid_identities_are_the_rows_valid_ones_in_pythons_order(tmp_path: Pat
     )
     got = Store(store).model(MODEL).valid_identities().to_pylist()
     assert got == sorted(rows.to_pylist()) and len(got) == 12
+
+
+def test_footers_and_fingerprints_where_a_store_splits_identities_or_overlaps_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import write_deltalake
+
+    store = tmp_path / "store"
+    build_store(store, 4, frames=4, dim=DIM, per_commit=4)  # one file, 5 rows per identity
+    snap = Store(store).model(MODEL)
+    rows = pq.read_table(snap.files[0]).sort_by([("identity", "ascending"), ("role", "ascending")])
+    snap.delete_rows("test")
+
+    def append(part: object) -> None:  # a file of exactly these rows (a writer's commit)
+        write_deltalake(Store(store).model(MODEL).delta, part, mode="append")
+
+    # id_00001's frontal image in one file and its frames in the next (valid only added
+    # up); id_00002 across three files, one of which holds nothing else.
+    for start, end in ((0, 6), (6, 12), (12, 13), (13, 20)):
+        append(rows.slice(start, end - start))
+    touching = Store(store).model(MODEL).version
+    _check(store)
+
+    def rows_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the footers should have been enough")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(summary_totals, "read_summary", rows_read)
+        assert count_rows(Store(store))[MODEL].valid_identities == 4
+
+    # A file whose range overlaps the others (id_00000's rows again): counted from the rows.
+    append(rows.slice(0, 3))
+    _check(store)
+    _check(store, touching)
