@@ -205,7 +205,10 @@ def _export_scale(info: ModelSnapshot) -> float | None:
             scan = NpyScan(con, "true", Rebase(None, None))
         except StoreError:
             return None  # no pose columns
-        if scan.missing_sizes() or not scan.kept_count("face"):
+        # No posed frontal row, no scale: asked first because it reads the small pose
+        # column only, where `kept_count` reads every frontal row's features too (issue 25:
+        # 2 s of a cold open at 10^5 identities).
+        if not scan.posed_count("face") or scan.missing_sizes() or not scan.kept_count("face"):
             return None
         originals = [block.arrays(info.dim)["originals"] for block in scan.fronts()]
     return float(standard_info(np.concatenate(originals)).scale)

@@ -107,6 +107,12 @@ class NpyScan:
                   AND features IS NOT NULL AND euler_angles IS NOT NULL AND {self.kind} IS NULL"""
         return int(self.con.execute(sql).fetchall()[0][0])
 
+    def posed_count(self, role: str) -> int:
+        """Ok rows with a head pose (`kept_count` or more), without reading the features."""
+        sql = f"""SELECT count(*) FROM images WHERE {self._where(role)} AND status = 'ok'
+                  AND euler_angles IS NOT NULL"""
+        return int(self.con.execute(sql).fetchall()[0][0])
+
     def missing_sizes(self) -> int:
         sql = (
             "SELECT count(*) FROM images WHERE status = 'ok' AND (width IS NULL OR height IS NULL)"
