@@ -52,6 +52,7 @@ from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
     FLAGGED_LISTED,
+    TABLE_ROWS,
     FlaggedNorm,
     GalleryIdentity,
     GalleryImage,
@@ -59,12 +60,13 @@ from featstore.report.data import (
     ModelComparison,
     NormCheck,
     ReportData,
-    Stats,
     worst_first,
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
 from featstore.report.pose import has_pose_columns, read_pose
+from featstore.report.sql_stats import Bins, Column, distributions
+from featstore.report.stats import Distribution, Stats
 from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path, write_atomic
 from featstore.store.query import count_rows
@@ -176,10 +178,11 @@ def read_report(
                 raise read_failure(exc, opened) from exc
             raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
-            identities = worst_first(_identity_rows(con))
+            identities, identities_selected, valid_selected = _identity_rows(con)
+            frames_per_identity = _frames_per_identity(con)
             angles = _angles(con)
             pose = read_pose(con)
-            det_scores = _by_role(con, "det_score", "det_score IS NOT NULL")
+            det_scores = _by_role(con, "det_score", "det_score IS NOT NULL", SCORE_BINS)
             norms = _norms(con)
             reasons = [
                 (str(s), e, int(n))
@@ -188,7 +191,7 @@ def read_report(
                     f"GROUP BY ALL ORDER BY n DESC, status, error LIMIT {REASONS_LISTED}"
                 ).fetchall()
             ]
-            gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
+            gallery = _gallery(con, base_dir, rng, gallery_identities)
             rejected, rejected_total = _rejected(con, base_dir, rng)
             consistency = read_consistency(con, base_dir)
             neighbors = read_neighbors(con, base_dir, info.name)
@@ -202,6 +205,9 @@ def read_report(
         where=where if where and where.strip() else None,
         frames_selected=frames_selected,
         identities=identities,
+        identities_selected=identities_selected,
+        valid_selected=valid_selected,
+        frames_per_identity=frames_per_identity,
         angles=angles,
         det_scores=det_scores,
         norms=norms,
@@ -253,7 +259,7 @@ def write_report(
     return ReportSummary(
         path=out_path,
         model=data.model.name,
-        identities=len(data.identities),
+        identities=data.identities_selected,
         frames=data.frames_selected,
         bytes=size,
         seconds=time.perf_counter() - start,
@@ -297,43 +303,66 @@ def _numpy(table: pa.Table, column: str) -> NDArray[np.float64]:
     ).reshape(-1)
 
 
-def _identity_rows(con: duckdb.DuckDBPyConnection) -> list[IdentityRow]:
+# Worst first (see the module's docstring), as SQL: not valid first, then the lowest share
+# of ok frames (no frames: all lost), then the most frames lost, then the name.
+_WORST_FIRST = (
+    "valid, CASE WHEN frames_total > 0 THEN frames_ok / frames_total ELSE 0.0 END, "
+    "frames_ok - frames_total, identity"
+)
+
+
+def _identity_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[IdentityRow], int, int]:
+    """The TABLE_ROWS worst identities, worst first; all identities and the valid ones."""
     rows = con.execute(
         "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
-        "frames_unreadable, valid FROM identities"
+        f"frames_unreadable, valid FROM identities ORDER BY {_WORST_FIRST} LIMIT {TABLE_ROWS}"
     ).fetchall()
-    return [
+    total, valid = con.execute(
+        "SELECT count(*), count(*) FILTER (valid) FROM identities"
+    ).fetchall()[0]
+    listed = [
         IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
         for i, s, t, ok, nf, ur, v in rows
     ]
+    return listed, int(total), int(valid)
 
 
-def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, NDArray[np.float64]]:
-    columns = ", ".join(f"{name} AS a{i}" for i, name in enumerate(ANGLES))
-    table = _arrow(con, f"SELECT {columns} FROM valid_frames WHERE avg_angle IS NOT NULL")
-    return {name: _numpy(table, f"a{i}") for i, name in enumerate(ANGLES)}
+FRAMES_BINS = Bins("integer")
+ANGLE_BINS = Bins(72)
+SCORE_BINS = Bins(60)
+NORM_BINS = Bins(60, min_span=4 * NORM_TOLERANCE)
+
+
+def _frames_per_identity(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
+    columns = [Column("identities", "frames_total"), Column("identities", "frames_ok")]
+    return dict(zip(("all", "ok"), distributions(con, columns, FRAMES_BINS), strict=True))
+
+
+def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
+    source = "(SELECT * FROM valid_frames WHERE avg_angle IS NOT NULL)"
+    return {name: distributions(con, [Column(source, name)], ANGLE_BINS)[0] for name in ANGLES}
 
 
 def _by_role(
-    con: duckdb.DuckDBPyConnection, expression: str, condition: str
-) -> dict[str, NDArray[np.float64]]:
-    # A flag per row, not the role's text: a Python string per row was most of the
-    # report's memory at a million identities.
-    table = _arrow(
-        con, f"SELECT role = 'face' AS face, {expression} AS v FROM images WHERE {condition}"
-    )
-    face = table.column("face").to_numpy(zero_copy_only=False).astype(bool)
-    values = _numpy(table, "v")
-    return {"face": values[face], "frame": values[~face]}
+    con: duckdb.DuckDBPyConnection, expression: str, condition: str, bins: Bins
+) -> dict[str, Distribution]:
+    """Per role, the statistics and histogram (shared edges) of `expression`."""
+    columns = [
+        Column(f"(SELECT * FROM images WHERE role = '{role}' AND {condition})", expression)
+        for role in ("face", "frame")
+    ]
+    return dict(zip(("face", "frame"), distributions(con, columns, bins), strict=True))
 
 
 def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
     norm = "sqrt(array_inner_product(features, features))"
-    norms = _by_role(con, norm, "features IS NOT NULL")
-    both = np.concatenate([norms["face"], norms["frame"]])
-    finite = np.isfinite(both)
-    zero = finite & (both == 0)
-    non_unit = finite & ~zero & (np.abs(both - 1.0) > NORM_TOLERANCE)
+    norms = _by_role(con, norm, "features IS NOT NULL", NORM_BINS)
+    non_finite, zero, non_unit = con.execute(
+        f"""SELECT count(*) FILTER (NOT isfinite(n) OR n IS NULL),
+                   count(*) FILTER (n = 0),
+                   count(*) FILTER (isfinite(n) AND n <> 0 AND abs(n - 1) > {NORM_TOLERANCE!r})
+            FROM (SELECT {norm} AS n FROM images WHERE features IS NOT NULL)"""
+    ).fetchall()[0]
     # The worst few, named by SQL: NaN/inf first, then by distance from 1 (no per-row
     # identity or path is fetched for the rows that are fine).
     flagged = con.execute(
@@ -348,9 +377,9 @@ def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
     return NormCheck(
         norms=norms,
         tolerance=NORM_TOLERANCE,
-        non_finite=int((~finite).sum()),
-        zero=int(zero.sum()),
-        non_unit=int(non_unit.sum()),
+        non_finite=int(non_finite),
+        zero=int(zero),
+        non_unit=int(non_unit),
         flagged=[FlaggedNorm(str(i), str(r), str(p), float(n)) for i, r, p, n in flagged],
     )
 
@@ -380,17 +409,27 @@ def _gallery_image(row: dict[str, Any], base_dir: str | None) -> GalleryImage:
 
 
 def _gallery(
-    con: duckdb.DuckDBPyConnection,
-    identities: list[IdentityRow],
-    base_dir: str | None,
-    rng: random.Random,
-    count: int,
+    con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random, count: int
 ) -> list[GalleryIdentity]:
-    """A seeded sample of the identities that have a frontal image, in name order."""
-    candidates = sorted(r.identity for r in identities if r.face_status is not None)
-    chosen = sorted(rng.sample(candidates, min(count, len(candidates))))
-    if not chosen:
+    """A seeded sample of the identities that have a frontal image, in name order.
+
+    The sample is drawn by position in name order (`random.sample` of a range picks the
+    same positions as of the list of names), and only the chosen names are fetched."""
+    with_face = "SELECT identity FROM identities WHERE face_status IS NOT NULL"
+    candidates = _scalar(con, f"SELECT count(*) FROM ({with_face})")
+    positions = rng.sample(range(candidates), min(count, candidates))
+    if not positions:
         return []
+    chosen = sorted(
+        str(row[0])
+        for row in con.execute(
+            f"""SELECT identity FROM (
+                    SELECT identity, row_number() OVER (ORDER BY identity) - 1 AS position
+                    FROM ({with_face}))
+                WHERE list_contains($positions, position)""",
+            {"positions": positions},
+        ).fetchall()
+    )
     rows = _arrow(
         con,
         f"SELECT {_image_columns(con)} FROM images WHERE list_contains($chosen, identity) "
@@ -417,26 +456,40 @@ def _gallery(
 def _rejected(
     con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random
 ) -> tuple[list[GalleryImage], int]:
-    """A seeded sample of the frames that are not ok (each status in turn), and their count."""
+    """A seeded sample of the frames that are not ok (each status in turn), and their count.
+
+    Round robin over the statuses, so a rare status is shown next to a frequent one; within
+    a status, seeded positions in (identity, frame_index) order: only the chosen rows are
+    fetched."""
+    counts = con.execute(
+        "SELECT status, count(*) FROM frames WHERE status <> 'ok' GROUP BY status ORDER BY status"
+    ).fetchall()
+    total = sum(int(n) for _, n in counts)
+    quota = dict.fromkeys((str(s) for s, _ in counts), 0)
+    left = {str(s): int(n) for s, n in counts}
+    while sum(quota.values()) < min(REJECTED_SAMPLE, total):
+        for status in quota:
+            if left[status] and sum(quota.values()) < REJECTED_SAMPLE:
+                quota[status] += 1
+                left[status] -= 1
+    picks = [
+        f"{status}/{position}"
+        for status, n in counts
+        for position in rng.sample(range(int(n)), quota[str(status)])
+    ]
+    if not picks:
+        return [], total
     table = _arrow(
         con,
-        f"SELECT {_image_columns(con)} FROM frames WHERE status <> 'ok' "
-        "ORDER BY status, identity, frame_index",
+        f"""SELECT {_image_columns(con)} FROM (
+                SELECT *, row_number() OVER (PARTITION BY status ORDER BY identity, frame_index)
+                          - 1 AS _position
+                FROM frames WHERE status <> 'ok')
+            WHERE list_contains($picks, status || '/' || _position::VARCHAR)
+            ORDER BY status, identity, frame_index""",
+        picks=picks,
     )
-    statuses = table.column("status").to_pylist()
-    groups: dict[str, list[int]] = {}
-    for i, status in enumerate(statuses):
-        groups.setdefault(status, []).append(i)
-    for rows in groups.values():
-        rng.shuffle(rows)
-    # Round robin over the statuses, so a rare status is shown next to a frequent one.
-    picks: list[int] = []
-    while len(picks) < min(REJECTED_SAMPLE, len(statuses)):
-        for rows in groups.values():
-            if rows and len(picks) < REJECTED_SAMPLE:
-                picks.append(rows.pop())
-    chosen = table.take(sorted(picks)).to_pylist() if picks else []
-    return [_gallery_image(row, base_dir) for row in chosen], table.num_rows
+    return [_gallery_image(row, base_dir) for row in table.to_pylist()], total
 
 
 def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list[ModelComparison]:

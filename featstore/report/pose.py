@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
-
 from featstore.report.plots import Panel, Series
+from featstore.report.sql_stats import Bins, Column, angle_stats, histograms, stats
+from featstore.report.stats import Distribution
 from featstore.store.fields import SQPNP_POSE_COLUMNS
 
 if TYPE_CHECKING:
@@ -39,30 +38,32 @@ DISAGREE_DEGREES = 5.0  # a per-frame disagreement above this is counted apart
 class StablePose:
     """featstore-pose-sqpnp-v1 over the frames that have both definitions' poses."""
 
-    values: dict[str, NDArray[np.float64]]  # POSE_NAMES -> degrees
-    disagreement: dict[str, NDArray[np.float64]]  # POSE_NAMES -> |face000 - stable| mod 360
+    values: dict[str, Distribution]  # POSE_NAMES -> degrees (circular stats)
+    disagreement: dict[str, Distribution]  # POSE_NAMES -> |face000 - stable| mod 360
     frames_without: int  # frames with face000-pose-v1 but not this (run `featstore derive`)
+    disagreeing_frames: int  # frames where some angle differs by more than DISAGREE_DEGREES
 
     @property
     def frames(self) -> int:
-        return int(self.values["yaw"].size)
+        return self.values["yaw"].count
 
     def disagreeing(self) -> int:
         """Frames where some angle differs by more than DISAGREE_DEGREES."""
-        if not self.frames:
-            return 0
-        gaps = np.column_stack([self.disagreement[name] for name in POSE_NAMES])
-        return int((gaps.max(axis=1) > DISAGREE_DEGREES).sum())
+        return self.disagreeing_frames
 
 
 @dataclass(frozen=True)
 class PoseDistribution:
     """The seed's (yaw, pitch, roll) over the frames of `valid_frames` that have a pose."""
 
-    values: dict[str, NDArray[np.float64]]  # POSE_NAMES -> degrees
+    values: dict[str, Distribution]  # POSE_NAMES -> degrees (circular stats)
     frames_without: int  # frames of valid_frames with no pose (degenerate keypoints, ...)
     available: bool  # False: the store was made before the pose columns
     stable: StablePose | None = None  # None: the store predates featstore-pose-sqpnp-v1
+
+    @property
+    def frames(self) -> int:
+        return self.values["yaw"].count if self.values else 0
 
 
 def has_pose_columns(con: duckdb.DuckDBPyConnection) -> bool:
@@ -73,35 +74,67 @@ def _columns(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("DESCRIBE images").fetchall()}
 
 
+def _mod360(x: str) -> str:
+    """numpy's `x % 360` (the divisor's sign) in SQL."""
+    return f"(({x}) - 360.0 * floor(({x}) / 360.0))"
+
+
+POSE_BINS = Bins(72)
+DISAGREEMENT_BINS = Bins(60)
+
+
 def read_pose(con: duckdb.DuckDBPyConnection) -> PoseDistribution:
-    """The pose of every frame of `valid_frames` (after --where), both definitions where
-    the store has them, from one query."""
+    """The pose of the frames of `valid_frames` (after --where), both definitions where the
+    store has them: statistics and histograms computed by DuckDB (`sql_stats`)."""
     columns = _columns(con)
     if "euler_angles" not in columns:
-        empty = {name: np.zeros(0) for name in POSE_NAMES}
-        return PoseDistribution(empty, 0, available=False)
-    stable = _STABLE_ANGLES in columns
-    selected = [f"euler_angles[{i}]" for i in range(1, 4)]
-    if stable:
-        selected += [f"{_STABLE_ANGLES}[{i}]" for i in range(1, 4)]
-    table = con.sql(
-        f"SELECT {', '.join(selected)} FROM valid_frames WHERE euler_angles IS NOT NULL"
-    ).to_arrow_table()
-    arrays = [np.asarray(c.to_numpy(zero_copy_only=False), np.float64) for c in table.columns]
-    values = dict(zip(POSE_NAMES, arrays[:3], strict=True))
+        return PoseDistribution({}, 0, available=False)
+    posed = "(SELECT * FROM valid_frames WHERE euler_angles IS NOT NULL)"
+    base = [Column(posed, f"euler_angles[{i}]") for i in range(1, 4)]
     without = con.execute("SELECT count(*) FROM valid_frames WHERE euler_angles IS NULL")
     frames_without = int(without.fetchall()[0][0])
-    if not stable:
+    if _STABLE_ANGLES not in columns:
+        drawn = [
+            histograms(con, [_shown(n, c)], POSE_BINS)[0]
+            for n, c in zip(POSE_NAMES, base, strict=True)
+        ]
+        values = {
+            name: Distribution(angle_stats(con, column), histogram)
+            for name, column, histogram in zip(POSE_NAMES, base, drawn, strict=True)
+        }
         return PoseDistribution(values, frames_without, available=True)
-    # A null list gives null elements: NaN in all three, or in none.
-    both = ~np.isnan(arrays[3]) if arrays[3].size else np.zeros(0, bool)
-    stable_values = {name: a[both] for name, a in zip(POSE_NAMES, arrays[3:], strict=True)}
-    gaps = {
-        name: np.abs((values[name][both] - stable_values[name] + 180.0) % 360.0 - 180.0)
-        for name in POSE_NAMES
+    # A null list gives null elements: null in all three, or in none.
+    both = f"(SELECT * FROM {posed} WHERE {_STABLE_ANGLES}[1] IS NOT NULL)"
+    stable = [Column(both, f"{_STABLE_ANGLES}[{i}]") for i in range(1, 4)]
+    values, stable_values = {}, {}
+    for name, mine, theirs in zip(POSE_NAMES, base, stable, strict=True):
+        drawn = histograms(con, [_shown(name, mine), _shown(name, theirs)], POSE_BINS)
+        values[name] = Distribution(angle_stats(con, mine), drawn[0])
+        stable_values[name] = Distribution(angle_stats(con, theirs), drawn[1])
+    gaps = [
+        f"abs({_mod360(f'euler_angles[{i}] - {_STABLE_ANGLES}[{i}] + 180.0')} - 180.0)"
+        for i in range(1, 4)
+    ]
+    gap_columns = [Column(both, gap) for gap in gaps]
+    drawn = histograms(con, gap_columns, DISAGREEMENT_BINS)
+    disagreement = {
+        name: Distribution(stats(con, column), histogram)
+        for name, column, histogram in zip(POSE_NAMES, gap_columns, drawn, strict=True)
     }
-    extra = StablePose(stable_values, gaps, int((~both).sum()))
+    counted = con.execute(
+        f"""SELECT count(*) FILTER (greatest({", ".join(gaps)}) > {DISAGREE_DEGREES!r}),
+                   (SELECT count(*) FROM {posed}) - count(*)
+            FROM {both}"""
+    ).fetchall()[0]
+    extra = StablePose(stable_values, disagreement, int(counted[1]), int(counted[0]))
     return PoseDistribution(values, frames_without, available=True, stable=extra)
+
+
+def _shown(name: str, column: Column) -> Column:
+    """What the histogram draws: the roll modulo 360 (upright faces make one bar at 180)."""
+    if name != "roll":
+        return column
+    return Column(column.source, _mod360(column.expression))
 
 
 def pose_panels(pose: PoseDistribution) -> list[Panel]:
@@ -109,15 +142,12 @@ def pose_panels(pose: PoseDistribution) -> list[Panel]:
     modulo 360 (see the module's docstring); then the per-frame disagreement."""
     stable = pose.stable if pose.stable is not None and pose.stable.frames else None
 
-    def shown(name: str, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.mod(values, 360.0) if name == "roll" else values
-
     panels = [
         Panel(
             f"{name} (mod 360; 180 = upright)" if name == "roll" else name,
             "degrees",
-            [Series(BASE if stable else "", shown(name, values))]
-            + ([Series(STABLE, shown(name, stable.values[name]))] if stable else []),
+            [Series(BASE if stable else "", values.histogram)]
+            + ([Series(STABLE, stable.values[name].histogram)] if stable else []),
             bins=72,
         )
         for name, values in pose.values.items()
@@ -127,7 +157,7 @@ def pose_panels(pose: PoseDistribution) -> list[Panel]:
             Panel(
                 "the two, per frame (mod 360)",
                 f"|{BASE} - {STABLE}|, degrees",
-                [Series(name, stable.disagreement[name]) for name in POSE_NAMES],
+                [Series(name, stable.disagreement[name].histogram) for name in POSE_NAMES],
                 bins=60,
                 log_y=True,
             )
@@ -141,7 +171,7 @@ def pose_heading(pose: PoseDistribution | None) -> str:
         return "<p class='muted'>No head pose: the store predates the pose columns.</p>"
     return (
         f"<h3 id='pose'>Head pose (face000-pose-v1, degrees, over the "
-        f"{pose.values['yaw'].size} frames of <code>valid_frames</code> with a pose; "
+        f"{pose.frames} frames of <code>valid_frames</code> with a pose; "
         f"{pose.frames_without} without)</h3>"
         "<p class='muted'>EPnP from the five keypoints to a mean face, focal length = image "
         "width. The names are the seed's (sic): an upright frontal face has roll near "

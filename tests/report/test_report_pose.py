@@ -87,7 +87,7 @@ def test_a_store_without_pose_columns_still_reports(extracted: Extracted, tmp_pa
 
 def test_angle_statistics_are_circular() -> None:
     """Rolls near ±180 (upright faces) average to ±180, not to 0 with a std of 179."""
-    from featstore.report.data import Stats
+    from featstore.report.stats import Stats
 
     rolls = np.array([179.0, -179.0, 178.0, -178.0, 180.0])
     s = Stats.of_angles(rolls)
@@ -101,7 +101,7 @@ def test_angle_statistics_are_circular() -> None:
 
 
 def test_the_report_and_its_json_use_circular_pose_statistics(data: ReportData) -> None:
-    from featstore.report.data import Stats
+    from featstore.report.stats import Stats
     from featstore.report.summary_json import summary_json
 
     text = summary_json(data)
