@@ -45,15 +45,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from featstore.errors import InputError, plural
 from featstore.report.consistency import read_consistency
 from featstore.report.data import (
     ANGLES,
-    FLAGGED_LISTED,
-    TABLE_ROWS,
-    FlaggedNorm,
     GalleryIdentity,
     GalleryImage,
     IdentityRow,
@@ -64,9 +60,17 @@ from featstore.report.data import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
+from featstore.report.numbers import (
+    NORM_TOLERANCE,
+    SCORE_BINS,
+    angles,
+    by_role,
+    frames_per_identity,
+    identity_rows,
+    norms,
+)
 from featstore.report.pose import has_pose_columns, read_pose
-from featstore.report.sql_stats import Bins, Column, distributions
-from featstore.report.stats import Distribution, Stats
+from featstore.report.stats import Stats
 from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path, write_atomic
 from featstore.store.query import count_rows
@@ -80,7 +84,6 @@ if TYPE_CHECKING:
 GALLERY_IDENTITIES = 8
 GALLERY_FRAMES = 4
 REJECTED_SAMPLE = 12
-NORM_TOLERANCE = 1e-3
 REASONS_LISTED = 12
 
 __all__ = [
@@ -88,6 +91,7 @@ __all__ = [
     "GalleryIdentity",
     "GalleryImage",
     "IdentityRow",
+    "NORM_TOLERANCE",
     "ModelComparison",
     "NormCheck",
     "ReportData",
@@ -178,12 +182,12 @@ def read_report(
                 raise read_failure(exc, opened) from exc
             raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
-            identities, identities_selected, valid_selected = _identity_rows(con)
-            frames_per_identity = _frames_per_identity(con)
-            angles = _angles(con)
+            identities, identities_selected, valid_selected = identity_rows(con)
+            per_identity = frames_per_identity(con)
+            angle_values = angles(con)
             pose = read_pose(con)
-            det_scores = _by_role(con, "det_score", "det_score IS NOT NULL", SCORE_BINS)
-            norms = _norms(con)
+            det_scores = by_role(con, "det_score", "det_score IS NOT NULL", SCORE_BINS)
+            norm_check = norms(con)
             reasons = [
                 (str(s), e, int(n))
                 for s, e, n in con.execute(
@@ -207,10 +211,10 @@ def read_report(
         identities=identities,
         identities_selected=identities_selected,
         valid_selected=valid_selected,
-        frames_per_identity=frames_per_identity,
-        angles=angles,
+        frames_per_identity=per_identity,
+        angles=angle_values,
         det_scores=det_scores,
-        norms=norms,
+        norms=norm_check,
         rejection_reasons=reasons,
         comparisons=_comparisons(opened, info, models),
         gallery=gallery,
@@ -294,94 +298,6 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
     return con.sql(sql, params=params or None).to_arrow_table()
-
-
-def _numpy(table: pa.Table, column: str) -> NDArray[np.float64]:
-    """A float column as float64, nulls as NaN."""
-    return np.asarray(
-        table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64
-    ).reshape(-1)
-
-
-# Worst first (see the module's docstring), as SQL: not valid first, then the lowest share
-# of ok frames (no frames: all lost), then the most frames lost, then the name.
-_WORST_FIRST = (
-    "valid, CASE WHEN frames_total > 0 THEN frames_ok / frames_total ELSE 0.0 END, "
-    "frames_ok - frames_total, identity"
-)
-
-
-def _identity_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[IdentityRow], int, int]:
-    """The TABLE_ROWS worst identities, worst first; all identities and the valid ones."""
-    rows = con.execute(
-        "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
-        f"frames_unreadable, valid FROM identities ORDER BY {_WORST_FIRST} LIMIT {TABLE_ROWS}"
-    ).fetchall()
-    total, valid = con.execute(
-        "SELECT count(*), count(*) FILTER (valid) FROM identities"
-    ).fetchall()[0]
-    listed = [
-        IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
-        for i, s, t, ok, nf, ur, v in rows
-    ]
-    return listed, int(total), int(valid)
-
-
-FRAMES_BINS = Bins("integer")
-ANGLE_BINS = Bins(72)
-SCORE_BINS = Bins(60)
-NORM_BINS = Bins(60, min_span=4 * NORM_TOLERANCE)
-
-
-def _frames_per_identity(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
-    columns = [Column("identities", "frames_total"), Column("identities", "frames_ok")]
-    return dict(zip(("all", "ok"), distributions(con, columns, FRAMES_BINS), strict=True))
-
-
-def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
-    source = "(SELECT * FROM valid_frames WHERE avg_angle IS NOT NULL)"
-    return {name: distributions(con, [Column(source, name)], ANGLE_BINS)[0] for name in ANGLES}
-
-
-def _by_role(
-    con: duckdb.DuckDBPyConnection, expression: str, condition: str, bins: Bins
-) -> dict[str, Distribution]:
-    """Per role, the statistics and histogram (shared edges) of `expression`."""
-    columns = [
-        Column(f"(SELECT * FROM images WHERE role = '{role}' AND {condition})", expression)
-        for role in ("face", "frame")
-    ]
-    return dict(zip(("face", "frame"), distributions(con, columns, bins), strict=True))
-
-
-def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
-    norm = "sqrt(array_inner_product(features, features))"
-    norms = _by_role(con, norm, "features IS NOT NULL", NORM_BINS)
-    non_finite, zero, non_unit = con.execute(
-        f"""SELECT count(*) FILTER (NOT isfinite(n) OR n IS NULL),
-                   count(*) FILTER (n = 0),
-                   count(*) FILTER (isfinite(n) AND n <> 0 AND abs(n - 1) > {NORM_TOLERANCE!r})
-            FROM (SELECT {norm} AS n FROM images WHERE features IS NOT NULL)"""
-    ).fetchall()[0]
-    # The worst few, named by SQL: NaN/inf first, then by distance from 1 (no per-row
-    # identity or path is fetched for the rows that are fine).
-    flagged = con.execute(
-        f"""SELECT identity, role, image_path, n FROM (
-                SELECT identity, role, image_path, {norm} AS n FROM images
-                WHERE features IS NOT NULL)
-            WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
-            ORDER BY CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END DESC,
-                     identity, role, image_path
-            LIMIT {int(FLAGGED_LISTED)}"""
-    ).fetchall()
-    return NormCheck(
-        norms=norms,
-        tolerance=NORM_TOLERANCE,
-        non_finite=int(non_finite),
-        zero=int(zero),
-        non_unit=int(non_unit),
-        flagged=[FlaggedNorm(str(i), str(r), str(p), float(n)) for i, r, p, n in flagged],
-    )
 
 
 _IMAGE_COLUMNS = "identity, role, frame_index, image_path, status, error, box, landmarks_2d"

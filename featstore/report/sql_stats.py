@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def _binned(con: duckdb.DuckDBPyConnection, column: Column, edges: np.ndarray) -
     return Binned(edges, counts)
 
 
-def _stats(row: tuple[object, ...]) -> Stats:
+def _stats(row: tuple[Any, ...]) -> Stats:
     count, finite = int(row[0]), int(row[1])
     if not finite:
         return Stats(count, count, None, None, None, None, None)
