@@ -66,16 +66,12 @@ def consistency_sql(source: str, threshold: float = DEFAULT_THRESHOLD, *, dim: i
     `dim`: the ArcFace embeddings' length. Each identity's frame sum is one aggregate row
     of `dim` sums, made in one pass over its frames (a hash aggregate of identities x dim
     numbers); the frames then join it. Unnesting every vector into `dim` rows to sum them
-    held frames x dim rows at once (1.4 GB at 100,000 frames). `arc` is NOT MATERIALIZED:
-    read three times, it streams each time, where a materialised CTE held every frame's
-    vector (the view at 100,000 frames x 512: 583 -> 377 MiB peak, 4.7 -> 7.8 s on a loaded
-    machine); the joins build on their right side, the per-identity rows
-    (`featstore.store.views.lock_down`).
+    held frames x dim rows at once (1.4 GB at 100,000 frames).
     """
     t = float(threshold)
     sums = ", ".join(f"sum(e[{i}])" for i in range(1, max(int(dim), 1) + 1))
     return f"""
-        WITH arc AS NOT MATERIALIZED (
+        WITH arc AS (
             SELECT model, identity, role, image_path, frame_index, features::FLOAT[] AS e
             FROM {source}
             WHERE model LIKE '{ARCFACE_PREFIX}%' AND status = 'ok' AND features IS NOT NULL
