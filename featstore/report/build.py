@@ -60,17 +60,12 @@ from featstore.report.data import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
-from featstore.report.numbers import (
-    NORM_TOLERANCE,
-    SCORE_BINS,
-    angles,
-    by_role,
-    frames_per_identity,
-    identity_rows,
-    norms,
-)
-from featstore.report.pose import has_pose_columns, read_pose
+from featstore.report.numbers import NORM_TOLERANCE, frame_groups, identity_table, image_numbers
+from featstore.report.pose import has_pose_columns, pose_query
+from featstore.report.ranges import identity_ranges
+from featstore.report.samples import gallery_names, rejected_rows
 from featstore.report.stats import Stats
+from featstore.report.tally import summarise
 from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path, write_atomic
 from featstore.store.query import count_rows
@@ -172,6 +167,7 @@ def read_report(
     recorded = info.provenance.get("base_dir")
     base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
     rng = random.Random(seed)
+    ranges = identity_ranges(snap)
     with _filtered(snap, where) as con:
         try:
             # Counting the frames evaluates --where on every frame: a predicate that fails
@@ -182,12 +178,12 @@ def read_report(
                 raise read_failure(exc, opened) from exc
             raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
-            identities, identities_selected, valid_selected = identity_rows(con)
-            per_identity = frames_per_identity(con)
-            angle_values = angles(con)
-            pose = read_pose(con)
-            det_scores = by_role(con, "det_score", "det_score IS NOT NULL", SCORE_BINS)
-            norm_check = norms(con)
+            table = identity_table(con, ranges)
+            pose_asked = pose_query(con)
+            found, counted = summarise(
+                con, "valid_frames", ranges, frame_groups(pose_asked.groups()), pose_asked.counts()
+            )
+            det_scores, norm_check = image_numbers(con, ranges)
             reasons = [
                 (str(s), e, int(n))
                 for s, e, n in con.execute(
@@ -195,8 +191,12 @@ def read_report(
                     f"GROUP BY ALL ORDER BY n DESC, status, error LIMIT {REASONS_LISTED}"
                 ).fetchall()
             ]
-            gallery = _gallery(con, base_dir, rng, gallery_identities)
-            rejected, rejected_total = _rejected(con, base_dir, rng)
+            chosen = gallery_names(con, ranges, table.with_face, rng, gallery_identities)
+            gallery = _gallery(con, chosen, base_dir)
+            rejected_rows_, rejected_total = rejected_rows(
+                con, ranges, table.rejected, rng, _image_columns(con), REJECTED_SAMPLE
+            )
+            rejected = [_gallery_image(row, base_dir) for row in rejected_rows_]
             consistency = read_consistency(con, base_dir)
             neighbors = read_neighbors(con, base_dir, info.name)
         except _duckdb_error() as exc:
@@ -208,11 +208,11 @@ def read_report(
         counts=counts,
         where=where if where and where.strip() else None,
         frames_selected=frames_selected,
-        identities=identities,
-        identities_selected=identities_selected,
-        valid_selected=valid_selected,
-        frames_per_identity=per_identity,
-        angles=angle_values,
+        identities=table.listed,
+        identities_selected=table.total,
+        valid_selected=table.valid,
+        frames_per_identity=table.frames_per_identity,
+        angles={name: found[name] for name in ANGLES},
         det_scores=det_scores,
         norms=norm_check,
         rejection_reasons=reasons,
@@ -221,7 +221,7 @@ def read_report(
         rejected=rejected,
         rejected_total=rejected_total,
         seed=seed,
-        pose=pose,
+        pose=pose_asked.result(found, counted),
         consistency=consistency,
         neighbors=neighbors,
     )
@@ -325,27 +325,11 @@ def _gallery_image(row: dict[str, Any], base_dir: str | None) -> GalleryImage:
 
 
 def _gallery(
-    con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random, count: int
+    con: duckdb.DuckDBPyConnection, chosen: list[str], base_dir: str | None
 ) -> list[GalleryIdentity]:
-    """A seeded sample of the identities that have a frontal image, in name order.
-
-    The sample is drawn by position in name order (`random.sample` of a range picks the
-    same positions as of the list of names), and only the chosen names are fetched."""
-    with_face = "SELECT identity FROM identities WHERE face_status IS NOT NULL"
-    candidates = _scalar(con, f"SELECT count(*) FROM ({with_face})")
-    positions = rng.sample(range(candidates), min(count, candidates))
-    if not positions:
+    """The chosen identities' frontal image and frames spread over their frame order."""
+    if not chosen:
         return []
-    chosen = sorted(
-        str(row[0])
-        for row in con.execute(
-            f"""SELECT identity FROM (
-                    SELECT identity, row_number() OVER (ORDER BY identity) - 1 AS position
-                    FROM ({with_face}))
-                WHERE list_contains($positions, position)""",
-            {"positions": positions},
-        ).fetchall()
-    )
     rows = _arrow(
         con,
         f"SELECT {_image_columns(con)} FROM images WHERE list_contains($chosen, identity) "
@@ -367,45 +351,6 @@ def _gallery(
             )
         )
     return gallery
-
-
-def _rejected(
-    con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random
-) -> tuple[list[GalleryImage], int]:
-    """A seeded sample of the frames that are not ok (each status in turn), and their count.
-
-    Round robin over the statuses, so a rare status is shown next to a frequent one; within
-    a status, seeded positions in (identity, frame_index) order: only the chosen rows are
-    fetched."""
-    counts = con.execute(
-        "SELECT status, count(*) FROM frames WHERE status <> 'ok' GROUP BY status ORDER BY status"
-    ).fetchall()
-    total = sum(int(n) for _, n in counts)
-    quota = dict.fromkeys((str(s) for s, _ in counts), 0)
-    left = {str(s): int(n) for s, n in counts}
-    while sum(quota.values()) < min(REJECTED_SAMPLE, total):
-        for status in quota:
-            if left[status] and sum(quota.values()) < REJECTED_SAMPLE:
-                quota[status] += 1
-                left[status] -= 1
-    picks = [
-        f"{status}/{position}"
-        for status, n in counts
-        for position in rng.sample(range(int(n)), quota[str(status)])
-    ]
-    if not picks:
-        return [], total
-    table = _arrow(
-        con,
-        f"""SELECT {_image_columns(con)} FROM (
-                SELECT *, row_number() OVER (PARTITION BY status ORDER BY identity, frame_index)
-                          - 1 AS _position
-                FROM frames WHERE status <> 'ok')
-            WHERE list_contains($picks, status || '/' || _position::VARCHAR)
-            ORDER BY status, identity, frame_index""",
-        picks=picks,
-    )
-    return [_gallery_image(row, base_dir) for row in table.to_pylist()], total
 
 
 def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list[ModelComparison]:

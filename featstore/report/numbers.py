@@ -1,13 +1,20 @@
-"""The report's numbers over many rows, computed by DuckDB (`featstore.report.sql_stats`):
-the worst identities, frames per identity, angles, detector scores and feature norms.
+"""The report's numbers over many rows, read one identity range at a time
+(`featstore.report.ranges`): the worst identities, frames per identity, the angles, the
+detector scores and the feature norms (`featstore.report.tally` sums them up).
 
-Only bounded results come back: TABLE_ROWS identities, a few statistics and one count per
-histogram bin, never a value per identity or per frame (issue 25: 10^6 identities).
+Only bounded results come back: TABLE_ROWS identities, a few statistics, one count per
+histogram bin and per range, never a value per identity or per frame (issue 25: 10^6
+identities).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from featstore.report.data import (
     ANGLES,
@@ -16,91 +23,170 @@ from featstore.report.data import (
     FlaggedNorm,
     IdentityRow,
     NormCheck,
+    worst_first,
 )
-from featstore.report.sql_stats import Bins, Column, distributions
-from featstore.report.stats import Distribution
+from featstore.report.plots import Binned, bin_edges
+from featstore.report.ranges import IdentityRange
+from featstore.report.stats import Distribution, Stats
+from featstore.report.tally import Bins, Column, Count, Group, summarise
 
 if TYPE_CHECKING:
     import duckdb
 
 NORM_TOLERANCE = 1e-3
+ANGLE_BINS = Bins(72)
+SCORE_BINS = Bins(60)
+NORM_BINS = Bins(60, min_span=4 * NORM_TOLERANCE)
+ROLES = ("face", "frame")
 
-# Worst first (see the module's docstring), as SQL: not valid first, then the lowest share
-# of ok frames (no frames: all lost), then the most frames lost, then the name.
+# Worst first (`worst_first`), as SQL: not valid first, then the lowest share of ok frames
+# (no frames: all lost), then the most frames lost, then the name.
 _WORST_FIRST = (
     "valid, CASE WHEN frames_total > 0 THEN frames_ok / frames_total ELSE 0.0 END, "
     "frames_ok - frames_total, identity"
 )
 
 
-def identity_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[IdentityRow], int, int]:
-    """The TABLE_ROWS worst identities, worst first; all identities and the valid ones."""
-    rows = con.execute(
-        "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
-        f"frames_unreadable, valid FROM identities ORDER BY {_WORST_FIRST} LIMIT {TABLE_ROWS}"
-    ).fetchall()
-    total, valid = con.execute(
-        "SELECT count(*), count(*) FILTER (valid) FROM identities"
-    ).fetchall()[0]
-    listed = [
-        IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
-        for i, s, t, ok, nf, ur, v in rows
-    ]
-    return listed, int(total), int(valid)
+@dataclass(frozen=True)
+class IdentityTable:
+    """What the report shows per identity, gathered range by range.
+
+    listed: the TABLE_ROWS worst, worst first. with_face and rejected: per range (in
+    `ranges` order), the identities with a frontal row and the frames not ok by status,
+    so that a sample can be drawn by position and only its rows fetched."""
+
+    listed: list[IdentityRow]
+    total: int
+    valid: int
+    frames_per_identity: dict[str, Distribution]  # "all", "ok"
+    with_face: list[int]
+    rejected: list[dict[str, int]]
 
 
-FRAMES_BINS = Bins("integer")
-ANGLE_BINS = Bins(72)
-SCORE_BINS = Bins(60)
-NORM_BINS = Bins(60, min_span=4 * NORM_TOLERANCE)
+def identity_table(
+    con: duckdb.DuckDBPyConnection, ranges: Sequence[IdentityRange]
+) -> IdentityTable:
+    listed: list[IdentityRow] = []
+    total = valid = 0
+    frames: dict[str, Counter[int]] = {"all": Counter(), "ok": Counter()}
+    with_face, rejected = [], []
+    for span in ranges:
+        where = span.condition()
+        # The range's identities once, then counted and sorted there (the view groups
+        # every row of the range: one aggregate, not one per question).
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _range_identities AS "
+            f"SELECT * FROM identities WHERE {where}"
+        )
+        rows = con.execute(
+            "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
+            f"frames_unreadable, valid FROM _range_identities ORDER BY {_WORST_FIRST} "
+            f"LIMIT {TABLE_ROWS}"
+        ).fetchall()
+        listed = worst_first(
+            listed
+            + [
+                IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
+                for i, s, t, ok, nf, ur, v in rows
+            ]
+        )[:TABLE_ROWS]
+        n, n_valid, n_face = con.execute(
+            "SELECT count(*), count(*) FILTER (valid), count(*) FILTER (face_status IS NOT NULL) "
+            "FROM _range_identities"
+        ).fetchall()[0]
+        total, valid = total + int(n), valid + int(n_valid)
+        with_face.append(int(n_face))
+        for name, column in (("all", "frames_total"), ("ok", "frames_ok")):
+            counted = con.execute(
+                f"SELECT {column}, count(*) FROM _range_identities GROUP BY ALL"
+            ).fetchall()
+            frames[name].update({int(v): int(c) for v, c in counted})
+        statuses = con.execute(
+            f"SELECT status, count(*) FROM frames WHERE status <> 'ok' AND {where} GROUP BY ALL"
+        ).fetchall()
+        rejected.append({str(s): int(c) for s, c in statuses})
+    con.execute("DROP TABLE IF EXISTS _range_identities")
+    return IdentityTable(listed, total, valid, _integer_distributions(frames), with_face, rejected)
 
 
-def frames_per_identity(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
-    columns = [Column("identities", "frames_total"), Column("identities", "frames_ok")]
-    return dict(zip(("all", "ok"), distributions(con, columns, FRAMES_BINS), strict=True))
+def _integer_distributions(counted: dict[str, Counter[int]]) -> dict[str, Distribution]:
+    """Statistics (exact: every value is known with its count) and one-bin-per-integer
+    histograms on shared edges."""
+    values = [v for c in counted.values() for v in c]
+    edges = (
+        bin_edges(float(min(values)), float(max(values)), "integer", 0.0)
+        if values
+        else np.zeros(0, np.float64)
+    )
+    found = {}
+    for name, counter in counted.items():
+        v = np.array(sorted(counter), np.float64)
+        w = np.array([counter[int(x)] for x in v], np.int64)
+        counts = np.histogram(v, edges, weights=w)[0].astype(np.int64) if edges.size else w[:0]
+        found[name] = Distribution(Stats.of_counted(v, w), Binned(edges, counts))
+    return found
 
 
-def angles(con: duckdb.DuckDBPyConnection) -> dict[str, Distribution]:
-    source = "(SELECT * FROM valid_frames WHERE avg_angle IS NOT NULL)"
-    return {name: distributions(con, [Column(source, name)], ANGLE_BINS)[0] for name in ANGLES}
+def frame_groups(pose: Sequence[Group]) -> list[Group]:
+    """The angles of `valid_frames` (rows with an avg_angle), each in its own panel, then
+    the head pose's panels."""
+    angles = [Group(ANGLE_BINS, (Column(name, name, "avg_angle IS NOT NULL"),)) for name in ANGLES]
+    return angles + list(pose)
 
 
-def by_role(
-    con: duckdb.DuckDBPyConnection, expression: str, condition: str, bins: Bins
-) -> dict[str, Distribution]:
-    """Per role, the statistics and histogram (shared edges) of `expression`."""
-    columns = [
-        Column(f"(SELECT * FROM images WHERE role = '{role}' AND {condition})", expression)
-        for role in ("face", "frame")
-    ]
-    return dict(zip(("face", "frame"), distributions(con, columns, bins), strict=True))
-
-
-def norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
+def image_numbers(
+    con: duckdb.DuckDBPyConnection, ranges: Sequence[IdentityRange]
+) -> tuple[dict[str, Distribution], NormCheck]:
+    """The detector scores and feature norms of `images`, per role, and the norm check."""
     norm = "sqrt(array_inner_product(features, features))"
-    norms = by_role(con, norm, "features IS NOT NULL", NORM_BINS)
-    non_finite, zero, non_unit = con.execute(
-        f"""SELECT count(*) FILTER (NOT isfinite(n) OR n IS NULL),
-                   count(*) FILTER (n = 0),
-                   count(*) FILTER (isfinite(n) AND n <> 0 AND abs(n - 1) > {NORM_TOLERANCE!r})
-            FROM (SELECT {norm} AS n FROM images WHERE features IS NOT NULL)"""
-    ).fetchall()[0]
-    # The worst few, named by SQL: NaN/inf first, then by distance from 1 (no per-row
-    # identity or path is fetched for the rows that are fine).
-    flagged = con.execute(
-        f"""SELECT identity, role, image_path, n FROM (
-                SELECT identity, role, image_path, {norm} AS n FROM images
-                WHERE features IS NOT NULL)
-            WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
-            ORDER BY CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END DESC,
-                     identity, role, image_path
-            LIMIT {int(FLAGGED_LISTED)}"""
-    ).fetchall()
-    return NormCheck(
-        norms=norms,
-        tolerance=NORM_TOLERANCE,
-        non_finite=int(non_finite),
-        zero=int(zero),
-        non_unit=int(non_unit),
-        flagged=[FlaggedNorm(str(i), str(r), str(p), float(n)) for i, r, p, n in flagged],
+    bad = f"NOT isfinite({norm}) OR {norm} IS NULL"
+    off = f"isfinite({norm}) AND {norm} <> 0 AND abs({norm} - 1) > {NORM_TOLERANCE!r}"
+    has = "features IS NOT NULL"
+    panels = [
+        Group(
+            SCORE_BINS,
+            tuple(
+                Column(f"score {r}", "det_score", f"role = '{r}' AND det_score IS NOT NULL")
+                for r in ROLES
+            ),
+        ),
+        Group(
+            NORM_BINS, tuple(Column(f"norm {r}", norm, f"role = '{r}' AND {has}") for r in ROLES)
+        ),
+    ]
+    counts = [
+        Count("non_finite", f"{has} AND ({bad})"),
+        Count("zero", f"{has} AND {norm} = 0"),
+        Count("non_unit", f"{has} AND {off}"),
+    ]
+    found, counted = summarise(con, "images", ranges, panels, counts)
+    flagged_total = sum(counted.values())
+    flagged: list[tuple[float, FlaggedNorm]] = []
+    if flagged_total:
+        # The worst few, named by SQL per range (only ranges with a flagged norm cost a
+        # query): NaN/inf first, then by distance from 1.
+        for span in ranges:
+            rows = con.execute(
+                f"""SELECT identity, role, image_path, n,
+                           CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END AS d
+                    FROM (SELECT identity, role, image_path, {norm} AS n FROM images
+                          WHERE {has} AND {span.condition()})
+                    WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
+                    ORDER BY d DESC, identity, role, image_path
+                    LIMIT {int(FLAGGED_LISTED)}"""
+            ).fetchall()
+            flagged += [
+                (float(d), FlaggedNorm(str(i), str(r), str(p), float(n))) for i, r, p, n, d in rows
+            ]
+        flagged.sort(key=lambda x: (-x[0], x[1].identity, x[1].role, x[1].image_path))
+    return (
+        {r: found[f"score {r}"] for r in ROLES},
+        NormCheck(
+            norms={r: found[f"norm {r}"] for r in ROLES},
+            tolerance=NORM_TOLERANCE,
+            non_finite=counted["non_finite"],
+            zero=counted["zero"],
+            non_unit=counted["non_unit"],
+            flagged=[f for _, f in flagged[:FLAGGED_LISTED]],
+        ),
     )

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from featstore.report.plots import Panel, Series
-from featstore.report.sql_stats import Bins, Column, angle_stats, histograms, stats
 from featstore.report.stats import Distribution
+from featstore.report.tally import Bins, Column, Count, Group
 from featstore.store.fields import SQPNP_POSE_COLUMNS
 
 if TYPE_CHECKING:
@@ -81,60 +81,74 @@ def _mod360(x: str) -> str:
 
 POSE_BINS = Bins(72)
 DISAGREEMENT_BINS = Bins(60)
+_POSED = "euler_angles IS NOT NULL"
+# A null list gives null elements: null in all three, or in none.
+_BOTH = f"{_POSED} AND {_STABLE_ANGLES}[1] IS NOT NULL"
+_GAPS = [
+    f"abs({_mod360(f'euler_angles[{i}] - {_STABLE_ANGLES}[{i}] + 180.0')} - 180.0)"
+    for i in range(1, 4)
+]
 
 
-def read_pose(con: duckdb.DuckDBPyConnection) -> PoseDistribution:
-    """The pose of the frames of `valid_frames` (after --where), both definitions where the
-    store has them: statistics and histograms computed by DuckDB (`sql_stats`)."""
+@dataclass(frozen=True)
+class PoseQuery:
+    """What the pose section asks of `valid_frames` (`featstore.report.tally.summarise`
+    sums it up with the other frame columns in the same passes)."""
+
+    available: bool  # the store has face000-pose-v1's columns
+    stable: bool  # and featstore-pose-sqpnp-v1's
+
+    def groups(self) -> list[Group]:
+        """One panel per angle (both definitions on shared edges), then the disagreement."""
+        if not self.available:
+            return []
+        groups = []
+        for i, name in enumerate(POSE_NAMES, start=1):
+            mine = _angle(f"pose {name}", f"euler_angles[{i}]", _POSED, name)
+            theirs = _angle(f"stable {name}", f"{_STABLE_ANGLES}[{i}]", _BOTH, name)
+            groups.append(Group(POSE_BINS, (mine, theirs) if self.stable else (mine,)))
+        if self.stable:
+            gaps = (Column(f"gap {n}", g, _BOTH) for n, g in zip(POSE_NAMES, _GAPS, strict=True))
+            groups.append(Group(DISAGREEMENT_BINS, tuple(gaps)))
+        return groups
+
+    def counts(self) -> list[Count]:
+        if not self.available:
+            return []
+        counts = [Count("unposed", "euler_angles IS NULL")]
+        if self.stable:
+            disagree = f"{_BOTH} AND greatest({', '.join(_GAPS)}) > {DISAGREE_DEGREES!r}"
+            counts += [
+                Count("disagreeing", disagree),
+                Count("without stable", f"{_POSED} AND {_STABLE_ANGLES}[1] IS NULL"),
+            ]
+        return counts
+
+    def result(self, found: dict[str, Distribution], counted: dict[str, int]) -> PoseDistribution:
+        if not self.available:
+            return PoseDistribution({}, 0, available=False)
+        values = {name: found[f"pose {name}"] for name in POSE_NAMES}
+        if not self.stable:
+            return PoseDistribution(values, counted["unposed"], available=True)
+        extra = StablePose(
+            {name: found[f"stable {name}"] for name in POSE_NAMES},
+            {name: found[f"gap {name}"] for name in POSE_NAMES},
+            counted["without stable"],
+            counted["disagreeing"],
+        )
+        return PoseDistribution(values, counted["unposed"], available=True, stable=extra)
+
+
+def pose_query(con: duckdb.DuckDBPyConnection) -> PoseQuery:
     columns = _columns(con)
-    if "euler_angles" not in columns:
-        return PoseDistribution({}, 0, available=False)
-    posed = "(SELECT * FROM valid_frames WHERE euler_angles IS NOT NULL)"
-    base = [Column(posed, f"euler_angles[{i}]") for i in range(1, 4)]
-    without = con.execute("SELECT count(*) FROM valid_frames WHERE euler_angles IS NULL")
-    frames_without = int(without.fetchall()[0][0])
-    if _STABLE_ANGLES not in columns:
-        drawn = [
-            histograms(con, [_shown(n, c)], POSE_BINS)[0]
-            for n, c in zip(POSE_NAMES, base, strict=True)
-        ]
-        values = {
-            name: Distribution(angle_stats(con, column), histogram)
-            for name, column, histogram in zip(POSE_NAMES, base, drawn, strict=True)
-        }
-        return PoseDistribution(values, frames_without, available=True)
-    # A null list gives null elements: null in all three, or in none.
-    both = f"(SELECT * FROM {posed} WHERE {_STABLE_ANGLES}[1] IS NOT NULL)"
-    stable = [Column(both, f"{_STABLE_ANGLES}[{i}]") for i in range(1, 4)]
-    values, stable_values = {}, {}
-    for name, mine, theirs in zip(POSE_NAMES, base, stable, strict=True):
-        drawn = histograms(con, [_shown(name, mine), _shown(name, theirs)], POSE_BINS)
-        values[name] = Distribution(angle_stats(con, mine), drawn[0])
-        stable_values[name] = Distribution(angle_stats(con, theirs), drawn[1])
-    gaps = [
-        f"abs({_mod360(f'euler_angles[{i}] - {_STABLE_ANGLES}[{i}] + 180.0')} - 180.0)"
-        for i in range(1, 4)
-    ]
-    gap_columns = [Column(both, gap) for gap in gaps]
-    drawn = histograms(con, gap_columns, DISAGREEMENT_BINS)
-    disagreement = {
-        name: Distribution(stats(con, column), histogram)
-        for name, column, histogram in zip(POSE_NAMES, gap_columns, drawn, strict=True)
-    }
-    counted = con.execute(
-        f"""SELECT count(*) FILTER (greatest({", ".join(gaps)}) > {DISAGREE_DEGREES!r}),
-                   (SELECT count(*) FROM {posed}) - count(*)
-            FROM {both}"""
-    ).fetchall()[0]
-    extra = StablePose(stable_values, disagreement, int(counted[1]), int(counted[0]))
-    return PoseDistribution(values, frames_without, available=True, stable=extra)
+    return PoseQuery("euler_angles" in columns, {"euler_angles", _STABLE_ANGLES} <= columns)
 
 
-def _shown(name: str, column: Column) -> Column:
-    """What the histogram draws: the roll modulo 360 (upright faces make one bar at 180)."""
-    if name != "roll":
-        return column
-    return Column(column.source, _mod360(column.expression))
+def _angle(key: str, expression: str, condition: str, name: str) -> Column:
+    """A pose angle, summarised circularly; the roll drawn modulo 360 (upright faces make
+    one bar at 180)."""
+    shown = _mod360(expression) if name == "roll" else None
+    return Column(key, expression, condition, circular=True, shown=shown)
 
 
 def pose_panels(pose: PoseDistribution) -> list[Panel]:

@@ -1,5 +1,5 @@
 """Summaries of a set of values as the report shows them: `Stats` (computed by numpy from
-values, or by DuckDB in `featstore.report.sql_stats`) and `Distribution` (stats and
+values, or range by range in `featstore.report.tally`) and `Distribution` (stats and
 histogram, no values)."""
 
 from __future__ import annotations
@@ -42,6 +42,27 @@ class Stats:
         )
 
     @classmethod
+    def of_counted(cls, values: NDArray[Any], counts: NDArray[Any]) -> Stats:
+        """`Stats.of` of a multiset given as distinct finite `values` and their `counts`
+        (frames per identity: a few distinct values, exact statistics)."""
+        v = np.asarray(values, dtype=np.float64)
+        w = np.asarray(counts, dtype=np.int64)
+        n = int(w.sum())
+        if not n:
+            return cls(0, 0, None, None, None, None, None)
+        order = np.argsort(v)
+        v, w = v[order], w[order]
+        mean = float((v * w).sum() / n)
+        std = float(np.sqrt((((v - mean) ** 2) * w).sum() / n))
+        cumulative = np.cumsum(w)
+
+        def at(rank: int) -> float:  # the value at 0-based `rank` of the sorted multiset
+            return float(v[int(np.searchsorted(cumulative, rank, side="right"))])
+
+        median = at(n // 2) if n % 2 else (at(n // 2 - 1) + at(n // 2)) / 2
+        return cls(n, 0, mean, std, float(v[w > 0].min()), median, float(v[w > 0].max()))
+
+    @classmethod
     def of_angles(cls, degrees: NDArray[Any]) -> Stats:
         """Circular statistics of angles in degrees (the head pose's).
 
@@ -73,8 +94,8 @@ class Stats:
 
 @dataclass(frozen=True)
 class Distribution:
-    """What the report shows of a set of values: their statistics and their histogram,
-    both computed by DuckDB (`featstore.report.sql_stats`), never the values themselves."""
+    """What the report shows of a set of values: their statistics and their histogram
+    (`featstore.report.tally`), never the values themselves."""
 
     stats: Stats
     histogram: Binned

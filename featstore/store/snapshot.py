@@ -225,6 +225,14 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             return valid_identities(self.table.location, self.table.key, self._data_files())
 
+    def identity_bounds(self, every: int) -> list[str]:
+        """Sorted names cutting the identities into ranges of about `every` per data file
+        (`featstore.store.summary.identity_bounds`)."""
+        from featstore.store.summary import identity_bounds
+
+        with store_errors(str(self.table), self.table.location):
+            return identity_bounds(self.table.location, self.table.key, self._data_files(), every)
+
     def _data_files(self) -> list[DataFile]:
         from featstore.store.summary import DataFile
 

@@ -139,6 +139,31 @@ def read_summary(
     return Summary(combined(schema, [t for t, _ in parts]), counts)
 
 
+def identity_bounds(
+    location: StoreLocation, table_key: str, files: Sequence[DataFile], every: int
+) -> list[str]:
+    """Names that cut a version's identities into ranges of at most about `every` per
+    file: each file's first identity and every `every`-th after it, sorted, once each.
+
+    One file's names are held at a time (from its summary, made where missing), so a
+    reader can walk a store of any size a range at a time (`featstore report`)."""
+    import pyarrow.compute as pc
+
+    check_sizes(location, table_key, files)
+    stored = stored_summaries(location, table_key)
+    bounds: set[str] = set()
+    for file in files:
+        part = None
+        if f"{file.relative}.parquet" in stored:
+            part = _read(location, summary_key(table_key, file.relative), file, ["identity"])
+        names = (part[0] if part is not None else summarize(location, table_key, file)[0]).column(
+            "identity"
+        )
+        ordered = pc.take(names, pc.sort_indices(names))
+        bounds.update(ordered.take(pa.array(range(0, len(ordered), every))).to_pylist())
+    return sorted(bounds)
+
+
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:
     """Make (and store, when the store can be written) the summary of one data file."""
     import pyarrow.compute as pc
