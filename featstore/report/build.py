@@ -62,7 +62,7 @@ from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
 from featstore.report.numbers import NORM_TOLERANCE, frame_groups, identity_table, image_numbers
 from featstore.report.pose import has_pose_columns, pose_query
-from featstore.report.ranges import identity_ranges
+from featstore.report.ranges import BASE_VIEW, identity_ranges
 from featstore.report.samples import gallery_names, rejected_rows
 from featstore.report.stats import Stats
 from featstore.report.tally import summarise
@@ -167,30 +167,24 @@ def read_report(
     recorded = info.provenance.get("base_dir")
     base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
     rng = random.Random(seed)
-    ranges = identity_ranges(snap)
-    with _filtered(snap, where) as con:
+    located = opened.location.local is not None  # rows carry their file's index
+    ranges = identity_ranges(snap, located=located)
+    with _filtered(snap, where, located=located) as con:
         try:
-            # Counting the frames evaluates --where on every frame: a predicate that fails
-            # on some value (a CAST of text) fails here, where the blame is clear.
-            frames_selected = _scalar(con, "SELECT count(*) FROM frames")
+            # The table counts the frames, which evaluates --where on every frame: a
+            # predicate that fails on some value (a CAST of text) fails here, where the
+            # blame is clear.
+            table = identity_table(con, ranges)
         except _duckdb_error() as exc:
             if not where:
                 raise read_failure(exc, opened) from exc
             raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
-            table = identity_table(con, ranges)
             pose_asked = pose_query(con)
             found, counted = summarise(
                 con, "valid_frames", ranges, frame_groups(pose_asked.groups()), pose_asked.counts()
             )
             det_scores, norm_check = image_numbers(con, ranges)
-            reasons = [
-                (str(s), e, int(n))
-                for s, e, n in con.execute(
-                    "SELECT status, error, count(*) AS n FROM frames WHERE status <> 'ok' "
-                    f"GROUP BY ALL ORDER BY n DESC, status, error LIMIT {REASONS_LISTED}"
-                ).fetchall()
-            ]
             chosen = gallery_names(con, ranges, table.with_face, rng, gallery_identities)
             gallery = _gallery(con, chosen, base_dir)
             rejected_rows_, rejected_total = rejected_rows(
@@ -207,7 +201,7 @@ def read_report(
         models=models,
         counts=counts,
         where=where if where and where.strip() else None,
-        frames_selected=frames_selected,
+        frames_selected=table.frames,
         identities=table.listed,
         identities_selected=table.total,
         valid_selected=table.valid,
@@ -215,7 +209,7 @@ def read_report(
         angles={name: found[name] for name in ANGLES},
         det_scores=det_scores,
         norms=norm_check,
-        rejection_reasons=reasons,
+        rejection_reasons=table.reasons(REASONS_LISTED),
         comparisons=_comparisons(opened, info, models),
         gallery=gallery,
         rejected=rejected,
@@ -272,16 +266,22 @@ def write_report(
 
 
 @contextmanager
-def _filtered(snap: ModelSnapshot, where: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The views of one model's version, with `where` applied to the frames underneath them."""
-    with snap.connect() as con:
+def _filtered(
+    snap: ModelSnapshot, where: str | None, *, located: bool
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The views of one model's version, with `where` applied to the frames underneath
+    them, and `images` a view of BASE_VIEW that `ranges.each_range` can restrict.
+
+    `located`: the rows carry `_file`, their file's index, so that a range reads only the
+    files that hold its identities."""
+    with snap.connect(located=located) as con:
         predicate = check_where(con, where)
+        selected = "SELECT * FROM unfiltered_images"
         if predicate != "true":
-            con.execute("ALTER VIEW images RENAME TO unfiltered_images")
-            con.execute(
-                "CREATE VIEW images AS SELECT * FROM unfiltered_images "
-                f"WHERE role = 'face' OR {predicate}"
-            )
+            selected += f" WHERE role = 'face' OR {predicate}"
+        con.execute("ALTER VIEW images RENAME TO unfiltered_images")
+        con.execute(f"CREATE VIEW {BASE_VIEW} AS {selected}")
+        con.execute(f"CREATE VIEW images AS SELECT * FROM {BASE_VIEW}")
         yield con
 
 
@@ -289,11 +289,6 @@ def _duckdb_error() -> type[Exception]:
     import duckdb
 
     return duckdb.Error
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    rows = con.execute(sql).fetchall()  # fetch all: DuckDB refuses work on an unfinished result
-    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:

@@ -26,7 +26,7 @@ from featstore.report.data import (
     worst_first,
 )
 from featstore.report.plots import Binned, bin_edges
-from featstore.report.ranges import IdentityRange
+from featstore.report.ranges import IdentityRange, each_range
 from featstore.report.stats import Distribution, Stats
 from featstore.report.tally import Bins, Column, Count, Group, summarise
 
@@ -58,9 +58,17 @@ class IdentityTable:
     listed: list[IdentityRow]
     total: int
     valid: int
+    frames: int  # frames selected (all, or those --where keeps)
+    rejections: Counter[tuple[str, str | None]]  # (status, error) -> frames
     frames_per_identity: dict[str, Distribution]  # "all", "ok"
     with_face: list[int]
     rejected: list[dict[str, int]]
+
+    def reasons(self, listed: int) -> list[tuple[str, str | None, int]]:
+        """The most frequent (status, error) of the frames not ok, with their frames."""
+        rows = [(s, e, n) for (s, e), n in self.rejections.items()]
+        # As SQL orders them: most frames first, then status, then error (nulls last).
+        return sorted(rows, key=lambda r: (-r[2], r[0], r[1] is None, r[1] or ""))[:listed]
 
 
 def identity_table(
@@ -70,14 +78,12 @@ def identity_table(
     total = valid = 0
     frames: dict[str, Counter[int]] = {"all": Counter(), "ok": Counter()}
     with_face, rejected = [], []
-    for span in ranges:
-        where = span.condition()
+    frame_count = 0
+    rejections: Counter[tuple[str, str | None]] = Counter()
+    for _ in each_range(con, ranges):
         # The range's identities once, then counted and sorted there (the view groups
         # every row of the range: one aggregate, not one per question).
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _range_identities AS "
-            f"SELECT * FROM identities WHERE {where}"
-        )
+        con.execute("CREATE OR REPLACE TEMP TABLE _range_identities AS SELECT * FROM identities")
         rows = con.execute(
             "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
             f"frames_unreadable, valid FROM _range_identities ORDER BY {_WORST_FIRST} "
@@ -101,12 +107,26 @@ def identity_table(
                 f"SELECT {column}, count(*) FROM _range_identities GROUP BY ALL"
             ).fetchall()
             frames[name].update({int(v): int(c) for v, c in counted})
-        statuses = con.execute(
-            f"SELECT status, count(*) FROM frames WHERE status <> 'ok' AND {where} GROUP BY ALL"
-        ).fetchall()
-        rejected.append({str(s): int(c) for s, c in statuses})
+        # Frames by status and error (one group per distinct error message).
+        statuses = con.execute("SELECT status, error, count(*) FROM frames GROUP BY ALL").fetchall()
+        frame_count += sum(int(c) for _, _, c in statuses)
+        not_ok = [(str(s), e, int(c)) for s, e, c in statuses if s != "ok"]
+        rejections.update({(s, e): c for s, e, c in not_ok})
+        by_status: Counter[str] = Counter()
+        for s, _, c in not_ok:
+            by_status[s] += c
+        rejected.append(dict(by_status))
     con.execute("DROP TABLE IF EXISTS _range_identities")
-    return IdentityTable(listed, total, valid, _integer_distributions(frames), with_face, rejected)
+    return IdentityTable(
+        listed,
+        total,
+        valid,
+        frame_count,
+        rejections,
+        _integer_distributions(frames),
+        with_face,
+        rejected,
+    )
 
 
 def _integer_distributions(counted: dict[str, Counter[int]]) -> dict[str, Distribution]:
@@ -165,12 +185,12 @@ def image_numbers(
     if flagged_total:
         # The worst few, named by SQL per range (only ranges with a flagged norm cost a
         # query): NaN/inf first, then by distance from 1.
-        for span in ranges:
+        for _ in each_range(con, ranges):
             rows = con.execute(
                 f"""SELECT identity, role, image_path, n,
                            CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END AS d
                     FROM (SELECT identity, role, image_path, {norm} AS n FROM images
-                          WHERE {has} AND {span.condition()})
+                          WHERE {has})
                     WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
                     ORDER BY d DESC, identity, role, image_path
                     LIMIT {int(FLAGGED_LISTED)}"""

@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from featstore.report.ranges import IdentityRange
+from featstore.report.ranges import IdentityRange, each_range
 
 if TYPE_CHECKING:
     import duckdb
@@ -33,11 +33,12 @@ def gallery_names(
     positions = rng.sample(range(sum(with_face)), min(count, sum(with_face)))
     names = []
     for span, offset in _located(positions, with_face, ranges):
-        row = con.execute(
-            "SELECT identity FROM identities WHERE face_status IS NOT NULL AND "
-            f"{span.condition()} ORDER BY identity LIMIT 1 OFFSET {offset}"
-        ).fetchall()[0]
-        names.append(str(row[0]))
+        for _ in each_range(con, [span]):
+            row = con.execute(
+                "SELECT identity FROM identities WHERE face_status IS NOT NULL "
+                f"ORDER BY identity LIMIT 1 OFFSET {offset}"
+            ).fetchall()[0]
+            names.append(str(row[0]))
     return sorted(names)
 
 
@@ -68,12 +69,13 @@ def rejected_rows(
         per_range = [counts.get(status, 0) for counts in rejected]
         positions = rng.sample(range(sum(per_range)), quota[status])
         for span, offset in _located(positions, per_range, ranges):
-            table = con.sql(
-                f"SELECT {columns} FROM frames WHERE status = $status AND {span.condition()} "
-                f"ORDER BY identity, frame_index LIMIT 1 OFFSET {offset}",
-                params={"status": status},
-            ).to_arrow_table()
-            rows += table.to_pylist()
+            for _ in each_range(con, [span]):
+                table = con.sql(
+                    f"SELECT {columns} FROM frames WHERE status = $status "
+                    f"ORDER BY identity, frame_index LIMIT 1 OFFSET {offset}",
+                    params={"status": status},
+                ).to_arrow_table()
+                rows += table.to_pylist()
     rows.sort(key=lambda r: (r["status"], r["identity"], r["frame_index"]))
     return rows, total
 

@@ -29,14 +29,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from featstore.report.plots import Binned, bin_edges
-from featstore.report.ranges import IdentityRange
+from featstore.report.ranges import IdentityRange, each_range
 from featstore.report.stats import Distribution, Stats
 
 if TYPE_CHECKING:
     import duckdb
 
 FINE_BINS = 1 << 16
-BATCH_ROWS = 1 << 16  # rows per record batch streamed from DuckDB
+BATCH_ROWS = 1 << 14  # rows per record batch streamed from DuckDB (a few MB)
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ def summarise(
     )
     if not first:
         return {}, totals
-    for span in ranges:
-        row = con.execute(f"SELECT {first} FROM {source} WHERE {span.condition()}").fetchall()[0]
+    for _ in each_range(con, ranges):
+        row = con.execute(f"SELECT {first} FROM {source}").fetchall()[0]
         for i, c in enumerate(columns):
             moments[c.name].merge(row[10 * i : 10 * i + 10])
         for j, counted in enumerate(counts):
@@ -275,18 +275,27 @@ def _second_pass(
     columns: list[Column],
     tallies: dict[str, _Tally],
 ) -> None:
-    selected = ", ".join(
-        f"CASE WHEN {c.condition} THEN ({c.expression})::DOUBLE END AS v{i}, "
-        f"CASE WHEN {c.condition} THEN ({c.shown or c.expression})::DOUBLE END AS s{i}"
-        for i, c in enumerate(columns)
-    )
-    for span in ranges:
-        relation = con.sql(f"SELECT {selected} FROM {source} WHERE {span.condition()}")
+    # Each column's values, and what its histogram draws where that differs; a row outside
+    # a column's condition is NULL there (left out, as a non-finite value is).
+    selected: list[str] = []
+    drawn: list[int] = []
+    for c in columns:
+        drawn.append(len(selected) + 1 if c.shown else len(selected))
+        selected.append(f"CASE WHEN {c.condition} THEN ({c.expression})::DOUBLE END")
+        if c.shown:
+            selected.append(f"CASE WHEN {c.condition} THEN ({c.shown})::DOUBLE END")
+    query = ", ".join(f"{e} AS c{i}" for i, e in enumerate(selected))
+    for _ in each_range(con, ranges):
+        relation = con.sql(f"SELECT {query} FROM {source}")
         # duckdb >= 1.4 names it to_arrow_reader (and warns on the older name).
         reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
         for batch in reader(BATCH_ROWS):
-            for i, c in enumerate(columns):
-                tallies[c.name].add(_floats(batch.column(2 * i)), _floats(batch.column(2 * i + 1)))
+            at = 0
+            for c, shown_at in zip(columns, drawn, strict=True):
+                values = _floats(batch.column(at))
+                shown = _floats(batch.column(shown_at)) if shown_at != at else values
+                tallies[c.name].add(values, shown)
+                at = shown_at + 1
 
 
 def _floats(array: object) -> NDArray[np.float64]:

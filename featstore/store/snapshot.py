@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from featstore.errors import ProvenanceMismatchError
     from featstore.store.location import StoreLocation
-    from featstore.store.summary import DataFile, Summary
+    from featstore.store.summary import DataFile, FileIdentities, Summary
     from featstore.store.summary_totals import Totals
 
 _COMMIT_ATTEMPTS = 20
@@ -225,13 +225,13 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             return valid_identities(self.table.location, self.table.key, self._data_files())
 
-    def identity_bounds(self, every: int) -> list[str]:
-        """Sorted names cutting the identities into ranges of about `every` per data file
-        (`featstore.store.summary.identity_bounds`)."""
-        from featstore.store.summary import identity_bounds
+    def file_identities(self, every: int) -> list[FileIdentities]:
+        """Per data file (in `files` order), its first and last identity and every
+        `every`-th between (`featstore.store.summary.file_identities`)."""
+        from featstore.store.summary import file_identities
 
         with store_errors(str(self.table), self.table.location):
-            return identity_bounds(self.table.location, self.table.key, self._data_files(), every)
+            return file_identities(self.table.location, self.table.key, self._data_files(), every)
 
     def _data_files(self) -> list[DataFile]:
         from featstore.store.summary import DataFile

@@ -139,29 +139,42 @@ def read_summary(
     return Summary(combined(schema, [t for t, _ in parts]), counts)
 
 
-def identity_bounds(
+@dataclass(frozen=True)
+class FileIdentities:
+    """A data file's identities in name order: the first, the last, and every `every`-th
+    from the first (`cuts`); all None or empty for a file without rows."""
+
+    first: str | None
+    last: str | None
+    cuts: list[str]
+
+
+def file_identities(
     location: StoreLocation, table_key: str, files: Sequence[DataFile], every: int
-) -> list[str]:
-    """Names that cut a version's identities into ranges of at most about `every` per
-    file: each file's first identity and every `every`-th after it, sorted, once each.
+) -> list[FileIdentities]:
+    """Per data file (in `files` order), its identity extent and cuts every `every` names.
 
     One file's names are held at a time (from its summary, made where missing), so a
-    reader can walk a store of any size a range at a time (`featstore report`)."""
+    reader can walk a store of any size a range of identities at a time, reading only the
+    files a range overlaps (`featstore report`)."""
     import pyarrow.compute as pc
 
     check_sizes(location, table_key, files)
     stored = stored_summaries(location, table_key)
-    bounds: set[str] = set()
+    found = []
     for file in files:
         part = None
         if f"{file.relative}.parquet" in stored:
             part = _read(location, summary_key(table_key, file.relative), file, ["identity"])
-        names = (part[0] if part is not None else summarize(location, table_key, file)[0]).column(
-            "identity"
-        )
+        table = part[0] if part is not None else summarize(location, table_key, file)[0]
+        names = table.column("identity")
         ordered = pc.take(names, pc.sort_indices(names))
-        bounds.update(ordered.take(pa.array(range(0, len(ordered), every))).to_pylist())
-    return sorted(bounds)
+        if not len(ordered):
+            found.append(FileIdentities(None, None, []))
+            continue
+        cuts = ordered.take(pa.array(range(0, len(ordered), every))).to_pylist()
+        found.append(FileIdentities(cuts[0], ordered[-1].as_py(), cuts))
+    return found
 
 
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:

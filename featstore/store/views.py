@@ -93,11 +93,6 @@ def lock_down(con: duckdb.DuckDBPyConnection, readable: list[str]) -> None:
     # writes there is data (`query --format csv > out.csv`), so never.
     con.execute("SET enable_progress_bar = false")
     con.execute("SET enable_progress_bar_print = false")
-    # Readers that query a store a range of identities at a time (the report, export-json)
-    # run hundreds of queries over the same files: without this cache each one reads and
-    # parses every file's footer again (half of the report's time at 10^6 identities).
-    # Data files are immutable (a Delta version never changes a file), so it never goes stale.
-    con.execute("SET parquet_metadata_cache = true")
     if readable:
         con.execute("SET allowed_paths = ?", [readable])
     con.execute("SET enable_external_access = false")
