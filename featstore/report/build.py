@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featstore.errors import InputError, plural
-from featstore.report.consistency import read_consistency
+from featstore.report.consistency import has_consistency, read_consistency
 from featstore.report.data import (
     ANGLES,
     GalleryIdentity,
@@ -62,7 +62,7 @@ from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
 from featstore.report.numbers import NORM_TOLERANCE, frame_groups, identity_table, image_numbers
 from featstore.report.pose import has_pose_columns, pose_query
-from featstore.report.ranges import BASE_VIEW, identity_ranges
+from featstore.report.ranges import BASE_VIEW, CONSISTENCY_ROWS, identity_ranges
 from featstore.report.samples import gallery_names, rejected_rows
 from featstore.report.stats import Stats
 from featstore.report.tally import summarise
@@ -191,7 +191,10 @@ def read_report(
                 con, ranges, table.rejected, rng, _image_columns(con), REJECTED_SAMPLE
             )
             rejected = [_gallery_image(row, base_dir) for row in rejected_rows_]
-            consistency = read_consistency(con, base_dir)
+            consistency = None
+            if has_consistency(con):
+                fine = identity_ranges(snap, located=located, rows=CONSISTENCY_ROWS)
+                consistency = read_consistency(con, base_dir, fine)
             neighbors = read_neighbors(con, base_dir, info.name)
         except _duckdb_error() as exc:
             raise read_failure(exc, opened) from exc

@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
     from featstore.store import ModelSnapshot
 
-RANGE_IDENTITIES = 32_768  # identities per range and data file, at most (about 330k rows)
+# Ok rows (those with features) per range and data file, about: a data file at 10^6
+# identities (about 26k identities). The identity-consistency section holds every ArcFace
+# vector of a range at once (the view's frames), so it reads ranges of CONSISTENCY_ROWS.
+RANGE_ROWS = 262_144
+CONSISTENCY_ROWS = 16_384
 BASE_VIEW = "_report_images"  # `images` of the whole selection, under `each_range`
 
 
@@ -39,26 +43,27 @@ class IdentityRange:
     high: str | None
     files: tuple[int, ...] | None = None
 
-    def condition(self) -> str:
-        """The range as an SQL predicate over the store's rows (`_file`: the file index of
-        a located connection, `ModelSnapshot.connect(located=True)`)."""
+    def condition(self, *, located: bool = True) -> str:
+        """The range as an SQL predicate over the store's rows; `located`: with the files
+        (`_file`: the file index of a located connection, `ModelSnapshot.connect`)."""
         parts = []
         if self.low is not None:
             parts.append(f"identity >= {_literal(self.low)}")
         if self.high is not None:
             parts.append(f"identity < {_literal(self.high)}")
-        if self.files is not None:
+        if located and self.files is not None:
             parts.append(f"_file IN ({', '.join(map(str, self.files)) or 'NULL'})")
         return " AND ".join(parts) or "true"
 
 
 def identity_ranges(
-    snap: ModelSnapshot, *, located: bool, every: int | None = None
+    snap: ModelSnapshot, *, located: bool, rows: int | None = None
 ) -> list[IdentityRange]:
     """Ranges that cover every identity of the version, in name order (DuckDB's string
-    order, which is Python's: UTF-8 bytes); `every`: RANGE_IDENTITIES, read when called.
-    `located`: the connection has `_file`, so each range names its files."""
-    extents = snap.file_identities(every or RANGE_IDENTITIES)
+    order, which is Python's: UTF-8 bytes), of about `rows` ok rows per data file
+    (RANGE_ROWS, read when called). `located`: the connection has `_file`, so each range
+    names its files."""
+    extents = snap.file_identities(rows or RANGE_ROWS)
     cuts = sorted({cut for extent in extents for cut in extent.cuts})
     # The first cut is the smallest identity: the first range starts open instead.
     edges: list[str | None] = [None, *cuts[1:], None]

@@ -225,13 +225,13 @@ class ModelSnapshot:
         with store_errors(str(self.table), self.table.location):
             return valid_identities(self.table.location, self.table.key, self._data_files())
 
-    def file_identities(self, every: int) -> list[FileIdentities]:
-        """Per data file (in `files` order), its first and last identity and every
-        `every`-th between (`featstore.store.summary.file_identities`)."""
+    def file_identities(self, rows: int) -> list[FileIdentities]:
+        """Per data file (in `files` order), its first and last identity and where each
+        part of about `rows` ok rows starts (`featstore.store.summary.file_identities`)."""
         from featstore.store.summary import file_identities
 
         with store_errors(str(self.table), self.table.location):
-            return file_identities(self.table.location, self.table.key, self._data_files(), every)
+            return file_identities(self.table.location, self.table.key, self._data_files(), rows)
 
     def _data_files(self) -> list[DataFile]:
         from featstore.store.summary import DataFile

@@ -87,7 +87,7 @@ def test_ranges_cover_every_identity_and_name_their_files(
 ) -> None:
     snap = Store(many_files).feature_model(MODEL, None)
     # One identity a range: a file's last identity starts a range of its own.
-    monkeypatch.setattr(ranges_module, "RANGE_IDENTITIES", 1)
+    monkeypatch.setattr(ranges_module, "RANGE_ROWS", 1)
     found = identity_ranges(snap, located=True)
     assert len(snap.files) == -(-IDENTITIES // PER_COMMIT)
     assert len(found) == IDENTITIES and found[0].low is None and found[-1].high is None
@@ -104,7 +104,7 @@ def test_ranges_cover_every_identity_and_name_their_files(
 
 def test_each_range_restores_the_whole_view_after_an_error(many_files: Path) -> None:
     snap = Store(many_files).feature_model(MODEL, None)
-    spans = identity_ranges(snap, located=True, every=3)
+    spans = identity_ranges(snap, located=True, rows=10)
     with snap.connect(located=True) as con:
         con.execute("ALTER VIEW images RENAME TO _report_images")
         con.execute("CREATE VIEW images AS SELECT * FROM _report_images")
@@ -124,7 +124,7 @@ def test_a_report_read_range_by_range_is_the_report_read_whole(
     many_files: Path, monkeypatch: pytest.MonkeyPatch, where: str | None
 ) -> None:
     whole = read_report(many_files, where=where)
-    monkeypatch.setattr(ranges_module, "RANGE_IDENTITIES", 2)
+    monkeypatch.setattr(ranges_module, "RANGE_ROWS", 10)
     split = read_report(many_files, where=where)
     assert (split.frames_selected, split.identities_selected, split.valid_selected) == (
         whole.frames_selected,
