@@ -45,26 +45,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from featstore.errors import InputError, plural
-from featstore.report.consistency import read_consistency
+from featstore.report.consistency import has_consistency, read_consistency
 from featstore.report.data import (
     ANGLES,
-    FLAGGED_LISTED,
-    FlaggedNorm,
     GalleryIdentity,
     GalleryImage,
     IdentityRow,
     ModelComparison,
     NormCheck,
     ReportData,
-    Stats,
     worst_first,
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.neighbors import read_neighbors
-from featstore.report.pose import has_pose_columns, read_pose
+from featstore.report.numbers import NORM_TOLERANCE, frame_groups, identity_table, image_numbers
+from featstore.report.pose import has_pose_columns, pose_query
+from featstore.report.ranges import BASE_VIEW, CONSISTENCY_ROWS, identity_ranges
+from featstore.report.samples import gallery_names, rejected_rows
+from featstore.report.stats import Stats
+from featstore.report.tally import summarise
 from featstore.store import ModelInfo, ModelSnapshot, Store
 from featstore.store.paths import output_path, write_atomic
 from featstore.store.query import count_rows
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
 GALLERY_IDENTITIES = 8
 GALLERY_FRAMES = 4
 REJECTED_SAMPLE = 12
-NORM_TOLERANCE = 1e-3
 REASONS_LISTED = 12
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "GalleryIdentity",
     "GalleryImage",
     "IdentityRow",
+    "NORM_TOLERANCE",
     "ModelComparison",
     "NormCheck",
     "ReportData",
@@ -166,31 +167,34 @@ def read_report(
     recorded = info.provenance.get("base_dir")
     base_dir = recorded if isinstance(recorded, str) else None  # None: placeholders
     rng = random.Random(seed)
-    with _filtered(snap, where) as con:
+    located = opened.location.local is not None  # rows carry their file's index
+    ranges = identity_ranges(snap, located=located)
+    with _filtered(snap, where, located=located) as con:
         try:
-            # Counting the frames evaluates --where on every frame: a predicate that fails
-            # on some value (a CAST of text) fails here, where the blame is clear.
-            frames_selected = _scalar(con, "SELECT count(*) FROM frames")
+            # The table counts the frames, which evaluates --where on every frame: a
+            # predicate that fails on some value (a CAST of text) fails here, where the
+            # blame is clear.
+            table = identity_table(con, ranges)
         except _duckdb_error() as exc:
             if not where:
                 raise read_failure(exc, opened) from exc
             raise where_failed(where, exc, columns_of(con, "frames")) from exc
         try:
-            identities = worst_first(_identity_rows(con))
-            angles = _angles(con)
-            pose = read_pose(con)
-            det_scores = _by_role(con, "det_score", "det_score IS NOT NULL")
-            norms = _norms(con)
-            reasons = [
-                (str(s), e, int(n))
-                for s, e, n in con.execute(
-                    "SELECT status, error, count(*) AS n FROM frames WHERE status <> 'ok' "
-                    f"GROUP BY ALL ORDER BY n DESC, status, error LIMIT {REASONS_LISTED}"
-                ).fetchall()
-            ]
-            gallery = _gallery(con, identities, base_dir, rng, gallery_identities)
-            rejected, rejected_total = _rejected(con, base_dir, rng)
-            consistency = read_consistency(con, base_dir)
+            pose_asked = pose_query(con)
+            found, counted = summarise(
+                con, "valid_frames", ranges, frame_groups(pose_asked.groups()), pose_asked.counts()
+            )
+            det_scores, norm_check = image_numbers(con, ranges)
+            chosen = gallery_names(con, ranges, table.with_face, rng, gallery_identities)
+            gallery = _gallery(con, chosen, base_dir)
+            rejected_rows_, rejected_total = rejected_rows(
+                con, ranges, table.rejected, rng, _image_columns(con), REJECTED_SAMPLE
+            )
+            rejected = [_gallery_image(row, base_dir) for row in rejected_rows_]
+            consistency = None
+            if has_consistency(con):
+                fine = identity_ranges(snap, located=located, rows=CONSISTENCY_ROWS)
+                consistency = read_consistency(con, base_dir, fine)
             neighbors = read_neighbors(con, base_dir, info.name)
         except _duckdb_error() as exc:
             raise read_failure(exc, opened) from exc
@@ -200,18 +204,21 @@ def read_report(
         models=models,
         counts=counts,
         where=where if where and where.strip() else None,
-        frames_selected=frames_selected,
-        identities=identities,
-        angles=angles,
+        frames_selected=table.frames,
+        identities=table.listed,
+        identities_selected=table.total,
+        valid_selected=table.valid,
+        frames_per_identity=table.frames_per_identity,
+        angles={name: found[name] for name in ANGLES},
         det_scores=det_scores,
-        norms=norms,
-        rejection_reasons=reasons,
+        norms=norm_check,
+        rejection_reasons=table.reasons(REASONS_LISTED),
         comparisons=_comparisons(opened, info, models),
         gallery=gallery,
         rejected=rejected,
         rejected_total=rejected_total,
         seed=seed,
-        pose=pose,
+        pose=pose_asked.result(found, counted),
         consistency=consistency,
         neighbors=neighbors,
     )
@@ -253,7 +260,7 @@ def write_report(
     return ReportSummary(
         path=out_path,
         model=data.model.name,
-        identities=len(data.identities),
+        identities=data.identities_selected,
         frames=data.frames_selected,
         bytes=size,
         seconds=time.perf_counter() - start,
@@ -262,16 +269,22 @@ def write_report(
 
 
 @contextmanager
-def _filtered(snap: ModelSnapshot, where: str | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The views of one model's version, with `where` applied to the frames underneath them."""
-    with snap.connect() as con:
+def _filtered(
+    snap: ModelSnapshot, where: str | None, *, located: bool
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The views of one model's version, with `where` applied to the frames underneath
+    them, and `images` a view of BASE_VIEW that `ranges.each_range` can restrict.
+
+    `located`: the rows carry `_file`, their file's index, so that a range reads only the
+    files that hold its identities."""
+    with snap.connect(located=located) as con:
         predicate = check_where(con, where)
+        selected = "SELECT * FROM unfiltered_images"
         if predicate != "true":
-            con.execute("ALTER VIEW images RENAME TO unfiltered_images")
-            con.execute(
-                "CREATE VIEW images AS SELECT * FROM unfiltered_images "
-                f"WHERE role = 'face' OR {predicate}"
-            )
+            selected += f" WHERE role = 'face' OR {predicate}"
+        con.execute("ALTER VIEW images RENAME TO unfiltered_images")
+        con.execute(f"CREATE VIEW {BASE_VIEW} AS {selected}")
+        con.execute(f"CREATE VIEW images AS SELECT * FROM {BASE_VIEW}")
         yield con
 
 
@@ -281,78 +294,8 @@ def _duckdb_error() -> type[Exception]:
     return duckdb.Error
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    rows = con.execute(sql).fetchall()  # fetch all: DuckDB refuses work on an unfinished result
-    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
-
-
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
     return con.sql(sql, params=params or None).to_arrow_table()
-
-
-def _numpy(table: pa.Table, column: str) -> NDArray[np.float64]:
-    """A float column as float64, nulls as NaN."""
-    return np.asarray(
-        table.column(column).to_numpy(zero_copy_only=False), dtype=np.float64
-    ).reshape(-1)
-
-
-def _identity_rows(con: duckdb.DuckDBPyConnection) -> list[IdentityRow]:
-    rows = con.execute(
-        "SELECT identity, face_status, frames_total, frames_ok, frames_no_face, "
-        "frames_unreadable, valid FROM identities"
-    ).fetchall()
-    return [
-        IdentityRow(str(i), s, int(t), int(ok), int(nf), int(ur), bool(v))
-        for i, s, t, ok, nf, ur, v in rows
-    ]
-
-
-def _angles(con: duckdb.DuckDBPyConnection) -> dict[str, NDArray[np.float64]]:
-    columns = ", ".join(f"{name} AS a{i}" for i, name in enumerate(ANGLES))
-    table = _arrow(con, f"SELECT {columns} FROM valid_frames WHERE avg_angle IS NOT NULL")
-    return {name: _numpy(table, f"a{i}") for i, name in enumerate(ANGLES)}
-
-
-def _by_role(
-    con: duckdb.DuckDBPyConnection, expression: str, condition: str
-) -> dict[str, NDArray[np.float64]]:
-    # A flag per row, not the role's text: a Python string per row was most of the
-    # report's memory at a million identities.
-    table = _arrow(
-        con, f"SELECT role = 'face' AS face, {expression} AS v FROM images WHERE {condition}"
-    )
-    face = table.column("face").to_numpy(zero_copy_only=False).astype(bool)
-    values = _numpy(table, "v")
-    return {"face": values[face], "frame": values[~face]}
-
-
-def _norms(con: duckdb.DuckDBPyConnection) -> NormCheck:
-    norm = "sqrt(array_inner_product(features, features))"
-    norms = _by_role(con, norm, "features IS NOT NULL")
-    both = np.concatenate([norms["face"], norms["frame"]])
-    finite = np.isfinite(both)
-    zero = finite & (both == 0)
-    non_unit = finite & ~zero & (np.abs(both - 1.0) > NORM_TOLERANCE)
-    # The worst few, named by SQL: NaN/inf first, then by distance from 1 (no per-row
-    # identity or path is fetched for the rows that are fine).
-    flagged = con.execute(
-        f"""SELECT identity, role, image_path, n FROM (
-                SELECT identity, role, image_path, {norm} AS n FROM images
-                WHERE features IS NOT NULL)
-            WHERE NOT isfinite(n) OR n = 0 OR abs(n - 1) > {float(NORM_TOLERANCE)}
-            ORDER BY CASE WHEN isfinite(n) THEN abs(n - 1) ELSE 'inf'::DOUBLE END DESC,
-                     identity, role, image_path
-            LIMIT {int(FLAGGED_LISTED)}"""
-    ).fetchall()
-    return NormCheck(
-        norms=norms,
-        tolerance=NORM_TOLERANCE,
-        non_finite=int((~finite).sum()),
-        zero=int(zero.sum()),
-        non_unit=int(non_unit.sum()),
-        flagged=[FlaggedNorm(str(i), str(r), str(p), float(n)) for i, r, p, n in flagged],
-    )
 
 
 _IMAGE_COLUMNS = "identity, role, frame_index, image_path, status, error, box, landmarks_2d"
@@ -380,15 +323,9 @@ def _gallery_image(row: dict[str, Any], base_dir: str | None) -> GalleryImage:
 
 
 def _gallery(
-    con: duckdb.DuckDBPyConnection,
-    identities: list[IdentityRow],
-    base_dir: str | None,
-    rng: random.Random,
-    count: int,
+    con: duckdb.DuckDBPyConnection, chosen: list[str], base_dir: str | None
 ) -> list[GalleryIdentity]:
-    """A seeded sample of the identities that have a frontal image, in name order."""
-    candidates = sorted(r.identity for r in identities if r.face_status is not None)
-    chosen = sorted(rng.sample(candidates, min(count, len(candidates))))
+    """The chosen identities' frontal image and frames spread over their frame order."""
     if not chosen:
         return []
     rows = _arrow(
@@ -412,31 +349,6 @@ def _gallery(
             )
         )
     return gallery
-
-
-def _rejected(
-    con: duckdb.DuckDBPyConnection, base_dir: str | None, rng: random.Random
-) -> tuple[list[GalleryImage], int]:
-    """A seeded sample of the frames that are not ok (each status in turn), and their count."""
-    table = _arrow(
-        con,
-        f"SELECT {_image_columns(con)} FROM frames WHERE status <> 'ok' "
-        "ORDER BY status, identity, frame_index",
-    )
-    statuses = table.column("status").to_pylist()
-    groups: dict[str, list[int]] = {}
-    for i, status in enumerate(statuses):
-        groups.setdefault(status, []).append(i)
-    for rows in groups.values():
-        rng.shuffle(rows)
-    # Round robin over the statuses, so a rare status is shown next to a frequent one.
-    picks: list[int] = []
-    while len(picks) < min(REJECTED_SAMPLE, len(statuses)):
-        for rows in groups.values():
-            if rows and len(picks) < REJECTED_SAMPLE:
-                picks.append(rows.pop())
-    chosen = table.take(sorted(picks)).to_pylist() if picks else []
-    return [_gallery_image(row, base_dir) for row in chosen], table.num_rows
 
 
 def _comparisons(store: Store, info: ModelInfo, models: list[ModelInfo]) -> list[ModelComparison]:

@@ -12,13 +12,15 @@ get one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from featstore.errors import plural
 from featstore.report.gallery import Thumbnail, make_thumbnail
-from featstore.store.consistency import DEFAULT_THRESHOLD, VIEW
+from featstore.report.ranges import IdentityRange, each_range
+from featstore.store.consistency import DEFAULT_THRESHOLD, RANGE_MACRO, VIEW
 
 if TYPE_CHECKING:
     import duckdb
@@ -65,43 +67,58 @@ class ConsistencySection:
         }
 
 
-def read_consistency(
-    con: duckdb.DuckDBPyConnection, base_dir: str | None, limit: int = SUSPICIOUS_LISTED
-) -> ConsistencySection | None:
-    """The section from the report's connection, or None when the store has no ArcFace model."""
+def has_consistency(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection has the view (the store has an ArcFace model)."""
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    if VIEW not in views:
-        return None
-    # Only the frames the report keeps (after --where). Computed once (the view sums every
-    # frame's vector into its identity's mean), without the vectors, the boxes or the
-    # landmarks: the 24 frames listed fetch theirs below.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _consistency AS
-            SELECT c.* FROM {VIEW} c
-            SEMI JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path"""
-    )
-    selected = "SELECT * FROM _consistency"
-    totals = con.execute(
-        f"""SELECT any_value(model), any_value(threshold), count(*),
-                   count(*) FILTER (below_threshold),
-                   count(DISTINCT identity) FILTER (below_threshold)
-            FROM ({selected})"""
-    ).fetchall()[0]
-    model, threshold, checked, below, identities = totals
-    rows = con.execute(
-        f"""WITH worst AS (
-                SELECT * FROM ({selected})
-                ORDER BY coalesce(face_cosine, mean_cosine) NULLS LAST, identity, frame_index
-                LIMIT {int(limit)})
-            SELECT s.identity, s.frame_index, s.image_path, s.face_cosine, s.mean_cosine,
-                   s.share_below, f.box, f.landmarks_2d,
-                   face.image_path, face.box, face.landmarks_2d
-            FROM worst s
-            JOIN frames f ON f.identity = s.identity AND f.image_path = s.image_path
-            LEFT JOIN faces face ON face.identity = s.identity AND face.status = 'ok'
-            ORDER BY coalesce(s.face_cosine, s.mean_cosine) NULLS LAST, s.identity,
-                     s.frame_index"""
-    ).fetchall()
+    return VIEW in views
+
+
+def read_consistency(
+    con: duckdb.DuckDBPyConnection,
+    base_dir: str | None,
+    ranges: Sequence[IdentityRange],
+    limit: int = SUSPICIOUS_LISTED,
+) -> ConsistencySection:
+    """The section from the report's connection (`has_consistency`).
+
+    Read one identity range at a time (`featstore.report.ranges`, CONSISTENCY_ROWS): the
+    view holds a range's ArcFace vectors and sums, not the store's; the counts add up (an
+    identity lies in one range) and each range's worst frames compete for the list."""
+    model, threshold, checked, below, identities = None, None, 0, 0, 0
+    found: list[tuple[Any, ...]] = []
+    for span in each_range(con, ranges):
+        # Only the frames the report keeps (after --where), computed once per range,
+        # without the vectors, the boxes or the landmarks: the frames listed fetch theirs.
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _consistency AS
+                SELECT c.* FROM {RANGE_MACRO}($low, $high) c
+                SEMI JOIN frames f ON f.identity = c.identity AND f.image_path = c.image_path""",
+            {"low": span.low or "", "high": span.high},
+        )
+        totals = con.execute(
+            """SELECT any_value(model), any_value(threshold), count(*),
+                      count(*) FILTER (below_threshold),
+                      count(DISTINCT identity) FILTER (below_threshold)
+               FROM _consistency"""
+        ).fetchall()[0]
+        model, threshold = model or totals[0], threshold or totals[1]
+        checked, below = checked + int(totals[2]), below + int(totals[3])
+        identities += int(totals[4])
+        found += con.execute(
+            f"""WITH worst AS (
+                    SELECT * FROM _consistency
+                    ORDER BY coalesce(face_cosine, mean_cosine) NULLS LAST, identity,
+                             frame_index
+                    LIMIT {int(limit)})
+                SELECT s.identity, s.frame_index, s.image_path, s.face_cosine, s.mean_cosine,
+                       s.share_below, f.box, f.landmarks_2d,
+                       face.image_path, face.box, face.landmarks_2d
+                FROM worst s
+                JOIN frames f ON f.identity = s.identity AND f.image_path = s.image_path
+                LEFT JOIN faces face ON face.identity = s.identity AND face.status = 'ok'"""
+        ).fetchall()
+    con.execute("DROP TABLE IF EXISTS _consistency")
+    rows = sorted(found, key=_worst_first)[:limit]
     worst = [
         SuspiciousFrame(
             identity=r[0],
@@ -124,6 +141,15 @@ def read_consistency(
         identities_below=int(identities),
         worst=worst,
     )
+
+
+def _worst_first(row: tuple[Any, ...]) -> tuple[bool, bool, float, str, int]:
+    """SQL's order of the worst frames: the lowest cosine to the frontal image (the mean's
+    without one) first, NaN after every number (as DuckDB sorts it), frames with neither
+    last, then by identity and frame."""
+    cosine = row[3] if row[3] is not None else row[4]
+    nan = cosine is not None and math.isnan(cosine)
+    return (cosine is None, nan, 0.0 if cosine is None or nan else cosine, row[0], int(row[1]))
 
 
 def render_consistency(section: ConsistencySection | None) -> str:

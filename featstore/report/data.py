@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +16,7 @@ from featstore.report.consistency import ConsistencySection
 from featstore.report.gallery import Thumbnail
 from featstore.report.neighbors import NeighborsSection
 from featstore.report.pose import PoseDistribution
+from featstore.report.stats import Distribution
 from featstore.store import ModelInfo
 from featstore.store.query import StoreCounts
 
@@ -25,64 +25,6 @@ FLAGGED_LISTED = 20  # flagged norms, lowest similarities: rows listed
 ANGLES = ("avg_angle", *(f"spherical_angles[{i}]" for i in range(1, 6)))
 
 TABLE_ROWS = 5000  # identities listed; the rest are counted (featstore query lists all)
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Summary of a set of values; the finite ones only, non-finite ones counted apart."""
-
-    count: int
-    non_finite: int
-    mean: float | None
-    std: float | None
-    minimum: float | None
-    median: float | None
-    maximum: float | None
-
-    @classmethod
-    def of(cls, values: NDArray[Any]) -> Stats:
-        array = np.asarray(values, dtype=np.float64).ravel()
-        finite = array[np.isfinite(array)]
-        if not finite.size:
-            return cls(int(array.size), int(array.size), None, None, None, None, None)
-        return cls(
-            count=int(array.size),
-            non_finite=int(array.size - finite.size),
-            mean=float(finite.mean()),
-            std=float(finite.std()),
-            minimum=float(finite.min()),
-            median=float(np.median(finite)),
-            maximum=float(finite.max()),
-        )
-
-    @classmethod
-    def of_angles(cls, degrees: NDArray[Any]) -> Stats:
-        """Circular statistics of angles in degrees (the head pose's).
-
-        mean: the direction of the mean unit vector; std: the circular standard deviation
-        `sqrt(-2 ln R)` (R: that vector's length), in degrees; min, median and max: of the
-        values unwrapped into [mean - 180, mean + 180). Rolls of 179 and -179 thus have
-        mean ±180 and std 2, not mean 0 and std 179.
-        """
-        array = np.asarray(degrees, dtype=np.float64).ravel()
-        finite = array[np.isfinite(array)]
-        if not finite.size:
-            return cls.of(array)
-        radians = np.deg2rad(finite)
-        s, c = np.sin(radians).mean(), np.cos(radians).mean()
-        mean = float(np.rad2deg(np.arctan2(s, c)))
-        length = min(float(np.hypot(s, c)), 1.0)
-        std = float(np.rad2deg(np.sqrt(-2.0 * np.log(length)))) if length > 0 else float("inf")
-        unwrapped = mean + (finite - mean + 180.0) % 360.0 - 180.0
-        return cls(
-            count=int(array.size),
-            non_finite=int(array.size - finite.size),
-            mean=mean,
-            std=std,
-            minimum=float(unwrapped.min()),
-            median=float(np.median(unwrapped)),
-            maximum=float(unwrapped.max()),
-        )
 
 
 @dataclass(frozen=True)
@@ -123,7 +65,7 @@ class FlaggedNorm:
 class NormCheck:
     """Feature norms of the rows that have features, and the ones that are not 1."""
 
-    norms: dict[str, NDArray[np.float64]]  # role -> norms
+    norms: dict[str, Distribution]  # role -> norms
     tolerance: float
     non_finite: int
     zero: int
@@ -132,7 +74,7 @@ class NormCheck:
 
     @property
     def checked(self) -> int:
-        return sum(v.size for v in self.norms.values())
+        return sum(v.count for v in self.norms.values())
 
     @property
     def flagged_total(self) -> int:
@@ -193,9 +135,12 @@ class ReportData:
     counts: dict[str, StoreCounts]  # the whole store, per model (what `featstore info` shows)
     where: str | None
     frames_selected: int  # frames of `model` that --where keeps (all without --where)
-    identities: list[IdentityRow]  # worst first
-    angles: dict[str, NDArray[np.float64]]  # ANGLES name -> values over valid_frames
-    det_scores: dict[str, NDArray[np.float64]]  # role -> values
+    identities: list[IdentityRow]  # the TABLE_ROWS worst, worst first
+    identities_selected: int  # rows of the `identities` view (after --where)
+    valid_selected: int  # of which valid
+    frames_per_identity: dict[str, Distribution]  # "all", "ok" -> frames per identity
+    angles: dict[str, Distribution]  # ANGLES name -> values over valid_frames
+    det_scores: dict[str, Distribution]  # role -> values
     norms: NormCheck
     rejection_reasons: list[tuple[str, str | None, int]]  # status, error, frames
     comparisons: list[ModelComparison]

@@ -13,8 +13,6 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-import numpy as np
-
 from featstore import __version__
 from featstore.errors import plural
 from featstore.report.consistency import render_consistency
@@ -25,7 +23,6 @@ from featstore.report.data import (
     IdentityRow,
     ModelComparison,
     ReportData,
-    Stats,
 )
 from featstore.report.gallery import LANDMARK_COLOURS, png_data_uri
 from featstore.report.neighbors import render_neighbors
@@ -40,6 +37,7 @@ from featstore.report.pose import (
     pose_heading,
     pose_panels,
 )
+from featstore.report.stats import Stats
 from featstore.report.summary_json import summary_json
 from featstore.store.format import stand_in_warning
 
@@ -50,7 +48,7 @@ def render_report(data: ReportData) -> str:
     """The whole HTML document of a report."""
     sections = [
         _overview(data),
-        _identities(data.identities),
+        _identities(data.identities, data.identities_selected),
         _distributions(data),
         _rejections(data),
         _gallery(data),
@@ -153,7 +151,7 @@ def _overview(data: ReportData) -> str:
     ]
     total = data.counts[data.model.name].frame_total
     if data.where:
-        valid = sum(r.valid for r in data.identities)
+        valid = data.valid_selected
         parts.append(
             f"<p><b>--where</b> <code>{escape(data.where)}</code> keeps "
             f"<b id='frames-selected'>{data.frames_selected}</b> of {total} frames "
@@ -180,7 +178,7 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _identities(rows: list[IdentityRow]) -> str:
+def _identities(rows: list[IdentityRow], total: int) -> str:
     shown = rows[:TABLE_ROWS]
     body = [
         [
@@ -198,9 +196,9 @@ def _identities(rows: list[IdentityRow]) -> str:
     ]
     head = ["#", "identity", "frontal", "frames", "ok", "no_face", "unreadable", "ok %", "valid"]
     note = (
-        f"<p class='muted'>The {len(shown)} worst of {plural(len(rows), 'identity')}; "
+        f"<p class='muted'>The {len(shown)} worst of {plural(total, 'identity')}; "
         '<code>featstore query "SELECT * FROM identities"</code> lists them all.</p>'
-        if len(rows) > len(shown)
+        if total > len(shown)
         else ""
     )
     return (
@@ -240,32 +238,31 @@ def _distributions(data: ReportData) -> str:
         Panel(
             name if name == "avg_angle" else f"spherical_angles[{i}] ({_KEYPOINTS[i - 1]})",
             "degrees",
-            [Series("", data.angles[name])],
+            [Series("", data.angles[name].histogram)],
             bins=72,
         )
         for i, name in enumerate(ANGLES)
     ]
     norms = data.norms
     scores = data.det_scores
-    totals = [r.frames_total for r in data.identities]
-    oks = [r.frames_ok for r in data.identities]
+    per_identity = data.frames_per_identity
     other_panels = [
         Panel(
             "det_score",
             "detector score",
-            [Series(role, v) for role, v in scores.items() if v.size],
+            [Series(role, v.histogram) for role, v in scores.items() if v.count],
         ),
         Panel(
             "feature L2 norm",
             "norm (expected 1)",
-            [Series(role, v) for role, v in norms.norms.items() if v.size],
+            [Series(role, v.histogram) for role, v in norms.norms.items() if v.count],
             log_y=True,
             min_span=4 * norms.tolerance,
         ),
         Panel(
             "frames per identity",
             "frames",
-            [Series("all", np.array(totals)), Series("ok", np.array(oks))],
+            [Series(name, per_identity[name].histogram) for name in ("all", "ok")],
             bins="integer",
         ),
     ]
@@ -284,18 +281,18 @@ def _distributions(data: ReportData) -> str:
         )
     return (
         "<h2 id='distributions'>Distributions</h2>"
-        f"<h3>Angles (degrees, over the {data.angles['avg_angle'].size} frames of "
+        f"<h3>Angles (degrees, over the {data.angles['avg_angle'].count} frames of "
         "<code>valid_frames</code>)</h3>"
         + _plot(angle_panels, "angle histograms")
-        + _stats_table([(name, Stats.of(data.angles[name])) for name in ANGLES])
+        + _stats_table([(name, data.angles[name].stats) for name in ANGLES])
         + _pose(data.pose)
         + "<h3>Detector scores, feature norms, frames per identity</h3>"
         + _plot(other_panels, "score, norm and frames histograms")
         + _stats_table(
-            [(f"det_score ({role})", Stats.of(v)) for role, v in scores.items()]
-            + [(f"norm ({role})", Stats.of(v)) for role, v in norms.norms.items()]
-            + [("frames per identity", Stats.of(np.array(totals)))]
-            + [("ok frames per identity", Stats.of(np.array(oks)))]
+            [(f"det_score ({role})", v.stats) for role, v in scores.items()]
+            + [(f"norm ({role})", v.stats) for role, v in norms.norms.items()]
+            + [("frames per identity", per_identity["all"].stats)]
+            + [("ok frames per identity", per_identity["ok"].stats)]
         )
         + flags
     )
@@ -304,13 +301,12 @@ def _distributions(data: ReportData) -> str:
 def _pose(pose: PoseDistribution | None) -> str:
     if pose is None or not pose.available:
         return pose_heading(pose)
-    rows = [(f"{name} (circular)", Stats.of_angles(pose.values[name])) for name in POSE_NAMES]
+    rows = [(f"{name} (circular)", pose.values[name].stats) for name in POSE_NAMES]
     if pose.stable is not None and pose.stable.frames:
         rows += [
-            (f"{name}, {STABLE} (circular)", Stats.of_angles(pose.stable.values[name]))
-            for name in POSE_NAMES
+            (f"{name}, {STABLE} (circular)", pose.stable.values[name].stats) for name in POSE_NAMES
         ] + [
-            (f"{name}: |{BASE} - {STABLE}|", Stats.of(pose.stable.disagreement[name]))
+            (f"{name}: |{BASE} - {STABLE}|", pose.stable.disagreement[name].stats)
             for name in POSE_NAMES
         ]
     stats = _stats_table(rows)

@@ -20,11 +20,26 @@ PANEL_INCHES = (4.2, 2.9)
 
 
 @dataclass(frozen=True)
+class Binned:
+    """A histogram already counted (by DuckDB, `featstore.report.sql_stats`): `counts[i]`
+    values in [edges[i], edges[i + 1]); no edges when there was no finite value."""
+
+    edges: NDArray[np.float64]
+    counts: NDArray[np.int64]
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+
+@dataclass(frozen=True)
 class Series:
-    """One set of values in a panel (drawn as one histogram, labelled in the legend)."""
+    """One set of values in a panel (drawn as one histogram, labelled in the legend):
+    the values, or their histogram counted elsewhere (every series of a panel then shares
+    the same edges)."""
 
     label: str
-    values: NDArray[np.floating] | NDArray[np.integer]
+    values: NDArray[np.floating] | NDArray[np.integer] | Binned
 
 
 @dataclass(frozen=True)
@@ -81,23 +96,35 @@ def _draw_panel(ax: object, panel: Panel) -> None:
     ax.set_xlabel(panel.xlabel, fontsize=9)
     ax.set_ylabel("count", fontsize=9)
     ax.tick_params(labelsize=8)
-    finite = [(s.label, _finite(s.values)) for s in panel.series]
+    binned = [(s.label, s.values) for s in panel.series if isinstance(s.values, Binned)]
+    finite = [
+        (s.label, _finite(s.values)) for s in panel.series if not isinstance(s.values, Binned)
+    ]
     finite = [(label, values) for label, values in finite if values.size]
-    if not finite:
+    binned = [(label, b) for label, b in binned if b.total]
+    if not finite and not binned:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
         return
-    edges = _edges(np.concatenate([v for _, v in finite]), panel)
+    alpha = 0.6 if len(finite) + len(binned) > 1 else 0.9
     # "stepfilled": one polygon per series, drawn like the bars, instead of one artist per
     # bin; it halves a figure's drawing time (6 panels of 2 series: 0.89 s -> 0.47 s).
-    for label, values in finite:
+    if finite:
+        edges = _edges(np.concatenate([v for _, v in finite]), panel)
+        for label, values in finite:
+            ax.hist(values, bins=edges.tolist(), histtype="stepfilled", alpha=alpha, label=label)
+    for label, b in binned:
+        # One weighted value per bin draws the same bars as the values themselves.
+        centres = (b.edges[:-1] + b.edges[1:]) / 2
         ax.hist(
-            values,
-            bins=edges.tolist(),
+            centres,
+            bins=b.edges.tolist(),
+            weights=b.counts,
             histtype="stepfilled",
-            alpha=0.6 if len(finite) > 1 else 0.9,
+            alpha=alpha,
             label=label,
         )
+    labels = [label for label, _ in finite] + [label for label, _ in binned]
     # Plain tick labels: no "1e-7+1" offset, no "6x10^0", no count of 0.25.
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     # Few enough ticks that long labels (0.9995) never touch; whole numbers for counts.
@@ -108,7 +135,7 @@ def _draw_panel(ax: object, panel: Panel) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(finite) > 1 or finite[0][0]:
+    if len(labels) > 1 or labels[0]:
         ax.legend(fontsize=8)
 
 
@@ -120,15 +147,19 @@ def _finite(values: NDArray[np.floating] | NDArray[np.integer]) -> NDArray[np.fl
 def _edges(values: NDArray[np.float64], panel: Panel) -> NDArray[np.float64]:
     """Bin edges shared by every series of a panel, so their bars line up."""
     low, high = panel.value_range or (float(values.min()), float(values.max()))
-    if panel.bins == "integer":
+    return bin_edges(low, high, panel.bins, panel.min_span)
+
+
+def bin_edges(low: float, high: float, bins: int | str, min_span: float) -> NDArray[np.float64]:
+    """The edges for finite values from `low` to `high` (see `Panel`)."""
+    if bins == "integer":
         low, high = math.floor(low), math.ceil(high)
         count = min(int(high - low) + 1, 100)
         return np.linspace(low - 0.5, high + 0.5, count + 1)
-    if high - low < panel.min_span:
+    if high - low < min_span:
         centre = (low + high) / 2
-        low, high = centre - panel.min_span / 2, centre + panel.min_span / 2
+        low, high = centre - min_span / 2, centre + min_span / 2
     if high <= low:  # a single value: a visible bar around it
         pad = max(abs(low) * 1e-3, 1e-6)
         low, high = low - pad, high + pad
-    bins = panel.bins if isinstance(panel.bins, int) else 60
-    return np.linspace(low, high, bins + 1)
+    return np.linspace(low, high, (bins if isinstance(bins, int) else 60) + 1)

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
-
 from featstore.report.plots import Panel, Series
+from featstore.report.stats import Distribution
+from featstore.report.tally import Bins, Column, Count, Group
 from featstore.store.fields import SQPNP_POSE_COLUMNS
 
 if TYPE_CHECKING:
@@ -39,30 +38,32 @@ DISAGREE_DEGREES = 5.0  # a per-frame disagreement above this is counted apart
 class StablePose:
     """featstore-pose-sqpnp-v1 over the frames that have both definitions' poses."""
 
-    values: dict[str, NDArray[np.float64]]  # POSE_NAMES -> degrees
-    disagreement: dict[str, NDArray[np.float64]]  # POSE_NAMES -> |face000 - stable| mod 360
+    values: dict[str, Distribution]  # POSE_NAMES -> degrees (circular stats)
+    disagreement: dict[str, Distribution]  # POSE_NAMES -> |face000 - stable| mod 360
     frames_without: int  # frames with face000-pose-v1 but not this (run `featstore derive`)
+    disagreeing_frames: int  # frames where some angle differs by more than DISAGREE_DEGREES
 
     @property
     def frames(self) -> int:
-        return int(self.values["yaw"].size)
+        return self.values["yaw"].count
 
     def disagreeing(self) -> int:
         """Frames where some angle differs by more than DISAGREE_DEGREES."""
-        if not self.frames:
-            return 0
-        gaps = np.column_stack([self.disagreement[name] for name in POSE_NAMES])
-        return int((gaps.max(axis=1) > DISAGREE_DEGREES).sum())
+        return self.disagreeing_frames
 
 
 @dataclass(frozen=True)
 class PoseDistribution:
     """The seed's (yaw, pitch, roll) over the frames of `valid_frames` that have a pose."""
 
-    values: dict[str, NDArray[np.float64]]  # POSE_NAMES -> degrees
+    values: dict[str, Distribution]  # POSE_NAMES -> degrees (circular stats)
     frames_without: int  # frames of valid_frames with no pose (degenerate keypoints, ...)
     available: bool  # False: the store was made before the pose columns
     stable: StablePose | None = None  # None: the store predates featstore-pose-sqpnp-v1
+
+    @property
+    def frames(self) -> int:
+        return self.values["yaw"].count if self.values else 0
 
 
 def has_pose_columns(con: duckdb.DuckDBPyConnection) -> bool:
@@ -73,35 +74,81 @@ def _columns(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("DESCRIBE images").fetchall()}
 
 
-def read_pose(con: duckdb.DuckDBPyConnection) -> PoseDistribution:
-    """The pose of every frame of `valid_frames` (after --where), both definitions where
-    the store has them, from one query."""
+def _mod360(x: str) -> str:
+    """numpy's `x % 360` (the divisor's sign) in SQL."""
+    return f"(({x}) - 360.0 * floor(({x}) / 360.0))"
+
+
+POSE_BINS = Bins(72)
+DISAGREEMENT_BINS = Bins(60)
+_POSED = "euler_angles IS NOT NULL"
+# A null list gives null elements: null in all three, or in none.
+_BOTH = f"{_POSED} AND {_STABLE_ANGLES}[1] IS NOT NULL"
+_GAPS = [
+    f"abs({_mod360(f'euler_angles[{i}] - {_STABLE_ANGLES}[{i}] + 180.0')} - 180.0)"
+    for i in range(1, 4)
+]
+
+
+@dataclass(frozen=True)
+class PoseQuery:
+    """What the pose section asks of `valid_frames` (`featstore.report.tally.summarise`
+    sums it up with the other frame columns in the same passes)."""
+
+    available: bool  # the store has face000-pose-v1's columns
+    stable: bool  # and featstore-pose-sqpnp-v1's
+
+    def groups(self) -> list[Group]:
+        """One panel per angle (both definitions on shared edges), then the disagreement."""
+        if not self.available:
+            return []
+        groups = []
+        for i, name in enumerate(POSE_NAMES, start=1):
+            mine = _angle(f"pose {name}", f"euler_angles[{i}]", _POSED, name)
+            theirs = _angle(f"stable {name}", f"{_STABLE_ANGLES}[{i}]", _BOTH, name)
+            groups.append(Group(POSE_BINS, (mine, theirs) if self.stable else (mine,)))
+        if self.stable:
+            gaps = (Column(f"gap {n}", g, _BOTH) for n, g in zip(POSE_NAMES, _GAPS, strict=True))
+            groups.append(Group(DISAGREEMENT_BINS, tuple(gaps)))
+        return groups
+
+    def counts(self) -> list[Count]:
+        if not self.available:
+            return []
+        counts = [Count("unposed", "euler_angles IS NULL")]
+        if self.stable:
+            disagree = f"{_BOTH} AND greatest({', '.join(_GAPS)}) > {DISAGREE_DEGREES!r}"
+            counts += [
+                Count("disagreeing", disagree),
+                Count("without stable", f"{_POSED} AND {_STABLE_ANGLES}[1] IS NULL"),
+            ]
+        return counts
+
+    def result(self, found: dict[str, Distribution], counted: dict[str, int]) -> PoseDistribution:
+        if not self.available:
+            return PoseDistribution({}, 0, available=False)
+        values = {name: found[f"pose {name}"] for name in POSE_NAMES}
+        if not self.stable:
+            return PoseDistribution(values, counted["unposed"], available=True)
+        extra = StablePose(
+            {name: found[f"stable {name}"] for name in POSE_NAMES},
+            {name: found[f"gap {name}"] for name in POSE_NAMES},
+            counted["without stable"],
+            counted["disagreeing"],
+        )
+        return PoseDistribution(values, counted["unposed"], available=True, stable=extra)
+
+
+def pose_query(con: duckdb.DuckDBPyConnection) -> PoseQuery:
     columns = _columns(con)
-    if "euler_angles" not in columns:
-        empty = {name: np.zeros(0) for name in POSE_NAMES}
-        return PoseDistribution(empty, 0, available=False)
-    stable = _STABLE_ANGLES in columns
-    selected = [f"euler_angles[{i}]" for i in range(1, 4)]
-    if stable:
-        selected += [f"{_STABLE_ANGLES}[{i}]" for i in range(1, 4)]
-    table = con.sql(
-        f"SELECT {', '.join(selected)} FROM valid_frames WHERE euler_angles IS NOT NULL"
-    ).to_arrow_table()
-    arrays = [np.asarray(c.to_numpy(zero_copy_only=False), np.float64) for c in table.columns]
-    values = dict(zip(POSE_NAMES, arrays[:3], strict=True))
-    without = con.execute("SELECT count(*) FROM valid_frames WHERE euler_angles IS NULL")
-    frames_without = int(without.fetchall()[0][0])
-    if not stable:
-        return PoseDistribution(values, frames_without, available=True)
-    # A null list gives null elements: NaN in all three, or in none.
-    both = ~np.isnan(arrays[3]) if arrays[3].size else np.zeros(0, bool)
-    stable_values = {name: a[both] for name, a in zip(POSE_NAMES, arrays[3:], strict=True)}
-    gaps = {
-        name: np.abs((values[name][both] - stable_values[name] + 180.0) % 360.0 - 180.0)
-        for name in POSE_NAMES
-    }
-    extra = StablePose(stable_values, gaps, int((~both).sum()))
-    return PoseDistribution(values, frames_without, available=True, stable=extra)
+    return PoseQuery("euler_angles" in columns, {"euler_angles", _STABLE_ANGLES} <= columns)
+
+
+def _angle(key: str, expression: str, condition: str, name: str) -> Column:
+    """A pose angle, summarised circularly; the roll drawn modulo 360 (upright faces make
+    one bar at 180)."""
+    shown = _mod360(expression) if name == "roll" else None
+    return Column(key, expression, condition, circular=True, shown=shown)
 
 
 def pose_panels(pose: PoseDistribution) -> list[Panel]:
@@ -109,15 +156,12 @@ def pose_panels(pose: PoseDistribution) -> list[Panel]:
     modulo 360 (see the module's docstring); then the per-frame disagreement."""
     stable = pose.stable if pose.stable is not None and pose.stable.frames else None
 
-    def shown(name: str, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.mod(values, 360.0) if name == "roll" else values
-
     panels = [
         Panel(
             f"{name} (mod 360; 180 = upright)" if name == "roll" else name,
             "degrees",
-            [Series(BASE if stable else "", shown(name, values))]
-            + ([Series(STABLE, shown(name, stable.values[name]))] if stable else []),
+            [Series(BASE if stable else "", values.histogram)]
+            + ([Series(STABLE, stable.values[name].histogram)] if stable else []),
             bins=72,
         )
         for name, values in pose.values.items()
@@ -127,7 +171,7 @@ def pose_panels(pose: PoseDistribution) -> list[Panel]:
             Panel(
                 "the two, per frame (mod 360)",
                 f"|{BASE} - {STABLE}|, degrees",
-                [Series(name, stable.disagreement[name]) for name in POSE_NAMES],
+                [Series(name, stable.disagreement[name].histogram) for name in POSE_NAMES],
                 bins=60,
                 log_y=True,
             )
@@ -141,7 +185,7 @@ def pose_heading(pose: PoseDistribution | None) -> str:
         return "<p class='muted'>No head pose: the store predates the pose columns.</p>"
     return (
         f"<h3 id='pose'>Head pose (face000-pose-v1, degrees, over the "
-        f"{pose.values['yaw'].size} frames of <code>valid_frames</code> with a pose; "
+        f"{pose.frames} frames of <code>valid_frames</code> with a pose; "
         f"{pose.frames_without} without)</h3>"
         "<p class='muted'>EPnP from the five keypoints to a mean face, focal length = image "
         "width. The names are the seed's (sic): an upright frontal face has roll near "

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from featstore.report.data import TABLE_ROWS, ReportData, Stats
+from featstore.report.data import TABLE_ROWS, ReportData
+from featstore.report.stats import Stats
 
 
 def _stable_pose(data: ReportData) -> dict[str, Any] | None:
@@ -20,8 +21,8 @@ def _stable_pose(data: ReportData) -> dict[str, Any] | None:
         "frames": stable.frames,
         "frames_without": stable.frames_without,
         "disagreeing_frames": stable.disagreeing(),
-        "angles": {n: stats_dict(Stats.of_angles(v)) for n, v in stable.values.items()},
-        "disagreement": {n: stats_dict(Stats.of(v)) for n, v in stable.disagreement.items()},
+        "angles": {n: stats_dict(v.stats) for n, v in stable.values.items()},
+        "disagreement": {n: stats_dict(v.stats) for n, v in stable.disagreement.items()},
     }
 
 
@@ -43,13 +44,12 @@ def summary_json(data: ReportData) -> str:
             + [r.frames_unreadable, r.valid]
             for r in data.identities[:TABLE_ROWS]
         ],
-        "angles": {name: stats_dict(Stats.of(v)) for name, v in data.angles.items()},
+        "angles": {name: stats_dict(v.stats) for name, v in data.angles.items()},
         "pose": {
-            n: stats_dict(Stats.of_angles(v))
-            for n, v in (data.pose.values if data.pose else {}).items()
+            n: stats_dict(v.stats) for n, v in (data.pose.values if data.pose else {}).items()
         },
         "pose_stable": _stable_pose(data),
-        "det_score": {role: stats_dict(Stats.of(v)) for role, v in data.det_scores.items()},
+        "det_score": {role: stats_dict(v.stats) for role, v in data.det_scores.items()},
         "norms": {
             "checked": data.norms.checked,
             "non_finite": data.norms.non_finite,

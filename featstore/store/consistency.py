@@ -53,6 +53,7 @@ IDENTITY_MACRO = "suspicious_identity"
 DEFAULT_SHARE = 0.2
 ARCFACE_PREFIX = "arcface_"
 DEFAULT_THRESHOLD = 0.3
+RANGE_MACRO = "_identity_consistency_range"  # the view over a range of identities
 
 
 def is_arcface_model(name: str) -> bool:
@@ -60,8 +61,11 @@ def is_arcface_model(name: str) -> bool:
     return name.startswith(ARCFACE_PREFIX)
 
 
-def consistency_sql(source: str, threshold: float = DEFAULT_THRESHOLD, *, dim: int) -> str:
-    """The view's query over `source`: a relation with the store's columns, ArcFace rows.
+def consistency_sql(
+    source: str, threshold: float = DEFAULT_THRESHOLD, *, dim: int, where: str = "true"
+) -> str:
+    """The view's query over `source`: a relation with the store's columns, ArcFace rows
+    (those where `where` holds: RANGE_MACRO's identity range).
 
     `dim`: the ArcFace embeddings' length. Each identity's frame sum is one aggregate row
     of `dim` sums, made in one pass over its frames (a hash aggregate of identities x dim
@@ -75,6 +79,7 @@ def consistency_sql(source: str, threshold: float = DEFAULT_THRESHOLD, *, dim: i
             SELECT model, identity, role, image_path, frame_index, features::FLOAT[] AS e
             FROM {source}
             WHERE model LIKE '{ARCFACE_PREFIX}%' AND status = 'ok' AND features IS NOT NULL
+              AND ({where})
         ),
         face AS (
             SELECT model, identity, any_value(e) AS e FROM arc WHERE role = 'face'
@@ -132,6 +137,13 @@ def create_identity_consistency(
         dim = int(found[0]) if found else 1
     sql = consistency_sql(source, threshold, dim=dim)
     con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {sql}")
+    # The view's rows for identities in [low, high) (high NULL: no end), the range put in
+    # the scan itself: the view materialises its ArcFace rows once for its three readers,
+    # and a filter on the view stays above that scan (it would read, and hold, every
+    # vector of the store for each range). `featstore report` reads it range by range.
+    within = "identity >= low AND (high IS NULL OR identity < high)"
+    ranged = consistency_sql(source, threshold, dim=dim, where=within)
+    con.execute(f"CREATE OR REPLACE MACRO {RANGE_MACRO}(low, high) AS TABLE {ranged}")
     create_macros(con, threshold)
     return True
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from featstore.errors import ProvenanceMismatchError
     from featstore.store.location import StoreLocation
-    from featstore.store.summary import DataFile, Summary
+    from featstore.store.summary import DataFile, FileIdentities, Summary
     from featstore.store.summary_totals import Totals
 
 _COMMIT_ATTEMPTS = 20
@@ -224,6 +224,14 @@ class ModelSnapshot:
 
         with store_errors(str(self.table), self.table.location):
             return valid_identities(self.table.location, self.table.key, self._data_files())
+
+    def file_identities(self, rows: int) -> list[FileIdentities]:
+        """Per data file (in `files` order), its first and last identity and where each
+        part of about `rows` ok rows starts (`featstore.store.summary.file_identities`)."""
+        from featstore.store.summary import file_identities
+
+        with store_errors(str(self.table), self.table.location):
+            return file_identities(self.table.location, self.table.key, self._data_files(), rows)
 
     def _data_files(self) -> list[DataFile]:
         from featstore.store.summary import DataFile

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from featstore.store.format import FINGERPRINT_COLUMN
@@ -137,6 +138,56 @@ def read_summary(
                 by_status[status] = by_status.get(status, 0) + n
     schema = pa.schema([SUMMARY_SCHEMA.field(c) for c in columns])
     return Summary(combined(schema, [t for t, _ in parts]), counts)
+
+
+_OK_ROWS = ["identity", "faces_ok", "frames_ok"]
+
+
+@dataclass(frozen=True)
+class FileIdentities:
+    """A data file's identities in name order: the first, the last, and those where a new
+    part of about `rows` ok rows starts (`cuts`, the first included); all None or empty
+    for a file without rows."""
+
+    first: str | None
+    last: str | None
+    cuts: list[str]
+
+
+def file_identities(
+    location: StoreLocation, table_key: str, files: Sequence[DataFile], rows: int
+) -> list[FileIdentities]:
+    """Per data file (in `files` order), its identity extent, cut every `rows` ok rows
+    (an identity without one counts as one: the summaries count ok rows, which hold the
+    features, per identity).
+
+    One file's names are held at a time (from its summary, made where missing), so a
+    reader can walk a store of any size a range of identities at a time, reading only the
+    files a range overlaps (`featstore report`)."""
+    import pyarrow.compute as pc
+
+    check_sizes(location, table_key, files)
+    stored = stored_summaries(location, table_key)
+    found = []
+    for file in files:
+        part = None
+        if f"{file.relative}.parquet" in stored:
+            part = _read(location, summary_key(table_key, file.relative), file, _OK_ROWS)
+        table = part[0] if part is not None else summarize(location, table_key, file)[0]
+        if not table.num_rows:
+            found.append(FileIdentities(None, None, []))
+            continue
+        table = table.take(pc.sort_indices(table.column("identity")))
+        weight = pc.max_element_wise(
+            pc.add(table.column("faces_ok"), table.column("frames_ok")), 1
+        ).to_numpy()
+        # Part k starts at the first identity whose rows before it reach k * rows.
+        before = np.cumsum(weight) - weight
+        starts = np.flatnonzero(np.diff(before // max(rows, 1), prepend=-1))
+        names = table.column("identity")
+        cuts = names.take(pa.array(starts)).to_pylist()
+        found.append(FileIdentities(cuts[0], names[-1].as_py(), cuts))
+    return found
 
 
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:

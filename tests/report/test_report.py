@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from featstore.report.build import (
 )
 from featstore.report.gallery import make_thumbnail
 from featstore.report.plots import Panel, Series, histograms_png
+from featstore.report.stats import Distribution, Stats
+from featstore.report.tally import FINE_BINS
 from featstore.store import Store
 from featstore.store.query import count_rows
 from featstore.store.writer import TableWriter
@@ -167,7 +170,27 @@ def test_angles_are_those_of_valid_frames(extracted: Extracted, data: ReportData
     for i in range(5):
         expected[ANGLES[i + 1]] = sorted(r["spherical_angles"][i] for r in frames)
     for name, values in expected.items():
-        assert sorted(data.angles[name].tolist()) == values, name
+        assert_distribution(data.angles[name], values, name)
+
+
+def assert_distribution(shown: Distribution, values: Sequence[float], name: str = "") -> None:
+    """The statistics and histogram summed up range by range are numpy's over the same
+    values (means and standard deviations up to the order of summation; the median to
+    within 1/FINE_BINS of the values' range, as `featstore.report.tally` says)."""
+    array = np.asarray(values, dtype=np.float64)
+    expected = Stats.of(array)
+    got = shown.stats
+    assert (got.count, got.non_finite) == (expected.count, expected.non_finite), name
+    assert (got.minimum, got.maximum) == (expected.minimum, expected.maximum), name
+    if expected.median is not None:
+        assert expected.minimum is not None and expected.maximum is not None
+        bound = (expected.maximum - expected.minimum) / FINE_BINS
+        assert got.median == pytest.approx(expected.median, abs=bound + 1e-12), name
+    assert got.mean == pytest.approx(expected.mean, abs=1e-9), name
+    assert got.std == pytest.approx(expected.std, abs=1e-9), name
+    edges = shown.histogram.edges
+    counts, _ = np.histogram(array[np.isfinite(array)], bins=edges)
+    assert shown.histogram.counts.tolist() == counts.tolist(), name
 
 
 def test_angle_statistics_shown(extracted: Extracted, report: ReportSummary) -> None:
@@ -177,19 +200,23 @@ def test_angle_statistics_shown(extracted: Extracted, report: ReportSummary) -> 
     assert stats["count"] == values.size
     assert stats["mean"] == pytest.approx(values.mean(), abs=1e-9)
     assert stats["min"] == values.min() and stats["max"] == values.max()
-    assert stats["median"] == pytest.approx(np.median(values), abs=1e-9)
+    bound = (values.max() - values.min()) / FINE_BINS  # see featstore.report.tally
+    assert stats["median"] == pytest.approx(np.median(values), abs=bound)
 
 
 def test_det_scores_and_norms(extracted: Extracted, data: ReportData) -> None:
     rows = store_rows(extracted.store)
     for role in ("face", "frame"):
         scores = sorted(r["det_score"] for r in rows if r["role"] == role and r["det_score"])
-        assert sorted(data.det_scores[role].tolist()) == scores
+        assert_distribution(data.det_scores[role], scores, role)
         features = np.array(
             [r["features"] for r in rows if r["role"] == role and r["features"] is not None]
         )
         norms = np.linalg.norm(features.astype(np.float64), axis=1)
-        np.testing.assert_allclose(np.sort(data.norms.norms[role]), np.sort(norms), rtol=1e-5)
+        shown = data.norms.norms[role].stats
+        assert shown.count == norms.size
+        assert (shown.minimum, shown.maximum) == pytest.approx((norms.min(), norms.max()), 1e-5)
+        assert data.norms.norms[role].histogram.total == norms.size
     assert data.norms.checked == sum(r["features"] is not None for r in rows)
     assert data.norms.flagged_total == 0  # extraction L2-normalises (SPEC §2)
 

@@ -8,6 +8,8 @@ import pytest
 from conftest import ARCFACE, INTRUDER, MODEL, Extracted
 from test_report import shown
 
+import featstore.report.build as build
+import featstore.report.ranges as ranges
 from featstore.report.build import read_report, write_report
 from featstore.store import Store
 
@@ -31,6 +33,18 @@ def test_worst_frames_first_beside_their_frontal_image(consistency_store: Path) 
     assert first.frame.data_uri and first.face and first.face.data_uri
     assert first.face.image_path == "face/person_000.jpg"
     assert (section.frames_checked, section.frames_below) == (len(expected), 0)
+
+
+@pytest.mark.parametrize("where", [None, "NOT suspicious_frame(image_path, min_cosine := 0.6)"])
+def test_the_section_read_one_identity_at_a_time_is_the_same(
+    consistency_store: Path, monkeypatch: pytest.MonkeyPatch, where: str | None
+) -> None:
+    whole = read_report(consistency_store, model=MODEL, where=where).consistency
+    monkeypatch.setattr(ranges, "CONSISTENCY_ROWS", 1)
+    monkeypatch.setattr(build, "CONSISTENCY_ROWS", 1)
+    split = read_report(consistency_store, model=MODEL, where=where).consistency
+    assert whole is not None and split is not None and len(whole.worst) > 1
+    assert split.summary() == whole.summary()
 
 
 def test_section_follows_where(consistency_store: Path) -> None:

@@ -11,10 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Extracted
+from numpy.typing import NDArray
 from store_checks import drop_columns, table_rows
 
 from featstore.report.build import ReportData, read_report, write_report
 from featstore.report.pose import DISAGREE_DEGREES, POSE_NAMES, pose_caption
+from featstore.report.stats import Distribution, Stats
+from featstore.report.tally import FINE_BINS
 from featstore.store.fields import SQPNP_POSE_COLUMNS
 
 SHOWN = re.compile(r"<script type='application/json' id='featstore-report'>(.*?)</script>", re.S)
@@ -42,8 +45,23 @@ def test_pose_histograms_are_those_of_valid_frames(extracted: Extracted, data: R
     assert data.pose is not None and data.pose.available and posed
     assert data.pose.frames_without == len(frames) - len(posed)
     for i, name in enumerate(POSE_NAMES):
-        expected = sorted(np.float32(r["euler_angles"][i]) for r in posed)
-        assert sorted(data.pose.values[name].astype(np.float32).tolist()) == expected, name
+        expected = np.array([r["euler_angles"][i] for r in posed], np.float32)
+        assert_circular(data.pose.values[name], expected, name)
+
+
+def assert_circular(shown: Distribution, values: NDArray[np.float32], name: str) -> None:
+    """DuckDB's circular statistics and histogram (roll modulo 360) are numpy's over the
+    same values (means up to the order of summation)."""
+    array = values.astype(np.float64)
+    expected, got = Stats.of_angles(array), shown.stats
+    assert (got.count, got.non_finite) == (expected.count, expected.non_finite), name
+    for field in ("mean", "std", "minimum", "maximum"):
+        assert getattr(got, field) == pytest.approx(getattr(expected, field), abs=1e-6), name
+    # The median from 65,536 fine bins over the circle (featstore.report.tally).
+    assert got.median == pytest.approx(expected.median, abs=360.0 / FINE_BINS), name
+    drawn = np.mod(array, 360.0) if name == "roll" else array
+    counts, _ = np.histogram(drawn, bins=shown.histogram.edges)
+    assert shown.histogram.counts.tolist() == counts.tolist(), name
 
 
 def test_the_report_shows_the_pose(extracted: Extracted, tmp_path: Path) -> None:
@@ -87,7 +105,7 @@ def test_a_store_without_pose_columns_still_reports(extracted: Extracted, tmp_pa
 
 def test_angle_statistics_are_circular() -> None:
     """Rolls near ±180 (upright faces) average to ±180, not to 0 with a std of 179."""
-    from featstore.report.data import Stats
+    from featstore.report.stats import Stats
 
     rolls = np.array([179.0, -179.0, 178.0, -178.0, 180.0])
     s = Stats.of_angles(rolls)
@@ -101,13 +119,12 @@ def test_angle_statistics_are_circular() -> None:
 
 
 def test_the_report_and_its_json_use_circular_pose_statistics(data: ReportData) -> None:
-    from featstore.report.data import Stats
     from featstore.report.summary_json import summary_json
 
     text = summary_json(data)
     shown = json.loads(text[text.index(">") + 1 : text.rindex("</script>")])["pose"]
     for name in POSE_NAMES:
-        expected = Stats.of_angles(data.pose.values[name]) if data.pose else None
+        expected = data.pose.values[name].stats if data.pose else None
         assert expected is not None and shown[name]["mean"] == pytest.approx(expected.mean)
 
 
@@ -131,11 +148,16 @@ def test_the_stable_pose_is_shown_beside_face000s(
         a, b = np.float32(r["euler_angles"]), np.float32(r["sqpnp_euler_angles"])
         gaps.append(np.abs((a.astype(np.float64) - b + 180.0) % 360.0 - 180.0))
     for i, name in enumerate(POSE_NAMES):
-        expected = sorted(np.float32(r["sqpnp_euler_angles"][i]) for r in posed)
-        assert sorted(stable.values[name].astype(np.float32).tolist()) == expected, name
-        np.testing.assert_allclose(
-            sorted(stable.disagreement[name]), sorted(g[i] for g in gaps), atol=1e-4
-        )
+        expected = np.array([r["sqpnp_euler_angles"][i] for r in posed], np.float32)
+        assert_circular(stable.values[name], expected, name)
+        gap = Stats.of(np.array([g[i] for g in gaps]))
+        shown_gap = stable.disagreement[name].stats
+        assert shown_gap.count == gap.count == stable.disagreement[name].histogram.total
+        for field in ("mean", "minimum", "maximum"):
+            assert getattr(shown_gap, field) == pytest.approx(getattr(gap, field), abs=1e-4), name
+        assert gap.minimum is not None and gap.maximum is not None
+        bound = (gap.maximum - gap.minimum) / FINE_BINS + 1e-4
+        assert shown_gap.median == pytest.approx(gap.median, abs=bound), name
     disagreeing = sum(max(g) > DISAGREE_DEGREES for g in gaps)
     assert stable.disagreeing() == disagreeing
 
