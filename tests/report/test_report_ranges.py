@@ -119,12 +119,13 @@ def test_each_range_restores_the_whole_view_after_an_error(many_files: Path) -> 
         assert con.execute("SELECT count(*) FROM images").fetchall()[0][0] == total
 
 
+@pytest.mark.slow  # two reports, each reading ranges
 @pytest.mark.parametrize("where", [None, "det_score > 0.3"])
 def test_a_report_read_range_by_range_is_the_report_read_whole(
     many_files: Path, monkeypatch: pytest.MonkeyPatch, where: str | None
 ) -> None:
     whole = read_report(many_files, where=where)
-    monkeypatch.setattr(ranges_module, "RANGE_ROWS", 10)
+    monkeypatch.setattr(ranges_module, "RANGE_ROWS", 30)  # several files a range, or one
     split = read_report(many_files, where=where)
     assert (split.frames_selected, split.identities_selected, split.valid_selected) == (
         whole.frames_selected,
