@@ -21,7 +21,7 @@ PANEL_INCHES = (4.2, 2.9)
 
 @dataclass(frozen=True)
 class Binned:
-    """A histogram already counted (by DuckDB, `featstore.report.sql_stats`): `counts[i]`
+    """A histogram already counted (range by range, `featstore.report.tally`): `counts[i]`
     values in [edges[i], edges[i + 1]); no edges when there was no finite value."""
 
     edges: NDArray[np.float64]

@@ -50,7 +50,7 @@ def test_pose_histograms_are_those_of_valid_frames(extracted: Extracted, data: R
 
 
 def assert_circular(shown: Distribution, values: NDArray[np.float32], name: str) -> None:
-    """DuckDB's circular statistics and histogram (roll modulo 360) are numpy's over the
+    """The report's circular statistics and histogram (roll modulo 360) are numpy's over the
     same values (means up to the order of summation)."""
     array = values.astype(np.float64)
     expected, got = Stats.of_angles(array), shown.stats
