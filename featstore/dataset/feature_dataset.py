@@ -33,6 +33,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     POSITION_ENCODINGS,
+    STORE_KEYPOINT_FIELDS,
     CacheLease,
     PositionEncoding,
     SampleColumns,
@@ -208,7 +209,13 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             self.source_format = "store"
             self.store_source = source
             self.model, self.version, lease = from_store(
-                source, model, where, cache_dir, version, position_encoding
+                source,
+                model,
+                where,
+                cache_dir,
+                version,
+                position_encoding,
+                keypoints=bool(set(STORE_KEYPOINT_FIELDS) & set(self.extra_fields)),
             )
         elif path.is_file():
             if version is not None:
