@@ -93,6 +93,10 @@ FRAME_FIELDS: dict[str, tuple[int, ...]] = {
     "keypoints_3d": (5, 3),
     "front_keypoints_3d": (5, 3),
 }
+# Fields a store's samples compute from a scale that export-npy derives by solving every
+# frontal image's head pose again (issue 25: 12 s of a 22 s cold open at 10^5 identities):
+# made only for a Dataset that asks for them, in a cache folder of their own.
+STORE_KEYPOINT_FIELDS = ("keypoints_3d", "front_keypoints_3d")
 
 
 @dataclass
@@ -105,7 +109,9 @@ class SampleColumns:
 
     identity_index: NDArray[np.int32]  # [N]
     input_features: NDArray[np.float32]  # [N, D]
-    fields: dict[str, NDArray[np.float32]]  # FRAME_FIELDS; NaN where the source has none
+    # FRAME_FIELDS; NaN where the source has none. A store's samples leave out
+    # STORE_KEYPOINT_FIELDS unless asked for them (`featstore.dataset.sources.read_store`).
+    fields: dict[str, NDArray[np.float32]]
     image_path: pa.Array  # [N] strings: absolute paths, forward slashes
     identities: list[str]  # [I]
     target_features: NDArray[np.float32]  # [I, D]
@@ -236,7 +242,11 @@ def open_columns(folder: Path) -> SampleColumns:
     return SampleColumns(
         identity_index=frames.column("identity_index").to_numpy(),
         input_features=_map_features(folder / FEATURES_FILE, frames.num_rows, dim),
-        fields={name: _fixed_size_view(frames.column(name), s) for name, s in FRAME_FIELDS.items()},
+        fields={
+            name: _fixed_size_view(frames.column(name), s)
+            for name, s in FRAME_FIELDS.items()
+            if name in frames.schema.names
+        },
         image_path=frames.column("image_path"),
         identities=identities.column("identity").to_pylist(),
         target_features=_fixed_size_view(identities.column("target_features"), (dim,)),

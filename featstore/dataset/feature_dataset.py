@@ -33,6 +33,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 
 from featstore.dataset.cache import (
     POSITION_ENCODINGS,
+    STORE_KEYPOINT_FIELDS,
     CacheLease,
     PositionEncoding,
     SampleColumns,
@@ -150,7 +151,9 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             image_path (absolute, forward slashes), pose_landmarks_3d (the posed mean face:
             the 3D JSON's landmarks_3d, the npy directory's landmarks_3d_original),
             keypoints_3d and front_keypoints_3d (as face000's npy trainers normalise them;
-            stores and npy directories) to add to samples.
+            stores and npy directories) to add to samples. From a store, the keypoints
+            are made only when asked for (their scale, export-npy's, solves every frontal
+            image's head pose again), into a cache folder of their own.
         cache_dir: where the memory-mapped sample files go; default `<store>/_cache/datasets`
             for a store you can write to, else `~/.cache/featstore/datasets`.
         extraction_store: old-format JSON only: the store the images are extracted into;
@@ -208,7 +211,13 @@ class FeatureDataset(Dataset[dict[str, Any]]):
             self.source_format = "store"
             self.store_source = source
             self.model, self.version, lease = from_store(
-                source, model, where, cache_dir, version, position_encoding
+                source,
+                model,
+                where,
+                cache_dir,
+                version,
+                position_encoding,
+                keypoints=bool(set(STORE_KEYPOINT_FIELDS) & set(self.extra_fields)),
             )
         elif path.is_file():
             if version is not None:

@@ -41,7 +41,9 @@ def from_store(
     cache_dir: str | os.PathLike[str] | None,
     version: int | None,
     encoding: PositionEncoding = "spherical_angles",
+    keypoints: bool = True,
 ) -> tuple[str, int, CacheLease]:
+    """`keypoints`: with the fields `STORE_KEYPOINT_FIELDS` (slow to make: see there)."""
     from featstore.dataset.sources import describe_store, read_store
     from featstore.store import Store
 
@@ -49,9 +51,11 @@ def from_store(
     store.require_models()
     info = store.feature_model(model, version)
     cache = store_cache_dir(store.location.local, cache_dir)
-    description = describe_store(store, info, where, encoding)
+    description = describe_store(store, info, where, encoding, keypoints)
     lease = _spooled(
-        cache, description, lambda spool: read_store(store, info, where, encoding, spool)
+        cache,
+        description,
+        lambda spool: read_store(store, info, where, encoding, spool, keypoints),
     )
     return info.name, info.version, lease
 

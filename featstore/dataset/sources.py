@@ -51,7 +51,11 @@ _POSED = """euler_angles IS NOT NULL AND identity IN (
 
 
 def describe_store(
-    store: Store, info: ModelSnapshot, where: str | None, encoding: PositionEncoding
+    store: Store,
+    info: ModelSnapshot,
+    where: str | None,
+    encoding: PositionEncoding,
+    keypoints: bool = True,
 ) -> dict[str, Any]:
     """What a store's samples are made from: one version of the model's table.
 
@@ -68,6 +72,8 @@ def describe_store(
             "model": info.name,
             "where": where,
             "position_encoding": encoding,  # euler_angles keeps posed frames only
+            # With the keypoints or without: two selections, each its own folder.
+            "keypoints_3d": keypoints,
         },
         "signature": info.signature,
         # A `where` may read identity_consistency, made from the ArcFace tables: their
@@ -91,13 +97,16 @@ def read_store(
     where: str | None,
     encoding: PositionEncoding,
     spool: Path | None = None,
+    keypoints: bool = True,
 ) -> SampleColumns:
     """The samples of one model of a store, `where` applied to the frames.
 
     With `encoding` "euler_angles", the samples are those of `export-json --format 3d`:
     frames with a head pose, of identities whose frontal image has one. `spool`: a folder
     to create for the frames' features (the bulk of the samples), written there mapped
-    instead of held in memory; the cache moves the file in.
+    instead of held in memory; the cache moves the file in. `keypoints`: make the fields
+    `STORE_KEYPOINT_FIELDS` (their scale solves every frontal image's pose again); without,
+    the samples have no such fields.
 
     DuckDB selects and orders the samples over their small columns; on a local store the
     wide columns are then read from the files by pyarrow (`featstore.dataset.store_columns`).
@@ -169,13 +178,17 @@ def read_store(
         pc.index_in(frames.column("identity"), value_set=identities).to_numpy().astype(np.int32)
     )
     values = {name: frame_values[column] for name, column in _STORE_COLUMNS.items()}
-    keypoints = store_keypoint_fields(
-        info, values["pose_landmarks_3d"], face_values["pose_landmarks_3d"], identity_index
+    derived = (
+        store_keypoint_fields(
+            info, values["pose_landmarks_3d"], face_values["pose_landmarks_3d"], identity_index
+        )
+        if keypoints
+        else {}
     )
     return SampleColumns(
         identity_index=identity_index,
         input_features=frame_values["features"],
-        fields={**values, **keypoints},
+        fields={**values, **derived},
         image_path=resolve_paths(frame_paths, base),
         identities=identities.to_pylist(),
         target_features=face_values["features"],

@@ -126,3 +126,34 @@ def test_3d_json_pose_landmarks_are_its_landmarks_3d(extracted: Extracted, tmp_p
         cache_dir=tmp_path / "d",
     )
     assert [s["pose_landmarks_3d"].tolist() for s in store] == [w.tolist() for w in expected]
+
+
+def test_keypoints_are_made_only_when_asked(
+    npy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store's keypoints need export-npy's scale (every frontal pose solved again): a
+    Dataset that does not ask for them neither solves the poses nor lacks anything else."""
+    import featstore.dataset.npy_source as npy_source
+
+    store, _ = npy
+    cache = tmp_path / "c"
+    options = {"position_encoding": "euler_angles", "cache_dir": cache}
+    with_keypoints = FeatureDataset(store, extra_fields=FIELDS, **options)  # type: ignore[arg-type]
+
+    def no_scale(info: object) -> None:
+        raise AssertionError("solved the frontal poses for keypoints nobody asked for")
+
+    monkeypatch.setattr(npy_source, "_export_scale", no_scale)
+    others = ("pose_landmarks_3d", "image_path", "euler_angles")
+    without = FeatureDataset(store, extra_fields=others, **options)  # type: ignore[arg-type]
+    assert len(without) == len(with_keypoints) > 0
+    for a, b in zip(with_keypoints, without, strict=True):
+        assert a["person_name"] == b["person_name"]
+        assert a["image_path"] == b["image_path"]
+        assert "keypoints_3d" not in b
+        for key in ("input_features", "target_features", "position_encoding", *others[:1]):
+            assert np.array_equal(a[key].numpy(), b[key].numpy(), equal_nan=True), key
+    # Each selection keeps its own folder: asking for the keypoints again reuses theirs.
+    again = FeatureDataset(store, extra_fields=FIELDS, **options)  # type: ignore[arg-type]
+    assert np.array_equal(again[0]["keypoints_3d"].numpy(), with_keypoints[0]["keypoints_3d"])
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
