@@ -121,15 +121,7 @@ def read_summary(
     check_sizes(location, table_key, files)
     stored = stored_summaries(location, table_key)
     columns = ["identity", *(c for c in columns if c != "identity")]
-    parts = []
-    for file in files:
-        part = None
-        if f"{file.relative}.parquet" in stored:
-            part = _read(location, summary_key(table_key, file.relative), file, columns)
-        if part is None:
-            made, made_counts = summarize(location, table_key, file)
-            part = made.select(columns), made_counts
-        parts.append(part)
+    parts = [_file_summary(location, table_key, file, stored, columns) for file in files]
     counts: Counts = {}
     for _, part_counts in parts:
         for role, statuses in part_counts.items():
@@ -170,10 +162,7 @@ def file_identities(
     stored = stored_summaries(location, table_key)
     found = []
     for file in files:
-        part = None
-        if f"{file.relative}.parquet" in stored:
-            part = _read(location, summary_key(table_key, file.relative), file, _OK_ROWS)
-        table = part[0] if part is not None else summarize(location, table_key, file)[0]
+        table, _ = _file_summary(location, table_key, file, stored, _OK_ROWS)
         if not table.num_rows:
             found.append(FileIdentities(None, None, []))
             continue
@@ -188,6 +177,24 @@ def file_identities(
         cuts = names.take(pa.array(starts)).to_pylist()
         found.append(FileIdentities(cuts[0], names[-1].as_py(), cuts))
     return found
+
+
+def _file_summary(
+    location: StoreLocation,
+    table_key: str,
+    file: DataFile,
+    stored: set[str],
+    columns: Sequence[str],
+) -> tuple[pa.Table, Counts]:
+    """One data file's summary (`columns` of it) and counts: the stored one when it is
+    there and is `file`'s, else made now (`stored`: `stored_summaries`' names)."""
+    part = None
+    if f"{file.relative}.parquet" in stored:
+        part = _read(location, summary_key(table_key, file.relative), file, columns)
+    if part is None:
+        made, made_counts = summarize(location, table_key, file)
+        part = made.select(list(columns)), made_counts
+    return part
 
 
 def summarize(location: StoreLocation, table_key: str, file: DataFile) -> tuple[pa.Table, Counts]:
