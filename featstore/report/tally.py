@@ -213,10 +213,11 @@ def summarise(
         return {}, totals
     for _ in each_range(con, ranges):
         row = con.execute(f"SELECT {first} FROM {source}").fetchall()[0]
-        for i, c in enumerate(columns):
-            moments[c.name].merge(row[10 * i : 10 * i + 10])
-        for j, counted in enumerate(counts):
-            totals[counted.name] += int(row[10 * len(columns) + j] or 0)
+        values = iter(row)  # each column's _AGGREGATES numbers, then the counts
+        for c in columns:
+            moments[c.name].merge([next(values) for _ in range(_AGGREGATES)])
+        for counted, n in zip(counts, values, strict=True):
+            totals[counted.name] += int(n or 0)
     tallies = {
         c.name: _Tally(c, moments[c.name], _edges(p, [moments[x.name] for x in p.columns]))
         for p in panels
@@ -236,6 +237,9 @@ def _extend(
     if new_high is not None:
         high = max(high, float(new_high))
     return low, high
+
+
+_AGGREGATES = 10  # what `_aggregates` asks per column, in `_Moments.merge`'s order
 
 
 def _aggregates(c: Column) -> list[str]:
